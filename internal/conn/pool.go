@@ -1,0 +1,437 @@
+package conn
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/docker/docker/client"
+	consulapi "github.com/hashicorp/consul/api"
+	"golang.org/x/crypto/ssh"
+	"golang.org/x/crypto/ssh/knownhosts"
+)
+
+const (
+	DefaultUser           = "root"
+	DefaultConnectTimeout = 30 * time.Second
+	DefaultDockerSocket   = "/var/run/docker.sock"
+	DefaultConsulAddr     = "127.0.0.1:8500"
+)
+
+// Options configure a Pool. The zero value of every field has a sensible default.
+type Options struct {
+	// User is the SSH user for hosts that name none.
+	User string
+	// PrivateKey is the PEM-encoded SSH private key for every ssh:// host.
+	PrivateKey []byte
+	// KnownHostsFile is an OpenSSH known_hosts file consulted for hosts with no pinned key.
+	KnownHostsFile string
+	// HostKeyPolicy decides about hosts nothing vouches for; default strict.
+	HostKeyPolicy HostKeyPolicy
+	// ConnectTimeout bounds dialing and the SSH handshake.
+	ConnectTimeout time.Duration
+	// DockerSocket is the engine's socket path on ssh:// hosts.
+	DockerSocket string
+	// TLS secures tcp:// hosts; required unless the host is a loopback address.
+	TLS *TLSMaterial
+}
+
+// TLSMaterial is PEM-encoded client TLS material for tcp:// Docker hosts.
+type TLSMaterial struct {
+	CACert     []byte
+	ClientCert []byte
+	ClientKey  []byte
+}
+
+// Target is one host to reach, with the key pinned for it, if any.
+type Target struct {
+	// Host is ssh://user@host:port, unix:///path or tcp://host:port.
+	Host string
+	// HostKey pins the host's SSH key(s), authorized_keys form, one per line.
+	HostKey string
+}
+
+// Pool hands out connections to hosts, one SSH connection per endpoint, shared by every
+// caller and re-dialled when it has died (a rebooted droplet, say).
+type Pool struct {
+	opts       Options
+	signer     ssh.Signer
+	knownHosts ssh.HostKeyCallback
+
+	mu    sync.Mutex
+	hosts map[string]*Host
+}
+
+// NewPool checks the options and returns an empty pool.
+func NewPool(opts Options) (*Pool, error) {
+	if opts.User == "" {
+		opts.User = DefaultUser
+	}
+	if opts.ConnectTimeout <= 0 {
+		opts.ConnectTimeout = DefaultConnectTimeout
+	}
+	if opts.DockerSocket == "" {
+		opts.DockerSocket = DefaultDockerSocket
+	}
+	if opts.HostKeyPolicy == "" {
+		opts.HostKeyPolicy = HostKeyStrict
+	}
+	p := &Pool{opts: opts, hosts: map[string]*Host{}}
+	if len(opts.PrivateKey) > 0 {
+		signer, err := ssh.ParsePrivateKey(opts.PrivateKey)
+		if err != nil {
+			var missing *ssh.PassphraseMissingError
+			if errors.As(err, &missing) {
+				return nil, errors.New("the SSH private key is encrypted with a passphrase; provide an unencrypted key (keep it in a sensitive variable)")
+			}
+			return nil, fmt.Errorf("the SSH private key could not be parsed (want a PEM or OpenSSH private key): %w", err)
+		}
+		p.signer = signer
+	}
+	if opts.KnownHostsFile != "" {
+		cb, err := knownhosts.New(opts.KnownHostsFile)
+		if err != nil {
+			return nil, fmt.Errorf("reading known_hosts file %s: %w", opts.KnownHostsFile, err)
+		}
+		p.knownHosts = cb
+	}
+	return p, nil
+}
+
+// Host is a reachable Docker host. It is shared: do not close its clients.
+type Host struct {
+	pool     *Pool
+	endpoint Endpoint
+	verifier hostKeyVerifier
+
+	mu        sync.Mutex
+	sshClient *ssh.Client
+	hostKey   ssh.PublicKey
+	docker    *client.Client
+}
+
+// Open returns the pooled Host for a target, connecting (and verifying the host key)
+// if there is no live connection yet.
+func (p *Pool) Open(ctx context.Context, t Target) (*Host, error) {
+	ep, err := ParseEndpoint(t.Host)
+	if err != nil {
+		return nil, err
+	}
+	if ep.Scheme == SchemeSSH && ep.User == "" {
+		ep.User = p.opts.User
+	}
+	verifier := hostKeyVerifier{knownHosts: p.knownHosts, policy: p.opts.HostKeyPolicy}
+	if t.HostKey != "" {
+		if verifier.pinned, err = ParseHostKeys(t.HostKey); err != nil {
+			return nil, err
+		}
+	}
+
+	key := ep.String()
+	p.mu.Lock()
+	h, ok := p.hosts[key]
+	if !ok {
+		h = &Host{pool: p, endpoint: ep, verifier: verifier}
+		p.hosts[key] = h
+	}
+	p.mu.Unlock()
+
+	switch ep.Scheme {
+	case SchemeSSH:
+		if p.signer == nil {
+			return nil, fmt.Errorf("cannot reach %s: the provider has no SSH private key (set ssh_private_key or ssh_private_key_file)", ep)
+		}
+		if _, err := h.ssh(ctx, verifier); err != nil {
+			return nil, err
+		}
+	case SchemeTCP:
+		if p.opts.TLS == nil && !isLoopback(ep.Host) {
+			return nil, fmt.Errorf("refusing to reach the Docker API at %s without TLS: an unauthenticated Docker port is root on that host. Configure the provider's docker TLS material, or use ssh://", ep)
+		}
+	}
+	return h, nil
+}
+
+// Close closes every pooled connection.
+func (p *Pool) Close() error {
+	p.mu.Lock()
+	hosts := p.hosts
+	p.hosts = map[string]*Host{}
+	p.mu.Unlock()
+	var errs []error
+	for _, h := range hosts {
+		errs = append(errs, h.close())
+	}
+	return errors.Join(errs...)
+}
+
+// Endpoint is the parsed host.
+func (h *Host) Endpoint() Endpoint { return h.endpoint }
+
+// HostKey is the SSH host key the host presented (authorized_keys form), so callers can
+// record it and pin it from then on; empty for non-SSH hosts.
+func (h *Host) HostKey() string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.hostKey == nil {
+		return ""
+	}
+	return AuthorizedKey(h.hostKey)
+}
+
+// ssh returns a live SSH client, dialling if there is none or the last one died. The
+// verifier is the caller's: a pooled connection is only reused when its key passes it.
+func (h *Host) ssh(ctx context.Context, v hostKeyVerifier) (*ssh.Client, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.sshClient != nil {
+		if err := v.verify(h.endpoint.Address(), nil, h.hostKey); err != nil {
+			return nil, err
+		}
+		if alive(h.sshClient) {
+			return h.sshClient, nil
+		}
+		_ = h.sshClient.Close()
+		h.sshClient = nil
+	}
+	client, key, err := h.pool.dialSSH(ctx, h.endpoint, v)
+	if err != nil {
+		return nil, err
+	}
+	h.sshClient, h.hostKey, h.verifier = client, key, v
+	return client, nil
+}
+
+// alive asks the server for a keepalive reply; a dead connection fails at once.
+func alive(c *ssh.Client) bool {
+	_, _, err := c.SendRequest("keepalive@openssh.com", true, nil)
+	return err == nil
+}
+
+func (p *Pool) dialSSH(ctx context.Context, ep Endpoint, v hostKeyVerifier) (*ssh.Client, ssh.PublicKey, error) {
+	ctx, cancel := context.WithTimeout(ctx, p.opts.ConnectTimeout)
+	defer cancel()
+	var seen ssh.PublicKey
+	cfg := &ssh.ClientConfig{
+		User: ep.User,
+		Auth: []ssh.AuthMethod{ssh.PublicKeys(p.signer)},
+		HostKeyCallback: func(hostname string, remote net.Addr, key ssh.PublicKey) error {
+			seen = key
+			return v.verify(ep.Address(), remote, key)
+		},
+		HostKeyAlgorithms: v.algorithms(ep.Address()),
+		Timeout:           p.opts.ConnectTimeout,
+	}
+	var d net.Dialer
+	raw, err := d.DialContext(ctx, "tcp", ep.Address())
+	if err != nil {
+		return nil, nil, fmt.Errorf("ssh: cannot reach %s: %w", ep.Address(), err)
+	}
+	// The handshake has no context of its own: bound it by the deadline.
+	if deadline, ok := ctx.Deadline(); ok {
+		_ = raw.SetDeadline(deadline)
+	}
+	stop := context.AfterFunc(ctx, func() { _ = raw.Close() })
+	sshConn, chans, reqs, err := ssh.NewClientConn(raw, ep.Address(), cfg)
+	stop()
+	if err != nil {
+		_ = raw.Close()
+		var unknown *UnknownHostKeyError
+		var mismatch *HostKeyMismatchError
+		if errors.As(err, &unknown) || errors.As(err, &mismatch) {
+			return nil, nil, errors.Unwrap(err)
+		}
+		if ctx.Err() != nil {
+			return nil, nil, fmt.Errorf("ssh: handshake with %s did not finish within %s: %w", ep.Address(), p.opts.ConnectTimeout, ctx.Err())
+		}
+		return nil, nil, fmt.Errorf("ssh: connecting to %s as %s: %w", ep.Address(), ep.User, err)
+	}
+	_ = raw.SetDeadline(time.Time{})
+	return ssh.NewClient(sshConn, chans, reqs), seen, nil
+}
+
+// DialContext opens a connection from the host's point of view: over SSH the far end
+// dials it, so "127.0.0.1:8500" is the host's own loopback.
+func (h *Host) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
+	if h.endpoint.Scheme != SchemeSSH {
+		var d net.Dialer
+		return d.DialContext(ctx, network, addr)
+	}
+	h.mu.Lock()
+	v := h.verifier
+	h.mu.Unlock()
+	c, err := h.ssh(ctx, v)
+	if err != nil {
+		return nil, err
+	}
+	// ssh.Client.DialContext covers tcp; unix goes through direct-streamlocal.
+	type result struct {
+		conn net.Conn
+		err  error
+	}
+	done := make(chan result, 1)
+	go func() {
+		conn, err := c.Dial(network, addr)
+		done <- result{conn, err}
+	}()
+	select {
+	case r := <-done:
+		if r.err != nil {
+			return nil, fmt.Errorf("ssh: forwarding to %s %s on %s: %w", network, addr, h.endpoint.Address(), r.err)
+		}
+		return r.conn, nil
+	case <-ctx.Done():
+		go func() {
+			if r := <-done; r.conn != nil {
+				_ = r.conn.Close()
+			}
+		}()
+		return nil, ctx.Err()
+	}
+}
+
+// Docker returns the host's Docker API client (API version negotiated with the engine).
+func (h *Host) Docker() (*client.Client, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.docker != nil {
+		return h.docker, nil
+	}
+	opts := []client.Opt{client.WithAPIVersionNegotiation()}
+	switch h.endpoint.Scheme {
+	case SchemeSSH:
+		socket := h.pool.opts.DockerSocket
+		opts = append(opts,
+			client.WithHost("unix://"+socket),
+			client.WithDialContext(func(ctx context.Context, _, _ string) (net.Conn, error) {
+				return h.DialContext(ctx, "unix", socket)
+			}))
+	case SchemeUnix:
+		opts = append(opts, client.WithHost(h.endpoint.String()))
+	case SchemeTCP:
+		opts = append(opts, client.WithHost(h.endpoint.String()))
+		if m := h.pool.opts.TLS; m != nil {
+			cfg, err := m.clientConfig()
+			if err != nil {
+				return nil, err
+			}
+			opts = append(opts, client.WithHTTPClient(&http.Client{Transport: &http.Transport{TLSClientConfig: cfg}}),
+				client.WithScheme("https"))
+		}
+	}
+	c, err := client.NewClientWithOpts(opts...)
+	if err != nil {
+		return nil, fmt.Errorf("docker client for %s: %w", h.endpoint, err)
+	}
+	h.docker = c
+	return c, nil
+}
+
+// ConsulConfig says where the Consul HTTP API is, as seen from the host.
+type ConsulConfig struct {
+	// Address is host:port from the host's point of view; default 127.0.0.1:8500.
+	Address string
+	// Scheme is http or https.
+	Scheme string
+	// Token is an ACL token.
+	Token string
+	// TLS is used with https.
+	TLS *tls.Config
+}
+
+// Consul returns a Consul API client whose requests the host makes: over SSH they are
+// forwarded, so the agent's HTTP port never has to be exposed.
+func (h *Host) Consul(cfg ConsulConfig) (*consulapi.Client, error) {
+	address := cfg.Address
+	if address == "" {
+		address = DefaultConsulAddr
+	}
+	transport := &http.Transport{
+		DialContext:         h.DialContext,
+		TLSClientConfig:     cfg.TLS,
+		MaxIdleConnsPerHost: 4,
+		IdleConnTimeout:     30 * time.Second,
+	}
+	c, err := consulapi.NewClient(&consulapi.Config{
+		Address:    address,
+		Scheme:     cfg.Scheme,
+		Token:      cfg.Token,
+		HttpClient: &http.Client{Transport: transport},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("consul client for %s via %s: %w", address, h.endpoint, err)
+	}
+	return c, nil
+}
+
+func (h *Host) close() error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var errs []error
+	if h.docker != nil {
+		errs = append(errs, h.docker.Close())
+		h.docker = nil
+	}
+	if h.sshClient != nil {
+		errs = append(errs, h.sshClient.Close())
+		h.sshClient = nil
+	}
+	return errors.Join(errs...)
+}
+
+func (m *TLSMaterial) clientConfig() (*tls.Config, error) {
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+	if len(m.CACert) > 0 {
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(m.CACert) {
+			return nil, errors.New("docker TLS: the CA certificate is not valid PEM")
+		}
+		cfg.RootCAs = pool
+	}
+	if len(m.ClientCert) > 0 || len(m.ClientKey) > 0 {
+		pair, err := tls.X509KeyPair(m.ClientCert, m.ClientKey)
+		if err != nil {
+			return nil, fmt.Errorf("docker TLS: client certificate and key: %w", err)
+		}
+		cfg.Certificates = []tls.Certificate{pair}
+	}
+	return cfg, nil
+}
+
+// LoadTLSMaterial reads ca.pem, cert.pem and key.pem from a DOCKER_CERT_PATH-style folder.
+func LoadTLSMaterial(dir string) (*TLSMaterial, error) {
+	read := func(name string) ([]byte, error) {
+		b, err := os.ReadFile(dir + "/" + name)
+		if err != nil {
+			return nil, fmt.Errorf("docker TLS: %w", err)
+		}
+		return b, nil
+	}
+	var m TLSMaterial
+	var err error
+	if m.CACert, err = read("ca.pem"); err != nil {
+		return nil, err
+	}
+	if m.ClientCert, err = read("cert.pem"); err != nil {
+		return nil, err
+	}
+	if m.ClientKey, err = read("key.pem"); err != nil {
+		return nil, err
+	}
+	return &m, nil
+}
+
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}

@@ -1,0 +1,163 @@
+package conn
+
+import (
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/pem"
+	"errors"
+	"io"
+	"net"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"golang.org/x/crypto/ssh"
+)
+
+// testSSHServer is a real SSH server (x/crypto/ssh, server side) that accepts one client
+// key and forwards direct-streamlocal and direct-tcpip channels to real local sockets,
+// as OpenSSH's sshd does on a droplet.
+type testSSHServer struct {
+	addr      string
+	hostKey   ssh.Signer
+	accepted  atomic.Int32
+	listener  net.Listener
+	mu        sync.Mutex
+	liveConns []net.Conn
+}
+
+func newTestKey(t *testing.T) (ssh.Signer, []byte) {
+	t.Helper()
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	block, err := ssh.MarshalPrivateKey(priv, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	signer, err := ssh.NewSignerFromKey(priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return signer, pem.EncodeToMemory(block)
+}
+
+func startTestSSHServer(t *testing.T, authorized ssh.PublicKey) *testSSHServer {
+	t.Helper()
+	hostKey, _ := newTestKey(t)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &testSSHServer{addr: l.Addr().String(), hostKey: hostKey, listener: l}
+	cfg := &ssh.ServerConfig{
+		PublicKeyCallback: func(_ ssh.ConnMetadata, key ssh.PublicKey) (*ssh.Permissions, error) {
+			if string(key.Marshal()) == string(authorized.Marshal()) {
+				return nil, nil
+			}
+			return nil, errUnauthorized
+		},
+	}
+	cfg.AddHostKey(hostKey)
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			s.accepted.Add(1)
+			s.mu.Lock()
+			s.liveConns = append(s.liveConns, c)
+			s.mu.Unlock()
+			go s.serve(c, cfg)
+		}
+	}()
+	t.Cleanup(func() { _ = l.Close(); s.dropConnections() })
+	return s
+}
+
+var errUnauthorized = errors.New("public key not authorized")
+
+func (s *testSSHServer) host(user string) string {
+	host, port, _ := net.SplitHostPort(s.addr)
+	return "ssh://" + user + "@" + host + ":" + port
+}
+
+func (s *testSSHServer) hostKeyLine() string { return AuthorizedKey(s.hostKey.PublicKey()) }
+
+// dropConnections kills every live connection, as a rebooting host would.
+func (s *testSSHServer) dropConnections() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, c := range s.liveConns {
+		_ = c.Close()
+	}
+	s.liveConns = nil
+}
+
+func (s *testSSHServer) serve(c net.Conn, cfg *ssh.ServerConfig) {
+	_, chans, reqs, err := ssh.NewServerConn(c, cfg)
+	if err != nil {
+		_ = c.Close()
+		return
+	}
+	go func() {
+		for r := range reqs {
+			if r.WantReply {
+				_ = r.Reply(r.Type == "keepalive@openssh.com", nil)
+			}
+		}
+	}()
+	for nc := range chans {
+		var network, address string
+		switch nc.ChannelType() {
+		case "direct-streamlocal@openssh.com":
+			var msg struct {
+				SocketPath string
+				Reserved0  string
+				Reserved1  uint32
+			}
+			if err := ssh.Unmarshal(nc.ExtraData(), &msg); err != nil {
+				_ = nc.Reject(ssh.ConnectionFailed, err.Error())
+				continue
+			}
+			network, address = "unix", msg.SocketPath
+		case "direct-tcpip":
+			var msg struct {
+				Host       string
+				Port       uint32
+				OriginHost string
+				OriginPort uint32
+			}
+			if err := ssh.Unmarshal(nc.ExtraData(), &msg); err != nil {
+				_ = nc.Reject(ssh.ConnectionFailed, err.Error())
+				continue
+			}
+			network, address = "tcp", net.JoinHostPort(msg.Host, strconv.Itoa(int(msg.Port)))
+		default:
+			_ = nc.Reject(ssh.UnknownChannelType, "not supported")
+			continue
+		}
+		target, err := net.Dial(network, address)
+		if err != nil {
+			_ = nc.Reject(ssh.ConnectionFailed, err.Error())
+			continue
+		}
+		ch, chReqs, err := nc.Accept()
+		if err != nil {
+			_ = target.Close()
+			continue
+		}
+		go ssh.DiscardRequests(chReqs)
+		go func() {
+			defer ch.Close()
+			defer target.Close()
+			done := make(chan struct{}, 2)
+			go func() { _, _ = io.Copy(ch, target); done <- struct{}{} }()
+			go func() { _, _ = io.Copy(target, ch); done <- struct{}{} }()
+			<-done
+		}()
+	}
+}

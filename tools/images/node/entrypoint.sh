@@ -1,0 +1,48 @@
+#!/bin/sh
+# PID 1 of a local-cloud droplet: prepares the host like cloud-init would, starts sshd,
+# then becomes dockerd (so `kill -HUP 1` reloads /etc/docker/daemon.json).
+set -eu
+
+# The sandbox mounts cgroups read-only; the inner dockerd needs them writable.
+for dir in /sys/fs/cgroup/*; do
+  [ -d "$dir" ] || continue
+  name=$(basename "$dir")
+  case "$name" in
+    unified) continue ;;
+    systemd) opts=none,name=systemd ;;
+    *) opts=$name ;;
+  esac
+  if umount "$dir" 2>/dev/null; then
+    mount -t cgroup -o "$opts" cgroup "$dir" 2>/dev/null || true
+  fi
+done
+
+seed=/etc/microswarm
+# Host keys: the ones cloud-init user_data handed over (pinned by the provider before the
+# droplet existed) or fresh ones; never the keys baked into the image.
+if [ ! -f "$seed/.host-keys-done" ]; then
+  rm -f /etc/ssh/ssh_host_*
+  if [ -d "$seed/host-keys" ] && ls "$seed/host-keys"/ssh_host_* >/dev/null 2>&1; then
+    cp "$seed/host-keys"/ssh_host_* /etc/ssh/
+    chmod 600 /etc/ssh/ssh_host_*_key
+    chmod 644 /etc/ssh/ssh_host_*_key.pub
+  fi
+  ssh-keygen -A >/dev/null
+  touch "$seed/.host-keys-done"
+fi
+
+mkdir -p /root/.ssh && chmod 700 /root/.ssh
+if [ -f "$seed/authorized_keys" ]; then
+  cp "$seed/authorized_keys" /root/.ssh/authorized_keys
+  chmod 600 /root/.ssh/authorized_keys
+fi
+
+mkdir -p /etc/docker
+if [ -f "$seed/daemon.json" ]; then cp "$seed/daemon.json" /etc/docker/daemon.json; fi
+
+mkdir -p /run/sshd
+/usr/sbin/sshd -E /var/log/sshd.log
+
+# A stale pid file from before a power cycle keeps dockerd from starting.
+rm -f /var/run/docker.pid /run/docker.pid /run/docker/containerd/containerd.pid
+exec dockerd --host unix:///var/run/docker.sock >>/var/log/dockerd.log 2>&1
