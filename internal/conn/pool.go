@@ -56,6 +56,9 @@ type Target struct {
 	Host string
 	// HostKey pins the host's SSH key(s), authorized_keys form, one per line.
 	HostKey string
+	// TrustOnFirstUse accepts the key of a host nothing pins, whatever the policy; for a
+	// resource that records the key it sees on first contact (Host.HostKey).
+	TrustOnFirstUse bool
 }
 
 // Pool hands out connections to hosts, one SSH connection per endpoint, shared by every
@@ -105,6 +108,9 @@ func NewPool(opts Options) (*Pool, error) {
 	return p, nil
 }
 
+// User is the SSH user for hosts that name none.
+func (p *Pool) User() string { return p.opts.User }
+
 // Host is a reachable Docker host. It is shared: do not close its clients.
 type Host struct {
 	pool     *Pool
@@ -128,6 +134,9 @@ func (p *Pool) Open(ctx context.Context, t Target) (*Host, error) {
 		ep.User = p.opts.User
 	}
 	verifier := hostKeyVerifier{knownHosts: p.knownHosts, policy: p.opts.HostKeyPolicy}
+	if t.TrustOnFirstUse {
+		verifier.policy = HostKeyAcceptNew
+	}
 	if t.HostKey != "" {
 		if verifier.pinned, err = ParseHostKeys(t.HostKey); err != nil {
 			return nil, err
