@@ -1,0 +1,464 @@
+package emulator
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/events"
+	"github.com/docker/docker/api/types/filters"
+	"github.com/docker/docker/api/types/network"
+	"github.com/docker/docker/client"
+)
+
+// Labels on every Docker object the emulator makes. The droplet labels let a restarted
+// emulator adopt containers its state file does not know.
+const (
+	labelInstance = "io.microswarm.localcloud.instance"
+	labelRole     = "io.microswarm.localcloud.role"
+	labelID       = "io.microswarm.localcloud.droplet.id"
+	labelName     = "io.microswarm.localcloud.droplet.name"
+	labelRegion   = "io.microswarm.localcloud.droplet.region"
+	labelSize     = "io.microswarm.localcloud.droplet.size"
+	labelImage    = "io.microswarm.localcloud.droplet.image"
+	labelTags     = "io.microswarm.localcloud.droplet.tags"
+	labelVPC      = "io.microswarm.localcloud.droplet.vpc-uuid"
+	labelCreated  = "io.microswarm.localcloud.droplet.created-at"
+)
+
+const (
+	rolePublic  = "public"
+	roleVPC     = "vpc"
+	roleDroplet = "droplet"
+)
+
+// bridgeNetwork is one of the two networks droplets live on.
+type bridgeNetwork struct {
+	name    string
+	subnet  netip.Prefix
+	gateway netip.Addr
+}
+
+func (b bridgeNetwork) netmask() string {
+	return net.IP(net.CIDRMask(b.subnet.Bits(), 32)).String()
+}
+
+// nodeBackend runs droplets as Docker-in-Docker containers on the host's engine.
+type nodeBackend struct {
+	docker   *client.Client
+	instance string
+	image    string
+	public   bridgeNetwork
+	vpc      bridgeNetwork
+	logf     func(string, ...any)
+}
+
+// nodeSpec is what a droplet container is made from.
+type nodeSpec struct {
+	droplet   *droplet // a copy, owned by the spec
+	publicIP  netip.Addr
+	privateIP netip.Addr
+	seed      []byte // tar of /etc/microswarm, unpacked into /etc
+}
+
+func (n *nodeBackend) instanceFilter(extra ...filters.KeyValuePair) filters.Args {
+	return filters.NewArgs(append(extra, filters.Arg("label", labelInstance+"="+n.instance))...)
+}
+
+// ensureNetworks finds or creates the public and vpc networks.
+func (n *nodeBackend) ensureNetworks(ctx context.Context) error {
+	var err error
+	if n.public, err = n.ensureNetwork(ctx, rolePublic); err != nil {
+		return err
+	}
+	n.vpc, err = n.ensureNetwork(ctx, roleVPC)
+	return err
+}
+
+func (n *nodeBackend) ensureNetwork(ctx context.Context, role string) (bridgeNetwork, error) {
+	name := n.instance + "-" + role
+	existing, err := n.docker.NetworkList(ctx, network.ListOptions{
+		Filters: n.instanceFilter(filters.Arg("label", labelRole+"="+role)),
+	})
+	if err != nil {
+		return bridgeNetwork{}, fmt.Errorf("listing networks: %w", err)
+	}
+	for _, nw := range existing {
+		if nw.Name == name {
+			return networkFromIPAM(name, nw.IPAM)
+		}
+	}
+
+	// Docker only honours a container's fixed address on a network whose subnet was given
+	// at creation, and droplets must keep their address across power cycles. So let Docker
+	// pick a free subnet, then recreate the network with that subnet pinned.
+	labels := map[string]string{labelInstance: n.instance, labelRole: role}
+	var lastErr error
+	for attempt := 0; attempt < 5; attempt++ {
+		probe, err := n.docker.NetworkCreate(ctx, name, network.CreateOptions{Driver: "bridge", Labels: labels})
+		if err != nil {
+			return bridgeNetwork{}, fmt.Errorf("creating network %s: %w", name, err)
+		}
+		inspected, err := n.docker.NetworkInspect(ctx, probe.ID, network.InspectOptions{})
+		_ = n.docker.NetworkRemove(ctx, probe.ID)
+		if err != nil {
+			return bridgeNetwork{}, fmt.Errorf("inspecting network %s: %w", name, err)
+		}
+		picked, err := networkFromIPAM(name, inspected.IPAM)
+		if err != nil {
+			return bridgeNetwork{}, err
+		}
+		_, err = n.docker.NetworkCreate(ctx, name, network.CreateOptions{
+			Driver: "bridge",
+			Labels: labels,
+			IPAM: &network.IPAM{Config: []network.IPAMConfig{{
+				Subnet: picked.subnet.String(), Gateway: picked.gateway.String(),
+			}}},
+		})
+		if err == nil {
+			n.logf("network %s: %s (gateway %s)", name, picked.subnet, picked.gateway)
+			return picked, nil
+		}
+		// Another engine user took the subnet in between: pick again.
+		lastErr = err
+	}
+	return bridgeNetwork{}, fmt.Errorf("creating network %s: %w", name, lastErr)
+}
+
+func networkFromIPAM(name string, ipam network.IPAM) (bridgeNetwork, error) {
+	for _, cfg := range ipam.Config {
+		subnet, err := netip.ParsePrefix(cfg.Subnet)
+		if err != nil || !subnet.Addr().Is4() {
+			continue
+		}
+		gateway, err := netip.ParseAddr(cfg.Gateway)
+		if err != nil {
+			gateway = subnet.Masked().Addr().Next()
+		}
+		return bridgeNetwork{name: name, subnet: subnet.Masked(), gateway: gateway}, nil
+	}
+	return bridgeNetwork{}, fmt.Errorf("network %s has no IPv4 subnet", name)
+}
+
+// usedAddresses lists the addresses taken on a network by any container, ours or not.
+func (n *nodeBackend) usedAddresses(ctx context.Context, nw bridgeNetwork) (map[netip.Addr]bool, error) {
+	inspected, err := n.docker.NetworkInspect(ctx, nw.name, network.InspectOptions{})
+	if err != nil {
+		return nil, err
+	}
+	used := map[netip.Addr]bool{}
+	for _, ep := range inspected.Containers {
+		if p, err := netip.ParsePrefix(ep.IPv4Address); err == nil {
+			used[p.Addr()] = true
+		}
+	}
+	return used, nil
+}
+
+// freeAddress returns the lowest host address of nw that is neither the gateway nor taken.
+func freeAddress(nw bridgeNetwork, taken map[netip.Addr]bool) (netip.Addr, error) {
+	for addr := nw.subnet.Addr().Next(); nw.subnet.Contains(addr); addr = addr.Next() {
+		if addr == nw.gateway || taken[addr] {
+			continue
+		}
+		if !nw.subnet.Contains(addr.Next()) { // broadcast
+			break
+		}
+		return addr, nil
+	}
+	return netip.Addr{}, fmt.Errorf("network %s has no free address", nw.name)
+}
+
+func (n *nodeBackend) containerName(dropletID int) string {
+	return fmt.Sprintf("%s-droplet-%d", n.instance, dropletID)
+}
+
+func (n *nodeBackend) labels(d *droplet) map[string]string {
+	return map[string]string{
+		labelInstance: n.instance,
+		labelRole:     roleDroplet,
+		labelID:       strconv.Itoa(d.ID),
+		labelName:     d.Name,
+		labelRegion:   d.Region,
+		labelSize:     d.Size,
+		labelImage:    d.Image,
+		labelTags:     strings.Join(d.Tags, ","),
+		labelVPC:      d.VPCUUID,
+		labelCreated:  d.CreatedAt.UTC().Format(time.RFC3339),
+	}
+}
+
+// createNode creates, seeds, wires and starts a droplet's container and returns its id.
+func (n *nodeBackend) createNode(ctx context.Context, spec nodeSpec) (string, error) {
+	d := spec.droplet
+	config := &container.Config{
+		Image:    n.image,
+		Hostname: hostnameFor(d.Name),
+		Labels:   n.labels(d),
+		// The inner engine needs a real filesystem, not the overlay of the node itself.
+		Volumes: map[string]struct{}{"/var/lib/docker": {}},
+	}
+	hostConfig := &container.HostConfig{
+		NetworkMode: container.NetworkMode(n.public.name),
+		// --privileged fails in this sandbox (no CAP_SYS_RESOURCE); this is the equivalent
+		// that works, see ENVIRONMENT.md.
+		CapAdd:      []string{"ALL"},
+		CapDrop:     []string{"SYS_RESOURCE"},
+		SecurityOpt: []string{"seccomp=unconfined", "apparmor=unconfined"},
+		Resources:   container.Resources{DeviceCgroupRules: []string{"a *:* rwm"}},
+		Tmpfs:       map[string]string{"/run": "", "/tmp": ""},
+	}
+	networking := &network.NetworkingConfig{EndpointsConfig: map[string]*network.EndpointSettings{
+		n.public.name: {IPAMConfig: &network.EndpointIPAMConfig{IPv4Address: spec.publicIP.String()}},
+	}}
+	created, err := n.docker.ContainerCreate(ctx, config, hostConfig, networking, nil, n.containerName(d.ID))
+	if err != nil {
+		return "", fmt.Errorf("creating container: %w", err)
+	}
+	id := created.ID
+	fail := func(step string, err error) (string, error) {
+		n.removeNode(context.WithoutCancel(ctx), id)
+		return "", fmt.Errorf("%s: %w", step, err)
+	}
+	if err := n.docker.CopyToContainer(ctx, id, "/etc", bytes.NewReader(spec.seed), container.CopyToContainerOptions{}); err != nil {
+		return fail("seeding /etc/microswarm", err)
+	}
+	if err := n.docker.NetworkConnect(ctx, n.vpc.name, id, &network.EndpointSettings{
+		IPAMConfig: &network.EndpointIPAMConfig{IPv4Address: spec.privateIP.String()},
+	}); err != nil {
+		return fail("connecting to the vpc network", err)
+	}
+	if err := n.docker.ContainerStart(ctx, id, container.StartOptions{}); err != nil {
+		return fail("starting container", err)
+	}
+	return id, nil
+}
+
+// hostnameFor fits a droplet name into a Linux hostname (at most 63 characters).
+func hostnameFor(name string) string {
+	if len(name) <= 63 {
+		return name
+	}
+	return strings.TrimRight(name[:63], "-.")
+}
+
+func (n *nodeBackend) startNode(ctx context.Context, id string) error {
+	return n.docker.ContainerStart(ctx, id, container.StartOptions{})
+}
+
+// stopNode stops a node; graceful gives dockerd time to stop its containers, otherwise the
+// power is cut almost at once, like DO's power_off.
+func (n *nodeBackend) stopNode(ctx context.Context, id string, graceful bool) error {
+	return n.docker.ContainerStop(ctx, id, container.StopOptions{Timeout: stopTimeout(graceful)})
+}
+
+func (n *nodeBackend) restartNode(ctx context.Context, id string, graceful bool) error {
+	return n.docker.ContainerRestart(ctx, id, container.StopOptions{Timeout: stopTimeout(graceful)})
+}
+
+func stopTimeout(graceful bool) *int {
+	seconds := 1
+	if graceful {
+		seconds = 20
+	}
+	return &seconds
+}
+
+// removeNode removes a node container with its anonymous volumes; a missing one is fine.
+func (n *nodeBackend) removeNode(ctx context.Context, id string) error {
+	if id == "" {
+		return nil
+	}
+	err := n.docker.ContainerRemove(ctx, id, container.RemoveOptions{Force: true, RemoveVolumes: true})
+	if err != nil && !client.IsErrNotFound(err) {
+		return fmt.Errorf("removing container %s: %w", shortID(id), err)
+	}
+	return nil
+}
+
+// listNodes returns every droplet container of this instance, running or not.
+func (n *nodeBackend) listNodes(ctx context.Context) ([]container.Summary, error) {
+	return n.docker.ContainerList(ctx, container.ListOptions{
+		All:     true,
+		Filters: n.instanceFilter(filters.Arg("label", labelRole+"="+roleDroplet)),
+	})
+}
+
+// nodeState is what the emulator needs to know about a container.
+type nodeState struct {
+	exists    bool
+	running   bool
+	publicIP  string
+	privateIP string
+}
+
+func (n *nodeBackend) inspectNode(ctx context.Context, id string) (nodeState, error) {
+	info, err := n.docker.ContainerInspect(ctx, id)
+	if client.IsErrNotFound(err) {
+		return nodeState{}, nil
+	}
+	if err != nil {
+		return nodeState{}, err
+	}
+	st := nodeState{exists: true, running: info.State != nil && info.State.Running}
+	if info.NetworkSettings != nil {
+		if ep := info.NetworkSettings.Networks[n.public.name]; ep != nil {
+			st.publicIP = ep.IPAddress
+			if st.publicIP == "" && ep.IPAMConfig != nil {
+				st.publicIP = ep.IPAMConfig.IPv4Address
+			}
+		}
+		if ep := info.NetworkSettings.Networks[n.vpc.name]; ep != nil {
+			st.privateIP = ep.IPAddress
+			if st.privateIP == "" && ep.IPAMConfig != nil {
+				st.privateIP = ep.IPAMConfig.IPv4Address
+			}
+		}
+	}
+	return st, nil
+}
+
+// nodeReady reports whether a node is what DO calls active: running, sshd answering on the
+// public address and the node's own Docker engine answering.
+func (n *nodeBackend) nodeReady(ctx context.Context, id, publicIP string) (bool, string) {
+	st, err := n.inspectNode(ctx, id)
+	switch {
+	case err != nil:
+		return false, err.Error()
+	case !st.exists:
+		return false, "container is gone"
+	case !st.running:
+		return false, "container is not running"
+	}
+	if err := sshBanner(ctx, publicIP); err != nil {
+		return false, err.Error()
+	}
+	if err := n.innerDockerAnswers(ctx, id); err != nil {
+		return false, err.Error()
+	}
+	return true, ""
+}
+
+func sshBanner(ctx context.Context, ip string) error {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	var dialer net.Dialer
+	conn, err := dialer.DialContext(ctx, "tcp", net.JoinHostPort(ip, "22"))
+	if err != nil {
+		return fmt.Errorf("sshd: %w", err)
+	}
+	defer conn.Close()
+	deadline, _ := ctx.Deadline()
+	_ = conn.SetDeadline(deadline)
+	line, err := bufio.NewReader(conn).ReadString('\n')
+	if err != nil {
+		return fmt.Errorf("sshd banner: %w", err)
+	}
+	if !strings.HasPrefix(line, "SSH-2.0") {
+		return fmt.Errorf("sshd banner: unexpected %q", line)
+	}
+	return nil
+}
+
+// innerDockerAnswers runs `docker version` inside the node through the host's engine.
+func (n *nodeBackend) innerDockerAnswers(ctx context.Context, id string) error {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	exec, err := n.docker.ContainerExecCreate(ctx, id, container.ExecOptions{
+		Cmd:          []string{"docker", "version", "--format", "{{.Server.Version}}"},
+		AttachStdout: true,
+		AttachStderr: true,
+	})
+	if err != nil {
+		return fmt.Errorf("exec: %w", err)
+	}
+	attached, err := n.docker.ContainerExecAttach(ctx, exec.ID, container.ExecAttachOptions{})
+	if err != nil {
+		return fmt.Errorf("exec attach: %w", err)
+	}
+	deadline, _ := ctx.Deadline()
+	_ = attached.Conn.SetDeadline(deadline)
+	_, _ = io.Copy(io.Discard, attached.Reader)
+	attached.Close()
+	result, err := n.docker.ContainerExecInspect(ctx, exec.ID)
+	if err != nil {
+		return fmt.Errorf("exec inspect: %w", err)
+	}
+	if result.Running || result.ExitCode != 0 {
+		return errors.New("inner dockerd does not answer yet")
+	}
+	return nil
+}
+
+// watchNodes calls onChange with the container id of every droplet container that starts,
+// dies or is destroyed, until ctx ends; it resubscribes if the engine drops the stream.
+func (n *nodeBackend) watchNodes(ctx context.Context, onChange func(id string, action events.Action)) {
+	retry := time.NewTicker(time.Second)
+	defer retry.Stop()
+	for {
+		msgs, errs := n.docker.Events(ctx, events.ListOptions{Filters: n.instanceFilter(
+			filters.Arg("type", string(events.ContainerEventType)),
+			filters.Arg("label", labelRole+"="+roleDroplet),
+		)})
+	stream:
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case err := <-errs:
+				if ctx.Err() == nil {
+					n.logf("docker events: %v (resubscribing)", err)
+				}
+				break stream
+			case m := <-msgs:
+				switch m.Action {
+				case events.ActionStart, events.ActionDie, events.ActionDestroy:
+					onChange(m.Actor.ID, m.Action)
+				}
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-retry.C:
+		}
+	}
+}
+
+// removeEverything removes every container and network labelled with this instance.
+func (n *nodeBackend) removeEverything(ctx context.Context) error {
+	var errs []error
+	all, err := n.docker.ContainerList(ctx, container.ListOptions{All: true, Filters: n.instanceFilter()})
+	if err != nil {
+		errs = append(errs, err)
+	}
+	for _, c := range all {
+		errs = append(errs, n.removeNode(ctx, c.ID))
+	}
+	networks, err := n.docker.NetworkList(ctx, network.ListOptions{Filters: n.instanceFilter()})
+	if err != nil {
+		errs = append(errs, err)
+	}
+	for _, nw := range networks {
+		if err := n.docker.NetworkRemove(ctx, nw.ID); err != nil && !client.IsErrNotFound(err) {
+			errs = append(errs, fmt.Errorf("removing network %s: %w", nw.Name, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func shortID(id string) string {
+	if len(id) > 12 {
+		return id[:12]
+	}
+	return id
+}

@@ -1,0 +1,98 @@
+package emulator
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+const (
+	// readyTimeout bounds how long a node may take to answer before its action errors.
+	readyTimeout = 5 * time.Minute
+	readyPoll    = 250 * time.Millisecond
+)
+
+// readinessWaiter watches one droplet until its node is ready; the droplet then turns
+// active and its pending create/power_on/reboot/power_cycle action completes.
+type readinessWaiter struct {
+	cancel context.CancelFunc
+}
+
+// awaitActiveLocked (re)starts watching d; c.mu must be held and d.ContainerID set.
+func (c *Cloud) awaitActiveLocked(d *droplet) {
+	c.stopWaitingLocked(d.ID)
+	ctx, cancel := context.WithTimeout(c.ctx, readyTimeout)
+	w := &readinessWaiter{cancel: cancel}
+	c.waiters[d.ID] = w
+	id, containerID, ip := d.ID, d.ContainerID, d.PublicIP
+
+	c.tasks.Go(func() {
+		defer cancel()
+		started := time.Now()
+		ready, reason := c.pollReady(ctx, containerID, ip)
+
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if c.waiters[id] != w {
+			return // superseded or stopped: someone else owns this droplet's status now
+		}
+		delete(c.waiters, id)
+		d := c.st.droplet(id)
+		if d == nil {
+			return
+		}
+		pending := c.st.pendingAction(id)
+		if pending != nil && !completesWhenActive(pending.Type) {
+			pending = nil
+		}
+		switch {
+		case ready:
+			d.Status = statusActive
+			if pending != nil {
+				pending.finish(actionCompleted, time.Now())
+			}
+			c.logf("droplet %d (%s) active at %s after %s", id, d.Name, ip, time.Since(started).Round(10*time.Millisecond))
+		case errors.Is(ctx.Err(), context.DeadlineExceeded):
+			if pending != nil {
+				pending.finish(actionErrored, time.Now())
+			}
+			c.logf("droplet %d (%s) not ready after %s: %s", id, d.Name, readyTimeout, reason)
+		default:
+			return // the emulator is closing; a kept droplet resumes waiting on the next Start
+		}
+		c.saveLocked()
+	})
+}
+
+// stopWaitingLocked cancels the droplet's waiter, if any; c.mu must be held.
+func (c *Cloud) stopWaitingLocked(id int) {
+	if w, ok := c.waiters[id]; ok {
+		w.cancel()
+		delete(c.waiters, id)
+	}
+}
+
+// pollReady checks the node until it is ready or ctx ends; reason says what was missing last.
+func (c *Cloud) pollReady(ctx context.Context, containerID, ip string) (bool, string) {
+	ticker := time.NewTicker(readyPoll)
+	defer ticker.Stop()
+	for {
+		ready, reason := c.nodes.nodeReady(ctx, containerID, ip)
+		if ready {
+			return true, ""
+		}
+		select {
+		case <-ctx.Done():
+			return false, reason
+		case <-ticker.C:
+		}
+	}
+}
+
+func completesWhenActive(actionType string) bool {
+	switch actionType {
+	case "create", "power_on", "reboot", "power_cycle":
+		return true
+	}
+	return false
+}
