@@ -136,11 +136,22 @@ func (v hostKeyVerifier) algorithms(address string) []string {
 			}
 		}
 	}
+	if len(trusted) == 0 {
+		return preferredAlgorithms
+	}
 	var algos []string
 	for _, k := range trusted {
 		algos = append(algos, algorithmsFor(k.Type())...)
 	}
 	return algos
+}
+
+// preferredAlgorithms order host key types when nothing is trusted yet, ed25519 first as
+// in OpenSSH, so a key recorded on first use is the one cloud-init seeded.
+var preferredAlgorithms = []string{
+	ssh.KeyAlgoED25519,
+	ssh.KeyAlgoECDSA256, ssh.KeyAlgoECDSA384, ssh.KeyAlgoECDSA521,
+	ssh.KeyAlgoRSASHA512, ssh.KeyAlgoRSASHA256,
 }
 
 // algorithmsFor maps a key type to the signature algorithms a server may use with it.

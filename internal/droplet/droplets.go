@@ -306,6 +306,12 @@ func (c *Client) EnsureSSHKey(ctx context.Context, name, publicKey, fingerprint 
 		key, r, err = c.api.Keys.Create(ctx, &godo.KeyCreateRequest{Name: name, PublicKey: publicKey})
 		return r, err
 	})
+	if IsInvalid(err) {
+		// Another run registered the same key in the meantime: that is what we wanted.
+		if _, _, getErr := c.api.Keys.GetByFingerprint(ctx, fingerprint); getErr == nil {
+			return fingerprint, nil
+		}
+	}
 	if err != nil {
 		return "", err
 	}
