@@ -1,0 +1,106 @@
+// Package acctest sets up acceptance tests: a real terraform binary, a DigitalOcean API
+// (the local cloud, started in-process, unless DIGITALOCEAN_TOKEN names a real account)
+// and an SSH key for the provider.
+package acctest
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/pem"
+	"fmt"
+	"os"
+	"os/exec"
+	"testing"
+	"time"
+
+	"github.com/digitalocean/godo"
+	"golang.org/x/crypto/ssh"
+
+	"github.com/microswarm/terraform-provider-microswarm/internal/droplet"
+	"github.com/microswarm/terraform-provider-microswarm/tools/localcloud/emulator"
+)
+
+// Run is TestMain for packages with acceptance tests.
+func Run(m *testing.M) int {
+	if os.Getenv("TF_ACC_TERRAFORM_PATH") == "" {
+		// Use the terraform on PATH rather than letting the test framework download one.
+		if path, err := exec.LookPath("terraform"); err == nil {
+			_ = os.Setenv("TF_ACC_TERRAFORM_PATH", path)
+		}
+	}
+	if os.Getenv("TF_ACC") == "" {
+		return m.Run()
+	}
+	if os.Getenv("MICROSWARM_SSH_PRIVATE_KEY") == "" && os.Getenv("MICROSWARM_SSH_PRIVATE_KEY_FILE") == "" {
+		key, err := newPrivateKey()
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "acctest: generating an SSH key:", err)
+			return 1
+		}
+		_ = os.Setenv("MICROSWARM_SSH_PRIVATE_KEY", key)
+	}
+	if os.Getenv("DIGITALOCEAN_API_URL") == "" && os.Getenv("DIGITALOCEAN_TOKEN") == "" {
+		ctx := context.Background()
+		cloud, err := emulator.Start(ctx, emulator.Config{
+			Name: fmt.Sprintf("acc%d", os.Getpid()),
+			Logf: func(string, ...any) {},
+		})
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "acctest: starting the local cloud:", err)
+			return 1
+		}
+		_ = os.Setenv("DIGITALOCEAN_API_URL", cloud.URL())
+		_ = os.Setenv("DIGITALOCEAN_TOKEN", cloud.Token())
+		code := m.Run()
+		closeCtx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+		defer cancel()
+		if err := cloud.Close(closeCtx); err != nil {
+			fmt.Fprintln(os.Stderr, "acctest: cleaning up the local cloud:", err)
+			if code == 0 {
+				code = 1
+			}
+		}
+		return code
+	}
+	return m.Run()
+}
+
+// PreCheck fails a test early when the environment cannot run it.
+func PreCheck(t *testing.T) {
+	t.Helper()
+	if os.Getenv("DIGITALOCEAN_TOKEN") == "" {
+		t.Fatal("DIGITALOCEAN_TOKEN must be set for acceptance tests (acctest.Run sets it for the local cloud)")
+	}
+}
+
+// IsLocalCloud reports whether the tests run against the local cloud.
+func IsLocalCloud() bool { return os.Getenv("DIGITALOCEAN_API_URL") != "" }
+
+// Cloud returns a client for the API the tests run against.
+func Cloud(t *testing.T) *droplet.Client {
+	t.Helper()
+	c, err := droplet.NewClient(droplet.ClientOptions{
+		Token:   os.Getenv("DIGITALOCEAN_TOKEN"),
+		BaseURL: os.Getenv("DIGITALOCEAN_API_URL"),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// Godo returns a raw godo client for the API the tests run against.
+func Godo(t *testing.T) *godo.Client { return Cloud(t).Godo() }
+
+func newPrivateKey() (string, error) {
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return "", err
+	}
+	block, err := ssh.MarshalPrivateKey(priv, "")
+	if err != nil {
+		return "", err
+	}
+	return string(pem.EncodeToMemory(block)), nil
+}

@@ -1,0 +1,546 @@
+package provider
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"regexp"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/hashicorp/terraform-plugin-framework-timeouts/resource/timeouts"
+	"github.com/hashicorp/terraform-plugin-framework-validators/setvalidator"
+	"github.com/hashicorp/terraform-plugin-framework-validators/stringvalidator"
+	"github.com/hashicorp/terraform-plugin-framework/diag"
+	"github.com/hashicorp/terraform-plugin-framework/path"
+	"github.com/hashicorp/terraform-plugin-framework/resource"
+	"github.com/hashicorp/terraform-plugin-framework/resource/schema"
+	"github.com/hashicorp/terraform-plugin-framework/resource/schema/booldefault"
+	"github.com/hashicorp/terraform-plugin-framework/resource/schema/boolplanmodifier"
+	"github.com/hashicorp/terraform-plugin-framework/resource/schema/planmodifier"
+	"github.com/hashicorp/terraform-plugin-framework/resource/schema/setplanmodifier"
+	"github.com/hashicorp/terraform-plugin-framework/resource/schema/stringdefault"
+	"github.com/hashicorp/terraform-plugin-framework/resource/schema/stringplanmodifier"
+	"github.com/hashicorp/terraform-plugin-framework/schema/validator"
+	"github.com/hashicorp/terraform-plugin-framework/types"
+	"github.com/hashicorp/terraform-plugin-log/tflog"
+	"golang.org/x/crypto/ssh"
+
+	"github.com/microswarm/terraform-provider-microswarm/internal/conn"
+	"github.com/microswarm/terraform-provider-microswarm/internal/droplet"
+)
+
+var (
+	_ resource.Resource                = &dropletNodeResource{}
+	_ resource.ResourceWithConfigure   = &dropletNodeResource{}
+	_ resource.ResourceWithImportState = &dropletNodeResource{}
+	_ resource.ResourceWithModifyPlan  = &dropletNodeResource{}
+)
+
+// DefaultDropletImage is DigitalOcean's Docker-ready marketplace image.
+const DefaultDropletImage = "docker-20-04"
+
+var (
+	hostnamePattern  = regexp.MustCompile(`^[a-zA-Z0-9]([a-zA-Z0-9.-]{0,251}[a-zA-Z0-9])?$`)
+	regionPattern    = regexp.MustCompile(`^[a-z]{3}[0-9]$`)
+	slugPattern      = regexp.MustCompile(`^[a-z0-9]+(-[a-z0-9]+)*$`)
+	sshKeyRefPattern = regexp.MustCompile(`^([0-9]+|([0-9a-f]{2}:){15}[0-9a-f]{2})$`)
+	uuidPattern      = regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$`)
+	tagPattern       = regexp.MustCompile(`^[a-zA-Z0-9_:-]{1,255}$`)
+)
+
+func NewDropletNodeResource() resource.Resource { return &dropletNodeResource{} }
+
+type dropletNodeResource struct {
+	data *providerData
+}
+
+type dropletNodeModel struct {
+	ID                 types.String   `tfsdk:"id"`
+	Name               types.String   `tfsdk:"name"`
+	Region             types.String   `tfsdk:"region"`
+	Size               types.String   `tfsdk:"size"`
+	Image              types.String   `tfsdk:"image"`
+	SSHKeys            types.Set      `tfsdk:"ssh_keys"`
+	VPCUUID            types.String   `tfsdk:"vpc_uuid"`
+	Tags               types.Set      `tfsdk:"tags"`
+	Monitoring         types.Bool     `tfsdk:"monitoring"`
+	UserData           types.String   `tfsdk:"user_data"`
+	IPv4Address        types.String   `tfsdk:"ipv4_address"`
+	IPv4AddressPrivate types.String   `tfsdk:"ipv4_address_private"`
+	DockerHost         types.String   `tfsdk:"docker_host"`
+	DockerVersion      types.String   `tfsdk:"docker_version"`
+	SSHHostKey         types.String   `tfsdk:"ssh_host_key"`
+	Status             types.String   `tfsdk:"status"`
+	Timeouts           timeouts.Value `tfsdk:"timeouts"`
+}
+
+func (r *dropletNodeResource) Metadata(_ context.Context, req resource.MetadataRequest, resp *resource.MetadataResponse) {
+	resp.TypeName = req.ProviderTypeName + "_droplet_node"
+}
+
+func (r *dropletNodeResource) Schema(ctx context.Context, _ resource.SchemaRequest, resp *resource.SchemaResponse) {
+	resp.Schema = schema.Schema{
+		MarkdownDescription: "A DigitalOcean droplet that is a ready Docker host. Create returns once the droplet is active, " +
+			"SSH answers with the host key the provider handed the droplet through cloud-init (pinned from then on, exported as " +
+			"`ssh_host_key`) and the Docker API answers through SSH. `name`, `tags` and `size` change in place; the rest replaces the droplet.",
+		Attributes: map[string]schema.Attribute{
+			"id": schema.StringAttribute{
+				MarkdownDescription: "The droplet's numeric ID.",
+				Computed:            true,
+				PlanModifiers:       []planmodifier.String{stringplanmodifier.UseStateForUnknown()},
+			},
+			"name": schema.StringAttribute{
+				MarkdownDescription: "The droplet's name, a valid hostname. Changes in place (a rename action; the OS hostname stays as created).",
+				Required:            true,
+				Validators:          []validator.String{stringvalidator.RegexMatches(hostnamePattern, "must be a valid hostname: letters, digits, '-' and '.', starting and ending with a letter or digit")},
+			},
+			"region": schema.StringAttribute{
+				MarkdownDescription: "Region slug, e.g. `nyc3`. Changing it replaces the droplet.",
+				Required:            true,
+				Validators:          []validator.String{stringvalidator.RegexMatches(regionPattern, "must be a region slug such as nyc3 or fra1")},
+				PlanModifiers:       []planmodifier.String{stringplanmodifier.RequiresReplace()},
+			},
+			"size": schema.StringAttribute{
+				MarkdownDescription: "Size slug, e.g. `s-1vcpu-1gb`. Changes in place: the droplet is powered off, resized (CPU and memory only, so it can be sized down again) and powered on.",
+				Required:            true,
+				Validators:          []validator.String{stringvalidator.RegexMatches(slugPattern, "must be a size slug such as s-1vcpu-1gb")},
+			},
+			"image": schema.StringAttribute{
+				MarkdownDescription: "Image slug. Default: `" + DefaultDropletImage + "`, DigitalOcean's Docker-ready image. Changing it replaces the droplet.",
+				Optional:            true,
+				Computed:            true,
+				Default:             stringdefault.StaticString(DefaultDropletImage),
+				Validators:          []validator.String{stringvalidator.RegexMatches(slugPattern, "must be an image slug such as docker-20-04")},
+				PlanModifiers:       []planmodifier.String{stringplanmodifier.RequiresReplace()},
+			},
+			"ssh_keys": schema.SetAttribute{
+				MarkdownDescription: "IDs or MD5 fingerprints of account SSH keys to install for root, besides the provider's own key, which is always registered and installed so the provider can reach the node. Changing them replaces the droplet.",
+				Optional:            true,
+				ElementType:         types.StringType,
+				Validators:          []validator.Set{setvalidator.ValueStringsAre(stringvalidator.RegexMatches(sshKeyRefPattern, "must be a numeric key ID or an MD5 fingerprint (aa:bb:...)"))},
+				PlanModifiers:       []planmodifier.Set{setplanmodifier.RequiresReplace()},
+			},
+			"vpc_uuid": schema.StringAttribute{
+				MarkdownDescription: "VPC to place the droplet in. Default: the region's default VPC. Changing it replaces the droplet.",
+				Optional:            true,
+				Computed:            true,
+				Validators:          []validator.String{stringvalidator.RegexMatches(uuidPattern, "must be a VPC UUID")},
+				PlanModifiers:       []planmodifier.String{stringplanmodifier.UseStateForUnknown(), stringplanmodifier.RequiresReplaceIfConfigured()},
+			},
+			"tags": schema.SetAttribute{
+				MarkdownDescription: "Tags. Change in place. The provider also tags its droplets `" + droplet.ManagedTag + "` (not shown here), so an interrupted create finds its droplet again.",
+				Optional:            true,
+				ElementType:         types.StringType,
+				Validators: []validator.Set{setvalidator.ValueStringsAre(
+					stringvalidator.RegexMatches(tagPattern, "must be 1-255 letters, digits, '_', ':' or '-'"),
+					stringvalidator.NoneOf(droplet.ManagedTag),
+				)},
+			},
+			"monitoring": schema.BoolAttribute{
+				MarkdownDescription: "Install the DigitalOcean monitoring agent. Default: `false`. Changing it replaces the droplet.",
+				Optional:            true,
+				Computed:            true,
+				Default:             booldefault.StaticBool(false),
+				PlanModifiers:       []planmodifier.Bool{boolplanmodifier.RequiresReplace()},
+			},
+			"user_data": schema.StringAttribute{
+				MarkdownDescription: "cloud-init user data. A `#cloud-config` document (or none) also carries the host key the provider generates, so the key is pinned before the droplet boots; a script, or a cloud-config with its own `ssh_keys`, means the key seen on first contact is recorded instead. Changing it replaces the droplet.",
+				Optional:            true,
+				Sensitive:           true,
+				PlanModifiers:       []planmodifier.String{stringplanmodifier.RequiresReplace()},
+			},
+			"ipv4_address": schema.StringAttribute{
+				MarkdownDescription: "Public IPv4 address.",
+				Computed:            true,
+				PlanModifiers:       []planmodifier.String{stringplanmodifier.UseStateForUnknown()},
+			},
+			"ipv4_address_private": schema.StringAttribute{
+				MarkdownDescription: "Private (VPC) IPv4 address: advertise Consul and the swarm on this one.",
+				Computed:            true,
+				PlanModifiers:       []planmodifier.String{stringplanmodifier.UseStateForUnknown()},
+			},
+			"docker_host": schema.StringAttribute{
+				MarkdownDescription: "How the other resources reach this node's engine: `ssh://USER@IPV4_ADDRESS`. Pass it with `ssh_host_key`.",
+				Computed:            true,
+				PlanModifiers:       []planmodifier.String{stringplanmodifier.UseStateForUnknown()},
+			},
+			"docker_version": schema.StringAttribute{
+				MarkdownDescription: "The Docker engine version the node answered with.",
+				Computed:            true,
+				PlanModifiers:       []planmodifier.String{stringplanmodifier.UseStateForUnknown()},
+			},
+			"ssh_host_key": schema.StringAttribute{
+				MarkdownDescription: "The node's SSH host key (`ssh-ed25519 AAAA...`), pinned: pass it as `host_key` beside `docker_host` to every resource on this node.",
+				Computed:            true,
+				PlanModifiers:       []planmodifier.String{stringplanmodifier.UseStateForUnknown()},
+			},
+			"status": schema.StringAttribute{
+				MarkdownDescription: "The droplet's status: `new`, `active`, `off` or `archive`.",
+				Computed:            true,
+			},
+			"timeouts": timeouts.Attributes(ctx, timeouts.Opts{Create: true, Update: true, Delete: true,
+				CreateDescription: "How long creating may take, from the API call until SSH and Docker answer. Default: `10m`.",
+				UpdateDescription: "How long a rename, retag or resize may take. Default: `10m`.",
+				DeleteDescription: "How long deleting may take. Default: `5m`."}),
+		},
+	}
+}
+
+func (r *dropletNodeResource) Configure(_ context.Context, req resource.ConfigureRequest, resp *resource.ConfigureResponse) {
+	r.data = providerDataFrom(req.ProviderData, &resp.Diagnostics)
+}
+
+// ModifyPlan fails the plan, rather than the apply, when the provider cannot manage
+// droplets: no API token, or no SSH key to reach the node with.
+func (r *dropletNodeResource) ModifyPlan(_ context.Context, req resource.ModifyPlanRequest, resp *resource.ModifyPlanResponse) {
+	if req.Plan.Raw.IsNull() || r.data == nil {
+		return
+	}
+	if r.data.cloud == nil {
+		resp.Diagnostics.AddError("Missing DigitalOcean Token",
+			"microswarm_droplet_node needs the provider's do_token (or the "+envToken+" environment variable).")
+	}
+	if r.data.sshPublicKey == "" {
+		resp.Diagnostics.AddError("Missing SSH Private Key",
+			"microswarm_droplet_node needs the provider's ssh_private_key or ssh_private_key_file: the provider registers its "+
+				"public half with DigitalOcean so that it can reach the node and check that Docker answers. "+
+				"ssh_keys alone are not enough, because the provider holds none of their private keys.")
+	}
+}
+
+func (r *dropletNodeResource) Create(ctx context.Context, req resource.CreateRequest, resp *resource.CreateResponse) {
+	var plan dropletNodeModel
+	resp.Diagnostics.Append(req.Plan.Get(ctx, &plan)...)
+	if resp.Diagnostics.HasError() {
+		return
+	}
+	timeout, diags := plan.Timeouts.Create(ctx, 10*time.Minute)
+	resp.Diagnostics.Append(diags...)
+	if resp.Diagnostics.HasError() {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+
+	spec, diags := r.spec(ctx, plan)
+	resp.Diagnostics.Append(diags...)
+	if resp.Diagnostics.HasError() {
+		return
+	}
+	providerKey, err := r.registerProviderKey(ctx)
+	if err != nil {
+		resp.Diagnostics.AddError("Could Not Register the Provider's SSH Key", err.Error())
+		return
+	}
+	spec.SSHKeys = append(spec.SSHKeys, providerKey)
+
+	hostKey, err := droplet.NewHostKey()
+	if err != nil {
+		resp.Diagnostics.AddError("Could Not Generate a Host Key", err.Error())
+		return
+	}
+	userData, pinned, err := droplet.WithHostKey(spec.UserData, hostKey)
+	if err != nil {
+		resp.Diagnostics.AddAttributeError(path.Root("user_data"), "Invalid User Data", err.Error())
+		return
+	}
+	spec.UserData = userData
+
+	d, adopted, err := r.data.cloud.Create(ctx, spec)
+	if err != nil {
+		resp.Diagnostics.AddError("Could Not Create Droplet", err.Error())
+		return
+	}
+	if adopted {
+		// The earlier attempt's host key was never saved: record what the node presents.
+		pinned = false
+		tflog.Warn(ctx, "adopted the droplet an interrupted create left behind", map[string]any{"droplet_id": d.ID, "name": d.Name})
+	}
+	plan.ID = types.StringValue(strconv.Itoa(d.ID))
+	// Saved before the long waits: a failure from here on taints the droplet instead of orphaning it.
+	r.fillComputed(&plan, d, "", "")
+	resp.Diagnostics.Append(resp.State.Set(ctx, &plan)...)
+	if resp.Diagnostics.HasError() {
+		return
+	}
+
+	target := conn.Target{}
+	if pinned {
+		target.HostKey = hostKey.Public
+	} else {
+		target.TrustOnFirstUse = true
+	}
+	d, ready, diags := r.waitReady(ctx, d.ID, target)
+	resp.Diagnostics.Append(diags...)
+	if resp.Diagnostics.HasError() {
+		return
+	}
+	r.fillComputed(&plan, d, ready.HostKey, ready.DockerVersion)
+	resp.Diagnostics.Append(resp.State.Set(ctx, &plan)...)
+}
+
+// waitReady waits for the droplet to be active, then for SSH and the Docker API.
+func (r *dropletNodeResource) waitReady(ctx context.Context, id int, target conn.Target) (*droplet.Droplet, droplet.Readiness, diag.Diagnostics) {
+	var diags diag.Diagnostics
+	d, err := r.data.cloud.WaitStatus(ctx, id, "active")
+	if err != nil {
+		diags.AddError("Droplet Did Not Become Active", fmt.Sprintf(
+			"Droplet %d: %s. Raise timeouts.create if the region is slow, or check the droplet in the DigitalOcean console.", id, err))
+		return nil, droplet.Readiness{}, diags
+	}
+	target.Host = r.dockerHost(d)
+	ready, err := droplet.WaitReady(ctx, r.data.pool, target)
+	if err != nil {
+		var notReady *droplet.NotReadyError
+		summary := "Node Did Not Come Up"
+		if errors.As(err, &notReady) && notReady.Stage == "ssh" {
+			summary = "Node SSH Did Not Come Up"
+		} else if errors.As(err, &notReady) {
+			summary = "Node Docker API Did Not Come Up"
+		}
+		diags.AddError(summary, fmt.Sprintf("Droplet %d (%s): %s. The droplet is kept (and tainted); "+
+			"check that its image runs sshd and Docker, then apply again to replace it, or raise timeouts.create.", id, target.Host, err))
+		return d, droplet.Readiness{}, diags
+	}
+	return d, ready, diags
+}
+
+func (r *dropletNodeResource) Read(ctx context.Context, req resource.ReadRequest, resp *resource.ReadResponse) {
+	var state dropletNodeModel
+	resp.Diagnostics.Append(req.State.Get(ctx, &state)...)
+	if resp.Diagnostics.HasError() {
+		return
+	}
+	if r.data == nil || r.data.cloud == nil {
+		resp.Diagnostics.AddError("Missing DigitalOcean Token", "Reading microswarm_droplet_node needs the provider's do_token.")
+		return
+	}
+	id, err := strconv.Atoi(state.ID.ValueString())
+	if err != nil {
+		resp.Diagnostics.AddAttributeError(path.Root("id"), "Invalid Droplet ID", fmt.Sprintf("%q is not a numeric droplet ID.", state.ID.ValueString()))
+		return
+	}
+	d, err := r.data.cloud.Get(ctx, id)
+	if errors.Is(err, droplet.ErrNotFound) {
+		tflog.Warn(ctx, "droplet is gone; removing it from state so the plan re-creates it", map[string]any{"droplet_id": id})
+		resp.State.RemoveResource(ctx)
+		return
+	}
+	if err != nil {
+		resp.Diagnostics.AddError("Could Not Read Droplet", err.Error())
+		return
+	}
+	hostKey, dockerVersion := state.SSHHostKey.ValueString(), state.DockerVersion.ValueString()
+	if state.SSHHostKey.IsNull() && d.Status == "active" && d.PublicIPv4 != "" {
+		// Only after an import: nothing pinned this droplet yet, so record the key it
+		// presents now (trust on first use, as for a droplet whose user data carried none).
+		ready, err := droplet.WaitReady(ctx, r.data.pool, conn.Target{Host: r.dockerHost(d), TrustOnFirstUse: true})
+		if err != nil {
+			resp.Diagnostics.AddWarning("Could Not Reach the Imported Node", err.Error())
+		} else {
+			hostKey, dockerVersion = ready.HostKey, ready.DockerVersion
+			tflog.Warn(ctx, "recorded the host key an imported droplet presented on first contact", map[string]any{
+				"droplet_id": id, "fingerprint": fingerprintOf(hostKey)})
+		}
+	}
+	if state.Image.IsNull() || d.Image != "" {
+		state.Image = types.StringValue(d.Image)
+	}
+	state.Name = types.StringValue(d.Name)
+	state.Region = types.StringValue(d.Region)
+	state.Size = types.StringValue(d.Size)
+	state.VPCUUID = types.StringValue(d.VPCUUID)
+	state.Monitoring = types.BoolValue(d.Monitoring)
+	resp.Diagnostics.Append(setTags(ctx, &state.Tags, d.Tags)...)
+	r.fillComputed(&state, d, hostKey, dockerVersion)
+	resp.Diagnostics.Append(resp.State.Set(ctx, &state)...)
+}
+
+func (r *dropletNodeResource) Update(ctx context.Context, req resource.UpdateRequest, resp *resource.UpdateResponse) {
+	var plan, state dropletNodeModel
+	resp.Diagnostics.Append(req.Plan.Get(ctx, &plan)...)
+	resp.Diagnostics.Append(req.State.Get(ctx, &state)...)
+	if resp.Diagnostics.HasError() {
+		return
+	}
+	timeout, diags := plan.Timeouts.Update(ctx, 10*time.Minute)
+	resp.Diagnostics.Append(diags...)
+	if resp.Diagnostics.HasError() {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	id, err := strconv.Atoi(state.ID.ValueString())
+	if err != nil {
+		resp.Diagnostics.AddAttributeError(path.Root("id"), "Invalid Droplet ID", err.Error())
+		return
+	}
+	cloud := r.data.cloud
+
+	if !plan.Name.Equal(state.Name) {
+		if err := cloud.Rename(ctx, id, plan.Name.ValueString()); err != nil {
+			resp.Diagnostics.AddAttributeError(path.Root("name"), "Could Not Rename Droplet", err.Error())
+			return
+		}
+	}
+	if !plan.Tags.Equal(state.Tags) {
+		current, wanted := stringSet(ctx, state.Tags, &resp.Diagnostics), stringSet(ctx, plan.Tags, &resp.Diagnostics)
+		if resp.Diagnostics.HasError() {
+			return
+		}
+		if err := cloud.SetTags(ctx, id, current, wanted); err != nil {
+			resp.Diagnostics.AddAttributeError(path.Root("tags"), "Could Not Update Droplet Tags", err.Error())
+			return
+		}
+	}
+	hostKey, dockerVersion := state.SSHHostKey.ValueString(), state.DockerVersion.ValueString()
+	if !plan.Size.Equal(state.Size) {
+		if err := cloud.Resize(ctx, id, plan.Size.ValueString()); err != nil {
+			resp.Diagnostics.AddAttributeError(path.Root("size"), "Could Not Resize Droplet", err.Error())
+			return
+		}
+		_, ready, diags := r.waitReady(ctx, id, conn.Target{HostKey: hostKey})
+		resp.Diagnostics.Append(diags...)
+		if resp.Diagnostics.HasError() {
+			return
+		}
+		dockerVersion = ready.DockerVersion
+	}
+	d, err := cloud.Get(ctx, id)
+	if err != nil {
+		resp.Diagnostics.AddError("Could Not Read Droplet", err.Error())
+		return
+	}
+	r.fillComputed(&plan, d, hostKey, dockerVersion)
+	resp.Diagnostics.Append(resp.State.Set(ctx, &plan)...)
+}
+
+func (r *dropletNodeResource) Delete(ctx context.Context, req resource.DeleteRequest, resp *resource.DeleteResponse) {
+	var state dropletNodeModel
+	resp.Diagnostics.Append(req.State.Get(ctx, &state)...)
+	if resp.Diagnostics.HasError() {
+		return
+	}
+	timeout, diags := state.Timeouts.Delete(ctx, 5*time.Minute)
+	resp.Diagnostics.Append(diags...)
+	if resp.Diagnostics.HasError() {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	id, err := strconv.Atoi(state.ID.ValueString())
+	if err != nil {
+		return // never created: nothing to delete
+	}
+	if r.data == nil || r.data.cloud == nil {
+		resp.Diagnostics.AddError("Missing DigitalOcean Token", "Deleting microswarm_droplet_node needs the provider's do_token.")
+		return
+	}
+	if err := r.data.cloud.Delete(ctx, id); err != nil {
+		resp.Diagnostics.AddError("Could Not Delete Droplet", err.Error())
+	}
+}
+
+func (r *dropletNodeResource) ImportState(ctx context.Context, req resource.ImportStateRequest, resp *resource.ImportStateResponse) {
+	if _, err := strconv.Atoi(req.ID); err != nil {
+		resp.Diagnostics.AddError("Invalid Import ID", fmt.Sprintf("Import a droplet node by its numeric droplet ID, got %q.", req.ID))
+		return
+	}
+	resp.Diagnostics.Append(resp.State.SetAttribute(ctx, path.Root("id"), req.ID)...)
+}
+
+// spec maps the plan to a droplet spec.
+func (r *dropletNodeResource) spec(ctx context.Context, plan dropletNodeModel) (droplet.Spec, diag.Diagnostics) {
+	var diags diag.Diagnostics
+	spec := droplet.Spec{
+		Name:       plan.Name.ValueString(),
+		Region:     plan.Region.ValueString(),
+		Size:       plan.Size.ValueString(),
+		Image:      plan.Image.ValueString(),
+		VPCUUID:    plan.VPCUUID.ValueString(),
+		Monitoring: plan.Monitoring.ValueBool(),
+		UserData:   plan.UserData.ValueString(),
+		SSHKeys:    stringSet(ctx, plan.SSHKeys, &diags),
+		Tags:       stringSet(ctx, plan.Tags, &diags),
+	}
+	return spec, diags
+}
+
+// registerProviderKey makes sure the provider's public key is an account key and returns
+// its fingerprint.
+func (r *dropletNodeResource) registerProviderKey(ctx context.Context) (string, error) {
+	d := r.data
+	d.registerKeyOnce.Do(func() {
+		pub, _, _, _, err := ssh.ParseAuthorizedKey([]byte(d.sshPublicKey))
+		if err != nil {
+			d.registerKeyFailed = err
+			return
+		}
+		fingerprint := ssh.FingerprintLegacyMD5(pub)
+		sum := sha256.Sum256(pub.Marshal())
+		name := "microswarm-provider-" + hex.EncodeToString(sum[:4])
+		d.registeredKey, d.registerKeyFailed = d.cloud.EnsureSSHKey(ctx, name, d.sshPublicKey, fingerprint)
+	})
+	return d.registeredKey, d.registerKeyFailed
+}
+
+func (r *dropletNodeResource) dockerHost(d *droplet.Droplet) string {
+	return (conn.Endpoint{Scheme: conn.SchemeSSH, User: r.data.pool.User(), Host: d.PublicIPv4, Port: 22}).String()
+}
+
+// fillComputed sets the computed attributes from the droplet and what the node reported.
+func (r *dropletNodeResource) fillComputed(m *dropletNodeModel, d *droplet.Droplet, hostKey, dockerVersion string) {
+	m.Status = types.StringValue(d.Status)
+	m.IPv4Address = types.StringValue(d.PublicIPv4)
+	m.IPv4AddressPrivate = types.StringValue(d.PrivateIPv4)
+	m.VPCUUID = types.StringValue(d.VPCUUID)
+	m.DockerHost = types.StringNull()
+	if d.PublicIPv4 != "" {
+		m.DockerHost = types.StringValue(r.dockerHost(d))
+	}
+	m.SSHHostKey = nullIfEmpty(hostKey)
+	m.DockerVersion = nullIfEmpty(dockerVersion)
+}
+
+func nullIfEmpty(s string) types.String {
+	if s == "" {
+		return types.StringNull()
+	}
+	return types.StringValue(s)
+}
+
+// setTags keeps a null tags attribute null while the droplet has no user tags, so a
+// config without tags plans no change.
+func setTags(ctx context.Context, target *types.Set, tags []string) diag.Diagnostics {
+	if len(tags) == 0 {
+		if !target.IsNull() {
+			*target = types.SetValueMust(types.StringType, nil)
+		}
+		return nil
+	}
+	slices.Sort(tags)
+	v, diags := types.SetValueFrom(ctx, types.StringType, tags)
+	*target = v
+	return diags
+}
+
+func stringSet(ctx context.Context, s types.Set, diags *diag.Diagnostics) []string {
+	if s.IsNull() || s.IsUnknown() {
+		return nil
+	}
+	var out []string
+	diags.Append(s.ElementsAs(ctx, &out, false)...)
+	return out
+}
+
+func fingerprintOf(authorizedKey string) string {
+	k, _, _, _, err := ssh.ParseAuthorizedKey([]byte(authorizedKey))
+	if err != nil {
+		return ""
+	}
+	return ssh.FingerprintSHA256(k)
+}

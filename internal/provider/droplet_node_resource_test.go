@@ -1,0 +1,332 @@
+package provider
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/terraform-plugin-testing/compare"
+	"github.com/hashicorp/terraform-plugin-testing/helper/acctest"
+	"github.com/hashicorp/terraform-plugin-testing/helper/resource"
+	"github.com/hashicorp/terraform-plugin-testing/knownvalue"
+	"github.com/hashicorp/terraform-plugin-testing/plancheck"
+	"github.com/hashicorp/terraform-plugin-testing/statecheck"
+	"github.com/hashicorp/terraform-plugin-testing/terraform"
+	"github.com/hashicorp/terraform-plugin-testing/tfjsonpath"
+
+	msacctest "github.com/microswarm/terraform-provider-microswarm/internal/acctest"
+	"github.com/microswarm/terraform-provider-microswarm/internal/conn"
+	"github.com/microswarm/terraform-provider-microswarm/internal/droplet"
+)
+
+const testConsulImage = "hashicorp/consul:1.20.5"
+
+func dropletNodesConfig(prefix string, names []string, size string, tags []string) string {
+	quoted := make([]string, len(names))
+	for i, n := range names {
+		quoted[i] = strconv.Quote(n)
+	}
+	tagList := make([]string, len(tags))
+	for i, tag := range tags {
+		tagList[i] = strconv.Quote(tag)
+	}
+	return fmt.Sprintf(`
+locals {
+  names = [%s]
+}
+
+resource "microswarm_droplet_node" "test" {
+  count  = length(local.names)
+  name   = "%s-${local.names[count.index]}"
+  region = "nyc3"
+  size   = %q
+  tags   = [%s]
+}
+`, strings.Join(quoted, ", "), prefix, size, strings.Join(tagList, ", "))
+}
+
+func TestAccDropletNode_basic(t *testing.T) {
+	prefix := "acc-" + acctest.RandString(6)
+	node := func(i int) string { return fmt.Sprintf("microswarm_droplet_node.test[%d]", i) }
+	sameID := statecheck.CompareValue(compare.ValuesSame())
+
+	var computed []statecheck.StateCheck
+	for i := range 3 {
+		computed = append(computed,
+			statecheck.ExpectKnownValue(node(i), tfjsonpath.New("id"), knownvalue.StringRegexp(regexp.MustCompile(`^[0-9]+$`))),
+			statecheck.ExpectKnownValue(node(i), tfjsonpath.New("status"), knownvalue.StringExact("active")),
+			statecheck.ExpectKnownValue(node(i), tfjsonpath.New("image"), knownvalue.StringExact(DefaultDropletImage)),
+			statecheck.ExpectKnownValue(node(i), tfjsonpath.New("ipv4_address"), knownvalue.StringRegexp(ipv4)),
+			statecheck.ExpectKnownValue(node(i), tfjsonpath.New("ipv4_address_private"), knownvalue.StringRegexp(ipv4)),
+			statecheck.ExpectKnownValue(node(i), tfjsonpath.New("vpc_uuid"), knownvalue.StringRegexp(uuidPattern)),
+			statecheck.ExpectKnownValue(node(i), tfjsonpath.New("docker_host"), knownvalue.StringRegexp(regexp.MustCompile(`^ssh://root@[0-9.]+$`))),
+			statecheck.ExpectKnownValue(node(i), tfjsonpath.New("docker_version"), knownvalue.StringRegexp(regexp.MustCompile(`^[0-9]+\.[0-9]+`))),
+			statecheck.ExpectKnownValue(node(i), tfjsonpath.New("ssh_host_key"), knownvalue.StringRegexp(regexp.MustCompile(`^ssh-ed25519 AAAA`))),
+			statecheck.ExpectKnownValue(node(i), tfjsonpath.New("tags"), knownvalue.SetExact([]knownvalue.Check{knownvalue.StringExact("acc")})),
+		)
+	}
+
+	resource.Test(t, resource.TestCase{
+		PreCheck:                 func() { msacctest.PreCheck(t) },
+		ProtoV6ProviderFactories: testAccProtoV6ProviderFactories,
+		CheckDestroy:             checkDropletNodesDestroyed,
+		Steps: []resource.TestStep{
+			{
+				// Three nodes, created in parallel by terraform.
+				Config:            dropletNodesConfig(prefix, []string{"a", "b", "c"}, "s-1vcpu-1gb", []string{"acc"}),
+				ConfigStateChecks: append(computed, sameID.AddStateValue(node(0), tfjsonpath.New("id"))),
+				Check: resource.ComposeAggregateTestCheckFunc(
+					checkDistinctValues("ipv4_address", node(0), node(1), node(2)),
+					checkDistinctValues("ssh_host_key", node(0), node(1), node(2)),
+					checkRunsContainer(t, node(0)),
+					checkRunsContainer(t, node(2)),
+				),
+			},
+			{
+				// Import: the host key recorded on first contact must be the pinned one.
+				ResourceName:            node(1),
+				ImportStateIdFunc:       stateID(node(1)),
+				ImportState:             true,
+				ImportStateVerify:       true,
+				ImportStateVerifyIgnore: []string{"user_data", "ssh_keys", "timeouts"},
+			},
+			{
+				// Rename in place.
+				Config: dropletNodesConfig(prefix, []string{"renamed", "b", "c"}, "s-1vcpu-1gb", []string{"acc"}),
+				ConfigPlanChecks: resource.ConfigPlanChecks{PreApply: []plancheck.PlanCheck{
+					plancheck.ExpectResourceAction(node(0), plancheck.ResourceActionUpdate),
+					plancheck.ExpectResourceAction(node(1), plancheck.ResourceActionNoop),
+				}},
+				ConfigStateChecks: []statecheck.StateCheck{
+					sameID.AddStateValue(node(0), tfjsonpath.New("id")),
+					statecheck.ExpectKnownValue(node(0), tfjsonpath.New("name"), knownvalue.StringExact(prefix+"-renamed")),
+				},
+				Check: checkAPIName(t, node(0), prefix+"-renamed"),
+			},
+			{
+				// A droplet deleted outside Terraform is planned for re-creation.
+				PreConfig: func() { deleteDropletOutOfBand(t, prefix+"-c") },
+				Config:    dropletNodesConfig(prefix, []string{"renamed", "b", "c"}, "s-1vcpu-1gb", []string{"acc"}),
+				ConfigPlanChecks: resource.ConfigPlanChecks{PreApply: []plancheck.PlanCheck{
+					plancheck.ExpectResourceAction(node(2), plancheck.ResourceActionCreate),
+					plancheck.ExpectResourceAction(node(0), plancheck.ResourceActionNoop),
+				}},
+				Check: checkRunsContainer(t, node(2)),
+			},
+		},
+	})
+}
+
+func TestAccDropletNode_update(t *testing.T) {
+	prefix := "acc-" + acctest.RandString(6)
+	const node = "microswarm_droplet_node.test[0]"
+	sameID := statecheck.CompareValue(compare.ValuesSame())
+	resource.Test(t, resource.TestCase{
+		PreCheck:                 func() { msacctest.PreCheck(t) },
+		ProtoV6ProviderFactories: testAccProtoV6ProviderFactories,
+		CheckDestroy:             checkDropletNodesDestroyed,
+		Steps: []resource.TestStep{
+			{
+				Config:            dropletNodesConfig(prefix, []string{"u"}, "s-1vcpu-1gb", nil),
+				ConfigStateChecks: []statecheck.StateCheck{sameID.AddStateValue(node, tfjsonpath.New("id"))},
+			},
+			{
+				// Resize and retag in place: same droplet, same pinned key, Docker answering.
+				Config: dropletNodesConfig(prefix, []string{"u"}, "s-2vcpu-2gb", []string{"web", "blue"}),
+				ConfigPlanChecks: resource.ConfigPlanChecks{PreApply: []plancheck.PlanCheck{
+					plancheck.ExpectResourceAction(node, plancheck.ResourceActionUpdate),
+				}},
+				ConfigStateChecks: []statecheck.StateCheck{
+					sameID.AddStateValue(node, tfjsonpath.New("id")),
+					statecheck.ExpectKnownValue(node, tfjsonpath.New("size"), knownvalue.StringExact("s-2vcpu-2gb")),
+					statecheck.ExpectKnownValue(node, tfjsonpath.New("status"), knownvalue.StringExact("active")),
+					statecheck.ExpectKnownValue(node, tfjsonpath.New("tags"), knownvalue.SetExact([]knownvalue.Check{
+						knownvalue.StringExact("web"), knownvalue.StringExact("blue")})),
+				},
+				Check: resource.ComposeAggregateTestCheckFunc(checkRunsContainer(t, node), checkAPISize(t, node, "s-2vcpu-2gb")),
+			},
+			{
+				// Nothing left to change: an empty plan.
+				Config:   dropletNodesConfig(prefix, []string{"u"}, "s-2vcpu-2gb", []string{"web", "blue"}),
+				PlanOnly: true,
+			},
+		},
+	})
+}
+
+func TestDropletNodeInputIsValidatedAtPlanTime(t *testing.T) {
+	cases := map[string]struct {
+		attrs   string
+		wantErr string
+	}{
+		"name is a hostname":        {attrs: `name = "-bad_name"`, wantErr: `valid hostname`},
+		"region is a slug":          {attrs: `region = "New York"`, wantErr: `region slug`},
+		"size is a slug":            {attrs: `size = "Big One"`, wantErr: `size slug`},
+		"image is a slug":           {attrs: `image = "Ubuntu 22"`, wantErr: `image slug`},
+		"ssh keys are ids or md5":   {attrs: `ssh_keys = ["my key"]`, wantErr: `numeric key ID or an MD5`},
+		"vpc is a uuid":             {attrs: `vpc_uuid = "default"`, wantErr: `VPC UUID`},
+		"the managed tag is ours":   {attrs: `tags = ["microswarm"]`, wantErr: `value must be none of`},
+		"tags have the api's form":  {attrs: `tags = ["has space"]`, wantErr: `letters, digits`},
+		"timeouts are go durations": {attrs: `timeouts = { create = "ten minutes" }`, wantErr: `(?i)duration`},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			attrs := map[string]string{"name": `name = "n1"`, "region": `region = "nyc3"`, "size": `size = "s-1vcpu-1gb"`}
+			key := strings.Fields(tc.attrs)[0]
+			attrs[key] = tc.attrs
+			body := ""
+			for _, a := range attrs {
+				body += "  " + a + "\n"
+			}
+			resource.UnitTest(t, resource.TestCase{
+				ProtoV6ProviderFactories: testAccProtoV6ProviderFactories,
+				Steps: []resource.TestStep{{
+					Config:      "resource \"microswarm_droplet_node\" \"n\" {\n" + body + "}\n",
+					PlanOnly:    true,
+					ExpectError: regexp.MustCompile(tc.wantErr),
+				}},
+			})
+		})
+	}
+}
+
+var ipv4 = regexp.MustCompile(`^[0-9]{1,3}(\.[0-9]{1,3}){3}$`)
+
+// checkRunsContainer pulls the Consul image on the node and runs `consul version` there,
+// through the node's docker_host and pinned host key, as the other resources will.
+func checkRunsContainer(t *testing.T, name string) resource.TestCheckFunc {
+	return func(s *terraform.State) error {
+		rs, ok := s.RootModule().Resources[stateKey(name)]
+		if !ok {
+			return fmt.Errorf("%s not in state", name)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		target := conn.Target{Host: rs.Primary.Attributes["docker_host"], HostKey: rs.Primary.Attributes["ssh_host_key"]}
+		out, err := msacctest.RunContainer(ctx, msacctest.Pool(t), target, testConsulImage, "version")
+		if err != nil {
+			return fmt.Errorf("running a container on %s: %w", target.Host, err)
+		}
+		if !strings.Contains(out, "Consul v1.20.5") {
+			return fmt.Errorf("consul version on %s printed %q", target.Host, out)
+		}
+		return nil
+	}
+}
+
+// stateID returns the ID of a resource in state, for importing an indexed resource.
+func stateID(address string) resource.ImportStateIdFunc {
+	return func(s *terraform.State) (string, error) {
+		rs, ok := s.RootModule().Resources[stateKey(address)]
+		if !ok {
+			return "", fmt.Errorf("%s not in state", address)
+		}
+		return rs.Primary.ID, nil
+	}
+}
+
+// stateKey turns `a.b[1]` into the flatmap state key `a.b.1`.
+func stateKey(address string) string {
+	return strings.NewReplacer("[", ".", "]", "").Replace(address)
+}
+
+func checkDistinctValues(attr string, names ...string) resource.TestCheckFunc {
+	return func(s *terraform.State) error {
+		seen := map[string]string{}
+		for _, n := range names {
+			v := s.RootModule().Resources[stateKey(n)].Primary.Attributes[attr]
+			if other, dup := seen[v]; dup {
+				return fmt.Errorf("%s and %s share %s %q", other, n, attr, v)
+			}
+			seen[v] = n
+		}
+		return nil
+	}
+}
+
+func dropletID(s *terraform.State, name string) (int, error) {
+	rs, ok := s.RootModule().Resources[stateKey(name)]
+	if !ok {
+		return 0, fmt.Errorf("%s not in state", name)
+	}
+	return strconv.Atoi(rs.Primary.ID)
+}
+
+func checkAPIName(t *testing.T, name, want string) resource.TestCheckFunc {
+	return func(s *terraform.State) error {
+		id, err := dropletID(s, name)
+		if err != nil {
+			return err
+		}
+		d, err := msacctest.Cloud(t).Get(context.Background(), id)
+		if err != nil {
+			return err
+		}
+		if d.Name != want {
+			return fmt.Errorf("the API calls droplet %d %q, want %q", id, d.Name, want)
+		}
+		return nil
+	}
+}
+
+func checkAPISize(t *testing.T, name, want string) resource.TestCheckFunc {
+	return func(s *terraform.State) error {
+		id, err := dropletID(s, name)
+		if err != nil {
+			return err
+		}
+		d, err := msacctest.Cloud(t).Get(context.Background(), id)
+		if err != nil {
+			return err
+		}
+		if d.Size != want {
+			return fmt.Errorf("the API sizes droplet %d %q, want %q", id, d.Size, want)
+		}
+		return nil
+	}
+}
+
+func deleteDropletOutOfBand(t *testing.T, name string) {
+	t.Helper()
+	ctx := context.Background()
+	cloud := msacctest.Cloud(t)
+	d, err := cloud.FindManaged(ctx, name, "nyc3")
+	if err != nil || d == nil {
+		t.Fatalf("finding droplet %s to delete out of band: %v (found %v)", name, err, d)
+	}
+	if err := cloud.Delete(ctx, d.ID); err != nil {
+		t.Fatalf("deleting droplet %s out of band: %v", name, err)
+	}
+}
+
+// checkDropletNodesDestroyed proves every droplet node in the final state is gone.
+func checkDropletNodesDestroyed(s *terraform.State) error {
+	cloud, err := droplet.NewClient(droplet.ClientOptions{Token: os.Getenv(envToken), BaseURL: os.Getenv(envAPIURL)})
+	if err != nil {
+		return err
+	}
+	for _, rs := range s.RootModule().Resources {
+		if rs.Type != "microswarm_droplet_node" {
+			continue
+		}
+		id, err := strconv.Atoi(rs.Primary.ID)
+		if err != nil {
+			return err
+		}
+		d, err := cloud.Get(context.Background(), id)
+		if errors.Is(err, droplet.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		return fmt.Errorf("droplet %d (%s) still exists, status %s", id, d.Name, d.Status)
+	}
+	return nil
+}

@@ -1,0 +1,64 @@
+package provider
+
+import (
+	"os"
+	"regexp"
+	"testing"
+
+	"github.com/hashicorp/terraform-plugin-framework/providerserver"
+	"github.com/hashicorp/terraform-plugin-go/tfprotov6"
+	"github.com/hashicorp/terraform-plugin-testing/helper/resource"
+
+	"github.com/microswarm/terraform-provider-microswarm/internal/acctest"
+)
+
+// testAccProtoV6ProviderFactories serve the provider in-process to the real terraform.
+var testAccProtoV6ProviderFactories = map[string]func() (tfprotov6.ProviderServer, error){
+	"microswarm": providerserver.NewProtocol6WithError(New("test")()),
+}
+
+func TestMain(m *testing.M) { os.Exit(acctest.Run(m)) }
+
+// A droplet node block makes terraform configure the provider during plan.
+const anyNode = `
+resource "microswarm_droplet_node" "n" {
+  name   = "n1"
+  region = "nyc3"
+  size   = "s-1vcpu-1gb"
+}
+`
+
+func TestProviderConfigIsValidatedAtPlanTime(t *testing.T) {
+	cases := map[string]struct {
+		config  string
+		env     map[string]string
+		wantErr string
+	}{
+		"api_endpoint must be http(s)":     {config: `api_endpoint = "ftp://example.invalid"`, wantErr: `Invalid URL`},
+		"ssh_private_key must parse":       {config: `ssh_private_key = "not a key"`, wantErr: `Invalid SSH Private Key`},
+		"one ssh key source":               {config: "ssh_private_key_file = \"/k\"\nssh_private_key = \"x\"", wantErr: `(?s)ssh_private_key.*ssh_private_key_file|Invalid Attribute Combination`},
+		"host_key_policy is an enum":       {config: `host_key_policy = "yolo"`, wantErr: `value must be one of`},
+		"connect_timeout is positive":      {config: `connect_timeout = "-1s"`, wantErr: `Invalid Duration`},
+		"ssh_user is a user name":          {config: `ssh_user = "root; rm"`, wantErr: `must be a valid user name`},
+		"env policy is checked too":        {env: map[string]string{envHostKeyPolicy: "yolo"}, wantErr: `Invalid Host Key Policy`},
+		"env timeout is checked too":       {env: map[string]string{envConnectTimeout: "soon"}, wantErr: `Invalid Connect Timeout`},
+		"env endpoint is checked too":      {env: map[string]string{envAPIURL: "not-a-url"}, wantErr: `Invalid API Endpoint`},
+		"droplets need a token at plan":    {env: map[string]string{envToken: "", envTokenAlt: ""}, wantErr: `Missing DigitalOcean Token`},
+		"droplets need an ssh key at plan": {env: map[string]string{envSSHKey: "", envSSHKeyFile: ""}, wantErr: `Missing SSH Private Key`},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			for k, v := range tc.env {
+				t.Setenv(k, v)
+			}
+			resource.UnitTest(t, resource.TestCase{
+				ProtoV6ProviderFactories: testAccProtoV6ProviderFactories,
+				Steps: []resource.TestStep{{
+					Config:      "provider \"microswarm\" {\n" + tc.config + "\n}\n" + anyNode,
+					PlanOnly:    true,
+					ExpectError: regexp.MustCompile(tc.wantErr),
+				}},
+			})
+		})
+	}
+}
