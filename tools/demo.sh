@@ -42,7 +42,7 @@ up() {
   if ! cloud_running; then
     rm -f "$STATE/localcloud.env"
     log "starting the local cloud"
-    setsid bin/localcloud -name demo -keep -env-file "$STATE/localcloud.env" >"$STATE/localcloud.log" 2>&1 < /dev/null &
+    setsid bin/localcloud -name demo -env-file "$STATE/localcloud.env" >"$STATE/localcloud.log" 2>&1 < /dev/null &
     echo $! >"$STATE/localcloud.pid"
     for _ in $(seq 1 300); do [ -s "$STATE/localcloud.env" ] && break; sleep 0.2; done
     [ -s "$STATE/localcloud.env" ] || { tail -20 "$STATE/localcloud.log" >&2; exit 1; }
