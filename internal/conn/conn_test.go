@@ -91,7 +91,7 @@ func TestWrongClientKeyIsRefused(t *testing.T) {
 	f := newSSHFixture(t)
 	_, otherKey := newTestKey(t)
 	p := f.pool(t, func(o *Options) { o.PrivateKey = otherKey })
-	_, err := p.Open(context.Background(), Target{Host: f.server.host("root"), HostKey: f.server.hostKeyLine()})
+	_, err := p.Open(context.Background(), Target{Host: f.server.host(), HostKey: f.server.hostKeyLine()})
 	if err == nil || !strings.Contains(err.Error(), "unable to authenticate") {
 		t.Fatalf("Open with a key the server does not accept: err = %v, want an authentication failure", err)
 	}
@@ -101,7 +101,7 @@ func TestUnknownHostKeyIsRefusedWithItsFingerprint(t *testing.T) {
 	t.Parallel()
 	f := newSSHFixture(t)
 	p := f.pool(t, nil)
-	_, err := p.Open(context.Background(), Target{Host: f.server.host("root")})
+	_, err := p.Open(context.Background(), Target{Host: f.server.host()})
 	var unknown *UnknownHostKeyError
 	if !errors.As(err, &unknown) {
 		t.Fatalf("Open of a host nothing vouches for: err = %v, want UnknownHostKeyError", err)
@@ -119,7 +119,7 @@ func TestChangedHostKeyIsRefused(t *testing.T) {
 	f := newSSHFixture(t)
 	other, _ := newTestKey(t)
 	p := f.pool(t, func(o *Options) { o.HostKeyPolicy = HostKeyAcceptNew })
-	_, err := p.Open(context.Background(), Target{Host: f.server.host("root"), HostKey: AuthorizedKey(other.PublicKey())})
+	_, err := p.Open(context.Background(), Target{Host: f.server.host(), HostKey: AuthorizedKey(other.PublicKey())})
 	var mismatch *HostKeyMismatchError
 	if !errors.As(err, &mismatch) {
 		t.Fatalf("Open with a different pinned key: err = %v, want HostKeyMismatchError even under accept-new", err)
@@ -134,7 +134,7 @@ func TestKnownHostsFileIsHonoured(t *testing.T) {
 	f := newSSHFixture(t)
 	other, _ := newTestKey(t)
 	dir := t.TempDir()
-	address := strings.TrimPrefix(f.server.host("root"), "ssh://root@")
+	address := strings.TrimPrefix(f.server.host(), "ssh://root@")
 	host, port, _ := net.SplitHostPort(address)
 	write := func(name string, key ssh.PublicKey) string {
 		path := filepath.Join(dir, name)
@@ -145,11 +145,11 @@ func TestKnownHostsFileIsHonoured(t *testing.T) {
 		return path
 	}
 	good := f.pool(t, func(o *Options) { o.KnownHostsFile = write("good", f.server.hostKey.PublicKey()) })
-	if _, err := good.Open(context.Background(), Target{Host: f.server.host("root")}); err != nil {
+	if _, err := good.Open(context.Background(), Target{Host: f.server.host()}); err != nil {
 		t.Fatalf("Open with the key in known_hosts: %v", err)
 	}
 	bad := f.pool(t, func(o *Options) { o.KnownHostsFile = write("bad", other.PublicKey()) })
-	_, err := bad.Open(context.Background(), Target{Host: f.server.host("root")})
+	_, err := bad.Open(context.Background(), Target{Host: f.server.host()})
 	var mismatch *HostKeyMismatchError
 	if !errors.As(err, &mismatch) {
 		t.Fatalf("Open with another key in known_hosts: err = %v, want HostKeyMismatchError", err)
@@ -160,7 +160,7 @@ func TestAcceptNewReportsTheKeyItTrusted(t *testing.T) {
 	t.Parallel()
 	f := newSSHFixture(t)
 	p := f.pool(t, func(o *Options) { o.HostKeyPolicy = HostKeyAcceptNew })
-	h, err := p.Open(context.Background(), Target{Host: f.server.host("root")})
+	h, err := p.Open(context.Background(), Target{Host: f.server.host()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -190,7 +190,7 @@ func TestDockerThroughForwardedSocketReusesOneConnection(t *testing.T) {
 	f := newSSHFixture(t)
 	p := f.pool(t, func(o *Options) { o.DockerSocket = socket })
 	ctx := context.Background()
-	target := Target{Host: f.server.host("root"), HostKey: f.server.hostKeyLine()}
+	target := Target{Host: f.server.host(), HostKey: f.server.hostKeyLine()}
 
 	h, err := p.Open(ctx, target)
 	if err != nil {
@@ -246,7 +246,7 @@ func TestConsulThroughForwardedPort(t *testing.T) {
 	httpAddr := startConsulAgent(t)
 	f := newSSHFixture(t)
 	p := f.pool(t, nil)
-	h, err := p.Open(context.Background(), Target{Host: f.server.host("root"), HostKey: f.server.hostKeyLine()})
+	h, err := p.Open(context.Background(), Target{Host: f.server.host(), HostKey: f.server.hostKeyLine()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -80,9 +80,9 @@ func startTestSSHServer(t *testing.T, authorized ssh.PublicKey) *testSSHServer {
 
 var errUnauthorized = errors.New("public key not authorized")
 
-func (s *testSSHServer) host(user string) string {
+func (s *testSSHServer) host() string {
 	host, port, _ := net.SplitHostPort(s.addr)
-	return "ssh://" + user + "@" + host + ":" + port
+	return "ssh://root@" + host + ":" + port
 }
 
 func (s *testSSHServer) hostKeyLine() string { return AuthorizedKey(s.hostKey.PublicKey()) }

@@ -37,7 +37,9 @@ func (e *APIError) Error() string {
 }
 
 // Is makes errors.Is(err, ErrNotFound) true for 404s.
-func (e *APIError) Is(target error) bool { return target == ErrNotFound && e.Status == http.StatusNotFound }
+func (e *APIError) Is(target error) bool {
+	return target == ErrNotFound && e.Status == http.StatusNotFound
+}
 
 // IsInvalid reports whether the API rejected the input (HTTP 422 or 400).
 func IsInvalid(err error) bool {
@@ -143,8 +145,8 @@ func (c *Client) call(ctx context.Context, op string, fn func(context.Context) (
 			return mapped
 		}
 		pause := wait
-		if apiErr.Status == http.StatusTooManyRequests && resp != nil && !resp.Rate.Reset.IsZero() {
-			pause = max(time.Until(resp.Rate.Reset.Time), c.retry.MinWait)
+		if apiErr.Status == http.StatusTooManyRequests && resp != nil && !resp.Reset.IsZero() {
+			pause = max(time.Until(resp.Reset.Time), c.retry.MinWait)
 		}
 		pause = min(pause, c.retry.MaxWait)
 		timer := time.NewTimer(pause)

@@ -219,7 +219,7 @@ func TestRateLimit(t *testing.T) {
 		var err error
 		for i := 0; i < 4 && err == nil; i++ {
 			_, last, err = do.Regions.List(t.Context(), nil)
-			if err == nil && (last.Rate.Limit != 3 || last.Rate.Reset.IsZero()) {
+			if err == nil && (last.Limit != 3 || last.Reset.IsZero()) {
 				t.Fatalf("rate %+v", last.Rate)
 			}
 		}
@@ -230,8 +230,8 @@ func TestRateLimit(t *testing.T) {
 		if status != http.StatusTooManyRequests || er.Message != "API Rate limit exceeded." {
 			t.Fatalf("got %d %q", status, er.Message)
 		}
-		if last.Rate.Remaining != 0 || last.Response.Header.Get("Retry-After") == "" {
-			t.Fatalf("429 headers: %v", last.Response.Header)
+		if last.Remaining != 0 || last.Header.Get("Retry-After") == "" {
+			t.Fatalf("429 headers: %v", last.Header)
 		}
 		return
 	}

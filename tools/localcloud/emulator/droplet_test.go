@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/pem"
+	cerrdefs "github.com/containerd/errdefs"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -128,7 +129,7 @@ func TestDropletLifecycle(t *testing.T) {
 		t.Fatalf("%d containers left", containers)
 	}
 	for _, v := range volumes {
-		if _, err := docker.VolumeInspect(t.Context(), v); !client.IsErrNotFound(err) {
+		if _, err := docker.VolumeInspect(t.Context(), v); !cerrdefs.IsNotFound(err) {
 			t.Fatalf("volume %s left: %v", v, err)
 		}
 	}
@@ -219,7 +220,7 @@ func TestHostKeyFromCloudInit(t *testing.T) {
 // the same name (from its state, then from container labels alone), then removes it all.
 func TestRestartKeepsDroplets(t *testing.T) {
 	requireLocalCloud(t)
-	name, stateDir := uniqueName(t), t.TempDir()
+	name, stateDir := uniqueName(), t.TempDir()
 	docker := dockerClient(t)
 	cfg := Config{Name: name, StateDir: stateDir, Logf: t.Logf}
 	t.Cleanup(func() { // whatever a failure left behind

@@ -50,7 +50,6 @@ func validDropletName(name string) error {
 // createPlan is a validated create request.
 type createPlan struct {
 	names   []string
-	region  string
 	size    sizeJSON
 	image   imageJSON
 	keys    []*sshKey

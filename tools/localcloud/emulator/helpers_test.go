@@ -31,7 +31,7 @@ func requireLocalCloud(t *testing.T) {
 	}
 }
 
-func uniqueName(t *testing.T) string {
+func uniqueName() string {
 	b := make([]byte, 4)
 	_, _ = rand.Read(b)
 	return "lct-" + hex.EncodeToString(b)
@@ -42,7 +42,7 @@ func startCloud(t *testing.T, cfg Config) *Cloud {
 	t.Helper()
 	requireLocalCloud(t)
 	if cfg.Name == "" {
-		cfg.Name = uniqueName(t)
+		cfg.Name = uniqueName()
 	}
 	if cfg.StateDir == "" {
 		cfg.StateDir = t.TempDir()

@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	cerrdefs "github.com/containerd/errdefs"
 	"io"
 	"net"
 	"net/netip"
@@ -226,7 +227,9 @@ func (n *nodeBackend) createNode(ctx context.Context, spec nodeSpec) (string, er
 	}
 	id := created.ID
 	fail := func(step string, err error) (string, error) {
-		n.removeNode(context.WithoutCancel(ctx), id)
+		if rmErr := n.removeNode(context.WithoutCancel(ctx), id); rmErr != nil {
+			err = errors.Join(err, fmt.Errorf("removing the half-made node: %w", rmErr))
+		}
 		return "", fmt.Errorf("%s: %w", step, err)
 	}
 	if err := n.docker.CopyToContainer(ctx, id, "/etc", bytes.NewReader(spec.seed), container.CopyToContainerOptions{}); err != nil {
@@ -279,7 +282,7 @@ func (n *nodeBackend) removeNode(ctx context.Context, id string) error {
 		return nil
 	}
 	err := n.docker.ContainerRemove(ctx, id, container.RemoveOptions{Force: true, RemoveVolumes: true})
-	if err != nil && !client.IsErrNotFound(err) {
+	if err != nil && !cerrdefs.IsNotFound(err) {
 		return fmt.Errorf("removing container %s: %w", shortID(id), err)
 	}
 	return nil
@@ -303,7 +306,7 @@ type nodeState struct {
 
 func (n *nodeBackend) inspectNode(ctx context.Context, id string) (nodeState, error) {
 	info, err := n.docker.ContainerInspect(ctx, id)
-	if client.IsErrNotFound(err) {
+	if cerrdefs.IsNotFound(err) {
 		return nodeState{}, nil
 	}
 	if err != nil {
@@ -449,7 +452,7 @@ func (n *nodeBackend) removeEverything(ctx context.Context) error {
 		errs = append(errs, err)
 	}
 	for _, nw := range networks {
-		if err := n.docker.NetworkRemove(ctx, nw.ID); err != nil && !client.IsErrNotFound(err) {
+		if err := n.docker.NetworkRemove(ctx, nw.ID); err != nil && !cerrdefs.IsNotFound(err) {
 			errs = append(errs, fmt.Errorf("removing network %s: %w", nw.Name, err))
 		}
 	}

@@ -107,7 +107,8 @@ func TestFreeAddress(t *testing.T) {
 }
 
 func TestDefaultVPCIDIsStable(t *testing.T) {
-	if defaultVPCID("nyc3") != defaultVPCID("nyc3") || defaultVPCID("nyc3") == defaultVPCID("ams3") {
+	first, again := defaultVPCID("nyc3"), defaultVPCID("nyc3")
+	if first != again || first == defaultVPCID("ams3") {
 		t.Fatal("default VPC ids must be stable per region and distinct across regions")
 	}
 	if region, ok := vpcRegion(defaultVPCID("fra1")); !ok || region != "fra1" {
