@@ -40,8 +40,12 @@ var (
 	_ resource.ResourceWithModifyPlan  = &dropletNodeResource{}
 )
 
-// DefaultDropletImage is DigitalOcean's Docker-ready marketplace image.
-const DefaultDropletImage = "docker-20-04"
+const (
+	// DefaultDropletImage is DigitalOcean's Docker-ready marketplace image.
+	DefaultDropletImage = "docker-20-04"
+	// importProbeTimeout bounds the first contact with an imported node during refresh.
+	importProbeTimeout = 30 * time.Second
+)
 
 var (
 	hostnamePattern  = regexp.MustCompile(`^[a-zA-Z0-9]([a-zA-Z0-9.-]{0,251}[a-zA-Z0-9])?$`)
@@ -338,7 +342,10 @@ func (r *dropletNodeResource) Read(ctx context.Context, req resource.ReadRequest
 	if state.SSHHostKey.IsNull() && d.Status == "active" && d.PublicIPv4 != "" {
 		// Only after an import: nothing pinned this droplet yet, so record the key it
 		// presents now (trust on first use, as for a droplet whose user data carried none).
-		ready, err := droplet.WaitReady(ctx, r.data.pool, conn.Target{Host: r.dockerHost(d), TrustOnFirstUse: true})
+		// Bounded: a refresh must not hang on a node whose SSH is broken.
+		probeCtx, cancel := context.WithTimeout(ctx, importProbeTimeout)
+		ready, err := droplet.WaitReady(probeCtx, r.data.pool, conn.Target{Host: r.dockerHost(d), TrustOnFirstUse: true})
+		cancel()
 		if err != nil {
 			resp.Diagnostics.AddWarning("Could Not Reach the Imported Node", err.Error())
 		} else {
@@ -353,7 +360,6 @@ func (r *dropletNodeResource) Read(ctx context.Context, req resource.ReadRequest
 	state.Name = types.StringValue(d.Name)
 	state.Region = types.StringValue(d.Region)
 	state.Size = types.StringValue(d.Size)
-	state.VPCUUID = types.StringValue(d.VPCUUID)
 	state.Monitoring = types.BoolValue(d.Monitoring)
 	resp.Diagnostics.Append(setTags(ctx, &state.Tags, d.Tags)...)
 	r.fillComputed(&state, d, hostKey, dockerVersion)
