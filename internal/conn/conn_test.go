@@ -241,6 +241,34 @@ func TestDockerThroughForwardedSocketReusesOneConnection(t *testing.T) {
 	}
 }
 
+func TestReplacedHostAtTheSameAddressIsVerifiedAfresh(t *testing.T) {
+	t.Parallel()
+	signer, key := newTestKey(t)
+	old := startTestSSHServer(t, signer.PublicKey())
+	p := sshFixture{server: old, key: key}.pool(t, nil)
+	ctx := context.Background()
+	if _, err := p.Open(ctx, Target{Host: old.host(), HostKey: old.hostKeyLine()}); err != nil {
+		t.Fatal(err)
+	}
+
+	// The host is replaced: a new one, with its own key, answers at the old address.
+	old.stop()
+	replacement := startTestSSHServerAt(t, old.addr, signer.PublicKey())
+	h, err := p.Open(ctx, Target{Host: replacement.host(), HostKey: replacement.hostKeyLine()})
+	if err != nil {
+		t.Fatalf("Open of the replacement with its own pinned key: %v", err)
+	}
+	if got := h.HostKey(); got != replacement.hostKeyLine() {
+		t.Fatalf("HostKey() = %q, want the replacement's key", got)
+	}
+	// The old pin no longer matches what answers there.
+	_, err = p.Open(ctx, Target{Host: replacement.host(), HostKey: old.hostKeyLine()})
+	var mismatch *HostKeyMismatchError
+	if !errors.As(err, &mismatch) {
+		t.Fatalf("Open with the old host's pin: err = %v, want HostKeyMismatchError", err)
+	}
+}
+
 func TestConsulThroughForwardedPort(t *testing.T) {
 	t.Parallel()
 	httpAddr := startConsulAgent(t)

@@ -201,10 +201,10 @@ func (h *Host) ssh(ctx context.Context, v hostKeyVerifier) (*ssh.Client, error) 
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.sshClient != nil {
-		if err := v.verify(h.endpoint.Address(), nil, h.hostKey); err != nil {
-			return nil, err
-		}
-		if alive(h.sshClient) {
+		// Reuse only a live connection whose key this caller trusts. Otherwise dial again
+		// and verify whatever answers now: a replaced droplet often gets the old one's
+		// address, so a stale connection must not decide for the new host.
+		if v.verify(h.endpoint.Address(), nil, h.hostKey) == nil && alive(h.sshClient, h.pool.opts.ConnectTimeout) {
 			return h.sshClient, nil
 		}
 		_ = h.sshClient.Close()
@@ -218,10 +218,22 @@ func (h *Host) ssh(ctx context.Context, v hostKeyVerifier) (*ssh.Client, error) 
 	return client, nil
 }
 
-// alive asks the server for a keepalive reply; a dead connection fails at once.
-func alive(c *ssh.Client) bool {
-	_, _, err := c.SendRequest("keepalive@openssh.com", true, nil)
-	return err == nil
+// alive asks the server for a keepalive reply. A peer that vanished without closing the
+// connection never answers, so the wait is bounded.
+func alive(c *ssh.Client, timeout time.Duration) bool {
+	answered := make(chan error, 1)
+	go func() {
+		_, _, err := c.SendRequest("keepalive@openssh.com", true, nil)
+		answered <- err
+	}()
+	timer := time.NewTimer(timeout)
+	defer timer.Stop()
+	select {
+	case err := <-answered:
+		return err == nil
+	case <-timer.C:
+		return false
+	}
 }
 
 func (p *Pool) dialSSH(ctx context.Context, ep Endpoint, v hostKeyVerifier) (*ssh.Client, ssh.PublicKey, error) {

@@ -46,8 +46,15 @@ func newTestKey(t *testing.T) (ssh.Signer, []byte) {
 
 func startTestSSHServer(t *testing.T, authorized ssh.PublicKey) *testSSHServer {
 	t.Helper()
+	return startTestSSHServerAt(t, "127.0.0.1:0", authorized)
+}
+
+// startTestSSHServerAt starts a server with a fresh host key on a given address, as a
+// replacement host that inherited an old one's address would be.
+func startTestSSHServerAt(t *testing.T, address string, authorized ssh.PublicKey) *testSSHServer {
+	t.Helper()
 	hostKey, _ := newTestKey(t)
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	l, err := net.Listen("tcp", address)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -74,8 +81,14 @@ func startTestSSHServer(t *testing.T, authorized ssh.PublicKey) *testSSHServer {
 			go s.serve(c, cfg)
 		}
 	}()
-	t.Cleanup(func() { _ = l.Close(); s.dropConnections() })
+	t.Cleanup(s.stop)
 	return s
+}
+
+// stop closes the listener and every connection, as a deleted host would.
+func (s *testSSHServer) stop() {
+	_ = s.listener.Close()
+	s.dropConnections()
 }
 
 var errUnauthorized = errors.New("public key not authorized")

@@ -13,6 +13,13 @@ import (
 	"github.com/microswarm/terraform-provider-microswarm/internal/wait"
 )
 
+// Polling a droplet or action: quick at first (a local cloud is ready in seconds), then
+// every few seconds, well inside the API's rate limit.
+const (
+	pollInterval    = 500 * time.Millisecond
+	maxPollInterval = 3 * time.Second
+)
+
 // Spec is what a droplet is created from.
 type Spec struct {
 	Name       string
@@ -150,7 +157,7 @@ func (c *Client) Create(ctx context.Context, spec Spec) (d *Droplet, adopted boo
 // WaitStatus waits until the droplet reports the given status ("active", "off").
 func (c *Client) WaitStatus(ctx context.Context, id int, status string) (*Droplet, error) {
 	var last *Droplet
-	err := wait.Until(ctx, wait.Options{What: fmt.Sprintf("droplet %d to become %s", id, status), Interval: time.Second},
+	err := wait.Until(ctx, wait.Options{What: fmt.Sprintf("droplet %d to become %s", id, status), Interval: pollInterval, MaxInterval: maxPollInterval},
 		func(ctx context.Context) (bool, string, error) {
 			d, err := c.Get(ctx, id)
 			if err != nil {
@@ -164,7 +171,7 @@ func (c *Client) WaitStatus(ctx context.Context, id int, status string) (*Drople
 
 // WaitGone waits until the droplet no longer exists.
 func (c *Client) WaitGone(ctx context.Context, id int) error {
-	return wait.Until(ctx, wait.Options{What: fmt.Sprintf("droplet %d to be deleted", id), Interval: time.Second},
+	return wait.Until(ctx, wait.Options{What: fmt.Sprintf("droplet %d to be deleted", id), Interval: pollInterval, MaxInterval: maxPollInterval},
 		func(ctx context.Context) (bool, string, error) {
 			d, err := c.Get(ctx, id)
 			if errors.Is(err, ErrNotFound) {
@@ -198,7 +205,7 @@ func (c *Client) action(ctx context.Context, id int, name string, start func(con
 	if err != nil {
 		return err
 	}
-	return wait.Until(ctx, wait.Options{What: fmt.Sprintf("%s of droplet %d (action %d) to complete", name, id, a.ID), Interval: time.Second},
+	return wait.Until(ctx, wait.Options{What: fmt.Sprintf("%s of droplet %d (action %d) to complete", name, id, a.ID), Interval: pollInterval, MaxInterval: maxPollInterval},
 		func(ctx context.Context) (bool, string, error) {
 			var got *godo.Action
 			err := c.call(ctx, fmt.Sprintf("get action %d", a.ID), func(ctx context.Context) (r *godo.Response, err error) {

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Benchmarks of the local cloud, written to bench/results.md.
+#   bench/run.sh           cached image build, then droplet time-to-ready (median of 5)
+#   FIRST_RUN=1 bench/run.sh   also the first-run image build, with an empty cache
+#                              (rebuilds Consul from source: about 5 minutes)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+tools/ensure-engine.sh
+out=bench/results.md
+now() { date +%s.%N; }
+secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", b - a }'; }
+
+{
+  echo "# Local cloud benchmarks"
+  echo
+  echo "Measured $(date -u +%Y-%m-%d) on $(nproc) cores by \`bench/run.sh\`."
+  echo
+} >"$out"
+
+if [ -n "${FIRST_RUN:-}" ]; then
+  fresh=$(mktemp -d)
+  docker rmi -f microswarm/node:bookworm microswarm/node-rootfs:bookworm hashicorp/consul:1.20.5 \
+    microswarm/demo-app:1.0.0 microswarm/demo-app:2.0.0 >/dev/null 2>&1 || true
+  t0=$(now)
+  MICROSWARM_CACHE="$fresh" tools/images/build.sh
+  t1=$(now)
+  echo "- first-run image build (empty cache: debootstrap, Consul and registry from source): $(secs "$t0" "$t1") s" >>"$out"
+  # Keep the images the fresh run pushed where the default cache serves them from.
+  tools/images/build.sh
+  rm -rf "$fresh"
+fi
+
+tools/images/build.sh >/dev/null 2>&1 # warm
+t0=$(now)
+tools/images/build.sh
+t1=$(now)
+echo "- cached image build (nothing to rebuild, images re-pushed): $(secs "$t0" "$t1") s" >>"$out"
+
+echo '```' >>"$out"
+go run ./bench/nodeready -rounds 5 | tee -a "$out"
+echo '```' >>"$out"
+cat "$out"
