@@ -236,6 +236,7 @@ func (p *microswarmProvider) Configure(ctx context.Context, req provider.Configu
 func (p *microswarmProvider) Resources(context.Context) []func() resource.Resource {
 	return []func() resource.Resource{
 		NewDropletNodeResource,
+		NewSwarmClusterResource,
 	}
 }
 

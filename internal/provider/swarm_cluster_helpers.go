@@ -1,0 +1,319 @@
+package provider
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/terraform-plugin-framework-timetypes/timetypes"
+	"github.com/hashicorp/terraform-plugin-framework/diag"
+	"github.com/hashicorp/terraform-plugin-framework/path"
+	"github.com/hashicorp/terraform-plugin-framework/resource/schema/planmodifier"
+	"github.com/hashicorp/terraform-plugin-framework/schema/validator"
+	"github.com/hashicorp/terraform-plugin-framework/types"
+
+	"github.com/microswarm/terraform-provider-microswarm/internal/conn"
+	"github.com/microswarm/terraform-provider-microswarm/internal/swarm"
+	"github.com/microswarm/terraform-provider-microswarm/internal/wait"
+)
+
+// Validators.
+
+// hostValidator accepts the host strings the connection pool understands.
+type hostValidator struct{}
+
+func (hostValidator) Description(context.Context) string {
+	return "must be ssh://[user@]host[:port], unix:///path or tcp://host:port"
+}
+func (v hostValidator) MarkdownDescription(ctx context.Context) string { return v.Description(ctx) }
+
+func (hostValidator) ValidateString(_ context.Context, req validator.StringRequest, resp *validator.StringResponse) {
+	if skip(req) {
+		return
+	}
+	if _, err := conn.ParseEndpoint(req.ConfigValue.ValueString()); err != nil {
+		resp.Diagnostics.AddAttributeError(req.Path, "Invalid Host", err.Error()+".")
+	}
+}
+
+var interfacePattern = regexp.MustCompile(`^[a-zA-Z0-9_.-]{1,15}$`)
+
+// advertiseAddrValidator accepts what `docker swarm init --advertise-addr` does: an IP
+// or a network interface name, optionally with a port.
+type advertiseAddrValidator struct{}
+
+func (advertiseAddrValidator) Description(context.Context) string {
+	return `must be an IP address or interface name, optionally with a port ("10.10.0.5", "10.10.0.5:2377", "eth1")`
+}
+func (v advertiseAddrValidator) MarkdownDescription(ctx context.Context) string {
+	return v.Description(ctx)
+}
+
+func (v advertiseAddrValidator) ValidateString(ctx context.Context, req validator.StringRequest, resp *validator.StringResponse) {
+	if skip(req) {
+		return
+	}
+	if err := checkAdvertiseAddr(req.ConfigValue.ValueString()); err != nil {
+		resp.Diagnostics.AddAttributeError(req.Path, "Invalid Advertise Address", fmt.Sprintf("%q %s: %s.", req.ConfigValue.ValueString(), v.Description(ctx), err))
+	}
+}
+
+func checkAdvertiseAddr(s string) error {
+	host := s
+	if h, port, err := net.SplitHostPort(s); err == nil {
+		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+			return errors.New("the port must be 1-65535")
+		}
+		host = h
+	}
+	if net.ParseIP(host) != nil || interfacePattern.MatchString(host) {
+		return nil
+	}
+	return errors.New("not an IP address or interface name")
+}
+
+// cidrValidator accepts IPv4 or IPv6 networks in CIDR form.
+type cidrValidator struct{}
+
+func (cidrValidator) Description(context.Context) string {
+	return `must be a network in CIDR form, e.g. "10.20.0.0/16"`
+}
+func (v cidrValidator) MarkdownDescription(ctx context.Context) string { return v.Description(ctx) }
+
+func (v cidrValidator) ValidateString(ctx context.Context, req validator.StringRequest, resp *validator.StringResponse) {
+	if skip(req) {
+		return
+	}
+	if _, _, err := net.ParseCIDR(req.ConfigValue.ValueString()); err != nil {
+		resp.Diagnostics.AddAttributeError(req.Path, "Invalid Network", fmt.Sprintf("%q %s.", req.ConfigValue.ValueString(), v.Description(ctx)))
+	}
+}
+
+// minDurationValidator accepts Go durations of at least min.
+type minDurationValidator struct{ min time.Duration }
+
+func (v minDurationValidator) Description(context.Context) string {
+	return fmt.Sprintf("must be a Go duration of at least %s", v.min)
+}
+func (v minDurationValidator) MarkdownDescription(ctx context.Context) string {
+	return v.Description(ctx)
+}
+
+func (v minDurationValidator) ValidateString(ctx context.Context, req validator.StringRequest, resp *validator.StringResponse) {
+	if skip(req) {
+		return
+	}
+	d, err := time.ParseDuration(req.ConfigValue.ValueString())
+	if err == nil && d < v.min {
+		resp.Diagnostics.AddAttributeError(req.Path, "Invalid Duration", fmt.Sprintf("%q is shorter than %s: Docker refuses certificates valid for less than an hour.", req.ConfigValue.ValueString(), v.min))
+	}
+}
+
+// Plan modifiers.
+
+// sameNodeModifier keeps a node entry's node_id and hostname from state while the
+// entry names the same host and advertise address and its node was ready: anything
+// else may re-join the node, which gives it a new ID.
+type sameNodeModifier struct{}
+
+func (sameNodeModifier) Description(context.Context) string {
+	return "keeps the value while the entry's node stays the same swarm node"
+}
+func (m sameNodeModifier) MarkdownDescription(ctx context.Context) string { return m.Description(ctx) }
+
+func (sameNodeModifier) PlanModifyString(ctx context.Context, req planmodifier.StringRequest, resp *planmodifier.StringResponse) {
+	if req.StateValue.IsNull() || req.State.Raw.IsNull() || req.Plan.Raw.IsNull() {
+		return
+	}
+	entry := req.Path.ParentPath()
+	var priorHost, plannedHost, priorAddr, plannedAddr, priorState types.String
+	resp.Diagnostics.Append(req.State.GetAttribute(ctx, entry.AtName("host"), &priorHost)...)
+	resp.Diagnostics.Append(req.Plan.GetAttribute(ctx, entry.AtName("host"), &plannedHost)...)
+	resp.Diagnostics.Append(req.State.GetAttribute(ctx, entry.AtName("advertise_addr"), &priorAddr)...)
+	resp.Diagnostics.Append(req.Plan.GetAttribute(ctx, entry.AtName("advertise_addr"), &plannedAddr)...)
+	resp.Diagnostics.Append(req.State.GetAttribute(ctx, entry.AtName("state"), &priorState)...)
+	if resp.Diagnostics.HasError() {
+		return
+	}
+	if priorHost.Equal(plannedHost) && priorAddr.Equal(plannedAddr) && priorState.ValueString() == swarm.StateReady {
+		resp.PlanValue = req.StateValue
+		return
+	}
+	// Unknown even when nothing in the configuration changed: a node refresh found down
+	// or gone may come back as a new node.
+	resp.PlanValue = types.StringUnknown()
+}
+
+// readyStateModifier plans every node as ready: that is what an apply converges to, so
+// a node that refresh found down or gone shows as a change to apply.
+type readyStateModifier struct{}
+
+func (readyStateModifier) Description(context.Context) string {
+	return "plans the node as ready"
+}
+func (m readyStateModifier) MarkdownDescription(ctx context.Context) string {
+	return m.Description(ctx)
+}
+
+func (readyStateModifier) PlanModifyString(_ context.Context, req planmodifier.StringRequest, resp *planmodifier.StringResponse) {
+	if req.Plan.Raw.IsNull() {
+		return
+	}
+	resp.PlanValue = types.StringValue(swarm.StateReady)
+}
+
+// reachabilityModifier plans managers as reachable and workers with no reachability.
+type reachabilityModifier struct{}
+
+func (reachabilityModifier) Description(context.Context) string {
+	return "plans managers as reachable, workers as null"
+}
+func (m reachabilityModifier) MarkdownDescription(ctx context.Context) string {
+	return m.Description(ctx)
+}
+
+func (reachabilityModifier) PlanModifyString(ctx context.Context, req planmodifier.StringRequest, resp *planmodifier.StringResponse) {
+	if req.Plan.Raw.IsNull() {
+		return
+	}
+	var role types.String
+	resp.Diagnostics.Append(req.Plan.GetAttribute(ctx, req.Path.ParentPath().AtName("role"), &role)...)
+	switch {
+	case role.IsUnknown():
+		resp.PlanValue = types.StringUnknown()
+	case role.ValueString() == string(swarm.RoleManager):
+		resp.PlanValue = types.StringValue(swarm.Reachable)
+	default:
+		resp.PlanValue = types.StringNull()
+	}
+}
+
+// joinTokenModifier keeps the join tokens unless rotate_join_tokens changes.
+type joinTokenModifier struct{}
+
+func (joinTokenModifier) Description(context.Context) string {
+	return "keeps the token unless rotate_join_tokens changes"
+}
+func (m joinTokenModifier) MarkdownDescription(ctx context.Context) string {
+	return m.Description(ctx)
+}
+
+func (joinTokenModifier) PlanModifyString(ctx context.Context, req planmodifier.StringRequest, resp *planmodifier.StringResponse) {
+	if req.State.Raw.IsNull() || req.Plan.Raw.IsNull() || req.StateValue.IsNull() {
+		return
+	}
+	var planned, prior types.String
+	resp.Diagnostics.Append(req.Plan.GetAttribute(ctx, path.Root("rotate_join_tokens"), &planned)...)
+	resp.Diagnostics.Append(req.State.GetAttribute(ctx, path.Root("rotate_join_tokens"), &prior)...)
+	if planned.Equal(prior) {
+		resp.PlanValue = req.StateValue
+	}
+}
+
+// unlockKeyModifier plans no unlock key without autolock, and keeps it while autolock
+// stays on.
+type unlockKeyModifier struct{}
+
+func (unlockKeyModifier) Description(context.Context) string {
+	return "null without autolock; kept while autolock stays on"
+}
+func (m unlockKeyModifier) MarkdownDescription(ctx context.Context) string {
+	return m.Description(ctx)
+}
+
+func (unlockKeyModifier) PlanModifyString(ctx context.Context, req planmodifier.StringRequest, resp *planmodifier.StringResponse) {
+	if req.Plan.Raw.IsNull() {
+		return
+	}
+	var autolock types.Bool
+	resp.Diagnostics.Append(req.Plan.GetAttribute(ctx, path.Root("autolock"), &autolock)...)
+	switch {
+	case autolock.IsUnknown():
+	case !autolock.ValueBool():
+		resp.PlanValue = types.StringNull()
+	case !req.State.Raw.IsNull() && !req.StateValue.IsNull():
+		resp.PlanValue = req.StateValue
+	}
+}
+
+// Diagnostics.
+
+// addSwarmError turns an error from internal/swarm into a diagnostic: what failed, on
+// which node, what was done before, and what to do next.
+func addSwarmError(diags *diag.Diagnostics, operation, swarmID string, err error, res *swarm.Result) {
+	summary, next := "Swarm Change Failed", "Fix the cause above, then apply again: every apply starts from the swarm as it is."
+	var (
+		unreachable *swarm.UnreachableError
+		other       *swarm.OtherSwarmError
+		quorum      *swarm.QuorumError
+		noManager   *swarm.NoManagerError
+		locked      *swarm.LockedError
+		timeout     *wait.TimeoutError
+	)
+	switch {
+	case errors.As(err, &unreachable):
+		summary = "Swarm Node Unreachable"
+		next = "Check that the node is powered on and that SSH and Docker answer on it (its host and host_key), then apply again: " +
+			"nodes already in the swarm are kept and the rest join."
+	case errors.As(err, &other):
+		summary = "Node Belongs to Another Swarm"
+		next = "Make the node leave that swarm (`docker swarm leave`, `--force` for a manager) or take it out of `nodes`, then apply again."
+	case errors.As(err, &quorum):
+		summary = "Swarm Quorum Would Be Lost"
+		next = "Bring the unreachable managers back, or change fewer managers per apply, then apply again. If managers are lost for good, " +
+			"recover with `docker swarm init --force-new-cluster` on a reachable manager."
+	case errors.As(err, &noManager):
+		summary = "No Reachable Swarm Manager"
+		next = "Check that at least one manager in `nodes` is powered on and reachable. If the swarm was taken apart outside Terraform, " +
+			"`terraform state rm` this resource and apply again."
+	case errors.As(err, &locked):
+		summary = "Swarm Manager Locked"
+		next = "Unlock the manager with `docker swarm unlock` and the swarm's unlock_key, then apply again."
+	case errors.As(err, &timeout):
+		summary = "Swarm Did Not Converge"
+		next = fmt.Sprintf("Raise timeouts.%s if the swarm is slow (draining a node waits for its tasks to move), or check the node named above, then apply again.", operation)
+	}
+	var b strings.Builder
+	if swarmID == "" && res != nil {
+		swarmID = res.ID
+	}
+	if swarmID != "" {
+		fmt.Fprintf(&b, "Swarm %s: ", swarmID)
+	}
+	b.WriteString(err.Error())
+	b.WriteString(".")
+	var step *swarm.StepError
+	if errors.As(err, &step) && len(step.Done) > 0 {
+		b.WriteString("\n\nDone before the failure: " + strings.Join(step.Done, "; ") + ".")
+	}
+	if operation == "create" && res != nil {
+		b.WriteString("\n\nThe swarm and the nodes that joined it are kept and not recorded in state: the next apply adopts the swarm " +
+			"and joins the rest, it does not start a new one.")
+	}
+	b.WriteString("\n\n" + next)
+	diags.AddError(summary, b.String())
+}
+
+// addSwarmWarnings reports what a change had to skip.
+func addSwarmWarnings(diags *diag.Diagnostics, res *swarm.Result) {
+	if res == nil {
+		return
+	}
+	for _, w := range res.Warnings {
+		diags.AddWarning("Swarm Node Not Cleaned Up", fmt.Sprintf("Swarm %s: %s.", res.ID, w))
+	}
+}
+
+// goDurationOf keeps the configured spelling of a duration ("2160h") when it means the
+// same as what the swarm reports ("2160h0m0s").
+func goDurationOf(configured timetypes.GoDuration, actual time.Duration) timetypes.GoDuration {
+	if d, diags := configured.ValueGoDuration(); !configured.IsNull() && !configured.IsUnknown() && !diags.HasError() && d == actual {
+		return configured
+	}
+	return timetypes.NewGoDurationValue(actual)
+}

@@ -1,0 +1,762 @@
+package provider
+
+import (
+	"context"
+	"fmt"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/docker/docker/api/types/filters"
+	dockerswarm "github.com/docker/docker/api/types/swarm"
+	"github.com/docker/docker/client"
+	"github.com/hashicorp/terraform-plugin-testing/compare"
+	"github.com/hashicorp/terraform-plugin-testing/helper/acctest"
+	"github.com/hashicorp/terraform-plugin-testing/helper/resource"
+	"github.com/hashicorp/terraform-plugin-testing/knownvalue"
+	"github.com/hashicorp/terraform-plugin-testing/plancheck"
+	"github.com/hashicorp/terraform-plugin-testing/statecheck"
+	"github.com/hashicorp/terraform-plugin-testing/terraform"
+	"github.com/hashicorp/terraform-plugin-testing/tfjsonpath"
+
+	msacctest "github.com/microswarm/terraform-provider-microswarm/internal/acctest"
+	"github.com/microswarm/terraform-provider-microswarm/internal/conn"
+	"github.com/microswarm/terraform-provider-microswarm/internal/droplet"
+	"github.com/microswarm/terraform-provider-microswarm/internal/wait"
+)
+
+const (
+	swarmResource    = "microswarm_swarm_cluster.test"
+	testDemoAppImage = "microswarm/demo-app:1.0.0"
+)
+
+// swarmEntry is one entry of the nodes map: droplet node index and role.
+type swarmEntry struct {
+	key  string
+	node int
+	role string
+	// extra is more attributes for the entry.
+	extra string
+}
+
+// swarmClusterConfig is droplet nodes named after the entries' droplets plus a swarm
+// over them; extra goes into the swarm resource's body.
+func swarmClusterConfig(prefix string, droplets []string, entries []swarmEntry, extra string) string {
+	var b strings.Builder
+	b.WriteString(dropletNodesConfig(prefix, droplets, "s-1vcpu-1gb", nil))
+	b.WriteString("\nresource \"microswarm_swarm_cluster\" \"test\" {\n  nodes = {\n")
+	for _, e := range entries {
+		fmt.Fprintf(&b, `    %s = {
+      host           = microswarm_droplet_node.test[%d].docker_host
+      host_key       = microswarm_droplet_node.test[%d].ssh_host_key
+      advertise_addr = microswarm_droplet_node.test[%d].ipv4_address_private
+      role           = %q
+      %s
+    }
+`, e.key, e.node, e.node, e.node, e.role, e.extra)
+	}
+	b.WriteString("  }\n" + extra + "}\n")
+	return b.String()
+}
+
+func TestAccSwarmCluster_lifecycle(t *testing.T) {
+	prefix := "acc-" + acctest.RandString(6)
+	sameID := statecheck.CompareValue(compare.ValuesSame())
+	fx := &swarmFixture{t: t, pool: msacctest.Pool(t)}
+
+	threeNodes := []swarmEntry{{"a", 0, "manager", ""}, {"b", 1, "worker", ""}, {"c", 2, "worker", ""}}
+	fourNodes := append(slices.Clone(threeNodes), swarmEntry{"d", 3, "worker", ""})
+	threeManagers := []swarmEntry{{"a", 0, "manager", ""}, {"b", 1, "manager", ""}, {"c", 2, "manager", ""}, {"d", 3, "worker", ""}}
+	threeManagersNoD := threeManagers[:3]
+	const service = "acc-web"
+	tokens := statecheck.CompareValue(compare.ValuesDiffer())
+	const settings = `  autolock           = true
+  task_history_limit = 10
+  cert_expiry        = "720h"
+  rotate_join_tokens = "2026-11"
+`
+
+	resource.Test(t, resource.TestCase{
+		PreCheck:                 func() { msacctest.PreCheck(t) },
+		ProtoV6ProviderFactories: testAccProtoV6ProviderFactories,
+		CheckDestroy:             checkDropletNodesDestroyed,
+		Steps: []resource.TestStep{
+			{
+				// One manager and two workers from three droplet nodes.
+				Config: swarmClusterConfig(prefix, []string{"a", "b", "c"}, threeNodes, ""),
+				ConfigStateChecks: []statecheck.StateCheck{
+					sameID.AddStateValue(swarmResource, tfjsonpath.New("id")),
+					statecheck.ExpectKnownValue(swarmResource, tfjsonpath.New("id"), knownvalue.StringRegexp(regexp.MustCompile(`^[a-z0-9]{25}$`))),
+					statecheck.ExpectKnownValue(swarmResource, tfjsonpath.New("worker_join_token"), knownvalue.StringRegexp(regexp.MustCompile(`^SWMTKN-1-`))),
+					statecheck.ExpectKnownValue(swarmResource, tfjsonpath.New("manager_join_token"), knownvalue.StringRegexp(regexp.MustCompile(`^SWMTKN-1-`))),
+					statecheck.ExpectKnownValue(swarmResource, tfjsonpath.New("unlock_key"), knownvalue.Null()),
+					statecheck.ExpectKnownValue(swarmResource, tfjsonpath.New("data_path_port"), knownvalue.Int64Exact(4789)),
+					statecheck.ExpectKnownValue(swarmResource, tfjsonpath.New("task_history_limit"), knownvalue.Int64Exact(5)),
+					statecheck.ExpectKnownValue(swarmResource, tfjsonpath.New("nodes").AtMapKey("a").AtMapKey("manager_reachability"), knownvalue.StringExact("reachable")),
+					statecheck.ExpectKnownValue(swarmResource, tfjsonpath.New("nodes").AtMapKey("b").AtMapKey("manager_reachability"), knownvalue.Null()),
+					statecheck.ExpectKnownValue(swarmResource, tfjsonpath.New("nodes").AtMapKey("c").AtMapKey("state"), knownvalue.StringExact("ready")),
+					tokens.AddStateValue(swarmResource, tfjsonpath.New("worker_join_token")),
+				},
+				Check: fx.checkNodeList("a", map[string]string{"a": "manager", "b": "worker", "c": "worker"}),
+			},
+			{
+				// Import by a manager's host: the swarm-wide attributes come back; the entries
+				// come from the configuration (their hosts are guessed on import).
+				ResourceName:            swarmResource,
+				ImportState:             true,
+				ImportStateIdFunc:       func(s *terraform.State) (string, error) { return entryAttr(s, "a", "host") },
+				ImportStateVerify:       true,
+				ImportStateVerifyIgnore: []string{"nodes", "timeouts", "cert_expiry"},
+				ImportStateCheck:        checkImportedEntries(3),
+			},
+			{
+				// Renaming an entry moves no node: the entry finds its node by advertise
+				// address (as after an import, whose entries are keyed by hostname).
+				Config:            swarmClusterConfig(prefix, []string{"a", "b", "c"}, []swarmEntry{{"a", 0, "manager", ""}, {"bee", 1, "worker", ""}, {"c", 2, "worker", ""}}, ""),
+				ConfigStateChecks: []statecheck.StateCheck{sameID.AddStateValue(swarmResource, tfjsonpath.New("id"))},
+				Check: resource.ComposeAggregateTestCheckFunc(
+					fx.checkNodeList("a", map[string]string{"a": "manager", "bee": "worker", "c": "worker"}),
+					fx.checkSameNode("bee", "b"),
+				),
+			},
+			{
+				// A fourth node joins in place.
+				Config: swarmClusterConfig(prefix, []string{"a", "b", "c", "d"}, fourNodes, ""),
+				ConfigPlanChecks: resource.ConfigPlanChecks{PreApply: []plancheck.PlanCheck{
+					plancheck.ExpectResourceAction(swarmResource, plancheck.ResourceActionUpdate),
+				}},
+				ConfigStateChecks: []statecheck.StateCheck{sameID.AddStateValue(swarmResource, tfjsonpath.New("id"))},
+				Check:             fx.checkNodeList("a", map[string]string{"a": "manager", "b": "worker", "c": "worker", "d": "worker"}),
+			},
+			{
+				// Promote b and c: three managers, one at a time.
+				Config: swarmClusterConfig(prefix, []string{"a", "b", "c", "d"}, threeManagers, ""),
+				ConfigPlanChecks: resource.ConfigPlanChecks{PreApply: []plancheck.PlanCheck{
+					plancheck.ExpectResourceAction(swarmResource, plancheck.ResourceActionUpdate),
+				}},
+				ConfigStateChecks: []statecheck.StateCheck{
+					sameID.AddStateValue(swarmResource, tfjsonpath.New("id")),
+					statecheck.ExpectKnownValue(swarmResource, tfjsonpath.New("nodes").AtMapKey("c").AtMapKey("manager_reachability"), knownvalue.StringExact("reachable")),
+				},
+				Check: fx.checkNodeList("b", map[string]string{"a": "manager", "b": "manager", "c": "manager", "d": "worker"}),
+			},
+			{
+				// Swarm options change in place; a new rotate_join_tokens rotates both tokens.
+				Config: swarmClusterConfig(prefix, []string{"a", "b", "c", "d"}, threeManagers, settings),
+				ConfigPlanChecks: resource.ConfigPlanChecks{PreApply: []plancheck.PlanCheck{
+					plancheck.ExpectResourceAction(swarmResource, plancheck.ResourceActionUpdate),
+				}},
+				ConfigStateChecks: []statecheck.StateCheck{
+					sameID.AddStateValue(swarmResource, tfjsonpath.New("id")),
+					tokens.AddStateValue(swarmResource, tfjsonpath.New("worker_join_token")),
+					statecheck.ExpectKnownValue(swarmResource, tfjsonpath.New("unlock_key"), knownvalue.StringRegexp(regexp.MustCompile(`^SWMKEY-1-`))),
+					statecheck.ExpectKnownValue(swarmResource, tfjsonpath.New("cert_expiry"), knownvalue.StringExact("720h")),
+				},
+				Check: fx.checkSettings("a", 10, 720*time.Hour, true),
+			},
+			{
+				// Remove d, which runs tasks of a service: they move, d leaves and is gone from node ls.
+				PreConfig: func() { fx.startService(service, 8, "d") },
+				Config:    swarmClusterConfig(prefix, []string{"a", "b", "c", "d"}, threeManagersNoD, settings),
+				ConfigPlanChecks: resource.ConfigPlanChecks{PreApply: []plancheck.PlanCheck{
+					plancheck.ExpectResourceAction(swarmResource, plancheck.ResourceActionUpdate),
+				}},
+				ConfigStateChecks: []statecheck.StateCheck{sameID.AddStateValue(swarmResource, tfjsonpath.New("id"))},
+				Check: resource.ComposeAggregateTestCheckFunc(
+					fx.checkNodeList("a", map[string]string{"a": "manager", "b": "manager", "c": "manager"}),
+					fx.checkTasksMovedOff(service, 8, "d"),
+					fx.checkSwarmInactive("d"),
+				),
+			},
+			{
+				// A node that leaves outside Terraform shows in the refresh, and the apply re-joins it.
+				PreConfig: func() { fx.leaveOutOfBand("c", "a") },
+				Config:    swarmClusterConfig(prefix, []string{"a", "b", "c", "d"}, threeManagersNoD, settings),
+				ConfigPlanChecks: resource.ConfigPlanChecks{PreApply: []plancheck.PlanCheck{
+					plancheck.ExpectResourceAction(swarmResource, plancheck.ResourceActionUpdate),
+				}},
+				ConfigStateChecks: []statecheck.StateCheck{
+					sameID.AddStateValue(swarmResource, tfjsonpath.New("id")),
+					statecheck.ExpectKnownValue(swarmResource, tfjsonpath.New("nodes").AtMapKey("c").AtMapKey("state"), knownvalue.StringExact("ready")),
+				},
+				Check: fx.checkNodeList("a", map[string]string{"a": "manager", "b": "manager", "c": "manager"}),
+			},
+			{
+				// Converged: an empty plan.
+				Config:   swarmClusterConfig(prefix, []string{"a", "b", "c", "d"}, threeManagersNoD, settings),
+				PlanOnly: true,
+			},
+			{
+				// Destroy the swarm but keep the droplets: every engine is out of swarm mode.
+				Config: dropletNodesConfig(prefix, []string{"a", "b", "c", "d"}, "s-1vcpu-1gb", nil),
+				Check:  fx.checkSwarmInactive("a", "b", "c", "d"),
+			},
+		},
+	})
+}
+
+func TestAccSwarmCluster_partialFailure(t *testing.T) {
+	prefix := "acc-" + acctest.RandString(6)
+	fx := &swarmFixture{t: t, pool: msacctest.Pool(t)}
+	entries := []swarmEntry{{"a", 0, "manager", ""}, {"b", 1, "worker", ""}, {"c", 2, "worker", ""}}
+	const options = `  default_addr_pool = ["10.20.0.0/16"]
+  subnet_size       = 26
+  data_path_port    = 4790
+  timeouts          = { create = "5m", update = "5m" }
+`
+	config := swarmClusterConfig(prefix, []string{"a", "b", "c"}, entries, options)
+	var firstSwarmID string
+	drainC := slices.Clone(entries)
+	drainC[2].extra = `availability   = "drain"`
+
+	resource.Test(t, resource.TestCase{
+		PreCheck:                 func() { msacctest.PreCheck(t) },
+		ProtoV6ProviderFactories: testAccProtoV6ProviderFactories,
+		CheckDestroy:             checkDropletNodesDestroyed,
+		Steps: []resource.TestStep{
+			{
+				Config: dropletNodesConfig(prefix, []string{"a", "b", "c"}, "s-1vcpu-1gb", nil),
+				Check:  fx.rememberDroplets([]string{"a", "b", "c"}),
+			},
+			{
+				// c is powered off: a and b make a swarm, c's join fails with a clear error.
+				PreConfig:   func() { fx.powerOff("c") },
+				Config:      config,
+				ExpectError: regexp.MustCompile(`(?s)Swarm Node Unreachable.*join\s+c\s.*Done\s+before\s+the\s+failure:\s+initialise\s+the\s+swarm\s+on\s+a\s.*join\s+b\s.*adopts\s+the\s+swarm`),
+			},
+			{
+				// c is back: the second apply adopts the swarm the first left and joins c.
+				PreConfig: func() {
+					fx.powerOn("c")
+					firstSwarmID = fx.swarmIDOn("a")
+					fx.checkStillJoined("b", firstSwarmID)
+				},
+				Config: config,
+				ConfigPlanChecks: resource.ConfigPlanChecks{PreApply: []plancheck.PlanCheck{
+					plancheck.ExpectResourceAction(swarmResource, plancheck.ResourceActionCreate),
+				}},
+				ConfigStateChecks: []statecheck.StateCheck{
+					statecheck.ExpectKnownValue(swarmResource, tfjsonpath.New("default_addr_pool"), knownvalue.ListExact([]knownvalue.Check{knownvalue.StringExact("10.20.0.0/16")})),
+					statecheck.ExpectKnownValue(swarmResource, tfjsonpath.New("subnet_size"), knownvalue.Int64Exact(26)),
+					statecheck.ExpectKnownValue(swarmResource, tfjsonpath.New("data_path_port"), knownvalue.Int64Exact(4790)),
+				},
+				Check: resource.ComposeAggregateTestCheckFunc(
+					func(s *terraform.State) error {
+						got := s.RootModule().Resources[swarmResource].Primary.ID
+						if got != firstSwarmID {
+							return fmt.Errorf("the second apply made swarm %s, want the first apply's %s", got, firstSwarmID)
+						}
+						return nil
+					},
+					fx.checkNodeList("a", map[string]string{"a": "manager", "b": "worker", "c": "worker"}),
+				),
+			},
+			{
+				Config:   config,
+				PlanOnly: true,
+			},
+			{
+				// An update that needs a node that is down fails clearly and records how far it got...
+				PreConfig: func() {
+					fx.powerOff("c")
+					fx.waitNodeDown("a", "c")
+				},
+				Config:      swarmClusterConfig(prefix, []string{"a", "b", "c"}, drainC, options),
+				ExpectError: regexp.MustCompile(`(?s)Swarm Node Unreachable.*recover\s+c\s`),
+			},
+			{
+				// ...and once the node is back, the next apply finishes the change.
+				PreConfig: func() { fx.powerOn("c") },
+				Config:    swarmClusterConfig(prefix, []string{"a", "b", "c"}, drainC, options),
+				ConfigPlanChecks: resource.ConfigPlanChecks{PreApply: []plancheck.PlanCheck{
+					plancheck.ExpectResourceAction(swarmResource, plancheck.ResourceActionUpdate),
+				}},
+				ConfigStateChecks: []statecheck.StateCheck{
+					statecheck.ExpectKnownValue(swarmResource, tfjsonpath.New("nodes").AtMapKey("c").AtMapKey("availability"), knownvalue.StringExact("drain")),
+					statecheck.ExpectKnownValue(swarmResource, tfjsonpath.New("nodes").AtMapKey("c").AtMapKey("state"), knownvalue.StringExact("ready")),
+				},
+				Check: fx.checkNodeList("a", map[string]string{"a": "manager", "b": "worker", "c": "worker"}),
+			},
+		},
+	})
+}
+
+func TestSwarmClusterInputIsValidatedAtPlanTime(t *testing.T) {
+	entry := func(key, host, addr, role string, extra ...string) string {
+		return fmt.Sprintf("    %s = { host = %q, advertise_addr = %q, role = %q %s }\n", key, host, addr, role, strings.Join(extra, " "))
+	}
+	ok := entry("m1", "ssh://root@192.0.2.1", "10.10.0.1", "manager")
+	cases := map[string]struct {
+		nodes, extra, wantErr string
+	}{
+		"host has a scheme":            {nodes: entry("m1", "192.0.2.1", "10.10.0.1", "manager"), wantErr: `Invalid Host`},
+		"advertise_addr is an address": {nodes: entry("m1", "ssh://root@192.0.2.1", "not an address!", "manager"), wantErr: `Invalid Advertise Address`},
+		"advertise_addr port is valid": {nodes: entry("m1", "ssh://root@192.0.2.1", "10.10.0.1:99999", "manager"), wantErr: `Invalid Advertise Address`},
+		"role is an enum":              {nodes: entry("m1", "ssh://root@192.0.2.1", "10.10.0.1", "boss"), wantErr: `value must be one of`},
+		"availability is an enum":      {nodes: entry("m1", "ssh://root@192.0.2.1", "10.10.0.1", "manager", `, availability = "sometimes"`), wantErr: `value must be one of`},
+		"host keys are ssh keys":       {nodes: entry("m1", "ssh://root@192.0.2.1", "10.10.0.1", "manager", `, host_key = "nope"`), wantErr: `Invalid SSH Public Key`},
+		"a manager is required":        {nodes: entry("w1", "ssh://root@192.0.2.1", "10.10.0.1", "worker"), wantErr: `No Swarm Manager`},
+		"hosts are unique":             {nodes: ok + entry("w1", "ssh://root@192.0.2.1:22", "10.10.0.2", "worker"), wantErr: `Duplicate Swarm Node Host`},
+		"advertise addrs are unique":   {nodes: ok + entry("w1", "ssh://root@192.0.2.2", "10.10.0.1", "worker"), wantErr: `Duplicate Advertise Address`},
+		"keys are names":               {nodes: ok + entry(`"bad key"`, "ssh://root@192.0.2.2", "10.10.0.2", "worker"), wantErr: `must be 1-63 letters`},
+		"pools are networks":           {nodes: ok, extra: `default_addr_pool = ["10.20.0.0"]`, wantErr: `Invalid Network`},
+		"data path port is in range":   {nodes: ok, extra: `data_path_port = 80`, wantErr: `between 1024 and 49151`},
+		"cert expiry is at least 1h":   {nodes: ok, extra: `cert_expiry = "30m"`, wantErr: `shorter than 1h`},
+		"cert expiry is a duration":    {nodes: ok, extra: `cert_expiry = "90 days"`, wantErr: `(?i)duration`},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			resource.UnitTest(t, resource.TestCase{
+				ProtoV6ProviderFactories: testAccProtoV6ProviderFactories,
+				Steps: []resource.TestStep{{
+					Config:      "resource \"microswarm_swarm_cluster\" \"s\" {\n  nodes = {\n" + tc.nodes + "  }\n  " + tc.extra + "\n}\n",
+					PlanOnly:    true,
+					ExpectError: regexp.MustCompile(tc.wantErr),
+				}},
+			})
+		})
+	}
+}
+
+// swarmFixture reaches the test's nodes through the Docker API, as the provider does,
+// and remembers what later steps need.
+type swarmFixture struct {
+	t    *testing.T
+	pool *conn.Pool
+	// targets and nodeIDs are per entry key (or droplet name in droplet-only tests).
+	targets    map[string]conn.Target
+	nodeIDs    map[string]string
+	dropletIDs map[string]int
+}
+
+func (fx *swarmFixture) ctx() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), 3*time.Minute)
+}
+
+func (fx *swarmFixture) docker(key string) (*client.Client, error) {
+	ctx, cancel := fx.ctx()
+	defer cancel()
+	target, ok := fx.targets[key]
+	if !ok {
+		return nil, fmt.Errorf("no host recorded for %s", key)
+	}
+	h, err := fx.pool.Open(ctx, target)
+	if err != nil {
+		return nil, err
+	}
+	return h.Docker()
+}
+
+// record remembers the swarm entries' hosts and node IDs from state.
+func (fx *swarmFixture) record(s *terraform.State) error {
+	rs, ok := s.RootModule().Resources[swarmResource]
+	if !ok {
+		return fmt.Errorf("%s not in state", swarmResource)
+	}
+	if fx.targets == nil {
+		fx.targets = map[string]conn.Target{}
+	}
+	if fx.nodeIDs == nil {
+		fx.nodeIDs = map[string]string{}
+	}
+	for attr, v := range rs.Primary.Attributes {
+		parts := strings.Split(attr, ".")
+		if len(parts) != 3 || parts[0] != "nodes" {
+			continue
+		}
+		key := parts[1]
+		t := fx.targets[key]
+		switch parts[2] {
+		case "host":
+			t.Host = v
+		case "host_key":
+			t.HostKey = v
+		case "node_id":
+			fx.nodeIDs[key] = v
+		}
+		fx.targets[key] = t
+	}
+	return nil
+}
+
+func entryAttr(s *terraform.State, key, attr string) (string, error) {
+	rs, ok := s.RootModule().Resources[swarmResource]
+	if !ok {
+		return "", fmt.Errorf("%s not in state", swarmResource)
+	}
+	v, ok := rs.Primary.Attributes["nodes."+key+"."+attr]
+	if !ok {
+		return "", fmt.Errorf("nodes.%s.%s not in state", key, attr)
+	}
+	return v, nil
+}
+
+// checkNodeList compares `docker node ls` on a manager with the state: every entry's
+// node is listed with its role, ready, and nothing else is.
+func (fx *swarmFixture) checkNodeList(manager string, want map[string]string) resource.TestCheckFunc {
+	return func(s *terraform.State) error {
+		if err := fx.record(s); err != nil {
+			return err
+		}
+		docker, err := fx.docker(manager)
+		if err != nil {
+			return err
+		}
+		ctx, cancel := fx.ctx()
+		defer cancel()
+		nodes, err := docker.NodeList(ctx, dockerswarm.NodeListOptions{})
+		if err != nil {
+			return fmt.Errorf("node ls on %s: %w", manager, err)
+		}
+		if len(nodes) != len(want) {
+			var got []string
+			for _, n := range nodes {
+				got = append(got, fmt.Sprintf("%s (%s, %s, %s)", n.ID, n.Description.Hostname, n.Spec.Role, n.Status.State))
+			}
+			return fmt.Errorf("node ls on %s lists %d nodes, want %d: %s", manager, len(nodes), len(want), strings.Join(got, "; "))
+		}
+		leaders := 0
+		for key, role := range want {
+			id, err := entryAttr(s, key, "node_id")
+			if err != nil {
+				return err
+			}
+			i := slices.IndexFunc(nodes, func(n dockerswarm.Node) bool { return n.ID == id })
+			if i < 0 {
+				return fmt.Errorf("%s's node %s is not in node ls", key, id)
+			}
+			n := nodes[i]
+			if string(n.Spec.Role) != role || n.Status.State != dockerswarm.NodeStateReady {
+				return fmt.Errorf("%s's node %s is a %s in state %s, want a ready %s", key, id, n.Spec.Role, n.Status.State, role)
+			}
+			if role == "manager" && (n.ManagerStatus == nil || n.ManagerStatus.Reachability != dockerswarm.ReachabilityReachable) {
+				return fmt.Errorf("%s's node %s is not a reachable manager: %+v", key, id, n.ManagerStatus)
+			}
+			if n.ManagerStatus != nil && n.ManagerStatus.Leader {
+				leaders++
+			}
+		}
+		if leaders != 1 {
+			return fmt.Errorf("%d leaders among the managers, want 1", leaders)
+		}
+		return nil
+	}
+}
+
+// checkSameNode checks that entry key is the node entry was when last recorded.
+func (fx *swarmFixture) checkSameNode(key, was string) resource.TestCheckFunc {
+	return func(s *terraform.State) error {
+		got, err := entryAttr(s, key, "node_id")
+		if err != nil {
+			return err
+		}
+		if got != fx.nodeIDs[was] {
+			return fmt.Errorf("%s is node %s, want %s's node %s", key, got, was, fx.nodeIDs[was])
+		}
+		return nil
+	}
+}
+
+// checkSettings compares the swarm's spec, through a manager, with the state.
+func (fx *swarmFixture) checkSettings(manager string, historyLimit int64, certExpiry time.Duration, autolock bool) resource.TestCheckFunc {
+	return func(s *terraform.State) error {
+		docker, err := fx.docker(manager)
+		if err != nil {
+			return err
+		}
+		ctx, cancel := fx.ctx()
+		defer cancel()
+		sw, err := docker.SwarmInspect(ctx)
+		if err != nil {
+			return err
+		}
+		spec := sw.Spec
+		if l := spec.Orchestration.TaskHistoryRetentionLimit; l == nil || *l != historyLimit {
+			return fmt.Errorf("task history limit %v, want %d", l, historyLimit)
+		}
+		if spec.CAConfig.NodeCertExpiry != certExpiry || spec.EncryptionConfig.AutoLockManagers != autolock {
+			return fmt.Errorf("cert expiry %s and autolock %v, want %s and %v", spec.CAConfig.NodeCertExpiry, spec.EncryptionConfig.AutoLockManagers, certExpiry, autolock)
+		}
+		if got := s.RootModule().Resources[swarmResource].Primary.Attributes["worker_join_token"]; got != sw.JoinTokens.Worker {
+			return fmt.Errorf("the state's worker join token is not the swarm's")
+		}
+		return nil
+	}
+}
+
+func checkImportedEntries(want int) resource.ImportStateCheckFunc {
+	return func(states []*terraform.InstanceState) error {
+		if len(states) != 1 {
+			return fmt.Errorf("imported %d instances, want 1", len(states))
+		}
+		attrs := states[0].Attributes
+		if got := attrs["nodes.%"]; got != strconv.Itoa(want) {
+			return fmt.Errorf("imported %s node entries, want %d", got, want)
+		}
+		managers := 0
+		for k, v := range attrs {
+			if strings.HasSuffix(k, ".role") && v == "manager" {
+				managers++
+			}
+			if strings.HasSuffix(k, ".state") && v != "ready" {
+				return fmt.Errorf("imported %s = %s, want ready", k, v)
+			}
+		}
+		if managers != 1 {
+			return fmt.Errorf("imported %d managers, want 1", managers)
+		}
+		return nil
+	}
+}
+
+// startService runs a replicated dnsrr service (the local cloud has no routing mesh)
+// and waits until all its tasks run and one of them runs on onKey's node.
+func (fx *swarmFixture) startService(name string, replicas uint64, onKey string) {
+	fx.t.Helper()
+	docker, err := fx.docker("a")
+	if err != nil {
+		fx.t.Fatal(err)
+	}
+	ctx, cancel := fx.ctx()
+	defer cancel()
+	spec := dockerswarm.ServiceSpec{
+		Annotations:  dockerswarm.Annotations{Name: name},
+		TaskTemplate: dockerswarm.TaskSpec{ContainerSpec: &dockerswarm.ContainerSpec{Image: testDemoAppImage}},
+		Mode:         dockerswarm.ServiceMode{Replicated: &dockerswarm.ReplicatedService{Replicas: &replicas}},
+		EndpointSpec: &dockerswarm.EndpointSpec{Mode: dockerswarm.ResolutionModeDNSRR},
+	}
+	// QueryRegistry false: digest resolution must never need Docker Hub.
+	if _, err := docker.ServiceCreate(ctx, spec, dockerswarm.ServiceCreateOptions{QueryRegistry: false}); err != nil {
+		fx.t.Fatalf("creating service %s: %v", name, err)
+	}
+	target := fx.nodeIDs[onKey]
+	err = wait.Until(ctx, wait.Options{What: fmt.Sprintf("%d tasks of %s running, one on %s", replicas, name, onKey)}, func(ctx context.Context) (bool, string, error) {
+		running, err := runningTasks(ctx, docker, name)
+		if err != nil {
+			return false, "", wait.Retryable(err)
+		}
+		return uint64(len(running)) == replicas && slices.Contains(running, target), fmt.Sprintf("running on %v", running), nil
+	})
+	if err != nil {
+		fx.t.Fatal(err)
+	}
+}
+
+// runningTasks returns the node ID of every running task of a service.
+func runningTasks(ctx context.Context, docker *client.Client, service string) ([]string, error) {
+	tasks, err := docker.TaskList(ctx, dockerswarm.TaskListOptions{Filters: filters.NewArgs(
+		filters.Arg("service", service), filters.Arg("desired-state", "running"))})
+	if err != nil {
+		return nil, err
+	}
+	var nodes []string
+	for _, t := range tasks {
+		if t.Status.State == dockerswarm.TaskStateRunning {
+			nodes = append(nodes, t.NodeID)
+		}
+	}
+	return nodes, nil
+}
+
+// checkTasksMovedOff checks that all replicas run, none on the removed node.
+func (fx *swarmFixture) checkTasksMovedOff(service string, replicas int, removedKey string) resource.TestCheckFunc {
+	return func(*terraform.State) error {
+		docker, err := fx.docker("a")
+		if err != nil {
+			return err
+		}
+		ctx, cancel := fx.ctx()
+		defer cancel()
+		removed := fx.nodeIDs[removedKey]
+		return wait.Until(ctx, wait.Options{What: fmt.Sprintf("%d tasks of %s running off %s", replicas, service, removedKey)}, func(ctx context.Context) (bool, string, error) {
+			running, err := runningTasks(ctx, docker, service)
+			if err != nil {
+				return false, "", wait.Retryable(err)
+			}
+			if slices.Contains(running, removed) {
+				return false, "", fmt.Errorf("a task of %s still runs on the removed node %s", service, removed)
+			}
+			return len(running) == replicas, fmt.Sprintf("running on %v", running), nil
+		})
+	}
+}
+
+// checkSwarmInactive checks that each node's engine is out of swarm mode.
+func (fx *swarmFixture) checkSwarmInactive(keys ...string) resource.TestCheckFunc {
+	return func(*terraform.State) error {
+		for _, key := range keys {
+			docker, err := fx.docker(key)
+			if err != nil {
+				return err
+			}
+			ctx, cancel := fx.ctx()
+			info, err := docker.Info(ctx)
+			cancel()
+			if err != nil {
+				return fmt.Errorf("docker info on %s: %w", key, err)
+			}
+			if info.Swarm.LocalNodeState != dockerswarm.LocalNodeStateInactive {
+				return fmt.Errorf("%s's engine is in swarm state %s, want inactive", key, info.Swarm.LocalNodeState)
+			}
+		}
+		return nil
+	}
+}
+
+// leaveOutOfBand makes a worker or manager leave without Terraform and waits until the
+// manager sees it down, so the next refresh reports it.
+func (fx *swarmFixture) leaveOutOfBand(key, manager string) {
+	fx.t.Helper()
+	node, err := fx.docker(key)
+	if err != nil {
+		fx.t.Fatal(err)
+	}
+	ctx, cancel := fx.ctx()
+	defer cancel()
+	if err := node.SwarmLeave(ctx, true); err != nil {
+		fx.t.Fatalf("swarm leave on %s: %v", key, err)
+	}
+	mgr, err := fx.docker(manager)
+	if err != nil {
+		fx.t.Fatal(err)
+	}
+	err = wait.Until(ctx, wait.Options{What: key + " to be down"}, func(ctx context.Context) (bool, string, error) {
+		n, _, err := mgr.NodeInspectWithRaw(ctx, fx.nodeIDs[key])
+		if err != nil {
+			return false, "", wait.Retryable(err)
+		}
+		return n.Status.State != dockerswarm.NodeStateReady && (n.ManagerStatus == nil || n.ManagerStatus.Reachability != dockerswarm.ReachabilityReachable),
+			string(n.Status.State), nil
+	})
+	if err != nil {
+		fx.t.Fatal(err)
+	}
+}
+
+// waitNodeDown waits until a manager sees a node as down.
+func (fx *swarmFixture) waitNodeDown(manager, key string) {
+	fx.t.Helper()
+	docker, err := fx.docker(manager)
+	if err != nil {
+		fx.t.Fatal(err)
+	}
+	ctx, cancel := fx.ctx()
+	defer cancel()
+	err = wait.Until(ctx, wait.Options{What: key + " to be down"}, func(ctx context.Context) (bool, string, error) {
+		n, _, err := docker.NodeInspectWithRaw(ctx, fx.nodeIDs[key])
+		if err != nil {
+			return false, "", wait.Retryable(err)
+		}
+		return n.Status.State == dockerswarm.NodeStateDown, string(n.Status.State), nil
+	})
+	if err != nil {
+		fx.t.Fatal(err)
+	}
+}
+
+// rememberDroplets records the droplets' hosts, pinned keys and IDs by name.
+func (fx *swarmFixture) rememberDroplets(names []string) resource.TestCheckFunc {
+	return func(s *terraform.State) error {
+		fx.targets, fx.dropletIDs = map[string]conn.Target{}, map[string]int{}
+		for i, name := range names {
+			rs, ok := s.RootModule().Resources[fmt.Sprintf("microswarm_droplet_node.test.%d", i)]
+			if !ok {
+				return fmt.Errorf("droplet %s not in state", name)
+			}
+			id, err := strconv.Atoi(rs.Primary.ID)
+			if err != nil {
+				return err
+			}
+			fx.dropletIDs[name] = id
+			fx.targets[name] = conn.Target{Host: rs.Primary.Attributes["docker_host"], HostKey: rs.Primary.Attributes["ssh_host_key"]}
+		}
+		return nil
+	}
+}
+
+func (fx *swarmFixture) powerOff(name string) {
+	fx.t.Helper()
+	ctx, cancel := fx.ctx()
+	defer cancel()
+	id := fx.dropletIDs[name]
+	if _, _, err := msacctest.Godo(fx.t).DropletActions.PowerOff(ctx, id); err != nil {
+		fx.t.Fatalf("powering off droplet %s (%d): %v", name, id, err)
+	}
+	if _, err := msacctest.Cloud(fx.t).WaitStatus(ctx, id, "off"); err != nil {
+		fx.t.Fatalf("droplet %s did not power off: %v", name, err)
+	}
+}
+
+func (fx *swarmFixture) powerOn(name string) {
+	fx.t.Helper()
+	ctx, cancel := fx.ctx()
+	defer cancel()
+	id := fx.dropletIDs[name]
+	if err := msacctest.Cloud(fx.t).PowerOn(ctx, id); err != nil {
+		fx.t.Fatalf("powering on droplet %s (%d): %v", name, id, err)
+	}
+	if _, err := msacctest.Cloud(fx.t).WaitStatus(ctx, id, "active"); err != nil {
+		fx.t.Fatalf("droplet %s did not become active: %v", name, err)
+	}
+	if _, err := droplet.WaitReady(ctx, fx.pool, fx.targets[name]); err != nil {
+		fx.t.Fatalf("droplet %s did not answer after power on: %v", name, err)
+	}
+}
+
+// swarmIDOn reads the swarm ID a manager's engine reports.
+func (fx *swarmFixture) swarmIDOn(name string) string {
+	fx.t.Helper()
+	docker, err := fx.docker(name)
+	if err != nil {
+		fx.t.Fatal(err)
+	}
+	ctx, cancel := fx.ctx()
+	defer cancel()
+	info, err := docker.Info(ctx)
+	if err != nil {
+		fx.t.Fatal(err)
+	}
+	if info.Swarm.Cluster == nil {
+		fx.t.Fatalf("%s is not a swarm manager after the failed apply (state %s)", name, info.Swarm.LocalNodeState)
+	}
+	return info.Swarm.Cluster.ID
+}
+
+// checkStillJoined checks that a worker the failed apply joined is still in the swarm.
+func (fx *swarmFixture) checkStillJoined(name, swarmID string) {
+	fx.t.Helper()
+	docker, err := fx.docker(name)
+	if err != nil {
+		fx.t.Fatal(err)
+	}
+	ctx, cancel := fx.ctx()
+	defer cancel()
+	info, err := docker.Info(ctx)
+	if err != nil {
+		fx.t.Fatal(err)
+	}
+	if info.Swarm.LocalNodeState != dockerswarm.LocalNodeStateActive {
+		fx.t.Fatalf("%s is in swarm state %s after the failed apply, want active (joined to %s)", name, info.Swarm.LocalNodeState, swarmID)
+	}
+}
+
+func TestSwarmClusterNeedsAnSSHKeyAtPlanTime(t *testing.T) {
+	t.Setenv(envSSHKey, "")
+	t.Setenv(envSSHKeyFile, "")
+	resource.UnitTest(t, resource.TestCase{
+		ProtoV6ProviderFactories: testAccProtoV6ProviderFactories,
+		Steps: []resource.TestStep{{
+			Config: `resource "microswarm_swarm_cluster" "s" {
+  nodes = {
+    m1 = { host = "ssh://root@192.0.2.1", advertise_addr = "10.10.0.1", role = "manager" }
+  }
+}
+`,
+			PlanOnly:    true,
+			ExpectError: regexp.MustCompile(`Missing SSH Private Key`),
+		}},
+	})
+}

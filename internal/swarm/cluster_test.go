@@ -1,0 +1,307 @@
+package swarm
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+)
+
+func newTestCluster(c *fakeCloud) *Cluster {
+	return &Cluster{Connect: c.connect, ReachTimeout: 50 * time.Millisecond}
+}
+
+func testContext(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// roles maps member keys to the role their node has in the result.
+func roles(t *testing.T, res *Result) map[string]Role {
+	t.Helper()
+	out := map[string]Role{}
+	for _, m := range res.Members {
+		n, ok := res.Node(m.NodeID)
+		if !ok {
+			t.Fatalf("%s has no node in the result", m.Key)
+		}
+		if !n.Ready() {
+			t.Fatalf("%s's node is not ready: %s", m.Key, n.describe())
+		}
+		out[m.Key] = n.Role
+	}
+	return out
+}
+
+func sameRoles(got, want map[string]Role) bool {
+	if len(got) != len(want) {
+		return false
+	}
+	for k, v := range want {
+		if got[k] != v {
+			return false
+		}
+	}
+	return true
+}
+
+func TestConvergeBuildsASwarm(t *testing.T) {
+	t.Parallel()
+	cloud := newFakeCloud("a", "b", "c")
+	members := []Member{cloud.member("a", "a", RoleManager), cloud.member("b", "b", RoleWorker), cloud.member("c", "c", RoleWorker)}
+	res, err := newTestCluster(cloud).Converge(testContext(t), Desired{Members: members, Settings: Settings{TaskHistoryLimit: 3}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := roles(t, res); !sameRoles(got, map[string]Role{"a": RoleManager, "b": RoleWorker, "c": RoleWorker}) {
+		t.Fatalf("roles = %v", got)
+	}
+	if res.Adopted || res.ID == "" || res.WorkerJoinToken == "" || res.Settings.TaskHistoryLimit != 3 {
+		t.Fatalf("result = %+v", res.Status)
+	}
+}
+
+func TestConvergeAfterAFailedCreateAdoptsTheSwarm(t *testing.T) {
+	t.Parallel()
+	cloud := newFakeCloud("a", "b", "c")
+	members := []Member{cloud.member("a", "a", RoleManager), cloud.member("b", "b", RoleWorker), cloud.member("c", "c", RoleWorker)}
+	cluster := newTestCluster(cloud)
+
+	cloud.setDown("c", true)
+	first, err := cluster.Converge(testContext(t), Desired{Members: members})
+	var unreachable *UnreachableError
+	var step *StepError
+	if !errors.As(err, &unreachable) || !errors.As(err, &step) {
+		t.Fatalf("first create: error %v, want an UnreachableError inside a StepError", err)
+	}
+	if len(step.Done) != 2 {
+		t.Fatalf("done before the failure: %q, want the init on a and the join of b", step.Done)
+	}
+	if first == nil || !first.Observed() || first.ID == "" {
+		t.Fatalf("a failed create returned %+v, want the swarm as it stands", first)
+	}
+	bNode := first.Members[1].NodeID
+
+	cloud.setDown("c", false)
+	second, err := cluster.Converge(testContext(t), Desired{Members: members})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !second.Adopted || second.ID != first.ID {
+		t.Fatalf("second create: adopted %v swarm %s, want the first's %s adopted", second.Adopted, second.ID, first.ID)
+	}
+	if second.Members[1].NodeID != bNode {
+		t.Fatalf("b was joined again: node %s, was %s", second.Members[1].NodeID, bNode)
+	}
+	if got := roles(t, second); !sameRoles(got, map[string]Role{"a": RoleManager, "b": RoleWorker, "c": RoleWorker}) {
+		t.Fatalf("roles = %v", got)
+	}
+}
+
+func TestConvergeRefusesANodeOfAnotherSwarm(t *testing.T) {
+	t.Parallel()
+	cloud := newFakeCloud("a", "b", "x")
+	cluster := newTestCluster(cloud)
+	ctx := testContext(t)
+	if _, err := cluster.Converge(ctx, Desired{Members: []Member{cloud.member("x", "x", RoleManager)}}); err != nil {
+		t.Fatal(err)
+	}
+	members := []Member{cloud.member("a", "a", RoleManager), cloud.member("x", "x", RoleWorker)}
+	// a is first in key order and in no swarm, so create initialises a new swarm on it.
+	_, err := cluster.Converge(ctx, Desired{Members: members[:1]})
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, err := cluster.Observe(ctx, "", members[:1], "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = cluster.Converge(ctx, Desired{ID: first.ID, Members: members})
+	var other *OtherSwarmError
+	if !errors.As(err, &other) || other.ClusterID == "" {
+		t.Fatalf("error %v, want an OtherSwarmError naming the other swarm", err)
+	}
+}
+
+func TestConvergeReshapesInPlace(t *testing.T) {
+	t.Parallel()
+	cloud := newFakeCloud("a", "b", "c", "d")
+	cluster := newTestCluster(cloud)
+	ctx := testContext(t)
+	m := func(key string, role Role) Member { return cloud.member(key, key, role) }
+
+	res, err := cluster.Converge(ctx, Desired{Members: []Member{m("a", RoleManager), m("b", RoleWorker), m("c", RoleWorker)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := res.ID
+	apply := func(members ...Member) *Result {
+		t.Helper()
+		res, err := cluster.Converge(ctx, Desired{ID: id, Members: members, Prior: res.Members})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.ID != id {
+			t.Fatalf("swarm %s became %s", id, res.ID)
+		}
+		return res
+	}
+
+	res = apply(m("a", RoleManager), m("b", RoleWorker), m("c", RoleWorker), m("d", RoleWorker))
+	res = apply(m("a", RoleManager), m("b", RoleManager), m("c", RoleManager), m("d", RoleWorker))
+	if got := roles(t, res); !sameRoles(got, map[string]Role{"a": RoleManager, "b": RoleManager, "c": RoleManager, "d": RoleWorker}) {
+		t.Fatalf("after promotion: roles = %v", got)
+	}
+
+	// d runs tasks; removing it drains it, makes it leave and removes it from the node list.
+	dNode := res.Members[3].NodeID
+	cloud.swarms[id].tasks[dNode] = []string{"t1", "t2"}
+	res = apply(m("a", RoleManager), m("b", RoleManager), m("c", RoleManager))
+	if _, listed := res.Node(dNode); listed || len(res.Nodes) != 3 {
+		t.Fatalf("d's node %s is still listed: %v", dNode, res.Nodes)
+	}
+	if cloud.localState("d") != "inactive" {
+		t.Fatal("d did not leave the swarm")
+	}
+
+	// Back to one manager: demotions one at a time, the leader kept.
+	res = apply(m("a", RoleManager), m("b", RoleWorker), m("c", RoleWorker))
+	if got := roles(t, res); !sameRoles(got, map[string]Role{"a": RoleManager, "b": RoleWorker, "c": RoleWorker}) {
+		t.Fatalf("after demotion: roles = %v", got)
+	}
+}
+
+func TestConvergeRejoinsANodeThatLeft(t *testing.T) {
+	t.Parallel()
+	cloud := newFakeCloud("a", "b")
+	cluster := newTestCluster(cloud)
+	ctx := testContext(t)
+	members := []Member{cloud.member("a", "a", RoleManager), cloud.member("b", "b", RoleWorker)}
+	res, err := cluster.Converge(ctx, Desired{Members: members})
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := res.Members[1].NodeID
+	if err := cloud.engines["b"].SwarmLeave(ctx, false); err != nil {
+		t.Fatal(err)
+	}
+	prior := res.Members
+	res, err = cluster.Converge(ctx, Desired{ID: res.ID, Members: Resolve(res.Nodes, prior), Prior: prior})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Members[1].NodeID == old || res.Members[1].NodeID == "" {
+		t.Fatalf("b is node %q, want a new node", res.Members[1].NodeID)
+	}
+	if _, listed := res.Node(old); listed {
+		t.Fatalf("the stale entry %s the node left behind is still listed", old)
+	}
+	roles(t, res)
+}
+
+func TestConvergeReportsAnUnreachableMember(t *testing.T) {
+	t.Parallel()
+	cloud := newFakeCloud("a", "b")
+	cluster := newTestCluster(cloud)
+	ctx := testContext(t)
+	res, err := cluster.Converge(ctx, Desired{Members: []Member{cloud.member("a", "a", RoleManager), cloud.member("b", "b", RoleWorker)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cloud.setDown("b", true)
+	_, err = cluster.Converge(ctx, Desired{ID: res.ID, Members: res.Members, Prior: res.Members})
+	var unreachable *UnreachableError
+	if !errors.As(err, &unreachable) {
+		t.Fatalf("error %v, want an UnreachableError", err)
+	}
+}
+
+func TestDissolveLeavesEveryEngineInactive(t *testing.T) {
+	t.Parallel()
+	cloud := newFakeCloud("a", "b", "c", "d")
+	cluster := newTestCluster(cloud)
+	ctx := testContext(t)
+	members := []Member{cloud.member("a", "a", RoleManager), cloud.member("b", "b", RoleManager), cloud.member("c", "c", RoleManager), cloud.member("d", "d", RoleWorker)}
+	res, err := cluster.Converge(ctx, Desired{Members: members})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cloud.setDown("d", true) // gone already: a warning, not an error
+	warnings, err := cluster.Dissolve(ctx, res.ID, res.Members, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(warnings) != 0 {
+		t.Logf("warnings: %q", warnings)
+	}
+	for _, h := range []string{"a", "b", "c"} {
+		if s := cloud.localState(h); s != "inactive" {
+			t.Errorf("%s is %s after dissolving", h, s)
+		}
+	}
+}
+
+func TestObserveSaysWhenTheSwarmIsGone(t *testing.T) {
+	t.Parallel()
+	cloud := newFakeCloud("a")
+	cluster := newTestCluster(cloud)
+	ctx := testContext(t)
+	members := []Member{cloud.member("a", "a", RoleManager)}
+	res, err := cluster.Converge(ctx, Desired{Members: members})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cloud.engines["a"].SwarmLeave(ctx, true); err != nil {
+		t.Fatal(err)
+	}
+	_, err = cluster.Observe(ctx, res.ID, members, "")
+	var none *NoManagerError
+	if !errors.As(err, &none) || !none.Gone {
+		t.Fatalf("error %v, want a NoManagerError saying the swarm is gone", err)
+	}
+	cloud.setDown("a", true)
+	_, err = cluster.Observe(ctx, res.ID, members, "")
+	if !errors.As(err, &none) || none.Gone {
+		t.Fatalf("error %v, want a NoManagerError that does not call an unreachable swarm gone", err)
+	}
+}
+
+func TestConvergeAppliesSettingsInPlace(t *testing.T) {
+	t.Parallel()
+	cloud := newFakeCloud("a")
+	cluster := newTestCluster(cloud)
+	ctx := testContext(t)
+	members := []Member{cloud.member("a", "a", RoleManager)}
+	first, err := cluster.Converge(ctx, Desired{Members: members})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := cluster.Converge(ctx, Desired{ID: first.ID, Members: first.Members, Prior: first.Members, RotateJoinTokens: true,
+		Settings: Settings{TaskHistoryLimit: 9, Autolock: true, CertExpiry: 48 * time.Hour}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.WorkerJoinToken == first.WorkerJoinToken || res.ManagerJoinToken == first.ManagerJoinToken {
+		t.Fatal("the join tokens were not rotated")
+	}
+	if s := res.Settings; s.TaskHistoryLimit != 9 || !s.Autolock || s.CertExpiry != 48*time.Hour || res.UnlockKey == "" {
+		t.Fatalf("settings = %+v, unlock key %q", s, res.UnlockKey)
+	}
+}
+
+func TestAdoptionRefusesOtherInitSettings(t *testing.T) {
+	t.Parallel()
+	cloud := newFakeCloud("a")
+	cluster := newTestCluster(cloud)
+	ctx := testContext(t)
+	members := []Member{cloud.member("a", "a", RoleManager)}
+	if _, err := cluster.Converge(ctx, Desired{Members: members}); err != nil {
+		t.Fatal(err)
+	}
+	_, err := cluster.Converge(ctx, Desired{Members: members, Settings: Settings{DataPathPort: 4790}})
+	if err == nil || !strings.Contains(err.Error(), "data path port 4789, not 4790") {
+		t.Fatalf("error %v, want one naming the data path port", err)
+	}
+}
