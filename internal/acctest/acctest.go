@@ -11,6 +11,9 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"strconv"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -42,8 +45,13 @@ func Run(m *testing.M) int {
 	}
 	if os.Getenv("DIGITALOCEAN_API_URL") == "" && os.Getenv("DIGITALOCEAN_TOKEN") == "" {
 		ctx := context.Background()
+		if swept, err := emulator.Sweep(ctx, deadTestRun); err != nil {
+			fmt.Fprintln(os.Stderr, "acctest: sweeping what earlier test runs left:", err)
+		} else if len(swept) > 0 {
+			fmt.Fprintln(os.Stderr, "acctest: removed the local clouds of dead test runs:", swept)
+		}
 		cloud, err := emulator.Start(ctx, emulator.Config{
-			Name: fmt.Sprintf("acc%d", os.Getpid()),
+			Name: fmt.Sprintf("%s%d", instancePrefix, os.Getpid()),
 			Logf: func(string, ...any) {},
 		})
 		if err != nil {
@@ -64,6 +72,19 @@ func Run(m *testing.M) int {
 		return code
 	}
 	return m.Run()
+}
+
+// instancePrefix names the local clouds of acceptance runs: acc<pid>.
+const instancePrefix = "acc"
+
+// deadTestRun reports whether a local cloud belongs to an acceptance run whose process
+// is gone, so that nothing else can still be using it.
+func deadTestRun(instance string) bool {
+	pid, err := strconv.Atoi(strings.TrimPrefix(instance, instancePrefix))
+	if err != nil || !strings.HasPrefix(instance, instancePrefix) || pid <= 0 {
+		return false
+	}
+	return syscall.Kill(pid, 0) == syscall.ESRCH
 }
 
 // PreCheck fails a test early when the environment cannot run it.
