@@ -237,6 +237,7 @@ func (p *microswarmProvider) Resources(context.Context) []func() resource.Resour
 	return []func() resource.Resource{
 		NewDropletNodeResource,
 		NewSwarmClusterResource,
+		NewConsulServerResource, NewConsulAgentResource,
 	}
 }
 

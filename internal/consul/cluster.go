@@ -1,0 +1,297 @@
+package consul
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	consulapi "github.com/hashicorp/consul/api"
+
+	"github.com/microswarm/terraform-provider-microswarm/internal/conn"
+	"github.com/microswarm/terraform-provider-microswarm/internal/wait"
+)
+
+// APIConfig says how to reach the agent of spec from its host. With TLS the agent's CA
+// verifies it and its own certificate is the client certificate (verify_incoming).
+func APIConfig(spec Spec) (conn.ConsulConfig, error) {
+	cfg := conn.ConsulConfig{Address: spec.APIAddress(), Scheme: spec.APIScheme()}
+	if spec.TLS == nil {
+		return cfg, nil
+	}
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM([]byte(spec.TLS.CAPEM)) {
+		return cfg, errors.New("the TLS CA holds no PEM certificate")
+	}
+	cfg.TLS = &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: roots}
+	if spec.TLS.CertPEM != "" && spec.TLS.KeyPEM != "" {
+		pair, err := tls.X509KeyPair([]byte(spec.TLS.CertPEM), []byte(spec.TLS.KeyPEM))
+		if err != nil {
+			return cfg, fmt.Errorf("the TLS certificate and key: %w", err)
+		}
+		cfg.TLS.Certificates = []tls.Certificate{pair}
+	}
+	return cfg, nil
+}
+
+// Member statuses, as serf numbers them.
+var memberStatusNames = map[int]string{0: "none", 1: "alive", 2: "leaving", 3: "left", 4: "failed"}
+
+// MemberStatusName names a serf member status ("alive", "failed", ...).
+func MemberStatusName(status int) string {
+	if name, ok := memberStatusNames[status]; ok {
+		return name
+	}
+	return fmt.Sprintf("unknown(%d)", status)
+}
+
+const memberAlive = 1
+
+// Self is who an agent says it is.
+type Self struct {
+	NodeID     string
+	NodeName   string
+	Datacenter string
+	Server     bool
+}
+
+// ReadSelf asks the agent who it is.
+func ReadSelf(ctx context.Context, api *consulapi.Client) (Self, error) {
+	var out struct {
+		Config struct {
+			NodeID     string
+			NodeName   string
+			Datacenter string
+			Server     bool
+		}
+	}
+	if _, err := api.Raw().Query("/v1/agent/self", &out, query(ctx)); err != nil {
+		return Self{}, err
+	}
+	return Self{NodeID: out.Config.NodeID, NodeName: out.Config.NodeName, Datacenter: out.Config.Datacenter, Server: out.Config.Server}, nil
+}
+
+// Members lists the LAN members as the agent sees them.
+func Members(ctx context.Context, api *consulapi.Client) ([]*consulapi.AgentMember, error) {
+	var out []*consulapi.AgentMember
+	_, err := api.Raw().Query("/v1/agent/members", &out, query(ctx))
+	return out, err
+}
+
+func query(ctx context.Context) *consulapi.QueryOptions {
+	return (&consulapi.QueryOptions{}).WithContext(ctx)
+}
+
+// ServerStatus is a server's place in the cluster.
+type ServerStatus struct {
+	Self
+	// Leader is the leader's server address (IP:port), "" when there is none.
+	Leader string
+	// Voter says the server is a voter in the raft configuration.
+	Voter bool
+	// IsLeader says this server is the leader.
+	IsLeader bool
+	Voters   int
+	Servers  int
+}
+
+func (s ServerStatus) String() string {
+	leader := s.Leader
+	if leader == "" {
+		leader = "none"
+	}
+	return fmt.Sprintf("leader %s; %d servers, %d voters; this server (%s) voter=%t", leader, s.Servers, s.Voters, s.NodeName, s.Voter)
+}
+
+// ReadServerStatus asks a server for its node ID, the leader and the raft configuration.
+func ReadServerStatus(ctx context.Context, api *consulapi.Client) (ServerStatus, error) {
+	self, err := ReadSelf(ctx, api)
+	if err != nil {
+		return ServerStatus{}, err
+	}
+	st := ServerStatus{Self: self}
+	if st.Leader, err = api.Status().LeaderWithQueryOptions(query(ctx)); err != nil {
+		return st, err
+	}
+	if st.Leader == "" {
+		return st, nil
+	}
+	raft, err := api.Operator().RaftGetConfiguration(query(ctx))
+	if err != nil {
+		return st, err
+	}
+	st.Servers = len(raft.Servers)
+	for _, s := range raft.Servers {
+		if s.Voter {
+			st.Voters++
+		}
+		if s.ID == self.NodeID {
+			st.Voter, st.IsLeader = s.Voter, s.Leader
+		}
+	}
+	return st, nil
+}
+
+// waitOptions polls often at first (an agent starts in about a second) and settles.
+func waitOptions(what string) wait.Options {
+	return wait.Options{What: what, Interval: 500 * time.Millisecond, MaxInterval: 3 * time.Second}
+}
+
+// AliveCheck fails (not retryable) when the agent container died while it was awaited.
+type AliveCheck func(ctx context.Context) error
+
+// WaitServerReady waits until the cluster has a leader and this server is a voter.
+func WaitServerReady(ctx context.Context, api *consulapi.Client, alive AliveCheck) (ServerStatus, error) {
+	var st ServerStatus
+	err := wait.Until(ctx, waitOptions("the server to be a voter in a cluster with a leader"), func(ctx context.Context) (bool, string, error) {
+		if err := alive(ctx); err != nil {
+			return false, "", err
+		}
+		var err error
+		st, err = ReadServerStatus(ctx, api)
+		if err != nil {
+			return false, "the agent's API does not answer yet", wait.Retryable(err)
+		}
+		return st.Leader != "" && st.Voter, st.String(), nil
+	})
+	return st, err
+}
+
+// AgentStatus is a client agent's place in the cluster.
+type AgentStatus struct {
+	Self
+	// MemberStatus is how the agent sees itself: "alive", "left", ...
+	MemberStatus string
+	Leader       string
+	// InCatalog says the servers registered the agent's node.
+	InCatalog bool
+	// Servers is the number of alive servers the agent sees.
+	Servers int
+	// Unreached says why the servers could not be asked about the agent yet.
+	Unreached string
+}
+
+func (s AgentStatus) String() string {
+	msg := fmt.Sprintf("member %s, %d alive servers seen, leader %q, in catalog %t", s.MemberStatus, s.Servers, s.Leader, s.InCatalog)
+	if s.Unreached != "" {
+		msg += "; servers not reached: " + s.Unreached
+	}
+	return msg
+}
+
+// Joined says the agent is an alive member that reached the servers.
+func (s AgentStatus) Joined() bool {
+	return s.MemberStatus == "alive" && s.Servers > 0 && s.Leader != "" && s.InCatalog
+}
+
+// ReadAgentStatus asks a client agent about itself and whether the servers know it.
+func ReadAgentStatus(ctx context.Context, api *consulapi.Client) (AgentStatus, error) {
+	self, err := ReadSelf(ctx, api)
+	if err != nil {
+		return AgentStatus{}, err
+	}
+	st := AgentStatus{Self: self, MemberStatus: "none"}
+	members, err := Members(ctx, api)
+	if err != nil {
+		return st, err
+	}
+	for _, m := range members {
+		if m.Name == self.NodeName {
+			st.MemberStatus = MemberStatusName(m.Status)
+		}
+		if m.Tags["role"] == "consul" && m.Status == memberAlive {
+			st.Servers++
+		}
+	}
+	// Until the agent has joined, questions for the servers fail: that is a state, not an error.
+	leader, err := api.Status().LeaderWithQueryOptions(query(ctx))
+	if err != nil {
+		st.Unreached = err.Error()
+		return st, nil //nolint:nilerr // recorded in st.Unreached
+	}
+	st.Leader = leader
+	if leader == "" {
+		return st, nil
+	}
+	node, _, err := api.Catalog().Node(self.NodeName, query(ctx))
+	if err != nil {
+		st.Unreached = err.Error()
+		return st, nil //nolint:nilerr // recorded in st.Unreached
+	}
+	st.InCatalog = node != nil && node.Node != nil
+	return st, nil
+}
+
+// WaitAgentJoined waits until the agent is an alive member, sees a leader and is in the catalog.
+func WaitAgentJoined(ctx context.Context, api *consulapi.Client, alive AliveCheck) (AgentStatus, error) {
+	var st AgentStatus
+	err := wait.Until(ctx, waitOptions("the agent to join the cluster as an alive member"), func(ctx context.Context) (bool, string, error) {
+		if err := alive(ctx); err != nil {
+			return false, "", err
+		}
+		var err error
+		st, err = ReadAgentStatus(ctx, api)
+		if err != nil {
+			return false, "the agent's API does not answer yet", wait.Retryable(err)
+		}
+		return st.Joined(), st.String(), nil
+	})
+	return st, err
+}
+
+// ServerHealth is autopilot's view of the servers.
+type ServerHealth struct {
+	Healthy          bool
+	FailureTolerance int
+	// Unhealthy names the servers autopilot does not consider healthy.
+	Unhealthy []string
+	Servers   int
+}
+
+func (h ServerHealth) String() string {
+	if len(h.Unhealthy) == 0 {
+		return fmt.Sprintf("all %d servers healthy, failure tolerance %d", h.Servers, h.FailureTolerance)
+	}
+	return fmt.Sprintf("unhealthy servers: %s (of %d)", strings.Join(h.Unhealthy, ", "), h.Servers)
+}
+
+// ReadServerHealth asks autopilot (through the leader) about every server. except names a
+// server not to count as unhealthy: the one about to be restarted, or already down.
+func ReadServerHealth(ctx context.Context, api *consulapi.Client, exceptNodeID string) (ServerHealth, error) {
+	reply, err := api.Operator().AutopilotServerHealth(query(ctx))
+	if err != nil {
+		return ServerHealth{}, err
+	}
+	h := ServerHealth{Healthy: reply.Healthy, FailureTolerance: reply.FailureTolerance, Servers: len(reply.Servers)}
+	for _, s := range reply.Servers {
+		if !s.Healthy && s.ID != exceptNodeID {
+			h.Unhealthy = append(h.Unhealthy, fmt.Sprintf("%s (%s, serf %s)", s.Name, s.Address, s.SerfStatus))
+		}
+	}
+	sort.Strings(h.Unhealthy)
+	return h, nil
+}
+
+// WaitServersHealthy waits until autopilot reports every server except exceptNodeID
+// healthy, twice in a row so that a server just back is not counted too early.
+func WaitServersHealthy(ctx context.Context, api *consulapi.Client, exceptNodeID string) (ServerHealth, error) {
+	var h ServerHealth
+	opts := waitOptions("every other Consul server to be healthy")
+	if exceptNodeID == "" {
+		opts.What = "every Consul server to be healthy"
+	}
+	opts.Consecutive = 2
+	err := wait.Until(ctx, opts, func(ctx context.Context) (bool, string, error) {
+		var err error
+		h, err = ReadServerHealth(ctx, api, exceptNodeID)
+		if err != nil {
+			return false, "autopilot does not answer (no leader?)", wait.Retryable(err)
+		}
+		return len(h.Unhealthy) == 0, h.String(), nil
+	})
+	return h, err
+}

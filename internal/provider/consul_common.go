@@ -1,0 +1,756 @@
+package provider
+
+import (
+	"context"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"net"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/distribution/reference"
+	"github.com/docker/docker/client"
+	consulapi "github.com/hashicorp/consul/api"
+	"github.com/hashicorp/terraform-plugin-framework-timeouts/resource/timeouts"
+	"github.com/hashicorp/terraform-plugin-framework-validators/int64validator"
+	"github.com/hashicorp/terraform-plugin-framework-validators/listvalidator"
+	"github.com/hashicorp/terraform-plugin-framework-validators/stringvalidator"
+	"github.com/hashicorp/terraform-plugin-framework/attr"
+	"github.com/hashicorp/terraform-plugin-framework/diag"
+	"github.com/hashicorp/terraform-plugin-framework/path"
+	"github.com/hashicorp/terraform-plugin-framework/resource"
+	"github.com/hashicorp/terraform-plugin-framework/resource/schema"
+	"github.com/hashicorp/terraform-plugin-framework/resource/schema/booldefault"
+	"github.com/hashicorp/terraform-plugin-framework/resource/schema/int64default"
+	"github.com/hashicorp/terraform-plugin-framework/resource/schema/objectdefault"
+	"github.com/hashicorp/terraform-plugin-framework/resource/schema/planmodifier"
+	"github.com/hashicorp/terraform-plugin-framework/resource/schema/stringdefault"
+	"github.com/hashicorp/terraform-plugin-framework/resource/schema/stringplanmodifier"
+	"github.com/hashicorp/terraform-plugin-framework/schema/validator"
+	"github.com/hashicorp/terraform-plugin-framework/types"
+	"github.com/hashicorp/terraform-plugin-framework/types/basetypes"
+	"github.com/hashicorp/terraform-plugin-log/tflog"
+
+	"github.com/microswarm/terraform-provider-microswarm/internal/conn"
+	"github.com/microswarm/terraform-provider-microswarm/internal/consul"
+	"github.com/microswarm/terraform-provider-microswarm/internal/wait"
+)
+
+// Shared by microswarm_consul_server and microswarm_consul_agent.
+
+// consulContainerModel holds the attributes both resources share.
+type consulContainerModel struct {
+	ID            types.String   `tfsdk:"id"`
+	Host          types.String   `tfsdk:"host"`
+	HostKey       types.String   `tfsdk:"host_key"`
+	ContainerName types.String   `tfsdk:"container_name"`
+	Image         types.String   `tfsdk:"image"`
+	Datacenter    types.String   `tfsdk:"datacenter"`
+	NodeName      types.String   `tfsdk:"node_name"`
+	AdvertiseAddr types.String   `tfsdk:"advertise_addr"`
+	ClientAddr    types.String   `tfsdk:"client_addr"`
+	RetryJoin     types.List     `tfsdk:"retry_join"`
+	UI            types.Bool     `tfsdk:"ui"`
+	Encrypt       types.String   `tfsdk:"encrypt"`
+	TLS           types.Object   `tfsdk:"tls"`
+	Ports         types.Object   `tfsdk:"ports"`
+	ContainerID   types.String   `tfsdk:"container_id"`
+	HTTPAddr      types.String   `tfsdk:"http_addr"`
+	NodeID        types.String   `tfsdk:"node_id"`
+	Running       types.Bool     `tfsdk:"running"`
+	ConfigHash    types.String   `tfsdk:"config_hash"`
+	Timeouts      timeouts.Value `tfsdk:"timeouts"`
+}
+
+type consulTLSModel struct {
+	CAPEM                types.String `tfsdk:"ca_pem"`
+	CertPEM              types.String `tfsdk:"cert_pem"`
+	KeyPEM               types.String `tfsdk:"key_pem"`
+	VerifyIncoming       types.Bool   `tfsdk:"verify_incoming"`
+	VerifyOutgoing       types.Bool   `tfsdk:"verify_outgoing"`
+	VerifyServerHostname types.Bool   `tfsdk:"verify_server_hostname"`
+}
+
+// consulPort describes one listener in the ports attribute.
+type consulPort struct {
+	name        string
+	description string
+	mayDisable  bool
+	get         func(*consul.Ports) *int
+}
+
+var consulPortList = []consulPort{
+	{"http", "HTTP API (HTTPS when `tls` is set, and plain HTTP is then off)", false, func(p *consul.Ports) *int { return &p.HTTP }},
+	{"dns", "DNS interface", true, func(p *consul.Ports) *int { return &p.DNS }},
+	{"serf_lan", "LAN gossip (TCP and UDP); `retry_join` entries must name it as `IP:PORT` when it is not 8301", false, func(p *consul.Ports) *int { return &p.SerfLAN }},
+	{"server", "server RPC", false, func(p *consul.Ports) *int { return &p.Server }},
+	{"serf_wan", "WAN gossip", true, func(p *consul.Ports) *int { return &p.SerfWAN }},
+	{"grpc_tls", "gRPC with TLS (Envoy xDS, peering)", true, func(p *consul.Ports) *int { return &p.GRPCTLS }},
+}
+
+// consulPortsOf lists the listeners a role has.
+func consulPortsOf(role consul.Role) []consulPort {
+	if role == consul.RoleServer {
+		return consulPortList
+	}
+	return consulPortList[:3]
+}
+
+func consulPortsAttrTypes(role consul.Role) map[string]attr.Type {
+	out := map[string]attr.Type{}
+	for _, p := range consulPortsOf(role) {
+		out[p.name] = types.Int64Type
+	}
+	return out
+}
+
+func consulPortsValue(role consul.Role, ports consul.Ports) types.Object {
+	values := map[string]attr.Value{}
+	for _, p := range consulPortsOf(role) {
+		values[p.name] = types.Int64Value(int64(*p.get(&ports)))
+	}
+	return types.ObjectValueMust(consulPortsAttrTypes(role), values)
+}
+
+func consulRoleNoun(role consul.Role) string {
+	if role == consul.RoleServer {
+		return "server"
+	}
+	return "client agent"
+}
+
+// consulSchemaAttributes are the attributes both resources share.
+func consulSchemaAttributes(ctx context.Context, role consul.Role) map[string]schema.Attribute {
+	noun := consulRoleNoun(role)
+	inPlace := "Changes in place: the container is recreated on the same data volume"
+	if role == consul.RoleServer {
+		inPlace += ", one server at a time across the cluster, never while another server is unhealthy (a rolling restart that keeps quorum)"
+	}
+	inPlace += "."
+	defaultName := consul.DefaultAgentContainerName
+	if role == consul.RoleServer {
+		defaultName = consul.DefaultServerContainerName
+	}
+	portAttrs := map[string]schema.Attribute{}
+	defaults := consul.DefaultPorts(role)
+	for _, p := range consulPortsOf(role) {
+		def := *p.get(&defaults)
+		desc := fmt.Sprintf("Port of the %s. Default: `%d`.", p.description, def)
+		validators := []validator.Int64{int64validator.Between(1, 65535)}
+		if p.mayDisable {
+			desc += " `-1` turns it off."
+			validators = []validator.Int64{int64validator.Any(int64validator.Between(1, 65535), int64validator.OneOf(consul.PortDisabled))}
+		}
+		portAttrs[p.name] = schema.Int64Attribute{
+			MarkdownDescription: desc, Optional: true, Computed: true,
+			Default: int64default.StaticInt64(int64(def)), Validators: validators,
+		}
+	}
+	return map[string]schema.Attribute{
+		"id": schema.StringAttribute{
+			MarkdownDescription: "`HOST,CONTAINER_NAME`, also the import ID.",
+			Computed:            true,
+			PlanModifiers:       []planmodifier.String{stringplanmodifier.UseStateForUnknown()},
+		},
+		"host": schema.StringAttribute{
+			MarkdownDescription: "The Docker host of the node: `ssh://root@IP` (pass `microswarm_droplet_node.x.docker_host`), " +
+				"`unix:///var/run/docker.sock` or `tcp://IP:PORT`. Changing it replaces the " + noun + ".",
+			Required:      true,
+			Validators:    []validator.String{consulHostValidator{}},
+			PlanModifiers: []planmodifier.String{stringplanmodifier.RequiresReplace()},
+		},
+		"host_key": schema.StringAttribute{
+			MarkdownDescription: "The node's pinned SSH host key (pass `microswarm_droplet_node.x.ssh_host_key`). When unset, the provider's " +
+				"known_hosts file and `host_key_policy` decide, and the key seen is recorded here and pinned from then on. " +
+				"After an import the key is trusted on first use and recorded; set it in the config. Changing it replaces the " + noun + ".",
+			Optional:      true,
+			Computed:      true,
+			Validators:    []validator.String{sshPublicKeyValidator{}},
+			PlanModifiers: []planmodifier.String{stringplanmodifier.UseStateForUnknown(), stringplanmodifier.RequiresReplaceIfConfigured()},
+		},
+		"container_name": schema.StringAttribute{
+			MarkdownDescription: "Name of the container; its data volume is `<container_name>-data`. Default: `" + defaultName + "`. Changing it replaces the " + noun + ".",
+			Optional:            true,
+			Computed:            true,
+			Default:             stringdefault.StaticString(defaultName),
+			Validators:          []validator.String{stringvalidator.RegexMatches(consul.ContainerNamePattern(), "must be a Docker container name: letters, digits, '_', '.' and '-'")},
+			PlanModifiers:       []planmodifier.String{stringplanmodifier.RequiresReplace()},
+		},
+		"image": schema.StringAttribute{
+			MarkdownDescription: "The Consul image; its binary must be at `/bin/consul`, as in the official image. Pulled if the node lacks it. " +
+				"Default: `" + consul.DefaultImage + "`. " + inPlace,
+			Optional:   true,
+			Computed:   true,
+			Default:    stringdefault.StaticString(consul.DefaultImage),
+			Validators: []validator.String{consulImageValidator{}},
+		},
+		"datacenter": schema.StringAttribute{
+			MarkdownDescription: "Consul datacenter; every agent of a cluster names the same one. Default: `" + consul.DefaultDatacenter + "`. Changing it replaces the " + noun + " (and its data).",
+			Optional:            true,
+			Computed:            true,
+			Default:             stringdefault.StaticString(consul.DefaultDatacenter),
+			Validators:          []validator.String{stringvalidator.RegexMatches(consul.DatacenterPattern, "must be lower-case letters, digits, '_' and '-'")},
+			PlanModifiers:       []planmodifier.String{stringplanmodifier.RequiresReplace()},
+		},
+		"node_name": schema.StringAttribute{
+			MarkdownDescription: "Consul node name, unique in the cluster. Default: the node's hostname (the droplet name). Changing it replaces the " + noun + ".",
+			Optional:            true,
+			Validators:          []validator.String{stringvalidator.RegexMatches(consul.NodeNamePattern, "must be letters, digits and '-', at most 63, as in a DNS label")},
+			PlanModifiers:       []planmodifier.String{stringplanmodifier.RequiresReplace()},
+		},
+		"advertise_addr": schema.StringAttribute{
+			MarkdownDescription: "The address the agent binds to and advertises to the cluster: pass `microswarm_droplet_node.x.ipv4_address_private`. Changing it replaces the " + noun + ".",
+			Required:            true,
+			Validators:          []validator.String{consulIPValidator{}},
+			PlanModifiers:       []planmodifier.String{stringplanmodifier.RequiresReplace()},
+		},
+		"client_addr": schema.StringAttribute{
+			MarkdownDescription: "The address the HTTP API and DNS listen on. Default: `" + consul.DefaultClientAddr + "`: the provider reaches the API through SSH, " +
+				"so it never needs to be exposed. " + inPlace,
+			Optional:   true,
+			Computed:   true,
+			Default:    stringdefault.StaticString(consul.DefaultClientAddr),
+			Validators: []validator.String{consulIPValidator{}},
+		},
+		"ui": schema.BoolAttribute{
+			MarkdownDescription: "Serve the web UI on the HTTP API port. Default: `false`. " + inPlace,
+			Optional:            true,
+			Computed:            true,
+			Default:             booldefault.StaticBool(false),
+		},
+		"encrypt": schema.StringAttribute{
+			MarkdownDescription: "Gossip encryption key, as `consul keygen` prints it (base64 of 32 bytes). Written into a config file in the container, " +
+				"never on the command line or in a label. Consul keeps the key in its data from the first start on, so changing it replaces the " + noun +
+				" (and its data); rotate the key of a live cluster with `consul keyring` instead. Not read back after an import.",
+			Optional:      true,
+			Sensitive:     true,
+			Validators:    []validator.String{consulGossipKeyValidator{}},
+			PlanModifiers: []planmodifier.String{stringplanmodifier.RequiresReplaceIf(consulReplaceUnlessImported, "Replaces the agent when the key changes (not when an import left it unset).", "Replaces the agent when the key changes (not when an import left it unset).")},
+		},
+		"tls": schema.SingleNestedAttribute{
+			MarkdownDescription: "TLS for RPC between agents and for the HTTP API, which is then HTTPS on `ports.http` (gossip is protected by `encrypt`). The PEMs are copied into the container; the provider " +
+				"verifies the API with `ca_pem` and presents `cert_pem` as its client certificate, so the certificate must be valid for `127.0.0.1` " +
+				"(as `consul tls cert create` makes them) and allow client authentication. " + inPlace + " Not read back after an import.",
+			Optional: true,
+			Attributes: map[string]schema.Attribute{
+				"ca_pem": schema.StringAttribute{
+					MarkdownDescription: "PEM CA certificate(s) that signed the agents' certificates.",
+					Required:            true,
+					Validators:          []validator.String{consulPEMValidator{kind: "certificate"}},
+				},
+				"cert_pem": schema.StringAttribute{
+					MarkdownDescription: "PEM certificate of this agent (`server.<datacenter>.consul` for servers when `verify_server_hostname` is on).",
+					Required:            true,
+					Validators:          []validator.String{consulPEMValidator{kind: "certificate"}},
+				},
+				"key_pem": schema.StringAttribute{
+					MarkdownDescription: "PEM private key of `cert_pem`.",
+					Required:            true,
+					Sensitive:           true,
+					Validators:          []validator.String{consulPEMValidator{kind: "private key"}},
+				},
+				"verify_incoming": schema.BoolAttribute{
+					MarkdownDescription: "Require and verify client certificates on RPC and HTTPS. Default: `true`.",
+					Optional:            true, Computed: true, Default: booldefault.StaticBool(true),
+				},
+				"verify_outgoing": schema.BoolAttribute{
+					MarkdownDescription: "Verify the certificates of servers this agent connects to. Default: `true`.",
+					Optional:            true, Computed: true, Default: booldefault.StaticBool(true),
+				},
+				"verify_server_hostname": schema.BoolAttribute{
+					MarkdownDescription: "Require servers' certificates to name `server.<datacenter>.consul`. Default: `true`.",
+					Optional:            true, Computed: true, Default: booldefault.StaticBool(true),
+				},
+			},
+		},
+		"ports": schema.SingleNestedAttribute{
+			MarkdownDescription: "The agent's listeners on the node (the container shares the node's network). Defaults are Consul's. " + inPlace,
+			Optional:            true,
+			Computed:            true,
+			Default:             objectdefault.StaticValue(consulPortsValue(role, consul.DefaultPorts(role))),
+			Attributes:          portAttrs,
+		},
+		"container_id": schema.StringAttribute{
+			MarkdownDescription: "ID of the container; it changes whenever the container is recreated.",
+			Computed:            true,
+		},
+		"http_addr": schema.StringAttribute{
+			MarkdownDescription: "The agent's API as seen from the node, in `CONSUL_HTTP_ADDR` form: `127.0.0.1:8500`, or `https://127.0.0.1:8500` with `tls`.",
+			Computed:            true,
+		},
+		"node_id": schema.StringAttribute{
+			MarkdownDescription: "Consul node ID. It lives on the data volume, so it survives in-place updates.",
+			Computed:            true,
+		},
+		"running": schema.BoolAttribute{
+			MarkdownDescription: "Whether the container is running. A container stopped outside Terraform reads as `false`, and the plan starts it again (an in-place update).",
+			Computed:            true,
+		},
+		"config_hash": schema.StringAttribute{
+			MarkdownDescription: "SHA-256 of everything the container is made from (also a container label), so a container whose config drifted is recreated.",
+			Computed:            true,
+		},
+		"timeouts": timeouts.Attributes(ctx, timeouts.Opts{Create: true, Update: true, Delete: true,
+			CreateDescription: "How long creating may take, including the wait for the " + noun + " to join. Default: `10m`.",
+			UpdateDescription: "How long an update may take, including waiting for the rolling-restart lock. Default: `20m`.",
+			DeleteDescription: "How long the graceful leave and removal may take. Default: `5m`."}),
+	}
+}
+
+// consulReplaceUnlessImported replaces on a changed value, except when the prior state
+// has none because an import could not read it back.
+func consulReplaceUnlessImported(_ context.Context, req planmodifier.StringRequest, resp *stringplanmodifier.RequiresReplaceIfFuncResponse) {
+	resp.RequiresReplace = !req.StateValue.IsNull() && !req.PlanValue.Equal(req.StateValue)
+}
+
+// consulSpecOf maps a model to a spec. ok is false while a value is unknown (at plan time).
+func consulSpecOf(ctx context.Context, role consul.Role, m consulContainerModel, bootstrapExpect types.Int64, diags *diag.Diagnostics) (spec consul.Spec, ok bool) {
+	values := []attr.Value{m.ContainerName, m.Image, m.Datacenter, m.NodeName, m.AdvertiseAddr, m.ClientAddr, m.RetryJoin, m.UI, m.Encrypt, m.TLS, m.Ports, bootstrapExpect}
+	for _, v := range values {
+		if v.IsUnknown() {
+			return consul.Spec{}, false
+		}
+	}
+	spec = consul.Spec{
+		Role:            role,
+		ContainerName:   m.ContainerName.ValueString(),
+		Image:           m.Image.ValueString(),
+		Datacenter:      m.Datacenter.ValueString(),
+		NodeName:        m.NodeName.ValueString(),
+		AdvertiseAddr:   m.AdvertiseAddr.ValueString(),
+		ClientAddr:      m.ClientAddr.ValueString(),
+		BootstrapExpect: int(bootstrapExpect.ValueInt64()),
+		UI:              m.UI.ValueBool(),
+		Encrypt:         m.Encrypt.ValueString(),
+		Ports:           consul.DefaultPorts(role),
+	}
+	if !m.RetryJoin.IsNull() {
+		var joins []types.String
+		diags.Append(m.RetryJoin.ElementsAs(ctx, &joins, false)...)
+		for _, j := range joins {
+			if j.IsUnknown() {
+				return consul.Spec{}, false
+			}
+			spec.RetryJoin = append(spec.RetryJoin, j.ValueString())
+		}
+	}
+	if !m.Ports.IsNull() {
+		attrs := m.Ports.Attributes()
+		for _, p := range consulPortsOf(role) {
+			v, _ := attrs[p.name].(types.Int64)
+			if v.IsUnknown() {
+				return consul.Spec{}, false
+			}
+			if !v.IsNull() {
+				*p.get(&spec.Ports) = int(v.ValueInt64())
+			}
+		}
+	}
+	if !m.TLS.IsNull() {
+		var t consulTLSModel
+		diags.Append(m.TLS.As(ctx, &t, basetypes.ObjectAsOptions{})...)
+		for _, v := range []attr.Value{t.CAPEM, t.CertPEM, t.KeyPEM, t.VerifyIncoming, t.VerifyOutgoing, t.VerifyServerHostname} {
+			if v.IsUnknown() {
+				return consul.Spec{}, false
+			}
+		}
+		spec.TLS = consulTLSOf(ctx, m.TLS)
+	}
+	return spec, !diags.HasError()
+}
+
+// consulFillFromContainer records what the container really runs: the plan then shows
+// any drift (another image, other flags) as a change.
+func consulFillFromContainer(ctx context.Context, role consul.Role, m *consulContainerModel, c *consul.Container, diags *diag.Diagnostics) {
+	s := c.Spec
+	m.ContainerName = types.StringValue(c.Name)
+	m.Image = types.StringValue(c.Image)
+	m.Datacenter = types.StringValue(s.Datacenter)
+	m.NodeName = nullIfEmpty(s.NodeName)
+	m.AdvertiseAddr = types.StringValue(s.AdvertiseAddr)
+	m.ClientAddr = types.StringValue(s.ClientAddr)
+	m.UI = types.BoolValue(s.UI)
+	m.Ports = consulPortsValue(role, s.Ports)
+	if len(s.RetryJoin) == 0 {
+		m.RetryJoin = types.ListNull(types.StringType)
+	} else {
+		v, d := types.ListValueFrom(ctx, types.StringType, s.RetryJoin)
+		diags.Append(d...)
+		m.RetryJoin = v
+	}
+	m.ContainerID = types.StringValue(c.ID)
+	m.Running = types.BoolValue(c.Running)
+	m.ConfigHash = types.StringValue(c.ConfigHash)
+	https := s
+	if c.HTTPS {
+		https.TLS = &consul.TLS{}
+	}
+	m.HTTPAddr = types.StringValue(https.HTTPAddr())
+	m.ID = types.StringValue(consulID(m.Host.ValueString(), c.Name))
+}
+
+func consulID(host, containerName string) string { return host + "," + containerName }
+
+// parseConsulImportID splits `HOST,CONTAINER_NAME`.
+func parseConsulImportID(id string) (host, containerName string, err error) {
+	i := strings.LastIndex(id, ",")
+	if i < 0 {
+		return "", "", fmt.Errorf("want HOST,CONTAINER_NAME (e.g. ssh://root@203.0.113.10,consul-server), got %q", id)
+	}
+	host, containerName = id[:i], id[i+1:]
+	if _, err := conn.ParseEndpoint(host); err != nil {
+		return "", "", err
+	}
+	if !consul.ContainerNamePattern().MatchString(containerName) {
+		return "", "", fmt.Errorf("%q is not a container name", containerName)
+	}
+	return host, containerName, nil
+}
+
+// consulPlan does the plan work both resources share: the computed values an apply
+// will set or keep. A stopped container (running false in state) or a config hash that
+// differs from the container's plans an in-place update that recreates it.
+func consulPlan(ctx context.Context, role consul.Role, plan, state *consulContainerModel, bootstrapExpect types.Int64, diags *diag.Diagnostics) {
+	plan.Running = types.BoolValue(true)
+	if !plan.Host.IsUnknown() && !plan.ContainerName.IsUnknown() {
+		plan.ID = types.StringValue(consulID(plan.Host.ValueString(), plan.ContainerName.ValueString()))
+	}
+	spec, known := consulSpecOf(ctx, role, *plan, bootstrapExpect, diags)
+	if known {
+		plan.ConfigHash = types.StringValue(spec.Hash())
+		plan.HTTPAddr = types.StringValue(spec.HTTPAddr())
+	} else {
+		plan.ConfigHash = types.StringUnknown()
+		plan.HTTPAddr = types.StringUnknown()
+	}
+	if state == nil {
+		plan.ContainerID, plan.NodeID = types.StringUnknown(), types.StringUnknown()
+		return
+	}
+	if recreate := !plan.ConfigHash.Equal(state.ConfigHash) || !state.Running.ValueBool(); recreate {
+		plan.ContainerID = types.StringUnknown()
+	} else {
+		plan.ContainerID = state.ContainerID
+	}
+	// The node ID lives on the data volume, which in-place updates keep.
+	plan.NodeID = state.NodeID
+	if plan.NodeID.IsNull() {
+		plan.NodeID = types.StringUnknown()
+	}
+}
+
+// consulOpenHost reaches the node and records the host key it presented when none was
+// pinned. afterImport allows trust on first use for an ssh host with no pinned key: only
+// an import leaves the state so, since create records the key. With tolerateUnreachable
+// (refresh of a known container, delete) a node that does not answer at all is a
+// warning: a dead node must not block the plan that replaces it, nor the destroy that
+// goes with it. A wrong host key is always an error.
+func (d *providerData) consulOpenHost(ctx context.Context, m *consulContainerModel, afterImport, tolerateUnreachable bool, diags *diag.Diagnostics) *conn.Host {
+	host, hostKey := m.Host.ValueString(), m.HostKey.ValueString()
+	ep, err := conn.ParseEndpoint(host)
+	if err != nil {
+		diags.AddAttributeError(path.Root("host"), "Invalid Host", err.Error())
+		return nil
+	}
+	trustOnFirstUse := afterImport && m.HostKey.IsNull() && ep.Scheme == conn.SchemeSSH
+	var h *conn.Host
+	if !trustOnFirstUse && !tolerateUnreachable {
+		h = d.openHost(ctx, path.Root("host"), host, hostKey, diags)
+	} else {
+		h, err = d.pool.Open(ctx, conn.Target{Host: host, HostKey: hostKey, TrustOnFirstUse: trustOnFirstUse})
+	}
+	switch {
+	case h == nil && err == nil:
+		return nil // openHost reported it
+	case err != nil && tolerateUnreachable && consulUnreachable(err):
+		diags.AddWarning("Consul Node Unreachable", fmt.Sprintf(
+			"%s does not answer (%s), so container %s could not be checked; Terraform keeps what it last knew. "+
+				"If the node is gone for good, replace it: its Consul container went with it.", host, err, m.ContainerName.ValueString()))
+		return nil
+	case err != nil:
+		diags.AddAttributeError(path.Root("host"), "Could Not Reach Host", fmt.Sprintf("%s: %s", host, err))
+		return nil
+	}
+	if trustOnFirstUse {
+		tflog.Warn(ctx, "recorded the host key an imported node presented on first contact; set host_key in the config to pin it",
+			map[string]any{"host": host, "fingerprint": fingerprintOf(h.HostKey())})
+	}
+	if key := h.HostKey(); key != "" && hostKey == "" {
+		m.HostKey = types.StringValue(key)
+	} else if m.HostKey.IsUnknown() {
+		m.HostKey = types.StringNull()
+	}
+	return h
+}
+
+// consulUnreachable tells a node that does not answer from one that answered wrongly
+// (a changed host key, a refused login).
+func consulUnreachable(err error) bool {
+	var opErr *net.OpError
+	return errors.As(err, &opErr) || errors.Is(err, context.DeadlineExceeded)
+}
+
+// consulDocker returns the node's Docker client.
+func consulDocker(h *conn.Host, host string, diags *diag.Diagnostics) *client.Client {
+	docker, err := h.Docker()
+	if err != nil {
+		diags.AddAttributeError(path.Root("host"), "Could Not Reach the Docker API", fmt.Sprintf("%s: %s", host, err))
+		return nil
+	}
+	return docker
+}
+
+// consulAPI returns a client for the agent that spec describes, through the node.
+func consulAPI(h *conn.Host, spec consul.Spec) (*consulapi.Client, error) {
+	cfg, err := consul.APIConfig(spec)
+	if err != nil {
+		return nil, err
+	}
+	return h.Consul(cfg)
+}
+
+// consulRunningSpec is how to talk to the container as it runs now: its flags, with the
+// TLS material from the state, or from the plan when an import left the state without it.
+func consulRunningSpec(c *consul.Container, materials ...*consul.TLS) consul.Spec {
+	s := c.Spec
+	if !c.HTTPS {
+		return s
+	}
+	for _, t := range materials {
+		if t != nil {
+			s.TLS = t
+			return s
+		}
+	}
+	s.TLS = &consul.TLS{}
+	return s
+}
+
+// consulReadTimeout bounds the Consul queries of a refresh: Read must not wait.
+const consulReadTimeout = 10 * time.Second
+
+// addConsulWaitError reports an agent that did not come up, with what was last seen,
+// the container's logs if it crashed, and what to do next.
+func addConsulWaitError(diags *diag.Diagnostics, role consul.Role, host, containerName, operation string, err error) {
+	noun := consulRoleNoun(role)
+	summary := "Consul Server Did Not Become a Voter"
+	next := "Check that retry_join lists the servers' advertise addresses, that bootstrap_expect servers exist and can reach each other " +
+		"on ports 8300-8301 (TCP and UDP), and that encrypt and tls match across the cluster; then apply again (the container is kept), " +
+		"or raise timeouts." + operation + "."
+	if role == consul.RoleAgent {
+		summary = "Consul Agent Did Not Join the Cluster"
+		next = "Check that retry_join lists the servers' advertise addresses, that the servers have a leader, and that datacenter, " +
+			"encrypt and tls match the servers'; then apply again (the container is kept), or raise timeouts." + operation + "."
+	}
+	var timeout *wait.TimeoutError
+	var crashed *consul.CrashedError
+	switch {
+	case errors.As(err, &crashed):
+		summary = "Consul Container Stopped"
+		next = "The agent exited: its log lines above say why (a bad flag, key or certificate). Fix the config and apply again."
+	case errors.As(err, &timeout):
+	}
+	diags.AddError(summary, fmt.Sprintf("Consul %s %s on %s: %s.\n\n%s", noun, containerName, host, err, next))
+}
+
+// addConsulContainerError reports a failed container operation.
+func addConsulContainerError(diags *diag.Diagnostics, summary, host, containerName string, err error) {
+	var notManaged *consul.NotManagedError
+	detail := fmt.Sprintf("Container %s on %s: %s.", containerName, host, err)
+	if !errors.As(err, &notManaged) {
+		detail += " Check the node's Docker engine (disk space, image availability), then apply again: creation resumes where it stopped."
+	}
+	diags.AddError(summary, detail)
+}
+
+// consulTimeout applies a timeouts value to ctx.
+func consulTimeout(ctx context.Context, get func(context.Context, time.Duration) (time.Duration, diag.Diagnostics), def time.Duration, diags *diag.Diagnostics) (context.Context, context.CancelFunc) {
+	d, dd := get(ctx, def)
+	diags.Append(dd...)
+	return context.WithTimeout(ctx, d)
+}
+
+// consulDelete leaves gracefully, then removes the container and its volume; what is
+// already gone is fine. A failed leave is a warning: the container goes anyway.
+func consulDelete(ctx context.Context, d *providerData, role consul.Role, m consulContainerModel, spec consul.Spec, diags *diag.Diagnostics) {
+	if d == nil {
+		return
+	}
+	host, name := m.Host.ValueString(), m.ContainerName.ValueString()
+	h := d.consulOpenHost(ctx, &m, false, true, diags)
+	if h == nil {
+		return
+	}
+	docker := consulDocker(h, host, diags)
+	if docker == nil {
+		return
+	}
+	c, err := consul.Find(ctx, docker, name)
+	var notManaged *consul.NotManagedError
+	switch {
+	case errors.Is(err, consul.ErrNotFound):
+	case errors.As(err, &notManaged):
+		diags.AddWarning("Consul Container Replaced Outside Terraform",
+			fmt.Sprintf("%s. That container was left alone; only the data volume %s-data is removed.", err, name))
+	case err != nil:
+		diags.AddError("Could Not Inspect Consul Container", fmt.Sprintf("Container %s on %s: %s.", name, host, err))
+		return
+	default:
+		if err := consul.Leave(ctx, docker, c, consulRunningSpec(c, spec.TLS)); err != nil {
+			summary, node := "Consul Agent Did Not Leave Gracefully", c.Spec.NodeName
+			if role == consul.RoleServer {
+				summary = "Consul Server Did Not Leave Gracefully"
+			}
+			if node == "" {
+				node = "NODE_NAME"
+			}
+			diags.AddWarning(summary, fmt.Sprintf("Container %s on %s: %s. The container is removed anyway; the servers will mark the "+
+				"node failed and reap it after 72h, or run `consul force-leave %s` on a server now.", name, host, err, node))
+		}
+		if err := consul.Remove(ctx, docker, c.ID, ""); err != nil {
+			addConsulContainerError(diags, "Could Not Remove Consul Container", host, name, err)
+			return
+		}
+	}
+	if err := consul.Remove(ctx, docker, "", name+"-data"); err != nil {
+		addConsulContainerError(diags, "Could Not Remove Consul Data Volume", host, name, err)
+	}
+}
+
+// consulHostValidator checks the host form at plan time.
+type consulHostValidator struct{}
+
+func (consulHostValidator) Description(context.Context) string {
+	return "must be ssh://[user@]host[:port], unix:///path or tcp://host:port"
+}
+func (v consulHostValidator) MarkdownDescription(ctx context.Context) string {
+	return v.Description(ctx)
+}
+
+func (consulHostValidator) ValidateString(_ context.Context, req validator.StringRequest, resp *validator.StringResponse) {
+	if skip(req) {
+		return
+	}
+	if _, err := conn.ParseEndpoint(req.ConfigValue.ValueString()); err != nil {
+		resp.Diagnostics.AddAttributeError(req.Path, "Invalid Host", err.Error()+".")
+	}
+}
+
+// consulIPValidator accepts one IP address.
+type consulIPValidator struct{}
+
+func (consulIPValidator) Description(context.Context) string { return "must be an IP address" }
+func (v consulIPValidator) MarkdownDescription(ctx context.Context) string {
+	return v.Description(ctx)
+}
+
+func (consulIPValidator) ValidateString(_ context.Context, req validator.StringRequest, resp *validator.StringResponse) {
+	if skip(req) {
+		return
+	}
+	if err := consul.ValidateIP(req.ConfigValue.ValueString()); err != nil {
+		resp.Diagnostics.AddAttributeError(req.Path, "Invalid IP Address", err.Error()+"; Consul binds to and advertises an address, not a name.")
+	}
+}
+
+// consulGossipKeyValidator accepts what `consul keygen` prints.
+type consulGossipKeyValidator struct{}
+
+func (consulGossipKeyValidator) Description(context.Context) string {
+	return "must be a base64 gossip key of 32 (or 16 or 24) bytes, as `consul keygen` prints"
+}
+func (v consulGossipKeyValidator) MarkdownDescription(ctx context.Context) string {
+	return v.Description(ctx)
+}
+
+func (consulGossipKeyValidator) ValidateString(_ context.Context, req validator.StringRequest, resp *validator.StringResponse) {
+	if skip(req) {
+		return
+	}
+	if err := consul.ValidateGossipKey(req.ConfigValue.ValueString()); err != nil {
+		resp.Diagnostics.AddAttributeError(req.Path, "Invalid Gossip Key", err.Error()+".")
+	}
+}
+
+// consulPEMValidator accepts a PEM document of the given kind.
+type consulPEMValidator struct{ kind string }
+
+func (v consulPEMValidator) Description(context.Context) string { return "must be a PEM " + v.kind }
+func (v consulPEMValidator) MarkdownDescription(ctx context.Context) string {
+	return v.Description(ctx)
+}
+
+func (v consulPEMValidator) ValidateString(_ context.Context, req validator.StringRequest, resp *validator.StringResponse) {
+	if skip(req) {
+		return
+	}
+	block, _ := pem.Decode([]byte(req.ConfigValue.ValueString()))
+	ok := block != nil
+	if ok && v.kind == "certificate" {
+		ok = block.Type == "CERTIFICATE"
+	} else if ok {
+		ok = strings.HasSuffix(block.Type, "PRIVATE KEY")
+	}
+	if !ok {
+		resp.Diagnostics.AddAttributeError(req.Path, "Invalid PEM", fmt.Sprintf("The value is not a PEM %s (-----BEGIN ...-----).", v.kind))
+	}
+}
+
+// consulImageValidator accepts a Docker image reference.
+type consulImageValidator struct{}
+
+func (consulImageValidator) Description(context.Context) string {
+	return "must be an image reference such as hashicorp/consul:1.20.5"
+}
+func (v consulImageValidator) MarkdownDescription(ctx context.Context) string {
+	return v.Description(ctx)
+}
+
+func (consulImageValidator) ValidateString(_ context.Context, req validator.StringRequest, resp *validator.StringResponse) {
+	if skip(req) {
+		return
+	}
+	if _, err := reference.ParseNormalizedNamed(req.ConfigValue.ValueString()); err != nil {
+		resp.Diagnostics.AddAttributeError(req.Path, "Invalid Image Reference", fmt.Sprintf("%q: %s.", req.ConfigValue.ValueString(), err))
+	}
+}
+
+// consulRetryJoinValidators: entries are addresses, IP:port or cloud auto-join strings.
+func consulRetryJoinValidators() []validator.List {
+	return []validator.List{
+		listvalidator.SizeAtLeast(1),
+		listvalidator.ValueStringsAre(stringvalidator.RegexMatches(consulNoSpaces, "must be an address, IP:PORT or a cloud auto-join string, without spaces")),
+	}
+}
+
+var consulNoSpaces = regexp.MustCompile(`^\S+$`)
+
+// consulTLSOf reads the tls attribute; nil when unset.
+func consulTLSOf(ctx context.Context, obj types.Object) *consul.TLS {
+	if obj.IsNull() || obj.IsUnknown() {
+		return nil
+	}
+	var t consulTLSModel
+	if diags := obj.As(ctx, &t, basetypes.ObjectAsOptions{}); diags.HasError() {
+		return nil
+	}
+	return &consul.TLS{
+		CAPEM: t.CAPEM.ValueString(), CertPEM: t.CertPEM.ValueString(), KeyPEM: t.KeyPEM.ValueString(),
+		VerifyIncoming: t.VerifyIncoming.ValueBool(), VerifyOutgoing: t.VerifyOutgoing.ValueBool(),
+		VerifyServerHostname: t.VerifyServerHostname.ValueBool(),
+	}
+}
+
+// consulImportState takes `HOST,CONTAINER_NAME`; Read fills in the rest from the container.
+func consulImportState(ctx context.Context, req resource.ImportStateRequest, resp *resource.ImportStateResponse) {
+	host, name, err := parseConsulImportID(req.ID)
+	if err != nil {
+		resp.Diagnostics.AddError("Invalid Import ID", err.Error()+".")
+		return
+	}
+	resp.Diagnostics.Append(resp.State.SetAttribute(ctx, path.Root("id"), consulID(host, name))...)
+	resp.Diagnostics.Append(resp.State.SetAttribute(ctx, path.Root("host"), host)...)
+	resp.Diagnostics.Append(resp.State.SetAttribute(ctx, path.Root("container_name"), name)...)
+}

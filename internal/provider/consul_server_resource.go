@@ -1,0 +1,318 @@
+package provider
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/hashicorp/terraform-plugin-framework-validators/int64validator"
+	"github.com/hashicorp/terraform-plugin-framework/diag"
+	"github.com/hashicorp/terraform-plugin-framework/path"
+	"github.com/hashicorp/terraform-plugin-framework/resource"
+	"github.com/hashicorp/terraform-plugin-framework/resource/schema"
+	"github.com/hashicorp/terraform-plugin-framework/schema/validator"
+	"github.com/hashicorp/terraform-plugin-framework/types"
+	"github.com/hashicorp/terraform-plugin-log/tflog"
+
+	"github.com/microswarm/terraform-provider-microswarm/internal/conn"
+	"github.com/microswarm/terraform-provider-microswarm/internal/consul"
+)
+
+var (
+	_ resource.Resource                = &consulServerResource{}
+	_ resource.ResourceWithConfigure   = &consulServerResource{}
+	_ resource.ResourceWithImportState = &consulServerResource{}
+	_ resource.ResourceWithModifyPlan  = &consulServerResource{}
+)
+
+func NewConsulServerResource() resource.Resource { return &consulServerResource{} }
+
+type consulServerResource struct {
+	data *providerData
+}
+
+type consulServerModel struct {
+	consulContainerModel
+	BootstrapExpect types.Int64  `tfsdk:"bootstrap_expect"`
+	Leader          types.String `tfsdk:"leader"`
+}
+
+func (r *consulServerResource) Metadata(_ context.Context, req resource.MetadataRequest, resp *resource.MetadataResponse) {
+	resp.TypeName = req.ProviderTypeName + "_consul_server"
+}
+
+func (r *consulServerResource) Schema(ctx context.Context, _ resource.SchemaRequest, resp *resource.SchemaResponse) {
+	attrs := consulSchemaAttributes(ctx, consul.RoleServer)
+	attrs["bootstrap_expect"] = schema.Int64Attribute{
+		MarkdownDescription: "How many servers the cluster waits for before electing its first leader: the number of `microswarm_consul_server` " +
+			"resources, 3 or 5 in production (an odd number keeps a majority through one or two failures). Changes in place.",
+		Required:   true,
+		Validators: []validator.Int64{int64validator.AtLeast(1)},
+	}
+	attrs["retry_join"] = schema.ListAttribute{
+		MarkdownDescription: "Addresses of the servers to join (`IP` or `IP:PORT`), usually the `advertise_addr` of every server, this one included. " +
+			"Changes in place (a rolling restart).",
+		Optional:    true,
+		ElementType: types.StringType,
+		Validators:  consulRetryJoinValidators(),
+	}
+	attrs["leader"] = schema.StringAttribute{
+		MarkdownDescription: "The raft leader's address (`IP:8300`) as this server last saw it; empty while the cluster has no leader.",
+		Computed:            true,
+	}
+	resp.Schema = schema.Schema{
+		MarkdownDescription: "A Consul server agent, run as a container on a node's Docker engine (host network, data on a named volume, restart policy " +
+			"`unless-stopped`). Create returns once the cluster has a leader and this server is a voter. An image or config change recreates the " +
+			"container in place on the same volume (same node ID and raft data) as a rolling restart: servers take a cluster-wide lock in Consul " +
+			"and go one at a time, each only once every other server is healthy, so a 3-server cluster never has two servers down. " +
+			"A container stopped or changed outside Terraform is recreated on the next apply. Delete leaves the cluster gracefully " +
+			"(`consul leave`, which removes the server from the raft peers), then removes the container and its volume.",
+		Attributes: attrs,
+	}
+}
+
+func (r *consulServerResource) Configure(_ context.Context, req resource.ConfigureRequest, resp *resource.ConfigureResponse) {
+	r.data = providerDataFrom(req.ProviderData, &resp.Diagnostics)
+}
+
+func (r *consulServerResource) ModifyPlan(ctx context.Context, req resource.ModifyPlanRequest, resp *resource.ModifyPlanResponse) {
+	if req.Plan.Raw.IsNull() {
+		return
+	}
+	var plan consulServerModel
+	resp.Diagnostics.Append(req.Plan.Get(ctx, &plan)...)
+	if resp.Diagnostics.HasError() {
+		return
+	}
+	var state *consulContainerModel
+	if !req.State.Raw.IsNull() {
+		var prior consulServerModel
+		resp.Diagnostics.Append(req.State.Get(ctx, &prior)...)
+		if resp.Diagnostics.HasError() {
+			return
+		}
+		state = &prior.consulContainerModel
+	}
+	consulPlan(ctx, consul.RoleServer, &plan.consulContainerModel, state, plan.BootstrapExpect, &resp.Diagnostics)
+	resp.Diagnostics.Append(resp.Plan.Set(ctx, &plan)...)
+	if state != nil && !resp.Plan.Raw.Equal(req.State.Raw) {
+		// An update: the leader is read again afterwards.
+		resp.Diagnostics.Append(resp.Plan.SetAttribute(ctx, path.Root("leader"), types.StringUnknown())...)
+	}
+}
+
+func (r *consulServerResource) Create(ctx context.Context, req resource.CreateRequest, resp *resource.CreateResponse) {
+	var plan consulServerModel
+	resp.Diagnostics.Append(req.Plan.Get(ctx, &plan)...)
+	if resp.Diagnostics.HasError() {
+		return
+	}
+	ctx, cancel := consulTimeout(ctx, plan.Timeouts.Create, 10*time.Minute, &resp.Diagnostics)
+	defer cancel()
+	spec, ok := consulSpecOf(ctx, consul.RoleServer, plan.consulContainerModel, plan.BootstrapExpect, &resp.Diagnostics)
+	if !ok || resp.Diagnostics.HasError() {
+		resp.Diagnostics.AddError("Unknown Values at Apply", "The server's configuration still had unknown values at apply. Please report this issue to the provider developers.")
+		return
+	}
+	host, name := plan.Host.ValueString(), spec.ContainerName
+	h := r.data.consulOpenHost(ctx, &plan.consulContainerModel, false, false, &resp.Diagnostics)
+	if h == nil {
+		return
+	}
+	docker := consulDocker(h, host, &resp.Diagnostics)
+	if docker == nil {
+		return
+	}
+	c, outcome, err := consul.Ensure(ctx, docker, spec)
+	if err != nil {
+		addConsulContainerError(&resp.Diagnostics, "Could Not Create Consul Server Container", host, name, err)
+		return
+	}
+	tflog.Info(ctx, "consul server container ready", map[string]any{"host": host, "container": name, "outcome": string(outcome), "container_id": c.ID})
+	// Saved before the wait: a server that never joins is tainted, not orphaned.
+	plan.ContainerID, plan.Running = types.StringValue(c.ID), types.BoolValue(true)
+	plan.NodeID, plan.Leader = types.StringNull(), types.StringNull()
+	resp.Diagnostics.Append(resp.State.Set(ctx, &plan)...)
+	if resp.Diagnostics.HasError() {
+		return
+	}
+
+	api, err := consulAPI(h, spec)
+	if err != nil {
+		resp.Diagnostics.AddAttributeError(path.Root("tls"), "Invalid Consul TLS Settings", err.Error())
+		return
+	}
+	st, err := consul.WaitServerReady(ctx, api, func(ctx context.Context) error { return consul.CheckAlive(ctx, docker, c) })
+	if err != nil {
+		addConsulWaitError(&resp.Diagnostics, consul.RoleServer, host, name, "create", err)
+		return
+	}
+	plan.NodeID, plan.Leader = types.StringValue(st.NodeID), nullIfEmpty(st.Leader)
+	resp.Diagnostics.Append(resp.State.Set(ctx, &plan)...)
+}
+
+func (r *consulServerResource) Read(ctx context.Context, req resource.ReadRequest, resp *resource.ReadResponse) {
+	var state consulServerModel
+	resp.Diagnostics.Append(req.State.Get(ctx, &state)...)
+	if resp.Diagnostics.HasError() || r.data == nil {
+		return
+	}
+	host, name := state.Host.ValueString(), state.ContainerName.ValueString()
+	h := r.data.consulOpenHost(ctx, &state.consulContainerModel, true, !state.ContainerID.IsNull(), &resp.Diagnostics)
+	if h == nil {
+		return
+	}
+	docker := consulDocker(h, host, &resp.Diagnostics)
+	if docker == nil {
+		return
+	}
+	c, err := consul.Find(ctx, docker, name)
+	if errors.Is(err, consul.ErrNotFound) {
+		tflog.Warn(ctx, "consul server container is gone; removing it from state so the plan re-creates it", map[string]any{"host": host, "container": name})
+		resp.State.RemoveResource(ctx)
+		return
+	}
+	if err == nil && c.Role != consul.RoleServer {
+		err = fmt.Errorf("the container runs a Consul %s, not a server", c.Role)
+	}
+	if err != nil {
+		addConsulContainerError(&resp.Diagnostics, "Could Not Read Consul Server Container", host, name, err)
+		return
+	}
+	consulFillFromContainer(ctx, consul.RoleServer, &state.consulContainerModel, c, &resp.Diagnostics)
+	state.BootstrapExpect = types.Int64Value(int64(c.Spec.BootstrapExpect))
+	if c.Running {
+		r.readStatus(ctx, h, c, &state)
+	}
+	resp.Diagnostics.Append(resp.State.Set(ctx, &state)...)
+}
+
+// readStatus refreshes the leader and node ID; an API that does not answer keeps the
+// values last seen (a refresh never waits).
+func (r *consulServerResource) readStatus(ctx context.Context, h *conn.Host, c *consul.Container, state *consulServerModel) {
+	spec := consulRunningSpec(c, consulTLSOf(ctx, state.TLS))
+	api, err := consulAPI(h, spec)
+	if err != nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, consulReadTimeout)
+	defer cancel()
+	st, err := consul.ReadServerStatus(ctx, api)
+	if err != nil {
+		tflog.Warn(ctx, "could not ask the consul server for its status; keeping the last values", map[string]any{"container": c.Name, "error": err.Error()})
+		return
+	}
+	state.NodeID, state.Leader = types.StringValue(st.NodeID), nullIfEmpty(st.Leader)
+}
+
+func (r *consulServerResource) Update(ctx context.Context, req resource.UpdateRequest, resp *resource.UpdateResponse) {
+	var plan, state consulServerModel
+	resp.Diagnostics.Append(req.Plan.Get(ctx, &plan)...)
+	resp.Diagnostics.Append(req.State.Get(ctx, &state)...)
+	if resp.Diagnostics.HasError() {
+		return
+	}
+	ctx, cancel := consulTimeout(ctx, plan.Timeouts.Update, 20*time.Minute, &resp.Diagnostics)
+	defer cancel()
+	spec, ok := consulSpecOf(ctx, consul.RoleServer, plan.consulContainerModel, plan.BootstrapExpect, &resp.Diagnostics)
+	if !ok || resp.Diagnostics.HasError() {
+		resp.Diagnostics.AddError("Unknown Values at Apply", "The server's configuration still had unknown values at apply. Please report this issue to the provider developers.")
+		return
+	}
+	host, name := plan.Host.ValueString(), spec.ContainerName
+	h := r.data.consulOpenHost(ctx, &plan.consulContainerModel, false, false, &resp.Diagnostics)
+	if h == nil {
+		return
+	}
+	docker := consulDocker(h, host, &resp.Diagnostics)
+	if docker == nil {
+		return
+	}
+	c, err := consul.Find(ctx, docker, name)
+	switch {
+	case err != nil && !errors.Is(err, consul.ErrNotFound):
+		addConsulContainerError(&resp.Diagnostics, "Could Not Read Consul Server Container", host, name, err)
+		return
+	case err == nil && c.Running && !c.Matches(spec):
+		// A running server goes down only under the lock and with every other server healthy.
+		c = r.rollingRestart(ctx, h, docker, host, c, spec, consulTLSOf(ctx, state.TLS), &resp.Diagnostics)
+	default:
+		// Gone or stopped: this server is down already, so bringing it back can only
+		// restore quorum; waiting for the others' health first could wait forever.
+		var outcome consul.Outcome
+		c, outcome, err = consul.Ensure(ctx, docker, spec)
+		if err != nil {
+			addConsulContainerError(&resp.Diagnostics, "Could Not Restore Consul Server Container", host, name, err)
+			return
+		}
+		tflog.Info(ctx, "consul server container restored", map[string]any{"host": host, "container": name, "outcome": string(outcome)})
+	}
+	if c == nil {
+		return
+	}
+	plan.ContainerID, plan.Running = types.StringValue(c.ID), types.BoolValue(true)
+	api, err := consulAPI(h, spec)
+	if err != nil {
+		resp.Diagnostics.AddAttributeError(path.Root("tls"), "Invalid Consul TLS Settings", err.Error())
+		return
+	}
+	st, err := consul.WaitServerReady(ctx, api, func(ctx context.Context) error { return consul.CheckAlive(ctx, docker, c) })
+	if err != nil {
+		addConsulWaitError(&resp.Diagnostics, consul.RoleServer, host, name, "update", err)
+		plan.NodeID, plan.Leader = state.NodeID, types.StringNull()
+		resp.Diagnostics.Append(resp.State.Set(ctx, &plan)...)
+		return
+	}
+	plan.NodeID, plan.Leader = types.StringValue(st.NodeID), nullIfEmpty(st.Leader)
+	resp.Diagnostics.Append(resp.State.Set(ctx, &plan)...)
+}
+
+// rollingRestart recreates a running server through consul.RollingRestart.
+func (r *consulServerResource) rollingRestart(ctx context.Context, h *conn.Host, docker consul.Engine, host string, c *consul.Container, spec consul.Spec, stateTLS *consul.TLS, diags *diag.Diagnostics) *consul.Container {
+	oldAPI, err := consulAPI(h, consulRunningSpec(c, stateTLS, spec.TLS))
+	if err != nil {
+		diags.AddError("Invalid Consul TLS Settings", err.Error())
+		return nil
+	}
+	newAPI, err := consulAPI(h, spec)
+	if err != nil {
+		diags.AddAttributeError(path.Root("tls"), "Invalid Consul TLS Settings", err.Error())
+		return nil
+	}
+	started := time.Now()
+	restart := consul.RollingRestart{
+		Engine: docker, Current: c, Spec: spec, OldAPI: oldAPI, NewAPI: newAPI,
+		Holder: fmt.Sprintf("%s on %s since %s", c.Name, host, started.UTC().Format(time.RFC3339)),
+		Log: func(msg string, fields map[string]any) {
+			fields["container"], fields["host"] = c.Name, host
+			tflog.Info(ctx, msg, fields)
+		},
+	}
+	replaced, _, err := restart.Run(ctx)
+	if err != nil {
+		diags.AddError("Consul Server Rolling Restart Failed", fmt.Sprintf(
+			"Consul server %s on %s, after %s: %s.\n\nIf this is about the lock or the other servers' health, another server is restarting "+
+				"or unhealthy: the lock value names who holds it (`consul kv get %s`); fix that server, or raise timeouts.update, and apply again. "+
+				"The lock is released when the update ends, or by its session TTL (%s) if the provider was killed.",
+			c.Name, host, time.Since(started).Round(time.Second), err, consul.RestartLockKey, consul.LockTTL))
+		return nil
+	}
+	return replaced
+}
+
+func (r *consulServerResource) Delete(ctx context.Context, req resource.DeleteRequest, resp *resource.DeleteResponse) {
+	var state consulServerModel
+	resp.Diagnostics.Append(req.State.Get(ctx, &state)...)
+	if resp.Diagnostics.HasError() {
+		return
+	}
+	ctx, cancel := consulTimeout(ctx, state.Timeouts.Delete, 5*time.Minute, &resp.Diagnostics)
+	defer cancel()
+	spec, _ := consulSpecOf(ctx, consul.RoleServer, state.consulContainerModel, state.BootstrapExpect, &resp.Diagnostics)
+	consulDelete(ctx, r.data, consul.RoleServer, state.consulContainerModel, spec, &resp.Diagnostics)
+}
+
+func (r *consulServerResource) ImportState(ctx context.Context, req resource.ImportStateRequest, resp *resource.ImportStateResponse) {
+	consulImportState(ctx, req, resp)
+}
