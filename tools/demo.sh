@@ -26,6 +26,10 @@ CFG
   # shellcheck disable=SC1091
   source "$STATE/localcloud.env"
   export MICROSWARM_SSH_PRIVATE_KEY_FILE="$STATE/id_ed25519"
+  # The Consul gossip key: 32 random bytes, kept with the demo's state.
+  [ -s "$STATE/gossip.key" ] || head -c 32 /dev/urandom | base64 >"$STATE/gossip.key"
+  TF_VAR_gossip_key=$(cat "$STATE/gossip.key")
+  export TF_VAR_gossip_key
 }
 
 cloud_running() {
@@ -56,7 +60,8 @@ up() {
   log "the demo cluster is up; tear it down with: make demo-down"
 }
 
-# check proves the cluster answers: every node runs a container through its docker_host.
+# check proves the cluster works as a user sees it: every node runs a container through
+# its docker_host, Consul has its voters and members, the swarm has its nodes.
 check() {
   go run ./tools/democheck -state "$STATE/terraform.tfstate" -key "$STATE/id_ed25519"
 }
@@ -71,7 +76,7 @@ down() {
     kill -TERM "$(cat "$STATE/localcloud.pid")"
     for _ in $(seq 1 300); do cloud_running || break; sleep 0.2; done
   fi
-  rm -f "$STATE/localcloud.pid" "$STATE/localcloud.env" "$STATE/terraform.tfstate" "$STATE/terraform.tfstate.backup"
+  rm -f "$STATE/localcloud.pid" "$STATE/localcloud.env" "$STATE/terraform.tfstate" "$STATE/terraform.tfstate.backup" "$STATE/gossip.key"
 }
 
 # ssh_keygen writes the demo's SSH key without needing the ssh-keygen binary.

@@ -1,5 +1,7 @@
-# The `make demo` cluster on the local cloud. tools/demo.sh sets DIGITALOCEAN_API_URL,
-# DIGITALOCEAN_TOKEN and MICROSWARM_SSH_PRIVATE_KEY_FILE for the provider.
+# The `make demo` cluster on the local cloud: three droplet nodes, a three-server Consul
+# quorum on them and a swarm over them (one manager, two workers). tools/demo.sh sets
+# DIGITALOCEAN_API_URL, DIGITALOCEAN_TOKEN, MICROSWARM_SSH_PRIVATE_KEY_FILE and
+# TF_VAR_gossip_key.
 terraform {
   required_providers {
     microswarm = {
@@ -10,18 +12,38 @@ terraform {
 
 provider "microswarm" {}
 
-variable "node_count" {
-  type        = number
-  default     = 3
-  description = "How many droplet nodes the demo cluster has."
+variable "gossip_key" {
+  type        = string
+  sensitive   = true
+  description = "Consul gossip encryption key: 32 random bytes, base64."
 }
 
 resource "microswarm_droplet_node" "node" {
-  count  = var.node_count
+  count  = 3
   name   = "demo-${count.index}"
   region = "nyc3"
   size   = "s-1vcpu-1gb"
   tags   = ["demo"]
+}
+
+# A Consul server on every node: the cluster keeps its quorum through the loss of one.
+resource "microswarm_consul_server" "consul" {
+  count            = length(microswarm_droplet_node.node)
+  host             = microswarm_droplet_node.node[count.index].docker_host
+  host_key         = microswarm_droplet_node.node[count.index].ssh_host_key
+  advertise_addr   = microswarm_droplet_node.node[count.index].ipv4_address_private
+  bootstrap_expect = 3
+  retry_join       = microswarm_droplet_node.node[*].ipv4_address_private
+  encrypt          = var.gossip_key
+}
+
+resource "microswarm_swarm_cluster" "swarm" {
+  nodes = { for i, n in microswarm_droplet_node.node : n.name => {
+    host           = n.docker_host
+    host_key       = n.ssh_host_key
+    advertise_addr = n.ipv4_address_private
+    role           = i == 0 ? "manager" : "worker"
+  } }
 }
 
 output "nodes" {
@@ -30,7 +52,14 @@ output "nodes" {
       docker_host    = n.docker_host
       private_ip     = n.ipv4_address_private
       docker_version = n.docker_version
-      host_key       = n.ssh_host_key
     }
   }
+}
+
+output "consul_leader" {
+  value = microswarm_consul_server.consul[0].leader
+}
+
+output "swarm_id" {
+  value = microswarm_swarm_cluster.swarm.id
 }

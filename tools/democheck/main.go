@@ -16,6 +16,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/docker/docker/api/types/swarm"
 	"golang.org/x/crypto/ssh"
 
 	"github.com/microswarm/terraform-provider-microswarm/internal/acctest"
@@ -103,5 +104,98 @@ func check(statePath, keyPath string) error {
 		return fmt.Errorf("no microswarm_droplet_node in %s", statePath)
 	}
 	fmt.Printf("%d nodes answered through SSH with pinned host keys\n", nodes)
+	if err := checkConsul(ctx, pool, state); err != nil {
+		return err
+	}
+	return checkSwarm(ctx, pool, state)
+}
+
+// checkConsul asks the first Consul server, through SSH, for the raft voters and members.
+func checkConsul(ctx context.Context, pool *conn.Pool, state tfState) error {
+	for _, r := range state.Resources {
+		if r.Type != "microswarm_consul_server" || len(r.Instances) == 0 {
+			continue
+		}
+		a := r.Instances[0].Attributes
+		host, _ := a["host"].(string)
+		hostKey, _ := a["host_key"].(string)
+		httpAddr, _ := a["http_addr"].(string)
+		h, err := pool.Open(ctx, conn.Target{Host: host, HostKey: hostKey})
+		if err != nil {
+			return err
+		}
+		consul, err := h.Consul(conn.ConsulConfig{Address: httpAddr})
+		if err != nil {
+			return err
+		}
+		raft, err := consul.Operator().RaftGetConfiguration(nil)
+		if err != nil {
+			return fmt.Errorf("consul raft configuration via %s: %w", host, err)
+		}
+		voters := 0
+		for _, s := range raft.Servers {
+			if s.Voter {
+				voters++
+			}
+		}
+		members, err := consul.Agent().Members(false)
+		if err != nil {
+			return fmt.Errorf("consul members via %s: %w", host, err)
+		}
+		alive := 0
+		for _, m := range members {
+			if m.Status == 1 { // serf's StatusAlive
+				alive++
+			}
+		}
+		leader, _ := consul.Status().Leader()
+		fmt.Printf("consul: leader %s, %d voters, %d alive members\n", leader, voters, alive)
+		if voters != len(r.Instances) {
+			return fmt.Errorf("consul has %d voters, want %d", voters, len(r.Instances))
+		}
+		return nil
+	}
+	return nil
+}
+
+// checkSwarm lists the swarm's nodes through a manager.
+func checkSwarm(ctx context.Context, pool *conn.Pool, state tfState) error {
+	for _, r := range state.Resources {
+		if r.Type != "microswarm_swarm_cluster" || len(r.Instances) == 0 {
+			continue
+		}
+		entries, _ := r.Instances[0].Attributes["nodes"].(map[string]any)
+		for _, e := range entries {
+			entry, _ := e.(map[string]any)
+			if entry["role"] != "manager" {
+				continue
+			}
+			host, _ := entry["host"].(string)
+			hostKey, _ := entry["host_key"].(string)
+			h, err := pool.Open(ctx, conn.Target{Host: host, HostKey: hostKey})
+			if err != nil {
+				return err
+			}
+			docker, err := h.Docker()
+			if err != nil {
+				return err
+			}
+			nodes, err := docker.NodeList(ctx, swarm.NodeListOptions{})
+			if err != nil {
+				return fmt.Errorf("swarm node list via %s: %w", host, err)
+			}
+			ready := 0
+			for _, n := range nodes {
+				if n.Status.State == swarm.NodeStateReady {
+					ready++
+				}
+			}
+			fmt.Printf("swarm: %d of %d nodes ready\n", ready, len(nodes))
+			if ready != len(entries) {
+				return fmt.Errorf("swarm has %d ready nodes, want %d", ready, len(entries))
+			}
+			return nil
+		}
+	}
 	return nil
 }

@@ -1,6 +1,7 @@
 package emulator
 
 import (
+	"context"
 	"testing"
 
 	cerrdefs "github.com/containerd/errdefs"
@@ -25,7 +26,8 @@ func TestSweepRemovesOnlyStaleInstances(t *testing.T) {
 			t.Fatal(err)
 		}
 		made[instance] = created.ID
-		t.Cleanup(func() { _ = docker.NetworkRemove(ctx, created.ID) })
+		// t.Context() is already cancelled when cleanups run.
+		t.Cleanup(func() { _ = docker.NetworkRemove(context.Background(), created.ID) })
 	}
 
 	swept, err := Sweep(ctx, func(instance string) bool { return instance == stale })
