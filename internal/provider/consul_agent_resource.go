@@ -2,8 +2,6 @@ package provider
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"time"
 
 	"github.com/hashicorp/terraform-plugin-framework/diag"
@@ -99,22 +97,13 @@ func (r *consulAgentResource) Create(ctx context.Context, req resource.CreateReq
 	if resp.Diagnostics.HasError() {
 		return
 	}
-	ctx, cancel := consulTimeout(ctx, plan.Timeouts.Create, 10*time.Minute, &resp.Diagnostics)
+	ctx, cancel := withTimeout(ctx, plan.Timeouts.Create, 10*time.Minute, &resp.Diagnostics)
 	defer cancel()
-	spec, ok := consulSpecOf(ctx, consul.RoleAgent, plan.consulContainerModel, consulAgentNoBootstrap, &resp.Diagnostics)
-	if !ok || resp.Diagnostics.HasError() {
-		resp.Diagnostics.AddError("Unknown Values at Apply", "The agent's configuration still had unknown values at apply. Please report this issue to the provider developers.")
+	spec, h, docker, ok := r.data.consulPrepare(ctx, consul.RoleAgent, &plan.consulContainerModel, consulAgentNoBootstrap, &resp.Diagnostics)
+	if !ok {
 		return
 	}
 	host, name := plan.Host.ValueString(), spec.ContainerName
-	h := r.data.consulOpenHost(ctx, &plan.consulContainerModel, false, false, &resp.Diagnostics)
-	if h == nil {
-		return
-	}
-	docker := consulDocker(h, host, &resp.Diagnostics)
-	if docker == nil {
-		return
-	}
 	c, outcome, err := consul.Ensure(ctx, docker, spec)
 	if err != nil {
 		addConsulContainerError(&resp.Diagnostics, "Could Not Create Consul Agent Container", host, name, err)
@@ -154,29 +143,10 @@ func (r *consulAgentResource) Read(ctx context.Context, req resource.ReadRequest
 	if resp.Diagnostics.HasError() || r.data == nil {
 		return
 	}
-	host, name := state.Host.ValueString(), state.ContainerName.ValueString()
-	h := r.data.consulOpenHost(ctx, &state.consulContainerModel, true, !state.ContainerID.IsNull(), &resp.Diagnostics)
-	if h == nil {
+	h, c := r.data.consulReadContainer(ctx, consul.RoleAgent, &state.consulContainerModel, resp)
+	if c == nil {
 		return
 	}
-	docker := consulDocker(h, host, &resp.Diagnostics)
-	if docker == nil {
-		return
-	}
-	c, err := consul.Find(ctx, docker, name)
-	if errors.Is(err, consul.ErrNotFound) {
-		tflog.Warn(ctx, "consul agent container is gone; removing it from state so the plan re-creates it", map[string]any{"host": host, "container": name})
-		resp.State.RemoveResource(ctx)
-		return
-	}
-	if err == nil && c.Role != consul.RoleAgent {
-		err = fmt.Errorf("the container runs a Consul %s, not a client agent", c.Role)
-	}
-	if err != nil {
-		addConsulContainerError(&resp.Diagnostics, "Could Not Read Consul Agent Container", host, name, err)
-		return
-	}
-	consulFillFromContainer(ctx, consul.RoleAgent, &state.consulContainerModel, c, &resp.Diagnostics)
 	if c.Running {
 		r.readStatus(ctx, h, c, &state)
 	} else {
@@ -208,22 +178,13 @@ func (r *consulAgentResource) Update(ctx context.Context, req resource.UpdateReq
 	if resp.Diagnostics.HasError() {
 		return
 	}
-	ctx, cancel := consulTimeout(ctx, plan.Timeouts.Update, 20*time.Minute, &resp.Diagnostics)
+	ctx, cancel := withTimeout(ctx, plan.Timeouts.Update, 20*time.Minute, &resp.Diagnostics)
 	defer cancel()
-	spec, ok := consulSpecOf(ctx, consul.RoleAgent, plan.consulContainerModel, consulAgentNoBootstrap, &resp.Diagnostics)
-	if !ok || resp.Diagnostics.HasError() {
-		resp.Diagnostics.AddError("Unknown Values at Apply", "The agent's configuration still had unknown values at apply. Please report this issue to the provider developers.")
+	spec, h, docker, ok := r.data.consulPrepare(ctx, consul.RoleAgent, &plan.consulContainerModel, consulAgentNoBootstrap, &resp.Diagnostics)
+	if !ok {
 		return
 	}
 	host, name := plan.Host.ValueString(), spec.ContainerName
-	h := r.data.consulOpenHost(ctx, &plan.consulContainerModel, false, false, &resp.Diagnostics)
-	if h == nil {
-		return
-	}
-	docker := consulDocker(h, host, &resp.Diagnostics)
-	if docker == nil {
-		return
-	}
 	// A client agent holds no quorum: it is simply recreated (a stopped agent leaves on
 	// SIGTERM and rejoins with the same node ID).
 	c, outcome, err := consul.Ensure(ctx, docker, spec)
@@ -244,7 +205,7 @@ func (r *consulAgentResource) Delete(ctx context.Context, req resource.DeleteReq
 	if resp.Diagnostics.HasError() {
 		return
 	}
-	ctx, cancel := consulTimeout(ctx, state.Timeouts.Delete, 5*time.Minute, &resp.Diagnostics)
+	ctx, cancel := withTimeout(ctx, state.Timeouts.Delete, 5*time.Minute, &resp.Diagnostics)
 	defer cancel()
 	spec, _ := consulSpecOf(ctx, consul.RoleAgent, state.consulContainerModel, consulAgentNoBootstrap, &resp.Diagnostics)
 	consulDelete(ctx, r.data, consul.RoleAgent, state.consulContainerModel, spec, &resp.Diagnostics)

@@ -158,7 +158,7 @@ func consulSchemaAttributes(ctx context.Context, role consul.Role) map[string]sc
 			MarkdownDescription: "The Docker host of the node: `ssh://root@IP` (pass `microswarm_droplet_node.x.docker_host`), " +
 				"`unix:///var/run/docker.sock` or `tcp://IP:PORT`. Changing it replaces the " + noun + ".",
 			Required:      true,
-			Validators:    []validator.String{consulHostValidator{}},
+			Validators:    []validator.String{hostValidator{}},
 			PlanModifiers: []planmodifier.String{stringplanmodifier.RequiresReplace()},
 		},
 		"host_key": schema.StringAttribute{
@@ -565,13 +565,6 @@ func addConsulContainerError(diags *diag.Diagnostics, summary, host, containerNa
 	diags.AddError(summary, detail)
 }
 
-// consulTimeout applies a timeouts value to ctx.
-func consulTimeout(ctx context.Context, get func(context.Context, time.Duration) (time.Duration, diag.Diagnostics), def time.Duration, diags *diag.Diagnostics) (context.Context, context.CancelFunc) {
-	d, dd := get(ctx, def)
-	diags.Append(dd...)
-	return context.WithTimeout(ctx, d)
-}
-
 // consulDelete leaves gracefully, then removes the container and its volume; what is
 // already gone is fine. A failed leave is a warning: the container goes anyway.
 func consulDelete(ctx context.Context, d *providerData, role consul.Role, m consulContainerModel, spec consul.Spec, diags *diag.Diagnostics) {
@@ -616,25 +609,6 @@ func consulDelete(ctx context.Context, d *providerData, role consul.Role, m cons
 	}
 	if err := consul.Remove(ctx, docker, "", name+"-data"); err != nil {
 		addConsulContainerError(diags, "Could Not Remove Consul Data Volume", host, name, err)
-	}
-}
-
-// consulHostValidator checks the host form at plan time.
-type consulHostValidator struct{}
-
-func (consulHostValidator) Description(context.Context) string {
-	return "must be ssh://[user@]host[:port], unix:///path or tcp://host:port"
-}
-func (v consulHostValidator) MarkdownDescription(ctx context.Context) string {
-	return v.Description(ctx)
-}
-
-func (consulHostValidator) ValidateString(_ context.Context, req validator.StringRequest, resp *validator.StringResponse) {
-	if skip(req) {
-		return
-	}
-	if _, err := conn.ParseEndpoint(req.ConfigValue.ValueString()); err != nil {
-		resp.Diagnostics.AddAttributeError(req.Path, "Invalid Host", err.Error()+".")
 	}
 }
 
@@ -753,4 +727,64 @@ func consulImportState(ctx context.Context, req resource.ImportStateRequest, res
 	resp.Diagnostics.Append(resp.State.SetAttribute(ctx, path.Root("id"), consulID(host, name))...)
 	resp.Diagnostics.Append(resp.State.SetAttribute(ctx, path.Root("host"), host)...)
 	resp.Diagnostics.Append(resp.State.SetAttribute(ctx, path.Root("container_name"), name)...)
+}
+
+// consulPrepare is how Create and Update start: the container spec from the plan, and the
+// node reached through its pinned host. ok is false when diags say why not.
+func (d *providerData) consulPrepare(ctx context.Context, role consul.Role, m *consulContainerModel, bootstrapExpect types.Int64, diags *diag.Diagnostics) (spec consul.Spec, h *conn.Host, docker *client.Client, ok bool) {
+	spec, known := consulSpecOf(ctx, role, *m, bootstrapExpect, diags)
+	if diags.HasError() {
+		return spec, nil, nil, false
+	}
+	if !known {
+		diags.AddError("Unknown Values at Apply", fmt.Sprintf("The %s's configuration still had unknown values at apply. "+
+			"Please report this issue to the provider developers.", consulRoleNoun(role)))
+		return spec, nil, nil, false
+	}
+	if h = d.consulOpenHost(ctx, m, false, false, diags); h == nil {
+		return spec, nil, nil, false
+	}
+	if docker = consulDocker(h, m.Host.ValueString(), diags); docker == nil {
+		return spec, nil, nil, false
+	}
+	return spec, h, docker, true
+}
+
+// consulReadContainer refreshes the container part of a Consul resource's state. It
+// returns nil when there is nothing more to read: the container is gone (the resource is
+// removed from state, so the plan re-creates it), the node is unreachable (state kept,
+// with a warning), or an error was reported.
+func (d *providerData) consulReadContainer(ctx context.Context, role consul.Role, m *consulContainerModel, resp *resource.ReadResponse) (*conn.Host, *consul.Container) {
+	host, name := m.Host.ValueString(), m.ContainerName.ValueString()
+	h := d.consulOpenHost(ctx, m, true, !m.ContainerID.IsNull(), &resp.Diagnostics)
+	if h == nil {
+		return nil, nil
+	}
+	docker := consulDocker(h, host, &resp.Diagnostics)
+	if docker == nil {
+		return nil, nil
+	}
+	c, err := consul.Find(ctx, docker, name)
+	if errors.Is(err, consul.ErrNotFound) {
+		tflog.Warn(ctx, "consul "+consulRoleNoun(role)+" container is gone; removing it from state so the plan re-creates it",
+			map[string]any{"host": host, "container": name})
+		resp.State.RemoveResource(ctx)
+		return nil, nil
+	}
+	if err == nil && c.Role != role {
+		err = fmt.Errorf("the container runs a Consul %s, not a %s", c.Role, consulRoleNoun(role))
+	}
+	if err != nil {
+		addConsulContainerError(&resp.Diagnostics, "Could Not Read Consul "+consulTitle(role)+" Container", host, name, err)
+		return nil, nil
+	}
+	consulFillFromContainer(ctx, role, m, c, &resp.Diagnostics)
+	return h, c
+}
+
+func consulTitle(role consul.Role) string {
+	if role == consul.RoleServer {
+		return "Server"
+	}
+	return "Agent"
 }

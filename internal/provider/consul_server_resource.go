@@ -108,22 +108,13 @@ func (r *consulServerResource) Create(ctx context.Context, req resource.CreateRe
 	if resp.Diagnostics.HasError() {
 		return
 	}
-	ctx, cancel := consulTimeout(ctx, plan.Timeouts.Create, 10*time.Minute, &resp.Diagnostics)
+	ctx, cancel := withTimeout(ctx, plan.Timeouts.Create, 10*time.Minute, &resp.Diagnostics)
 	defer cancel()
-	spec, ok := consulSpecOf(ctx, consul.RoleServer, plan.consulContainerModel, plan.BootstrapExpect, &resp.Diagnostics)
-	if !ok || resp.Diagnostics.HasError() {
-		resp.Diagnostics.AddError("Unknown Values at Apply", "The server's configuration still had unknown values at apply. Please report this issue to the provider developers.")
+	spec, h, docker, ok := r.data.consulPrepare(ctx, consul.RoleServer, &plan.consulContainerModel, plan.BootstrapExpect, &resp.Diagnostics)
+	if !ok {
 		return
 	}
 	host, name := plan.Host.ValueString(), spec.ContainerName
-	h := r.data.consulOpenHost(ctx, &plan.consulContainerModel, false, false, &resp.Diagnostics)
-	if h == nil {
-		return
-	}
-	docker := consulDocker(h, host, &resp.Diagnostics)
-	if docker == nil {
-		return
-	}
 	c, outcome, err := consul.Ensure(ctx, docker, spec)
 	if err != nil {
 		addConsulContainerError(&resp.Diagnostics, "Could Not Create Consul Server Container", host, name, err)
@@ -158,29 +149,10 @@ func (r *consulServerResource) Read(ctx context.Context, req resource.ReadReques
 	if resp.Diagnostics.HasError() || r.data == nil {
 		return
 	}
-	host, name := state.Host.ValueString(), state.ContainerName.ValueString()
-	h := r.data.consulOpenHost(ctx, &state.consulContainerModel, true, !state.ContainerID.IsNull(), &resp.Diagnostics)
-	if h == nil {
+	h, c := r.data.consulReadContainer(ctx, consul.RoleServer, &state.consulContainerModel, resp)
+	if c == nil {
 		return
 	}
-	docker := consulDocker(h, host, &resp.Diagnostics)
-	if docker == nil {
-		return
-	}
-	c, err := consul.Find(ctx, docker, name)
-	if errors.Is(err, consul.ErrNotFound) {
-		tflog.Warn(ctx, "consul server container is gone; removing it from state so the plan re-creates it", map[string]any{"host": host, "container": name})
-		resp.State.RemoveResource(ctx)
-		return
-	}
-	if err == nil && c.Role != consul.RoleServer {
-		err = fmt.Errorf("the container runs a Consul %s, not a server", c.Role)
-	}
-	if err != nil {
-		addConsulContainerError(&resp.Diagnostics, "Could Not Read Consul Server Container", host, name, err)
-		return
-	}
-	consulFillFromContainer(ctx, consul.RoleServer, &state.consulContainerModel, c, &resp.Diagnostics)
 	state.BootstrapExpect = types.Int64Value(int64(c.Spec.BootstrapExpect))
 	if c.Running {
 		r.readStatus(ctx, h, c, &state)
@@ -213,22 +185,13 @@ func (r *consulServerResource) Update(ctx context.Context, req resource.UpdateRe
 	if resp.Diagnostics.HasError() {
 		return
 	}
-	ctx, cancel := consulTimeout(ctx, plan.Timeouts.Update, 20*time.Minute, &resp.Diagnostics)
+	ctx, cancel := withTimeout(ctx, plan.Timeouts.Update, 20*time.Minute, &resp.Diagnostics)
 	defer cancel()
-	spec, ok := consulSpecOf(ctx, consul.RoleServer, plan.consulContainerModel, plan.BootstrapExpect, &resp.Diagnostics)
-	if !ok || resp.Diagnostics.HasError() {
-		resp.Diagnostics.AddError("Unknown Values at Apply", "The server's configuration still had unknown values at apply. Please report this issue to the provider developers.")
+	spec, h, docker, ok := r.data.consulPrepare(ctx, consul.RoleServer, &plan.consulContainerModel, plan.BootstrapExpect, &resp.Diagnostics)
+	if !ok {
 		return
 	}
 	host, name := plan.Host.ValueString(), spec.ContainerName
-	h := r.data.consulOpenHost(ctx, &plan.consulContainerModel, false, false, &resp.Diagnostics)
-	if h == nil {
-		return
-	}
-	docker := consulDocker(h, host, &resp.Diagnostics)
-	if docker == nil {
-		return
-	}
 	c, err := consul.Find(ctx, docker, name)
 	switch {
 	case err != nil && !errors.Is(err, consul.ErrNotFound):
@@ -307,7 +270,7 @@ func (r *consulServerResource) Delete(ctx context.Context, req resource.DeleteRe
 	if resp.Diagnostics.HasError() {
 		return
 	}
-	ctx, cancel := consulTimeout(ctx, state.Timeouts.Delete, 5*time.Minute, &resp.Diagnostics)
+	ctx, cancel := withTimeout(ctx, state.Timeouts.Delete, 5*time.Minute, &resp.Diagnostics)
 	defer cancel()
 	spec, _ := consulSpecOf(ctx, consul.RoleServer, state.consulContainerModel, state.BootstrapExpect, &resp.Diagnostics)
 	consulDelete(ctx, r.data, consul.RoleServer, state.consulContainerModel, spec, &resp.Diagnostics)

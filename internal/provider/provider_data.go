@@ -3,6 +3,7 @@ package provider
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/hashicorp/terraform-plugin-framework/diag"
 	"github.com/hashicorp/terraform-plugin-framework/path"
@@ -34,4 +35,12 @@ func (d *providerData) openHost(ctx context.Context, at path.Path, host, hostKey
 		return nil
 	}
 	return h
+}
+
+// withTimeout bounds an operation by its timeouts attribute (or the default), reporting
+// an unparsable value in diags.
+func withTimeout(ctx context.Context, get func(context.Context, time.Duration) (time.Duration, diag.Diagnostics), def time.Duration, diags *diag.Diagnostics) (context.Context, context.CancelFunc) {
+	d, dd := get(ctx, def)
+	diags.Append(dd...)
+	return context.WithTimeout(ctx, d)
 }

@@ -17,29 +17,11 @@ import (
 	"github.com/hashicorp/terraform-plugin-framework/schema/validator"
 	"github.com/hashicorp/terraform-plugin-framework/types"
 
-	"github.com/microswarm/terraform-provider-microswarm/internal/conn"
 	"github.com/microswarm/terraform-provider-microswarm/internal/swarm"
 	"github.com/microswarm/terraform-provider-microswarm/internal/wait"
 )
 
 // Validators.
-
-// hostValidator accepts the host strings the connection pool understands.
-type hostValidator struct{}
-
-func (hostValidator) Description(context.Context) string {
-	return "must be ssh://[user@]host[:port], unix:///path or tcp://host:port"
-}
-func (v hostValidator) MarkdownDescription(ctx context.Context) string { return v.Description(ctx) }
-
-func (hostValidator) ValidateString(_ context.Context, req validator.StringRequest, resp *validator.StringResponse) {
-	if skip(req) {
-		return
-	}
-	if _, err := conn.ParseEndpoint(req.ConfigValue.ValueString()); err != nil {
-		resp.Diagnostics.AddAttributeError(req.Path, "Invalid Host", err.Error()+".")
-	}
-}
 
 var interfacePattern = regexp.MustCompile(`^[a-zA-Z0-9_.-]{1,15}$`)
 

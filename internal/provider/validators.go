@@ -11,6 +11,8 @@ import (
 
 	"github.com/hashicorp/terraform-plugin-framework/schema/validator"
 	"golang.org/x/crypto/ssh"
+
+	"github.com/microswarm/terraform-provider-microswarm/internal/conn"
 )
 
 var userPattern = regexp.MustCompile(`^[a-z_][a-z0-9_.-]{0,31}$`)
@@ -120,4 +122,21 @@ func parsePositiveDuration(s string) (time.Duration, error) {
 		return 0, fmt.Errorf("%q is not a positive duration such as \"30s\" or \"5m\"", s)
 	}
 	return d, nil
+}
+
+// hostValidator accepts the host strings the connection pool understands.
+type hostValidator struct{}
+
+func (hostValidator) Description(context.Context) string {
+	return "must be ssh://[user@]host[:port], unix:///path or tcp://host:port"
+}
+func (v hostValidator) MarkdownDescription(ctx context.Context) string { return v.Description(ctx) }
+
+func (hostValidator) ValidateString(_ context.Context, req validator.StringRequest, resp *validator.StringResponse) {
+	if skip(req) {
+		return
+	}
+	if _, err := conn.ParseEndpoint(req.ConfigValue.ValueString()); err != nil {
+		resp.Diagnostics.AddAttributeError(req.Path, "Invalid Host", err.Error()+".")
+	}
 }
