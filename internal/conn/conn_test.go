@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -15,6 +16,8 @@ import (
 	"github.com/docker/docker/api/types/image"
 	consulapi "github.com/hashicorp/consul/api"
 	"golang.org/x/crypto/ssh"
+
+	"github.com/microswarm/terraform-provider-microswarm/internal/consul/consultest"
 )
 
 func TestParseEndpoint(t *testing.T) {
@@ -351,43 +354,14 @@ func TestSSHHostNeedsAPrivateKey(t *testing.T) {
 // ports and returns its HTTP address.
 func startConsulAgent(t *testing.T) string {
 	t.Helper()
-	bin := os.Getenv("MICROSWARM_CONSUL_BIN")
-	if bin == "" {
-		home, _ := os.UserHomeDir()
-		bin = filepath.Join(home, ".cache", "microswarm", "bin", "consul-1.20.5")
-	}
-	if _, err := os.Stat(bin); err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("no consul binary at %s (tools/images/gobin.sh consul builds it)", bin)
-		}
-		t.Skipf("no consul binary at %s; build it with tools/images/gobin.sh consul", bin)
-	}
-	ports := freePorts(t, 4)
-	cmd := exec.Command(bin, "agent", "-dev", "-bind=127.0.0.1", "-client=127.0.0.1",
-		"-http-port="+ports[0], "-dns-port="+ports[1], "-serf-lan-port="+ports[2], "-server-port="+ports[3],
+	port := func() string { return strconv.Itoa(consultest.FreePort(t)) }
+	httpPort := port()
+	cmd := exec.Command(consultest.Binary(t), "agent", "-dev", "-bind=127.0.0.1", "-client=127.0.0.1",
+		"-http-port="+httpPort, "-dns-port="+port(), "-serf-lan-port="+port(), "-server-port="+port(),
 		"-grpc-port=-1", "-serf-wan-port=-1", "-data-dir="+t.TempDir())
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-	return "127.0.0.1:" + ports[0]
-}
-
-func freePorts(t *testing.T, n int) []string {
-	t.Helper()
-	var ports []string
-	var listeners []net.Listener
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		listeners = append(listeners, l)
-		_, port, _ := net.SplitHostPort(l.Addr().String())
-		ports = append(ports, port)
-	}
-	for _, l := range listeners {
-		_ = l.Close()
-	}
-	return ports
+	return "127.0.0.1:" + httpPort
 }

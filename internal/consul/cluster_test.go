@@ -13,46 +13,9 @@ import (
 	"time"
 
 	consulapi "github.com/hashicorp/consul/api"
+
+	"github.com/microswarm/terraform-provider-microswarm/internal/consul/consultest"
 )
-
-// consulBinary finds a consul binary for the tests that need a real agent: the one
-// tools/images/gobin.sh caches, $MICROSWARM_CONSUL_BIN, or consul on PATH.
-func consulBinary(t *testing.T) string {
-	t.Helper()
-	if bin := os.Getenv("MICROSWARM_CONSUL_BIN"); bin != "" {
-		return bin
-	}
-	cache := os.Getenv("MICROSWARM_CACHE")
-	if cache == "" {
-		if home, err := os.UserHomeDir(); err == nil {
-			cache = filepath.Join(home, ".cache", "microswarm")
-		}
-	}
-	if bin := filepath.Join(cache, "bin", "consul-1.20.5"); cache != "" {
-		if _, err := os.Stat(bin); err == nil {
-			return bin
-		}
-	}
-	if bin, err := exec.LookPath("consul"); err == nil {
-		return bin
-	}
-	t.Skip("no consul binary: run tools/images/gobin.sh consul or set MICROSWARM_CONSUL_BIN")
-	return ""
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	addr, ok := l.Addr().(*net.TCPAddr)
-	if !ok {
-		t.Fatalf("listener address %v is not TCP", l.Addr())
-	}
-	return addr.Port
-}
 
 // lockedBuffer collects an agent's output for the failure message.
 type lockedBuffer struct {
@@ -122,11 +85,11 @@ func loopbackSpec(t *testing.T, role Role, node string) Spec {
 	s := Spec{
 		Role: role, ContainerName: node, Image: DefaultImage, Datacenter: DefaultDatacenter, NodeName: node,
 		AdvertiseAddr: "127.0.0.1", ClientAddr: "127.0.0.1",
-		Ports: Ports{HTTP: freePort(t), DNS: PortDisabled, SerfLAN: freePort(t)},
+		Ports: Ports{HTTP: consultest.FreePort(t), DNS: PortDisabled, SerfLAN: consultest.FreePort(t)},
 	}
 	if role == RoleServer {
 		s.BootstrapExpect = 1
-		s.Ports.Server, s.Ports.SerfWAN, s.Ports.GRPCTLS = freePort(t), PortDisabled, PortDisabled
+		s.Ports.Server, s.Ports.SerfWAN, s.Ports.GRPCTLS = consultest.FreePort(t), PortDisabled, PortDisabled
 	}
 	return s
 }
@@ -134,7 +97,7 @@ func loopbackSpec(t *testing.T, role Role, node string) Spec {
 // TestAgainstARealAgent runs the readiness waits and the restart lock against real
 // Consul agents on loopback: one server and one client joined to it.
 func TestAgainstARealAgent(t *testing.T) {
-	bin := consulBinary(t)
+	bin := consultest.Binary(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	alive := func(context.Context) error { return nil }

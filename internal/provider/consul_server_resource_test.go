@@ -6,7 +6,6 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
-	"net"
 	"regexp"
 	"strings"
 	"sync"
@@ -643,7 +642,7 @@ func TestAccConsulServer_localEngine(t *testing.T) {
 	key := newConsulGossipKey(t)
 	// The container shares the host's network: free ports, so nothing else on this
 	// machine (another test's agent) is in the way.
-	httpPort, serverPort, serfPort := consulFreePort(t), consulFreePort(t), consulFreePort(t)
+	httpPort, serverPort, serfPort := consultest.FreePort(t), consultest.FreePort(t), consultest.FreePort(t)
 	config := fmt.Sprintf(`
 resource "microswarm_consul_server" "local" {
   host             = "unix:///var/run/docker.sock"
@@ -779,18 +778,4 @@ func checkLocalConsulOverTLS(t *testing.T, docker *client.Client, name string, h
 		}
 		return nil
 	}
-}
-
-func consulFreePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	addr, ok := l.Addr().(*net.TCPAddr)
-	if !ok {
-		t.Fatalf("listener address %v is not TCP", l.Addr())
-	}
-	return addr.Port
 }

@@ -107,7 +107,7 @@ func TestAccDropletNode_basic(t *testing.T) {
 					sameID.AddStateValue(node(0), tfjsonpath.New("id")),
 					statecheck.ExpectKnownValue(node(0), tfjsonpath.New("name"), knownvalue.StringExact(prefix+"-renamed")),
 				},
-				Check: checkAPIName(t, node(0), prefix+"-renamed"),
+				Check: checkAPIDroplet(t, node(0), "name", prefix+"-renamed", func(d *droplet.Droplet) string { return d.Name }),
 			},
 			{
 				// A droplet deleted outside Terraform is planned for re-creation.
@@ -149,7 +149,7 @@ func TestAccDropletNode_update(t *testing.T) {
 					statecheck.ExpectKnownValue(node, tfjsonpath.New("tags"), knownvalue.SetExact([]knownvalue.Check{
 						knownvalue.StringExact("web"), knownvalue.StringExact("blue")})),
 				},
-				Check: resource.ComposeAggregateTestCheckFunc(checkRunsContainer(t, node), checkAPISize(t, node, "s-2vcpu-2gb")),
+				Check: resource.ComposeAggregateTestCheckFunc(checkRunsContainer(t, node), checkAPIDroplet(t, node, "size", "s-2vcpu-2gb", func(d *droplet.Droplet) string { return d.Size })),
 			},
 			{
 				// Nothing left to change: an empty plan.
@@ -258,7 +258,8 @@ func dropletID(s *terraform.State, name string) (int, error) {
 	return strconv.Atoi(rs.Primary.ID)
 }
 
-func checkAPIName(t *testing.T, name, want string) resource.TestCheckFunc {
+// checkAPIDroplet checks one field of a droplet as the API reports it.
+func checkAPIDroplet(t *testing.T, name, field, want string, get func(*droplet.Droplet) string) resource.TestCheckFunc {
 	return func(s *terraform.State) error {
 		id, err := dropletID(s, name)
 		if err != nil {
@@ -268,25 +269,8 @@ func checkAPIName(t *testing.T, name, want string) resource.TestCheckFunc {
 		if err != nil {
 			return err
 		}
-		if d.Name != want {
-			return fmt.Errorf("the API calls droplet %d %q, want %q", id, d.Name, want)
-		}
-		return nil
-	}
-}
-
-func checkAPISize(t *testing.T, name, want string) resource.TestCheckFunc {
-	return func(s *terraform.State) error {
-		id, err := dropletID(s, name)
-		if err != nil {
-			return err
-		}
-		d, err := msacctest.Cloud(t).Get(context.Background(), id)
-		if err != nil {
-			return err
-		}
-		if d.Size != want {
-			return fmt.Errorf("the API sizes droplet %d %q, want %q", id, d.Size, want)
+		if got := get(d); got != want {
+			return fmt.Errorf("the API reports droplet %d's %s as %q, want %q", id, field, got, want)
 		}
 		return nil
 	}
