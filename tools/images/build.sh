@@ -3,7 +3,7 @@
 # ones droplets pull into the local registry under their real names, so the provider's
 # defaults are what users pull from Docker Hub.
 #   tools/images/build.sh            all images
-#   tools/images/build.sh node ...   only some (node, consul, demoapp)
+#   tools/images/build.sh node ...   only some (node, consul, demoapp, haproxy)
 # Prints nothing on stdout; progress goes to stderr.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -22,16 +22,21 @@ have_image() { docker image inspect "$1" >/dev/null 2>&1; }
 PUSH_LIST=()
 queue_push() { PUSH_LIST+=("$1"); }
 
-build_node() {
-  local rootfs_image=microswarm/node-rootfs:bookworm
+# The Debian packages of the root filesystem every image here is built from. The cache
+# is keyed by the list, so changing it rebuilds the root filesystem.
+ROOTFS_PACKAGES=docker.io,openssh-server,iptables,iproute2,ca-certificates,procps,curl,haproxy
+ROOTFS_KEY=$(printf '%s' "$ROOTFS_PACKAGES" | sha256sum | cut -c1-12)
+ROOTFS_IMAGE="microswarm/node-rootfs:bookworm-$ROOTFS_KEY"
+
+build_rootfs() {
+  local rootfs_image=$ROOTFS_IMAGE
   if ! have_image "$rootfs_image"; then
-    local tarball="$CACHE/rootfs/bookworm.tar"
+    local tarball="$CACHE/rootfs/bookworm-$ROOTFS_KEY.tar"
     if [ ! -s "$tarball" ]; then
       log "debootstrap bookworm (first run only, about a minute)"
       local dir
       dir=$(mktemp -d)
-      debootstrap --variant=minbase \
-        --include=docker.io,openssh-server,iptables,iproute2,ca-certificates,procps,curl \
+      debootstrap --variant=minbase --include="$ROOTFS_PACKAGES" \
         bookworm "$dir" >"$CACHE/debootstrap.log" 2>&1 || { tail -20 "$CACHE/debootstrap.log" >&2; exit 1; }
       mkdir -p "$CACHE/rootfs"
       tar -C "$dir" -c . >"$tarball.tmp" && mv "$tarball.tmp" "$tarball"
@@ -40,8 +45,20 @@ build_node() {
     log "importing $rootfs_image"
     docker import "$tarball" "$rootfs_image" >/dev/null
   fi
+}
+
+build_node() {
+  build_rootfs
   log "building $NODE_IMAGE"
-  docker build -q -t "$NODE_IMAGE" --build-arg BASE="$rootfs_image" "$HERE/node" >/dev/null
+  docker build -q -t "$NODE_IMAGE" --build-arg BASE="$ROOTFS_IMAGE" "$HERE/node" >/dev/null
+}
+
+build_haproxy() {
+  local image=haproxy:2.6
+  build_rootfs
+  log "building $image"
+  docker build -q -t "$image" --build-arg BASE="$ROOTFS_IMAGE" "$HERE/haproxy" >/dev/null
+  queue_push "$image"
 }
 
 build_consul() {
@@ -99,22 +116,27 @@ CFG
   pid=$!
   trap 'kill $pid 2>/dev/null || true' RETURN
   for _ in $(seq 1 100); do curl -fsS "http://127.0.0.1:$port/v2/" >/dev/null 2>&1 && break; sleep 0.1; done
-  local image
+  local image repo
   for image in "${PUSH_LIST[@]}"; do
+    # Docker Hub's official images (haproxy:2.6) live under library/, and that is the
+    # path a registry mirror is asked for.
+    repo=$image
+    case "$image" in */*) ;; *) repo="library/$image" ;; esac
     log "pushing $image into the local registry"
-    docker tag "$image" "127.0.0.1:$port/$image"
-    docker push -q "127.0.0.1:$port/$image" >/dev/null
-    docker rmi "127.0.0.1:$port/$image" >/dev/null
+    docker tag "$image" "127.0.0.1:$port/$repo"
+    docker push -q "127.0.0.1:$port/$repo" >/dev/null
+    docker rmi "127.0.0.1:$port/$repo" >/dev/null
   done
 }
 
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(node consul demoapp)
+[ ${#targets[@]} -gt 0 ] || targets=(node consul demoapp haproxy)
 for target in "${targets[@]}"; do
   case "$target" in
     node) build_node ;;
     consul) build_consul ;;
     demoapp) build_demoapp ;;
+    haproxy) build_haproxy ;;
     *) echo "unknown image: $target" >&2; exit 2 ;;
   esac
 done

@@ -22,7 +22,10 @@ import (
 	"gopkg.in/yaml.v3"
 )
 
-const consulImage = "hashicorp/consul:1.20.5"
+const (
+	consulImage = "hashicorp/consul:1.20.5"
+	proxyImage  = "haproxy:2.6"
+)
 
 // TestDropletLifecycle is the whole path the provider takes: key, droplets, SSH, an image
 // pulled through the mirror, a power cycle, delete by tag, and nothing left behind.
@@ -91,6 +94,12 @@ func TestDropletLifecycle(t *testing.T) {
 		t.Fatal("two droplets share a host key")
 	}
 
+	// The proxy image pulls through the mirror too, and runs: haproxy checks its config.
+	out, _ := sshRun(t, publicIP(t, active[0]), key.signer, hostKeys[active[0].ID], "docker run --rm "+proxyImage+" -c 2>&1")
+	if !strings.Contains(out, "Configuration file is valid") {
+		t.Fatalf("%s -c printed %q", proxyImage, out)
+	}
+
 	// Power cycle: the action completes once the node answers again, with the same host key.
 	cycled := active[0]
 	cycleStart := time.Now()
@@ -109,7 +118,7 @@ func TestDropletLifecycle(t *testing.T) {
 	if publicIP(t, after) != publicIP(t, cycled) {
 		t.Fatalf("address changed across power cycle: %s -> %s", publicIP(t, cycled), publicIP(t, after))
 	}
-	out, _ := sshRun(t, publicIP(t, after), key.signer, hostKeys[cycled.ID], "docker image inspect --format '{{.Id}}' "+consulImage)
+	out, _ = sshRun(t, publicIP(t, after), key.signer, hostKeys[cycled.ID], "docker image inspect --format '{{.Id}}' "+consulImage)
 	if !strings.Contains(out, "sha256:") {
 		t.Fatalf("image gone after power cycle: %q", out)
 	}
