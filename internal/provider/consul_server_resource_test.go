@@ -205,20 +205,25 @@ func consulOpenNode(ctx context.Context, t *testing.T, target conn.Target) (*con
 	return h, docker, err
 }
 
+// consulAPIViaFirstNode reaches the cluster's HTTP API through node 0, over SSH.
+func consulAPIViaFirstNode(ctx context.Context, t *testing.T, s *terraform.State) (*consulapi.Client, error) {
+	target, err := consulNodeTarget(s, "microswarm_droplet_node.test[0]")
+	if err != nil {
+		return nil, err
+	}
+	h, _, err := consulOpenNode(ctx, t, target)
+	if err != nil {
+		return nil, err
+	}
+	return h.Consul(conn.ConsulConfig{})
+}
+
 // checkConsulCluster asks the cluster, through server 0's node, for its voters and alive members.
 func checkConsulCluster(t *testing.T, wantVoters, wantAlive int) resource.TestCheckFunc {
 	return func(s *terraform.State) error {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		defer cancel()
-		target, err := consulNodeTarget(s, "microswarm_droplet_node.test[0]")
-		if err != nil {
-			return err
-		}
-		h, _, err := consulOpenNode(ctx, t, target)
-		if err != nil {
-			return err
-		}
-		api, err := h.Consul(conn.ConsulConfig{})
+		api, err := consulAPIViaFirstNode(ctx, t, s)
 		if err != nil {
 			return err
 		}
@@ -328,15 +333,7 @@ func checkConsulNodeLeft(t *testing.T, nodeName string) resource.TestCheckFunc {
 	return func(s *terraform.State) error {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
-		target, err := consulNodeTarget(s, "microswarm_droplet_node.test[0]")
-		if err != nil {
-			return err
-		}
-		h, _, err := consulOpenNode(ctx, t, target)
-		if err != nil {
-			return err
-		}
-		api, err := h.Consul(conn.ConsulConfig{})
+		api, err := consulAPIViaFirstNode(ctx, t, s)
 		if err != nil {
 			return err
 		}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/docker/docker/api/types/filters"
 	dockerswarm "github.com/docker/docker/api/types/swarm"
+	"github.com/docker/docker/api/types/system"
 	"github.com/docker/docker/client"
 	"github.com/hashicorp/terraform-plugin-testing/compare"
 	"github.com/hashicorp/terraform-plugin-testing/helper/acctest"
@@ -350,6 +351,21 @@ func (fx *swarmFixture) docker(key string) (*client.Client, error) {
 	return h.Docker()
 }
 
+// info is what a node's engine reports about itself, swarm state included.
+func (fx *swarmFixture) info(key string) (system.Info, error) {
+	docker, err := fx.docker(key)
+	if err != nil {
+		return system.Info{}, err
+	}
+	ctx, cancel := fx.ctx()
+	defer cancel()
+	info, err := docker.Info(ctx)
+	if err != nil {
+		return system.Info{}, fmt.Errorf("docker info on %s: %w", key, err)
+	}
+	return info, nil
+}
+
 // record remembers the swarm entries' hosts and node IDs from state.
 func (fx *swarmFixture) record(s *terraform.State) error {
 	rs, ok := s.RootModule().Resources[swarmResource]
@@ -588,15 +604,9 @@ func (fx *swarmFixture) checkTasksMovedOff(service string, replicas int, removed
 func (fx *swarmFixture) checkSwarmInactive(keys ...string) resource.TestCheckFunc {
 	return func(*terraform.State) error {
 		for _, key := range keys {
-			docker, err := fx.docker(key)
+			info, err := fx.info(key)
 			if err != nil {
 				return err
-			}
-			ctx, cancel := fx.ctx()
-			info, err := docker.Info(ctx)
-			cancel()
-			if err != nil {
-				return fmt.Errorf("docker info on %s: %w", key, err)
 			}
 			if info.Swarm.LocalNodeState != dockerswarm.LocalNodeStateInactive {
 				return fmt.Errorf("%s's engine is in swarm state %s, want inactive", key, info.Swarm.LocalNodeState)
@@ -709,13 +719,7 @@ func (fx *swarmFixture) powerOn(name string) {
 // swarmIDOn reads the swarm ID a manager's engine reports.
 func (fx *swarmFixture) swarmIDOn(name string) string {
 	fx.t.Helper()
-	docker, err := fx.docker(name)
-	if err != nil {
-		fx.t.Fatal(err)
-	}
-	ctx, cancel := fx.ctx()
-	defer cancel()
-	info, err := docker.Info(ctx)
+	info, err := fx.info(name)
 	if err != nil {
 		fx.t.Fatal(err)
 	}
@@ -728,13 +732,7 @@ func (fx *swarmFixture) swarmIDOn(name string) string {
 // checkStillJoined checks that a worker the failed apply joined is still in the swarm.
 func (fx *swarmFixture) checkStillJoined(name, swarmID string) {
 	fx.t.Helper()
-	docker, err := fx.docker(name)
-	if err != nil {
-		fx.t.Fatal(err)
-	}
-	ctx, cancel := fx.ctx()
-	defer cancel()
-	info, err := docker.Info(ctx)
+	info, err := fx.info(name)
 	if err != nil {
 		fx.t.Fatal(err)
 	}

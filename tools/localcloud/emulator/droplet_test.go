@@ -54,7 +54,7 @@ func TestDropletLifecycle(t *testing.T) {
 	for i, d := range droplets {
 		wg.Go(func() {
 			var err error
-			if active[i], err = pollActive(t.Context(), do, d.ID); err != nil {
+			if active[i], err = pollStatus(t.Context(), do, d.ID, "active", 3*time.Minute); err != nil {
 				t.Error(err)
 				return
 			}
@@ -388,22 +388,7 @@ func TestPowerActions(t *testing.T) {
 
 func waitStatus(t *testing.T, do *godo.Client, id int, want string) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
-	defer cancel()
-	ticker := time.NewTicker(200 * time.Millisecond)
-	defer ticker.Stop()
-	for {
-		d, _, err := do.Droplets.Get(ctx, id)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if d.Status == want {
-			return
-		}
-		select {
-		case <-ctx.Done():
-			t.Fatalf("droplet %d: %q, want %q", id, d.Status, want)
-		case <-ticker.C:
-		}
+	if _, err := pollStatus(t.Context(), do, id, want, time.Minute); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -136,16 +136,17 @@ func registerKey(t *testing.T, do *godo.Client, name string) userKey {
 // waitActive polls the droplet until it is active and returns it with the time it took.
 func waitActive(t *testing.T, do *godo.Client, id int, since time.Time) (*godo.Droplet, time.Duration) {
 	t.Helper()
-	d, err := pollActive(t.Context(), do, id)
+	d, err := pollStatus(t.Context(), do, id, "active", 3*time.Minute)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return d, time.Since(since)
 }
 
-// pollActive is waitActive for goroutines other than the test's.
-func pollActive(ctx context.Context, do *godo.Client, id int) (*godo.Droplet, error) {
-	ctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
+// pollStatus waits, within the given time, until a droplet reports a status; unlike the
+// wait helpers it is safe in goroutines other than the test's.
+func pollStatus(ctx context.Context, do *godo.Client, id int, want string, within time.Duration) (*godo.Droplet, error) {
+	ctx, cancel := context.WithTimeout(ctx, within)
 	defer cancel()
 	ticker := time.NewTicker(200 * time.Millisecond)
 	defer ticker.Stop()
@@ -154,12 +155,12 @@ func pollActive(ctx context.Context, do *godo.Client, id int) (*godo.Droplet, er
 		if err != nil {
 			return nil, fmt.Errorf("Droplets.Get(%d): %w", id, err)
 		}
-		if d.Status == "active" {
+		if d.Status == want {
 			return d, nil
 		}
 		select {
 		case <-ctx.Done():
-			return nil, fmt.Errorf("droplet %d still %q: %w", id, d.Status, ctx.Err())
+			return nil, fmt.Errorf("droplet %d still %q, want %q: %w", id, d.Status, want, ctx.Err())
 		case <-ticker.C:
 		}
 	}
