@@ -6,9 +6,7 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -354,14 +352,5 @@ func TestSSHHostNeedsAPrivateKey(t *testing.T) {
 // ports and returns its HTTP address.
 func startConsulAgent(t *testing.T) string {
 	t.Helper()
-	port := func() string { return strconv.Itoa(consultest.FreePort(t)) }
-	httpPort := port()
-	cmd := exec.Command(consultest.Binary(t), "agent", "-dev", "-bind=127.0.0.1", "-client=127.0.0.1",
-		"-http-port="+httpPort, "-dns-port="+port(), "-serf-lan-port="+port(), "-server-port="+port(),
-		"-grpc-port=-1", "-serf-wan-port=-1", "-data-dir="+t.TempDir())
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-	return "127.0.0.1:" + httpPort
+	return consultest.StartDevAgent(t).Address()
 }

@@ -3,7 +3,7 @@
 # ones droplets pull into the local registry under their real names, so the provider's
 # defaults are what users pull from Docker Hub.
 #   tools/images/build.sh            all images
-#   tools/images/build.sh node ...   only some (node, consul, demoapp, haproxy)
+#   tools/images/build.sh node ...   only some (node, consul, demoapp, haproxy, registrator)
 # Prints nothing on stdout; progress goes to stderr.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -92,6 +92,21 @@ build_demoapp() {
   done
 }
 
+build_registrator() {
+  # The tag is the provider's default image, so the two cannot drift apart.
+  local image
+  image=$(grep -o 'microswarm/registrator:[0-9A-Za-z.-]*' "$HERE/../../internal/registrator/image.go")
+  local ctx
+  ctx=$(mktemp -d)
+  (cd "$HERE/../.." && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=${image##*:}" \
+    -o "$ctx/registrator" ./cmd/registrator)
+  cp "$HERE/registrator/Dockerfile" "$ctx/"
+  log "building $image"
+  docker build -q -t "$image" "$ctx" >/dev/null
+  rm -rf "$ctx"
+  queue_push "$image"
+}
+
 push_all() {
   [ ${#PUSH_LIST[@]} -gt 0 ] || return 0
   local registry port pid=""
@@ -130,13 +145,14 @@ CFG
 }
 
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(node consul demoapp haproxy)
+[ ${#targets[@]} -gt 0 ] || targets=(node consul demoapp haproxy registrator)
 for target in "${targets[@]}"; do
   case "$target" in
     node) build_node ;;
     consul) build_consul ;;
     demoapp) build_demoapp ;;
     haproxy) build_haproxy ;;
+    registrator) build_registrator ;;
     *) echo "unknown image: $target" >&2; exit 2 ;;
   esac
 done

@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"testing"
 )
 
@@ -55,4 +56,48 @@ func FreePort(t *testing.T) int {
 		t.Fatalf("listener address %v is not TCP", l.Addr())
 	}
 	return addr.Port
+}
+
+// DevAgent is a real Consul agent in -dev mode on loopback ports, which forgets every
+// registration when it restarts (as an agent without a data directory does).
+type DevAgent struct {
+	t        *testing.T
+	bin      string
+	HTTPPort int
+	ports    []int
+	cmd      *exec.Cmd
+}
+
+// StartDevAgent starts a dev agent, stopped with the test.
+func StartDevAgent(t *testing.T) *DevAgent {
+	t.Helper()
+	a := &DevAgent{t: t, bin: Binary(t), HTTPPort: FreePort(t)}
+	a.ports = []int{FreePort(t), FreePort(t), FreePort(t)}
+	a.Start()
+	t.Cleanup(a.Stop)
+	return a
+}
+
+// Address is the agent's HTTP address, host:port.
+func (a *DevAgent) Address() string { return "127.0.0.1:" + strconv.Itoa(a.HTTPPort) }
+
+// Start (re)starts the agent on its ports.
+func (a *DevAgent) Start() {
+	a.t.Helper()
+	a.cmd = exec.Command(a.bin, "agent", "-dev", "-bind=127.0.0.1", "-client=127.0.0.1",
+		"-http-port="+strconv.Itoa(a.HTTPPort), "-dns-port="+strconv.Itoa(a.ports[0]),
+		"-serf-lan-port="+strconv.Itoa(a.ports[1]), "-server-port="+strconv.Itoa(a.ports[2]),
+		"-grpc-port=-1", "-serf-wan-port=-1", "-data-dir="+a.t.TempDir())
+	if err := a.cmd.Start(); err != nil {
+		a.t.Fatal(err)
+	}
+}
+
+// Stop kills the agent; the next Start is a fresh agent.
+func (a *DevAgent) Stop() {
+	if a.cmd != nil && a.cmd.Process != nil {
+		_ = a.cmd.Process.Kill()
+		_ = a.cmd.Wait()
+	}
+	a.cmd = nil
 }

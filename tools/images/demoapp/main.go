@@ -1,14 +1,21 @@
 // Command demo-app is the small microservice the local cloud serves for demos and tests:
 // `/` answers its version and color, `/health` answers 200 while it is healthy.
+// `demo-app -check` is its Docker HEALTHCHECK (the image has no shell or curl).
 package main
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"flag"
+	"fmt"
 	"log"
+	"net"
 	"net/http"
 	"os"
+	"os/signal"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -17,7 +24,15 @@ var version = "dev"
 
 func main() {
 	addr := flag.String("listen", envOr("LISTEN", ":8080"), "address to serve on")
+	check := flag.Bool("check", false, "exit 0 if the running app's /health answers 200 (HEALTHCHECK)")
 	flag.Parse()
+	if *check {
+		if err := checkHealth(*addr); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		return
+	}
 
 	color := envOr("COLOR", "none")
 	hostname, _ := os.Hostname()
@@ -50,7 +65,43 @@ func main() {
 
 	server := &http.Server{Addr: *addr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	log.Printf("demo-app %s (%s) listening on %s", version, color, *addr)
-	log.Fatal(server.ListenAndServe())
+	// On SIGTERM keep serving for SHUTDOWN_DELAY (while registries and proxies learn
+	// that this instance is going), then finish the requests in flight and exit.
+	shutdownDelay, err := time.ParseDuration(envOr("SHUTDOWN_DELAY", "0s"))
+	if err != nil {
+		log.Fatalf("SHUTDOWN_DELAY: %v", err)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	go func() {
+		<-ctx.Done()
+		log.Printf("stopping: serving %s more, then draining", shutdownDelay)
+		time.Sleep(shutdownDelay)
+		shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = server.Shutdown(shutdownCtx)
+	}()
+	if err := server.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		log.Fatal(err)
+	}
+}
+
+// checkHealth asks the app listening on addr for /health.
+func checkHealth(addr string) error {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return err
+	}
+	c := http.Client{Timeout: 2 * time.Second}
+	resp, err := c.Get("http://127.0.0.1:" + port + "/health")
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("health: %s", resp.Status)
+	}
+	return nil
 }
 
 func envOr(key, fallback string) string {
