@@ -215,7 +215,9 @@ func TestBridge(t *testing.T) {
 	t.Run("a stopping container is deregistered before it dies", func(t *testing.T) {
 		stopped := make(chan error, 1)
 		timeout := 10
-		go func() { stopped <- docker.ContainerStop(context.Background(), id, container.StopOptions{Timeout: &timeout}) }()
+		go func() {
+			stopped <- docker.ContainerStop(context.Background(), id, container.StopOptions{Timeout: &timeout})
+		}()
 		waitFor(t, 3*time.Second, "deregistered on stop", func() bool {
 			_, ok := instances(t, health, service)[serviceID]
 			return !ok
