@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Benchmarks of the local cloud, written to bench/results.md.
-#   bench/run.sh           cached image build, then droplet time-to-ready (median of 5)
+#   bench/run.sh           cached image build, droplet time-to-ready (median of 5), then on
+#                          the `make demo` cluster the registrator's latencies
 #   FIRST_RUN=1 bench/run.sh   also the first-run image build, with an empty cache
 #                              (rebuilds Consul from source: about 5 minutes)
 set -euo pipefail
@@ -41,4 +42,17 @@ echo "- cached image build (nothing to rebuild, images re-pushed): $(secs "$t0" 
 echo '```' >>"$out"
 go run ./bench/nodeready -rounds 5 | tee -a "$out"
 echo '```' >>"$out"
+
+# The registrator on the demo cluster (brought up if it is not, and taken down again).
+demo_was_up=""
+[ -s .demo/terraform.tfstate ] && demo_was_up=1
+tools/demo.sh up >/dev/null 2>&1
+{
+  echo
+  echo "Registrator (\`go run ./bench/registrator\` on the \`make demo\` cluster: 3 nodes, a registrator on each):"
+  echo '```'
+} >>"$out"
+go run ./bench/registrator | tee -a "$out"
+echo '```' >>"$out"
+[ -n "$demo_was_up" ] || tools/demo.sh down >/dev/null 2>&1
 cat "$out"

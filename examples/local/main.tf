@@ -1,5 +1,6 @@
 # The `make demo` cluster on the local cloud: three droplet nodes, a three-server Consul
-# quorum on them and a swarm over them (one manager, two workers). tools/demo.sh sets
+# quorum on them, a swarm over them (one manager, two workers) and a registrator on every
+# node publishing its containers into Consul. tools/demo.sh sets
 # DIGITALOCEAN_API_URL, DIGITALOCEAN_TOKEN, MICROSWARM_SSH_PRIVATE_KEY_FILE and
 # TF_VAR_gossip_key.
 terraform {
@@ -44,6 +45,13 @@ resource "microswarm_swarm_cluster" "swarm" {
     advertise_addr = n.ipv4_address_private
     role           = i == 0 ? "manager" : "worker"
   } }
+}
+
+# Publishes every container and swarm task of each node into that node's Consul agent.
+resource "microswarm_registrator" "registrator" {
+  host       = microswarm_droplet_node.node[0].docker_host
+  host_key   = microswarm_droplet_node.node[0].ssh_host_key
+  depends_on = [microswarm_swarm_cluster.swarm, microswarm_consul_server.consul]
 }
 
 output "nodes" {

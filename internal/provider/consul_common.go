@@ -10,7 +10,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/distribution/reference"
 	"github.com/docker/docker/client"
 	consulapi "github.com/hashicorp/consul/api"
 	"github.com/hashicorp/terraform-plugin-framework-timeouts/resource/timeouts"
@@ -184,7 +183,7 @@ func consulSchemaAttributes(ctx context.Context, role consul.Role) map[string]sc
 			Optional:   true,
 			Computed:   true,
 			Default:    stringdefault.StaticString(consul.DefaultImage),
-			Validators: []validator.String{consulImageValidator{}},
+			Validators: []validator.String{imageValidator{}},
 		},
 		"datacenter": schema.StringAttribute{
 			MarkdownDescription: "Consul datacenter; every agent of a cluster names the same one. Default: `" + consul.DefaultDatacenter + "`. Changing it replaces the " + noun + " (and its data).",
@@ -669,25 +668,6 @@ func (v consulPEMValidator) ValidateString(_ context.Context, req validator.Stri
 	}
 	if !ok {
 		resp.Diagnostics.AddAttributeError(req.Path, "Invalid PEM", fmt.Sprintf("The value is not a PEM %s (-----BEGIN ...-----).", v.kind))
-	}
-}
-
-// consulImageValidator accepts a Docker image reference.
-type consulImageValidator struct{}
-
-func (consulImageValidator) Description(context.Context) string {
-	return "must be an image reference such as hashicorp/consul:1.20.5"
-}
-func (v consulImageValidator) MarkdownDescription(ctx context.Context) string {
-	return v.Description(ctx)
-}
-
-func (consulImageValidator) ValidateString(_ context.Context, req validator.StringRequest, resp *validator.StringResponse) {
-	if skip(req) {
-		return
-	}
-	if _, err := reference.ParseNormalizedNamed(req.ConfigValue.ValueString()); err != nil {
-		resp.Diagnostics.AddAttributeError(req.Path, "Invalid Image Reference", fmt.Sprintf("%q: %s.", req.ConfigValue.ValueString(), err))
 	}
 }
 

@@ -238,6 +238,7 @@ func (p *microswarmProvider) Resources(context.Context) []func() resource.Resour
 		NewDropletNodeResource,
 		NewSwarmClusterResource,
 		NewConsulServerResource, NewConsulAgentResource,
+		NewRegistratorResource,
 	}
 }
 

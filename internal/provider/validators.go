@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/distribution/reference"
 	"github.com/hashicorp/terraform-plugin-framework/schema/validator"
 	"golang.org/x/crypto/ssh"
 
@@ -138,5 +139,24 @@ func (hostValidator) ValidateString(_ context.Context, req validator.StringReque
 	}
 	if _, err := conn.ParseEndpoint(req.ConfigValue.ValueString()); err != nil {
 		resp.Diagnostics.AddAttributeError(req.Path, "Invalid Host", err.Error()+".")
+	}
+}
+
+// imageValidator accepts a Docker image reference.
+type imageValidator struct{}
+
+func (imageValidator) Description(context.Context) string {
+	return "must be an image reference such as hashicorp/consul:1.20.5 or microswarm/registrator:0.1.0"
+}
+func (v imageValidator) MarkdownDescription(ctx context.Context) string {
+	return v.Description(ctx)
+}
+
+func (imageValidator) ValidateString(_ context.Context, req validator.StringRequest, resp *validator.StringResponse) {
+	if skip(req) {
+		return
+	}
+	if _, err := reference.ParseNormalizedNamed(req.ConfigValue.ValueString()); err != nil {
+		resp.Diagnostics.AddAttributeError(req.Path, "Invalid Image Reference", fmt.Sprintf("%q: %s.", req.ConfigValue.ValueString(), err))
 	}
 }

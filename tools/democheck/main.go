@@ -8,7 +8,6 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
-	"encoding/json"
 	"encoding/pem"
 	"flag"
 	"fmt"
@@ -21,6 +20,7 @@ import (
 
 	"github.com/microswarm/terraform-provider-microswarm/internal/acctest"
 	"github.com/microswarm/terraform-provider-microswarm/internal/conn"
+	"github.com/microswarm/terraform-provider-microswarm/internal/swarmservice"
 )
 
 func main() {
@@ -52,24 +52,10 @@ func writeKey(path string) error {
 	return os.WriteFile(path, pem.EncodeToMemory(block), 0o600)
 }
 
-// tfState is the part of Terraform's state file (format 4) that the check reads.
-type tfState struct {
-	Resources []struct {
-		Type      string `json:"type"`
-		Instances []struct {
-			Attributes map[string]any `json:"attributes"`
-		} `json:"instances"`
-	} `json:"resources"`
-}
-
 func check(statePath, keyPath string) error {
-	raw, err := os.ReadFile(statePath)
+	state, err := acctest.ReadTFState(statePath)
 	if err != nil {
 		return err
-	}
-	var state tfState
-	if err := json.Unmarshal(raw, &state); err != nil {
-		return fmt.Errorf("reading %s: %w", statePath, err)
 	}
 	key, err := os.ReadFile(keyPath)
 	if err != nil {
@@ -107,11 +93,42 @@ func check(statePath, keyPath string) error {
 	if err := checkConsul(ctx, pool, state); err != nil {
 		return err
 	}
-	return checkSwarm(ctx, pool, state)
+	if err := checkSwarm(ctx, pool, state); err != nil {
+		return err
+	}
+	return checkRegistrator(ctx, pool, state)
+}
+
+// checkRegistrator counts the registrator's running tasks through the manager.
+func checkRegistrator(ctx context.Context, pool *conn.Pool, state acctest.TFState) error {
+	for _, a := range state.Instances("microswarm_registrator") {
+		h, err := pool.Open(ctx, acctest.Target(a, "host", "host_key"))
+		if err != nil {
+			return err
+		}
+		docker, err := h.Docker()
+		if err != nil {
+			return err
+		}
+		id, _ := a["id"].(string)
+		svc, err := swarmservice.Get(ctx, docker, id)
+		if err != nil {
+			return fmt.Errorf("registrator service %s: %w", id, err)
+		}
+		st, err := swarmservice.ReadStatus(ctx, docker, svc)
+		if err != nil {
+			return err
+		}
+		fmt.Printf("registrator: %s\n", st.Describe())
+		if st.Running != st.Desired || st.Desired < 1 {
+			return fmt.Errorf("registrator: %s", st.Describe())
+		}
+	}
+	return nil
 }
 
 // checkConsul asks the first Consul server, through SSH, for the raft voters and members.
-func checkConsul(ctx context.Context, pool *conn.Pool, state tfState) error {
+func checkConsul(ctx context.Context, pool *conn.Pool, state acctest.TFState) error {
 	for _, r := range state.Resources {
 		if r.Type != "microswarm_consul_server" || len(r.Instances) == 0 {
 			continue
@@ -159,7 +176,7 @@ func checkConsul(ctx context.Context, pool *conn.Pool, state tfState) error {
 }
 
 // checkSwarm lists the swarm's nodes through a manager.
-func checkSwarm(ctx context.Context, pool *conn.Pool, state tfState) error {
+func checkSwarm(ctx context.Context, pool *conn.Pool, state acctest.TFState) error {
 	for _, r := range state.Resources {
 		if r.Type != "microswarm_swarm_cluster" || len(r.Instances) == 0 {
 			continue

@@ -1,6 +1,8 @@
 // Command demo-app is the small microservice the local cloud serves for demos and tests:
 // `/` answers its version and color, `/health` answers 200 while it is healthy.
-// `demo-app -check` is its Docker HEALTHCHECK (the image has no shell or curl).
+// `demo-app -check` is its Docker HEALTHCHECK; `-get URL` and `-post URL` make one request
+// and print the answer, for tests that must ask from inside a network (the image has no
+// shell or curl).
 package main
 
 import (
@@ -9,6 +11,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log"
 	"net"
 	"net/http"
@@ -25,15 +28,34 @@ var version = "dev"
 func main() {
 	addr := flag.String("listen", envOr("LISTEN", ":8080"), "address to serve on")
 	check := flag.Bool("check", false, "exit 0 if the running app's /health answers 200 (HEALTHCHECK)")
+	get := flag.String("get", "", "GET this URL, print the body, exit 0 on a 2xx answer")
+	post := flag.String("post", "", "POST to this URL, print the body, exit 0 on a 2xx answer")
 	flag.Parse()
-	if *check {
-		if err := checkHealth(*addr); err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			os.Exit(1)
+	var err error
+	switch {
+	case *check:
+		_, port, perr := net.SplitHostPort(*addr)
+		if perr != nil {
+			err = perr
+			break
 		}
+		_, err = request(http.MethodGet, "http://127.0.0.1:"+port+"/health")
+	case *get != "":
+		err = printAnswer(request(http.MethodGet, *get))
+	case *post != "":
+		err = printAnswer(request(http.MethodPost, *post))
+	default:
+		serve(*addr)
 		return
 	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+}
 
+// serve runs the app until SIGTERM.
+func serve(addr string) {
 	color := envOr("COLOR", "none")
 	hostname, _ := os.Hostname()
 	var healthy atomic.Bool
@@ -63,8 +85,8 @@ func main() {
 		w.WriteHeader(http.StatusNoContent)
 	})
 
-	server := &http.Server{Addr: *addr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	log.Printf("demo-app %s (%s) listening on %s", version, color, *addr)
+	server := &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	log.Printf("demo-app %s (%s) listening on %s", version, color, addr)
 	// On SIGTERM keep serving for SHUTDOWN_DELAY (while registries and proxies learn
 	// that this instance is going), then finish the requests in flight and exit.
 	shutdownDelay, err := time.ParseDuration(envOr("SHUTDOWN_DELAY", "0s"))
@@ -86,22 +108,31 @@ func main() {
 	}
 }
 
-// checkHealth asks the app listening on addr for /health.
-func checkHealth(addr string) error {
-	_, port, err := net.SplitHostPort(addr)
+// request makes one request and returns the body of a 2xx answer.
+func request(method, url string) ([]byte, error) {
+	req, err := http.NewRequest(method, url, nil)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	c := http.Client{Timeout: 2 * time.Second}
-	resp, err := c.Get("http://127.0.0.1:" + port + "/health")
+	resp, err := c.Do(req)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("health: %s", resp.Status)
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, err
 	}
-	return nil
+	if resp.StatusCode/100 != 2 {
+		return body, fmt.Errorf("%s %s: %s", method, url, resp.Status)
+	}
+	return body, nil
+}
+
+func printAnswer(body []byte, err error) error {
+	_, _ = os.Stdout.Write(body)
+	return err
 }
 
 func envOr(key, fallback string) string {
