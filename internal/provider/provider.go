@@ -2,7 +2,9 @@ package provider
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"net"
 	"net/url"
 	"os"
 	"strings"
@@ -104,9 +106,10 @@ func (p *microswarmProvider) Schema(_ context.Context, _ provider.SchemaRequest,
 			},
 			"api_endpoint": schema.StringAttribute{
 				MarkdownDescription: "Base URL of the DigitalOcean API, for a proxy or the local cloud (`tools/localcloud`). " +
+					"`https://`, or `http://` only to `localhost` or a loopback address: every request carries the token. " +
 					"Env: `" + envAPIURL + "`. Default: the public DigitalOcean API.",
 				Optional:   true,
-				Validators: []validator.String{httpURLValidator{}},
+				Validators: []validator.String{apiEndpointValidator{}},
 			},
 			"ssh_private_key": schema.StringAttribute{
 				MarkdownDescription: "PEM or OpenSSH private key used to reach every `ssh://` host, unencrypted. " +
@@ -300,8 +303,11 @@ func resolveSettings(cfg providerModel, getenv func(string) string) settings {
 // validate checks what the schema validators could not see: values from the environment.
 func (s *settings) validate(diags *diag.Diagnostics) {
 	if s.apiEndpoint != "" {
-		if err := checkHTTPURL(s.apiEndpoint); err != nil {
-			diags.AddAttributeError(path.Root("api_endpoint"), "Invalid API Endpoint", fmt.Sprintf("%s (from the config or %s).", err, envAPIURL))
+		if err := checkAPIEndpoint(s.apiEndpoint); errors.Is(err, errPlainHTTP) {
+			diags.AddAttributeError(path.Root("api_endpoint"), "Insecure API Endpoint",
+				fmt.Sprintf("api_endpoint: %s (from the config or %s).", err, envAPIURL))
+		} else if err != nil {
+			diags.AddAttributeError(path.Root("api_endpoint"), "Invalid API Endpoint", fmt.Sprintf("api_endpoint: %s (from the config or %s).", err, envAPIURL))
 		}
 	}
 	if s.sshKey != "" && s.sshKeyFile != "" {
@@ -346,4 +352,28 @@ func checkHTTPURL(raw string) error {
 		return fmt.Errorf("%q is not an http(s) URL", raw)
 	}
 	return nil
+}
+
+// errPlainHTTP is wrapped by checkAPIEndpoint's error for http:// to a remote host.
+var errPlainHTTP = errors.New("plain http to a non-loopback host")
+
+// checkAPIEndpoint accepts https URLs, and http only to loopback (the local cloud):
+// every request carries the API token, which plain http would send in clear.
+func checkAPIEndpoint(raw string) error {
+	if err := checkHTTPURL(raw); err != nil {
+		return err
+	}
+	u, _ := url.Parse(raw)
+	if u.Scheme == "https" || isLoopbackHost(u.Hostname()) {
+		return nil
+	}
+	return fmt.Errorf("%w: %q would send the DigitalOcean token in clear; use https://, or http:// only to localhost or a loopback address", errPlainHTTP, raw)
+}
+
+func isLoopbackHost(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }

@@ -34,20 +34,26 @@ func skip(req validator.StringRequest) bool {
 	return req.ConfigValue.IsNull() || req.ConfigValue.IsUnknown()
 }
 
-// httpURLValidator accepts absolute http and https URLs.
-type httpURLValidator struct{}
+// apiEndpointValidator accepts https URLs, and http URLs to loopback only.
+type apiEndpointValidator struct{}
 
-func (httpURLValidator) Description(context.Context) string { return "must be an http(s) URL" }
-func (v httpURLValidator) MarkdownDescription(ctx context.Context) string {
+func (apiEndpointValidator) Description(context.Context) string {
+	return "must be an https URL, or an http URL to localhost or a loopback address"
+}
+func (v apiEndpointValidator) MarkdownDescription(ctx context.Context) string {
 	return v.Description(ctx)
 }
 
-func (httpURLValidator) ValidateString(_ context.Context, req validator.StringRequest, resp *validator.StringResponse) {
+func (apiEndpointValidator) ValidateString(_ context.Context, req validator.StringRequest, resp *validator.StringResponse) {
 	if skip(req) {
 		return
 	}
-	if err := checkHTTPURL(req.ConfigValue.ValueString()); err != nil {
-		resp.Diagnostics.AddAttributeError(req.Path, "Invalid URL", err.Error()+".")
+	err := checkAPIEndpoint(req.ConfigValue.ValueString())
+	switch {
+	case errors.Is(err, errPlainHTTP):
+		resp.Diagnostics.AddAttributeError(req.Path, "Insecure API Endpoint", req.Path.String()+": "+err.Error()+".")
+	case err != nil:
+		resp.Diagnostics.AddAttributeError(req.Path, "Invalid URL", req.Path.String()+": "+err.Error()+".")
 	}
 }
 
