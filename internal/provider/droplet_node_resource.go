@@ -474,18 +474,24 @@ func (r *dropletNodeResource) spec(ctx context.Context, plan dropletNodeModel) (
 // its fingerprint.
 func (r *dropletNodeResource) registerProviderKey(ctx context.Context) (string, error) {
 	d := r.data
-	d.registerKeyOnce.Do(func() {
-		pub, _, _, _, err := ssh.ParseAuthorizedKey([]byte(d.sshPublicKey))
-		if err != nil {
-			d.registerKeyFailed = err
-			return
-		}
-		fingerprint := ssh.FingerprintLegacyMD5(pub)
-		sum := sha256.Sum256(pub.Marshal())
-		name := "microswarm-provider-" + hex.EncodeToString(sum[:4])
-		d.registeredKey, d.registerKeyFailed = d.cloud.EnsureSSHKey(ctx, name, d.sshPublicKey, fingerprint)
-	})
-	return d.registeredKey, d.registerKeyFailed
+	d.registerKeyMu.Lock()
+	defer d.registerKeyMu.Unlock()
+	if d.registeredKey != "" {
+		return d.registeredKey, nil
+	}
+	pub, _, _, _, err := ssh.ParseAuthorizedKey([]byte(d.sshPublicKey))
+	if err != nil {
+		return "", err
+	}
+	fingerprint := ssh.FingerprintLegacyMD5(pub)
+	sum := sha256.Sum256(pub.Marshal())
+	name := "microswarm-provider-" + hex.EncodeToString(sum[:4])
+	key, err := d.cloud.EnsureSSHKey(ctx, name, d.sshPublicKey, fingerprint)
+	if err != nil {
+		return "", err
+	}
+	d.registeredKey = key
+	return key, nil
 }
 
 func (r *dropletNodeResource) dockerHost(d *droplet.Droplet) string {

@@ -79,11 +79,12 @@ type providerData struct {
 	sshPublicKey string
 	version      string
 
-	// registerKeyOnce registers sshPublicKey with the account once per provider run,
-	// however many nodes are created in parallel.
-	registerKeyOnce   sync.Once
-	registeredKey     string
-	registerKeyFailed error
+	// registerKeyMu guards registeredKey: sshPublicKey is registered with the account
+	// once per provider run, however many nodes are created in parallel. Only success is
+	// kept: a failed attempt (a cancelled create, a passing API error) leaves the next
+	// node free to try again.
+	registerKeyMu sync.Mutex
+	registeredKey string
 }
 
 func (p *microswarmProvider) Metadata(_ context.Context, _ provider.MetadataRequest, resp *provider.MetadataResponse) {
