@@ -2,6 +2,7 @@ package provider
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -78,6 +79,7 @@ type dropletNodeModel struct {
 	DockerHost         types.String   `tfsdk:"docker_host"`
 	DockerVersion      types.String   `tfsdk:"docker_version"`
 	SSHHostKey         types.String   `tfsdk:"ssh_host_key"`
+	IdempotencyToken   types.String   `tfsdk:"idempotency_token"`
 	Status             types.String   `tfsdk:"status"`
 	Timeouts           timeouts.Value `tfsdk:"timeouts"`
 }
@@ -182,6 +184,14 @@ func (r *dropletNodeResource) Schema(ctx context.Context, _ resource.SchemaReque
 				Computed:            true,
 				PlanModifiers:       []planmodifier.String{stringplanmodifier.UseStateForUnknown()},
 			},
+			"idempotency_token": schema.StringAttribute{
+				MarkdownDescription: "A random token made at create and written with the droplet as the tag `" +
+					droplet.IdempotencyTagPrefix + "TOKEN` (not shown in `tags`). When the API fails a create request, the provider " +
+					"looks for a droplet carrying this token before it retries, so a lost answer never makes a second droplet; a droplet " +
+					"of the same name from another stack never carries it, so it is never adopted. Fixed at create.",
+				Computed:      true,
+				PlanModifiers: []planmodifier.String{stringplanmodifier.UseStateForUnknown()},
+			},
 			"status": schema.StringAttribute{
 				MarkdownDescription: "The droplet's status: `new`, `active`, `off` or `archive`.",
 				Computed:            true,
@@ -239,6 +249,15 @@ func (r *dropletNodeResource) Create(ctx context.Context, req resource.CreateReq
 		return
 	}
 	spec.SSHKeys = append(spec.SSHKeys, providerKey)
+	// Made here, not in the plan: Terraform plans a create twice (plan, then apply) and
+	// refuses a random value that differs between the two.
+	token, err := newIdempotencyToken()
+	if err != nil {
+		resp.Diagnostics.AddError("Could Not Make an Idempotency Token", err.Error())
+		return
+	}
+	plan.IdempotencyToken = types.StringValue(token)
+	spec.IdempotencyTag = droplet.IdempotencyTag(plan.IdempotencyToken.ValueString())
 
 	hostKey, err := droplet.NewHostKey()
 	if err != nil {
@@ -258,9 +277,11 @@ func (r *dropletNodeResource) Create(ctx context.Context, req resource.CreateReq
 		return
 	}
 	if adopted {
-		// The earlier attempt's host key was never saved: record what the node presents.
-		pinned = false
-		tflog.Warn(ctx, "adopted the droplet an interrupted create left behind", map[string]any{"droplet_id": d.ID, "name": d.Name})
+		resp.Diagnostics.AddWarning("Adopted an Existing Droplet", fmt.Sprintf(
+			"Droplet %d (%s in %s) carries this node's idempotency token: an earlier, interrupted create of this node made it, "+
+				"so it was adopted rather than created again. The host key that create handed it was not saved, so its key is "+
+				"checked as the provider's host_key_policy says (strict: refused, with its fingerprint; accept-new: recorded on first use).",
+			d.ID, d.Name, d.Region))
 	}
 	plan.ID = types.StringValue(strconv.Itoa(d.ID))
 	// Saved before the long waits: a failure from here on taints the droplet instead of orphaning it.
@@ -270,12 +291,7 @@ func (r *dropletNodeResource) Create(ctx context.Context, req resource.CreateReq
 		return
 	}
 
-	target := conn.Target{}
-	if pinned {
-		target.HostKey = hostKey.Public
-	} else {
-		target.TrustOnFirstUse = true
-	}
+	target := createTarget(adopted, pinned, hostKey.Public)
 	d, ready, diags := r.waitReady(ctx, d.ID, target)
 	resp.Diagnostics.Append(diags...)
 	if resp.Diagnostics.HasError() {
@@ -283,6 +299,30 @@ func (r *dropletNodeResource) Create(ctx context.Context, req resource.CreateReq
 	}
 	r.fillComputed(&plan, d, ready.HostKey, ready.DockerVersion)
 	resp.Diagnostics.Append(resp.State.Set(ctx, &plan)...)
+}
+
+// createTarget is how a node is first reached after Create. A key the provider handed the
+// droplet is pinned. A script's droplet keeps its own key: it is recorded on first use, as
+// before. An adopted droplet's key was handed over by a create whose key is lost: only the
+// provider's host_key_policy (or known_hosts) may vouch for it, never a silent first use.
+func createTarget(adopted, pinned bool, hostKey string) conn.Target {
+	switch {
+	case adopted:
+		return conn.Target{}
+	case pinned:
+		return conn.Target{HostKey: hostKey}
+	default:
+		return conn.Target{TrustOnFirstUse: true}
+	}
+}
+
+// newIdempotencyToken is 128 random bits, hex: unique to one node of one stack.
+func newIdempotencyToken() (string, error) {
+	b := make([]byte, 16)
+	if _, err := rand.Read(b); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(b), nil
 }
 
 // waitReady waits for the droplet to be active, then for SSH and the Docker API.
@@ -352,6 +392,9 @@ func (r *dropletNodeResource) Read(ctx context.Context, req resource.ReadRequest
 				"droplet_id": id, "fingerprint": fingerprintOf(hostKey)})
 		}
 	}
+	if d.IdempotencyToken != "" {
+		state.IdempotencyToken = types.StringValue(d.IdempotencyToken)
+	}
 	if state.Image.IsNull() || d.Image != "" {
 		state.Image = types.StringValue(d.Image)
 	}
@@ -417,6 +460,7 @@ func (r *dropletNodeResource) Update(ctx context.Context, req resource.UpdateReq
 		resp.Diagnostics.AddError("Could Not Read Droplet", err.Error())
 		return
 	}
+	plan.IdempotencyToken = state.IdempotencyToken
 	r.fillComputed(&plan, d, hostKey, dockerVersion)
 	resp.Diagnostics.Append(resp.State.Set(ctx, &plan)...)
 }

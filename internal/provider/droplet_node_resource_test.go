@@ -160,6 +160,62 @@ func TestAccDropletNode_update(t *testing.T) {
 	})
 }
 
+// Two stacks in one account use the same names: neither may adopt, and then destroy,
+// the other's droplet.
+func TestAccDropletNode_sameNameAsAnotherStack(t *testing.T) {
+	prefix := "acc-" + acctest.RandString(6)
+	const node = "microswarm_droplet_node.test[0]"
+	ctx := context.Background()
+	var other *droplet.Droplet
+	otherSurvives := func(*terraform.State) error {
+		d, err := msacctest.Cloud(t).Get(ctx, other.ID)
+		if err != nil {
+			return fmt.Errorf("the other stack's droplet %d: %w", other.ID, err)
+		}
+		if d.IdempotencyToken != "other-stack" {
+			return fmt.Errorf("the other stack's droplet %d now carries token %q", d.ID, d.IdempotencyToken)
+		}
+		return nil
+	}
+	resource.Test(t, resource.TestCase{
+		PreCheck: func() {
+			msacctest.PreCheck(t)
+			cloud := msacctest.Cloud(t)
+			d, _, err := cloud.Create(ctx, droplet.Spec{Name: prefix + "-web", Region: "nyc3", Size: "s-1vcpu-1gb",
+				Image: DefaultDropletImage, IdempotencyTag: droplet.IdempotencyTag("other-stack")})
+			if err != nil {
+				t.Fatalf("the other stack's droplet: %v", err)
+			}
+			other = d
+			t.Cleanup(func() { _ = cloud.Delete(context.WithoutCancel(ctx), d.ID) })
+		},
+		ProtoV6ProviderFactories: testAccProtoV6ProviderFactories,
+		CheckDestroy: func(s *terraform.State) error {
+			return errors.Join(checkDropletNodesDestroyed(s), otherSurvives(s))
+		},
+		Steps: []resource.TestStep{{
+			Config: dropletNodesConfig(prefix, []string{"web"}, "s-1vcpu-1gb", nil),
+			ConfigStateChecks: []statecheck.StateCheck{
+				statecheck.ExpectKnownValue(node, tfjsonpath.New("idempotency_token"), knownvalue.StringRegexp(regexp.MustCompile(`^[0-9a-f]{32}$`))),
+				statecheck.ExpectKnownValue(node, tfjsonpath.New("ssh_host_key"), knownvalue.StringRegexp(regexp.MustCompile(`^ssh-ed25519 AAAA`))),
+			},
+			Check: resource.ComposeAggregateTestCheckFunc(
+				func(s *terraform.State) error {
+					id, err := dropletID(s, node)
+					if err != nil {
+						return err
+					}
+					if id == other.ID {
+						return fmt.Errorf("the node adopted the other stack's droplet %d", id)
+					}
+					return nil
+				},
+				otherSurvives,
+			),
+		}},
+	})
+}
+
 func TestDropletNodeInputIsValidatedAtPlanTime(t *testing.T) {
 	cases := map[string]struct {
 		attrs   string
