@@ -150,7 +150,8 @@ func (r *swarmClusterResource) Schema(ctx context.Context, _ resource.SchemaRequ
 					},
 					"advertise_addr": schema.StringAttribute{
 						MarkdownDescription: "The address the node advertises to the swarm, `IP`, `IP:port` or an interface name: use the private " +
-							"address (`microswarm_droplet_node.x.ipv4_address_private`) so swarm traffic stays in the VPC. Changing it re-joins the node.",
+							"address (`microswarm_droplet_node.x.ipv4_address_private`) so swarm traffic stays in the VPC. The node also listens for " +
+							"swarm management on this address only (its port, else 2377), not on every interface. Changing it re-joins the node.",
 						Required:   true,
 						Validators: []validator.String{advertiseAddrValidator{}},
 					},
