@@ -1,6 +1,7 @@
 // Package acctest sets up acceptance tests: a real terraform binary, a DigitalOcean API
-// (the local cloud, started in-process, unless DIGITALOCEAN_TOKEN names a real account)
-// and an SSH key for the provider.
+// (the local cloud, started in-process, unless DIGITALOCEAN_API_URL names one, or
+// DIGITALOCEAN_TOKEN names a real account and MICROSWARM_ACC_REAL_CLOUD=1 consents to
+// its bill) and an SSH key for the provider.
 package acctest
 
 import (
@@ -43,7 +44,10 @@ func Run(m *testing.M) int {
 		}
 		_ = os.Setenv("MICROSWARM_SSH_PRIVATE_KEY", key)
 	}
-	if os.Getenv("DIGITALOCEAN_API_URL") == "" && os.Getenv("DIGITALOCEAN_TOKEN") == "" {
+	if useLocalCloud(os.Getenv) {
+		if os.Getenv("DIGITALOCEAN_TOKEN") != "" {
+			fmt.Fprintf(os.Stderr, "acctest: DIGITALOCEAN_TOKEN is set but %s=1 is not: running on the local cloud, not the real one\n", envRealCloud)
+		}
 		ctx := context.Background()
 		if swept, err := emulator.Sweep(ctx, deadTestRun); err != nil {
 			fmt.Fprintln(os.Stderr, "acctest: sweeping what earlier test runs left:", err)
@@ -74,6 +78,19 @@ func Run(m *testing.M) int {
 	return m.Run()
 }
 
+// envRealCloud must be 1 for acceptance tests to use a DIGITALOCEAN_TOKEN against the
+// real, billable API: a developer's token exported for other work is not consent.
+const envRealCloud = "MICROSWARM_ACC_REAL_CLOUD"
+
+// useLocalCloud says whether the acceptance tests start the local cloud: unless an API
+// URL names an endpoint, or a token comes with the explicit opt-in to the real cloud.
+func useLocalCloud(getenv func(string) string) bool {
+	if getenv("DIGITALOCEAN_API_URL") != "" {
+		return false
+	}
+	return getenv("DIGITALOCEAN_TOKEN") == "" || getenv(envRealCloud) != "1"
+}
+
 // instancePrefix names the local clouds of acceptance runs: acc<pid>.
 const instancePrefix = "acc"
 
@@ -93,6 +110,16 @@ func PreCheck(t *testing.T) {
 	if os.Getenv("DIGITALOCEAN_TOKEN") == "" {
 		t.Fatal("DIGITALOCEAN_TOKEN must be set for acceptance tests (acctest.Run sets it for the local cloud)")
 	}
+}
+
+// SkipOrFailInCI skips a test whose environment lacks something it needs, and fails it
+// under CI (CI set, as .ci/run does), where every test of the suite must run.
+func SkipOrFailInCI(t testing.TB, format string, args ...any) {
+	t.Helper()
+	if os.Getenv("CI") != "" {
+		t.Fatalf("CI must provide this: "+format, args...)
+	}
+	t.Skipf(format, args...)
 }
 
 // IsLocalCloud reports whether the tests run against the local cloud.

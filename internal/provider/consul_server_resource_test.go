@@ -631,7 +631,7 @@ func TestAccConsulServer_localEngine(t *testing.T) {
 	}
 	defer docker.Close()
 	if _, err := docker.ImageInspect(ctx, testConsulImage); err != nil {
-		t.Skipf("the local engine has no %s (run tools/images/build.sh consul): %v", testConsulImage, err)
+		msacctest.SkipOrFailInCI(t, "the local engine has no %s (run tools/images/build.sh consul): %v", testConsulImage, err)
 	}
 	name := "acc-consul-" + acctest.RandString(6)
 	pems := consultest.NewTLS(t)
