@@ -2,20 +2,16 @@ package provider
 
 import (
 	"context"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"net"
-	"regexp"
 	"strings"
 	"time"
 
-	"github.com/distribution/reference"
 	"github.com/docker/docker/client"
 	consulapi "github.com/hashicorp/consul/api"
 	"github.com/hashicorp/terraform-plugin-framework-timeouts/resource/timeouts"
 	"github.com/hashicorp/terraform-plugin-framework-validators/int64validator"
-	"github.com/hashicorp/terraform-plugin-framework-validators/listvalidator"
 	"github.com/hashicorp/terraform-plugin-framework-validators/stringvalidator"
 	"github.com/hashicorp/terraform-plugin-framework/attr"
 	"github.com/hashicorp/terraform-plugin-framework/diag"
@@ -184,7 +180,7 @@ func consulSchemaAttributes(ctx context.Context, role consul.Role) map[string]sc
 			Optional:   true,
 			Computed:   true,
 			Default:    stringdefault.StaticString(consul.DefaultImage),
-			Validators: []validator.String{consulImageValidator{}},
+			Validators: []validator.String{consulImageValidator()},
 		},
 		"datacenter": schema.StringAttribute{
 			MarkdownDescription: "Consul datacenter; every agent of a cluster names the same one. Default: `" + consul.DefaultDatacenter + "`. Changing it replaces the " + noun + " (and its data).",
@@ -203,7 +199,7 @@ func consulSchemaAttributes(ctx context.Context, role consul.Role) map[string]sc
 		"advertise_addr": schema.StringAttribute{
 			MarkdownDescription: "The address the agent binds to and advertises to the cluster: pass `microswarm_droplet_node.x.ipv4_address_private`. Changing it replaces the " + noun + ".",
 			Required:            true,
-			Validators:          []validator.String{consulIPValidator{}},
+			Validators:          []validator.String{consulAdvertiseValidator()},
 			PlanModifiers:       []planmodifier.String{stringplanmodifier.RequiresReplace()},
 		},
 		"client_addr": schema.StringAttribute{
@@ -212,7 +208,7 @@ func consulSchemaAttributes(ctx context.Context, role consul.Role) map[string]sc
 			Optional:   true,
 			Computed:   true,
 			Default:    stringdefault.StaticString(consul.DefaultClientAddr),
-			Validators: []validator.String{consulIPValidator{}},
+			Validators: []validator.String{consulIPValidator()},
 		},
 		"ui": schema.BoolAttribute{
 			MarkdownDescription: "Serve the web UI on the HTTP API port. Default: `false`. " + inPlace,
@@ -226,7 +222,7 @@ func consulSchemaAttributes(ctx context.Context, role consul.Role) map[string]sc
 				" (and its data); rotate the key of a live cluster with `consul keyring` instead. Not read back after an import.",
 			Optional:      true,
 			Sensitive:     true,
-			Validators:    []validator.String{consulGossipKeyValidator{}},
+			Validators:    []validator.String{consulGossipKeyValidator()},
 			PlanModifiers: []planmodifier.String{stringplanmodifier.RequiresReplaceIf(consulReplaceUnlessImported, "Replaces the agent when the key changes (not when an import left it unset).", "Replaces the agent when the key changes (not when an import left it unset).")},
 		},
 		"tls": schema.SingleNestedAttribute{
@@ -238,18 +234,18 @@ func consulSchemaAttributes(ctx context.Context, role consul.Role) map[string]sc
 				"ca_pem": schema.StringAttribute{
 					MarkdownDescription: "PEM CA certificate(s) that signed the agents' certificates.",
 					Required:            true,
-					Validators:          []validator.String{consulPEMValidator{kind: "certificate"}},
+					Validators:          []validator.String{consulPEMValidator("certificate")},
 				},
 				"cert_pem": schema.StringAttribute{
 					MarkdownDescription: "PEM certificate of this agent (`server.<datacenter>.consul` for servers when `verify_server_hostname` is on).",
 					Required:            true,
-					Validators:          []validator.String{consulPEMValidator{kind: "certificate"}},
+					Validators:          []validator.String{consulPEMValidator("certificate")},
 				},
 				"key_pem": schema.StringAttribute{
 					MarkdownDescription: "PEM private key of `cert_pem`.",
 					Required:            true,
 					Sensitive:           true,
-					Validators:          []validator.String{consulPEMValidator{kind: "private key"}},
+					Validators:          []validator.String{consulPEMValidator("private key")},
 				},
 				"verify_incoming": schema.BoolAttribute{
 					MarkdownDescription: "Require and verify client certificates on RPC and HTTPS. Default: `true`.",
@@ -292,10 +288,10 @@ func consulSchemaAttributes(ctx context.Context, role consul.Role) map[string]sc
 			MarkdownDescription: "SHA-256 of everything the container is made from (also a container label), so a container whose config drifted is recreated.",
 			Computed:            true,
 		},
-		"timeouts": timeouts.Attributes(ctx, timeouts.Opts{Create: true, Update: true, Delete: true,
+		"timeouts": withDurationValidators(timeouts.Attributes(ctx, timeouts.Opts{Create: true, Update: true, Delete: true,
 			CreateDescription: "How long creating may take, including the wait for the " + noun + " to join. Default: `10m`.",
 			UpdateDescription: "How long an update may take, including waiting for the rolling-restart lock. Default: `20m`.",
-			DeleteDescription: "How long the graceful leave and removal may take. Default: `5m`."}),
+			DeleteDescription: "How long the graceful leave and removal may take. Default: `5m`."})),
 	}
 }
 
@@ -611,95 +607,6 @@ func consulDelete(ctx context.Context, d *providerData, role consul.Role, m cons
 		addConsulContainerError(diags, "Could Not Remove Consul Data Volume", host, name, err)
 	}
 }
-
-// consulIPValidator accepts one IP address.
-type consulIPValidator struct{}
-
-func (consulIPValidator) Description(context.Context) string { return "must be an IP address" }
-func (v consulIPValidator) MarkdownDescription(ctx context.Context) string {
-	return v.Description(ctx)
-}
-
-func (consulIPValidator) ValidateString(_ context.Context, req validator.StringRequest, resp *validator.StringResponse) {
-	if skip(req) {
-		return
-	}
-	if err := consul.ValidateIP(req.ConfigValue.ValueString()); err != nil {
-		resp.Diagnostics.AddAttributeError(req.Path, "Invalid IP Address", err.Error()+"; Consul binds to and advertises an address, not a name.")
-	}
-}
-
-// consulGossipKeyValidator accepts what `consul keygen` prints.
-type consulGossipKeyValidator struct{}
-
-func (consulGossipKeyValidator) Description(context.Context) string {
-	return "must be a base64 gossip key of 32 (or 16 or 24) bytes, as `consul keygen` prints"
-}
-func (v consulGossipKeyValidator) MarkdownDescription(ctx context.Context) string {
-	return v.Description(ctx)
-}
-
-func (consulGossipKeyValidator) ValidateString(_ context.Context, req validator.StringRequest, resp *validator.StringResponse) {
-	if skip(req) {
-		return
-	}
-	if err := consul.ValidateGossipKey(req.ConfigValue.ValueString()); err != nil {
-		resp.Diagnostics.AddAttributeError(req.Path, "Invalid Gossip Key", err.Error()+".")
-	}
-}
-
-// consulPEMValidator accepts a PEM document of the given kind.
-type consulPEMValidator struct{ kind string }
-
-func (v consulPEMValidator) Description(context.Context) string { return "must be a PEM " + v.kind }
-func (v consulPEMValidator) MarkdownDescription(ctx context.Context) string {
-	return v.Description(ctx)
-}
-
-func (v consulPEMValidator) ValidateString(_ context.Context, req validator.StringRequest, resp *validator.StringResponse) {
-	if skip(req) {
-		return
-	}
-	block, _ := pem.Decode([]byte(req.ConfigValue.ValueString()))
-	ok := block != nil
-	if ok && v.kind == "certificate" {
-		ok = block.Type == "CERTIFICATE"
-	} else if ok {
-		ok = strings.HasSuffix(block.Type, "PRIVATE KEY")
-	}
-	if !ok {
-		resp.Diagnostics.AddAttributeError(req.Path, "Invalid PEM", fmt.Sprintf("The value is not a PEM %s (-----BEGIN ...-----).", v.kind))
-	}
-}
-
-// consulImageValidator accepts a Docker image reference.
-type consulImageValidator struct{}
-
-func (consulImageValidator) Description(context.Context) string {
-	return "must be an image reference such as hashicorp/consul:1.20.5"
-}
-func (v consulImageValidator) MarkdownDescription(ctx context.Context) string {
-	return v.Description(ctx)
-}
-
-func (consulImageValidator) ValidateString(_ context.Context, req validator.StringRequest, resp *validator.StringResponse) {
-	if skip(req) {
-		return
-	}
-	if _, err := reference.ParseNormalizedNamed(req.ConfigValue.ValueString()); err != nil {
-		resp.Diagnostics.AddAttributeError(req.Path, "Invalid Image Reference", fmt.Sprintf("%q: %s.", req.ConfigValue.ValueString(), err))
-	}
-}
-
-// consulRetryJoinValidators: entries are addresses, IP:port or cloud auto-join strings.
-func consulRetryJoinValidators() []validator.List {
-	return []validator.List{
-		listvalidator.SizeAtLeast(1),
-		listvalidator.ValueStringsAre(stringvalidator.RegexMatches(consulNoSpaces, "must be an address, IP:PORT or a cloud auto-join string, without spaces")),
-	}
-}
-
-var consulNoSpaces = regexp.MustCompile(`^\S+$`)
 
 // consulTLSOf reads the tls attribute; nil when unset.
 func consulTLSOf(ctx context.Context, obj types.Object) *consul.TLS {

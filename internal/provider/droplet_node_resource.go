@@ -10,6 +10,7 @@ import (
 	"regexp"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/hashicorp/terraform-plugin-framework-timeouts/resource/timeouts"
@@ -157,7 +158,9 @@ func (r *dropletNodeResource) Schema(ctx context.Context, _ resource.SchemaReque
 				MarkdownDescription: "cloud-init user data. A `#cloud-config` document (or none) also carries the host key the provider generates, so the key is pinned before the droplet boots; a script, or a cloud-config with its own `ssh_keys`, means the key seen on first contact is recorded instead. Changing it replaces the droplet.",
 				Optional:            true,
 				Sensitive:           true,
-				PlanModifiers:       []planmodifier.String{stringplanmodifier.RequiresReplace()},
+				Validators: []validator.String{maxBytesValidator{max: droplet.UserDataLimit,
+					why: fmt.Sprintf("DigitalOcean accepts %d bytes of user data, and the provider adds the node's host key to it", droplet.MaxUserData)}},
+				PlanModifiers: []planmodifier.String{stringplanmodifier.RequiresReplace()},
 			},
 			"ipv4_address": schema.StringAttribute{
 				MarkdownDescription: "Public IPv4 address.",
@@ -196,10 +199,10 @@ func (r *dropletNodeResource) Schema(ctx context.Context, _ resource.SchemaReque
 				MarkdownDescription: "The droplet's status: `new`, `active`, `off` or `archive`.",
 				Computed:            true,
 			},
-			"timeouts": timeouts.Attributes(ctx, timeouts.Opts{Create: true, Update: true, Delete: true,
+			"timeouts": withDurationValidators(timeouts.Attributes(ctx, timeouts.Opts{Create: true, Update: true, Delete: true,
 				CreateDescription: "How long creating may take, from the API call until SSH and Docker answer. Default: `10m`.",
 				UpdateDescription: "How long a rename, retag or resize may take. Default: `10m`.",
-				DeleteDescription: "How long deleting may take. Default: `5m`."}),
+				DeleteDescription: "How long deleting may take. Default: `5m`."})),
 		},
 	}
 }
@@ -209,10 +212,14 @@ func (r *dropletNodeResource) Configure(_ context.Context, req resource.Configur
 }
 
 // ModifyPlan fails the plan, rather than the apply, when the provider cannot manage
-// droplets: no API token, or no SSH key to reach the node with.
-func (r *dropletNodeResource) ModifyPlan(_ context.Context, req resource.ModifyPlanRequest, resp *resource.ModifyPlanResponse) {
+// droplets: no API token, no SSH key to reach the node with, or a region, size or image
+// slug the account does not offer.
+func (r *dropletNodeResource) ModifyPlan(ctx context.Context, req resource.ModifyPlanRequest, resp *resource.ModifyPlanResponse) {
 	if req.Plan.Raw.IsNull() || r.data == nil {
 		return
+	}
+	if r.data.cloud != nil {
+		r.checkSlugs(ctx, req, resp)
 	}
 	if r.data.cloud == nil {
 		resp.Diagnostics.AddError("Missing DigitalOcean Token",
@@ -223,6 +230,46 @@ func (r *dropletNodeResource) ModifyPlan(_ context.Context, req resource.ModifyP
 			"microswarm_droplet_node needs the provider's ssh_private_key or ssh_private_key_file: the provider registers its "+
 				"public half with DigitalOcean so that it can reach the node and check that Docker answers. "+
 				"ssh_keys alone are not enough, because the provider holds none of their private keys.")
+	}
+}
+
+// checkSlugs checks the region, size and image a plan creates or changes against the
+// account's catalog. A catalog that cannot be fetched is a warning: the apply will say.
+func (r *dropletNodeResource) checkSlugs(ctx context.Context, req resource.ModifyPlanRequest, resp *resource.ModifyPlanResponse) {
+	var plan, state dropletNodeModel
+	resp.Diagnostics.Append(req.Plan.Get(ctx, &plan)...)
+	if !req.State.Raw.IsNull() {
+		resp.Diagnostics.Append(req.State.Get(ctx, &state)...)
+	}
+	if resp.Diagnostics.HasError() {
+		return
+	}
+	creating := req.State.Raw.IsNull()
+	slug := func(planned, prior types.String) string {
+		if planned.IsUnknown() || planned.IsNull() || (!creating && planned.Equal(prior)) {
+			return ""
+		}
+		return planned.ValueString()
+	}
+	region, size, image := slug(plan.Region, state.Region), slug(plan.Size, state.Size), slug(plan.Image, state.Image)
+	if region == "" && size == "" && image == "" {
+		return
+	}
+	regionChanges := region != ""
+	if !regionChanges && !plan.Region.IsUnknown() {
+		region = plan.Region.ValueString() // an unchanged region still bounds a new size
+	}
+	cat, err := r.data.dropletCatalog(ctx)
+	if err != nil {
+		resp.Diagnostics.AddWarning("Could Not Check Droplet Slugs", fmt.Sprintf(
+			"Listing the account's regions, sizes and images failed, so region, size and image are checked at apply: %s.", err))
+		return
+	}
+	for _, e := range cat.Check(region, size, image) {
+		if e.Field == "region" && !regionChanges {
+			continue // the droplet is there already
+		}
+		attrError(&resp.Diagnostics, path.Root(e.Field), "Unknown Droplet "+strings.ToUpper(e.Field[:1])+e.Field[1:], e.Err.Error()+".")
 	}
 }
 

@@ -85,6 +85,14 @@ type providerData struct {
 	// node free to try again.
 	registerKeyMu sync.Mutex
 	registeredKey string
+
+	// catalogMu guards catalog, the account's regions, sizes and images, fetched once per
+	// run (on success) to check droplet slugs at plan time.
+	catalogMu sync.Mutex
+	catalog   *droplet.Catalog
+
+	// dockerTLS says whether docker_cert_path gave TLS material for tcp:// hosts.
+	dockerTLS bool
 }
 
 func (p *microswarmProvider) Metadata(_ context.Context, _ provider.MetadataRequest, resp *provider.MetadataResponse) {
@@ -212,6 +220,7 @@ func (p *microswarmProvider) Configure(ctx context.Context, req provider.Configu
 			return
 		}
 		opts.TLS = material
+		data.dockerTLS = true
 	}
 	pool, err := conn.NewPool(opts)
 	if err != nil {

@@ -153,7 +153,7 @@ func (r *swarmClusterResource) Schema(ctx context.Context, _ resource.SchemaRequ
 							"address (`microswarm_droplet_node.x.ipv4_address_private`) so swarm traffic stays in the VPC. The node also listens for " +
 							"swarm management on this address only (its port, else 2377), not on every interface. Changing it re-joins the node.",
 						Required:   true,
-						Validators: []validator.String{advertiseAddrValidator{}},
+						Validators: []validator.String{advertiseAddrValidator()},
 					},
 					"role": schema.StringAttribute{
 						MarkdownDescription: "The node's role, " + describeOneOf(swarmRoleNames()) + ". Changing it promotes or demotes the node in place.",
@@ -197,17 +197,17 @@ func (r *swarmClusterResource) Schema(ctx context.Context, _ resource.SchemaRequ
 				Optional:    true,
 				Computed:    true,
 				ElementType: types.StringType,
-				Validators:  []validator.List{listvalidator.SizeAtLeast(1), listvalidator.ValueStringsAre(cidrValidator{})},
+				Validators:  []validator.List{listvalidator.SizeAtLeast(1), addrPoolsValidator{}},
 				PlanModifiers: []planmodifier.List{
 					listplanmodifier.UseStateForUnknown(), listplanmodifier.RequiresReplace(),
 				},
 			},
 			"subnet_size": schema.Int64Attribute{
-				MarkdownDescription: "Prefix length of each overlay network's subnet taken from `default_addr_pool`. Default: Docker's, `24`. " +
-					"Set at init only: changing it replaces the swarm.",
+				MarkdownDescription: "Prefix length of each overlay network's subnet taken from `default_addr_pool`, at most `29` and no shorter " +
+					"than a pool's own prefix. Default: Docker's, `24`. Set at init only: changing it replaces the swarm.",
 				Optional:   true,
 				Computed:   true,
-				Validators: []validator.Int64{int64validator.Between(1, 32)},
+				Validators: []validator.Int64{int64validator.Between(1, swarm.MaxSubnetSize)},
 				PlanModifiers: []planmodifier.Int64{
 					int64planmodifier.UseStateForUnknown(), int64planmodifier.RequiresReplace(),
 				},
@@ -268,10 +268,10 @@ func (r *swarmClusterResource) Schema(ctx context.Context, _ resource.SchemaRequ
 				Sensitive:           true,
 				PlanModifiers:       []planmodifier.String{unlockKeyModifier{}},
 			},
-			"timeouts": timeouts.Attributes(ctx, timeouts.Opts{Create: true, Update: true, Delete: true,
+			"timeouts": withDurationValidators(timeouts.Attributes(ctx, timeouts.Opts{Create: true, Update: true, Delete: true,
 				CreateDescription: "How long creating may take: init, every join, and waiting for nodes to be ready. Default: `10m`.",
 				UpdateDescription: "How long an update may take, including draining removed nodes until their tasks have moved. Default: `20m`.",
-				DeleteDescription: "How long taking the swarm apart may take. Default: `10m`."}),
+				DeleteDescription: "How long taking the swarm apart may take. Default: `10m`."})),
 		},
 	}
 }
@@ -304,19 +304,34 @@ func (r *swarmClusterResource) ValidateConfig(ctx context.Context, req resource.
 		case e.Role.ValueString() == string(swarm.RoleManager):
 			managers++
 		}
+		entry := path.Root("nodes").AtMapKey(key)
 		if ep, err := conn.ParseEndpoint(e.Host.ValueString()); err == nil && !e.Host.IsUnknown() {
 			if other, dup := hosts[ep.String()]; dup {
-				resp.Diagnostics.AddAttributeError(path.Root("nodes").AtMapKey(key).AtName("host"), "Duplicate Swarm Node Host",
-					fmt.Sprintf("Entries %q and %q both name %s; each entry is one node.", other, key, e.Host.ValueString()))
+				attrError(&resp.Diagnostics, entry.AtName("host"), "Duplicate Swarm Node Host",
+					fmt.Sprintf("entries %q and %q both name %s; each entry is one node.", other, key, e.Host.ValueString()))
 			}
 			hosts[ep.String()] = key
 		}
+		checkHostKeyBeside(entry.AtName("host_key"), e.Host, e.HostKey, &resp.Diagnostics)
 		if a := e.AdvertiseAddr; !a.IsUnknown() && !a.IsNull() {
 			if other, dup := addrs[a.ValueString()]; dup {
-				resp.Diagnostics.AddAttributeError(path.Root("nodes").AtMapKey(key).AtName("advertise_addr"), "Duplicate Advertise Address",
-					fmt.Sprintf("Entries %q and %q both advertise %s; each node needs its own address.", other, key, a.ValueString()))
+				attrError(&resp.Diagnostics, entry.AtName("advertise_addr"), "Duplicate Advertise Address",
+					fmt.Sprintf("entries %q and %q both advertise %s; each node needs its own address.", other, key, a.ValueString()))
 			}
 			addrs[a.ValueString()] = key
+		}
+	}
+	var pools types.List
+	var subnetSize types.Int64
+	resp.Diagnostics.Append(req.Config.GetAttribute(ctx, path.Root("default_addr_pool"), &pools)...)
+	resp.Diagnostics.Append(req.Config.GetAttribute(ctx, path.Root("subnet_size"), &subnetSize)...)
+	if !subnetSize.IsNull() && !subnetSize.IsUnknown() {
+		poolList, known := []string{"10.0.0.0/8"}, true // Docker's default pool
+		if !pools.IsNull() {
+			poolList, known = knownStrings(ctx, pools)
+		}
+		if err := swarm.CheckSubnetSize(poolList, int(subnetSize.ValueInt64())); known && err != nil {
+			attrError(&resp.Diagnostics, path.Root("subnet_size"), "Invalid Subnet Size", err.Error()+".")
 		}
 	}
 	if rolesKnown && managers == 0 {
@@ -330,6 +345,13 @@ func (r *swarmClusterResource) ValidateConfig(ctx context.Context, req resource.
 func (r *swarmClusterResource) ModifyPlan(ctx context.Context, req resource.ModifyPlanRequest, resp *resource.ModifyPlanResponse) {
 	if req.Plan.Raw.IsNull() {
 		return
+	}
+	if r.data != nil {
+		var nodes types.Map
+		resp.Diagnostics.Append(req.Plan.GetAttribute(ctx, path.Root("nodes"), &nodes)...)
+		for key, e := range nodeEntries(ctx, nodes, &resp.Diagnostics) {
+			r.data.checkTCPHost(path.Root("nodes").AtMapKey(key).AtName("host"), e.Host, &resp.Diagnostics)
+		}
 	}
 	if r.data != nil && r.data.sshPublicKey == "" {
 		var nodes types.Map

@@ -303,7 +303,7 @@ func TestSwarmClusterInputIsValidatedAtPlanTime(t *testing.T) {
 		"hosts are unique":             {nodes: ok + entry("w1", "ssh://root@192.0.2.1:22", "10.10.0.2", "worker"), wantErr: `Duplicate Swarm Node Host`},
 		"advertise addrs are unique":   {nodes: ok + entry("w1", "ssh://root@192.0.2.2", "10.10.0.1", "worker"), wantErr: `Duplicate Advertise Address`},
 		"keys are names":               {nodes: ok + entry(`"bad key"`, "ssh://root@192.0.2.2", "10.10.0.2", "worker"), wantErr: `must be 1-63 letters`},
-		"pools are networks":           {nodes: ok, extra: `default_addr_pool = ["10.20.0.0"]`, wantErr: `Invalid Network`},
+		"pools are networks":           {nodes: ok, extra: `default_addr_pool = ["10.20.0.0"]`, wantErr: `Invalid Address Pool`},
 		"data path port is in range":   {nodes: ok, extra: `data_path_port = 80`, wantErr: `between 1024 and 49151`},
 		"cert expiry is at least 1h":   {nodes: ok, extra: `cert_expiry = "30m"`, wantErr: `shorter than 1h`},
 		"cert expiry is a duration":    {nodes: ok, extra: `cert_expiry = "90 days"`, wantErr: `(?i)duration`},
