@@ -23,7 +23,6 @@ import (
 	"github.com/hashicorp/terraform-plugin-framework/resource/schema/booldefault"
 	"github.com/hashicorp/terraform-plugin-framework/resource/schema/boolplanmodifier"
 	"github.com/hashicorp/terraform-plugin-framework/resource/schema/planmodifier"
-	"github.com/hashicorp/terraform-plugin-framework/resource/schema/setplanmodifier"
 	"github.com/hashicorp/terraform-plugin-framework/resource/schema/stringdefault"
 	"github.com/hashicorp/terraform-plugin-framework/resource/schema/stringplanmodifier"
 	"github.com/hashicorp/terraform-plugin-framework/schema/validator"
@@ -125,11 +124,12 @@ func (r *dropletNodeResource) Schema(ctx context.Context, _ resource.SchemaReque
 				PlanModifiers:       []planmodifier.String{stringplanmodifier.RequiresReplace()},
 			},
 			"ssh_keys": schema.SetAttribute{
-				MarkdownDescription: "IDs or MD5 fingerprints of account SSH keys to install for root, besides the provider's own key, which is always registered and installed so the provider can reach the node. Changing them replaces the droplet.",
-				Optional:            true,
-				ElementType:         types.StringType,
-				Validators:          []validator.Set{setvalidator.ValueStringsAre(stringvalidator.RegexMatches(sshKeyRefPattern, "must be a numeric key ID or an MD5 fingerprint (aa:bb:...)"))},
-				PlanModifiers:       []planmodifier.Set{setplanmodifier.RequiresReplace()},
+				MarkdownDescription: "IDs or MD5 fingerprints of account SSH keys to install for root, besides the provider's own key, which is always registered and installed so the provider can reach the node. " +
+					"Changes in place: the node is a swarm and Consul member, so root's `authorized_keys` is rewritten over the pinned SSH connection " +
+					"(keys removed from this list are taken out; keys from `user_data` or added by hand stay).",
+				Optional:    true,
+				ElementType: types.StringType,
+				Validators:  []validator.Set{setvalidator.ValueStringsAre(stringvalidator.RegexMatches(sshKeyRefPattern, "must be a numeric key ID or an MD5 fingerprint (aa:bb:...)"))},
 			},
 			"vpc_uuid": schema.StringAttribute{
 				MarkdownDescription: "VPC to place the droplet in. Default: the region's default VPC. Changing it replaces the droplet.",
@@ -490,6 +490,12 @@ func (r *dropletNodeResource) Update(ctx context.Context, req resource.UpdateReq
 		}
 	}
 	hostKey, dockerVersion := state.SSHHostKey.ValueString(), state.DockerVersion.ValueString()
+	if !plan.SSHKeys.Equal(state.SSHKeys) {
+		resp.Diagnostics.Append(r.updateSSHKeys(ctx, id, state, plan)...)
+		if resp.Diagnostics.HasError() {
+			return
+		}
+	}
 	if !plan.Size.Equal(state.Size) {
 		if err := cloud.Resize(ctx, id, plan.Size.ValueString()); err != nil {
 			resp.Diagnostics.AddAttributeError(path.Root("size"), "Could Not Resize Droplet", err.Error())
@@ -510,6 +516,40 @@ func (r *dropletNodeResource) Update(ctx context.Context, req resource.UpdateReq
 	plan.IdempotencyToken = state.IdempotencyToken
 	r.fillComputed(&plan, d, hostKey, dockerVersion)
 	resp.Diagnostics.Append(resp.State.Set(ctx, &plan)...)
+}
+
+// updateSSHKeys moves root's authorized keys from the state's ssh_keys to the plan's, over
+// the node's pinned SSH connection; the provider's own key always stays.
+func (r *dropletNodeResource) updateSSHKeys(ctx context.Context, id int, state, plan dropletNodeModel) diag.Diagnostics {
+	var diags diag.Diagnostics
+	at := path.Root("ssh_keys")
+	oldRefs, newRefs := stringSet(ctx, state.SSHKeys, &diags), stringSet(ctx, plan.SSHKeys, &diags)
+	if diags.HasError() {
+		return diags
+	}
+	want, err := r.data.cloud.PublicKeys(ctx, newRefs)
+	if err != nil {
+		attrError(&diags, at, "Could Not Read SSH Keys", fmt.Sprintf("Droplet %d: %s. Check that every key is registered with the account.", id, err))
+		return diags
+	}
+	old, err := r.data.cloud.PublicKeys(ctx, oldRefs)
+	if err != nil {
+		// A key deleted from the account cannot be looked up, so it cannot be taken off
+		// the node either: say so rather than leave it there silently.
+		attrError(&diags, at, "Could Not Read the Previous SSH Keys", fmt.Sprintf(
+			"Droplet %d: %s. A key removed from ssh_keys must still be in the account so that it can be taken off the node; "+
+				"re-register it, or remove it from root's authorized_keys by hand.", id, err))
+		return diags
+	}
+	want = append(want, r.data.sshPublicKey)
+	h, err := r.data.pool.Open(ctx, conn.Target{Host: state.DockerHost.ValueString(), HostKey: state.SSHHostKey.ValueString()})
+	if err == nil {
+		err = droplet.SetAuthorizedKeys(ctx, h, old, want)
+	}
+	if err != nil {
+		attrError(&diags, at, "Could Not Update SSH Keys", fmt.Sprintf("Droplet %d (%s): %s.", id, state.DockerHost.ValueString(), err))
+	}
+	return diags
 }
 
 func (r *dropletNodeResource) Delete(ctx context.Context, req resource.DeleteRequest, resp *resource.DeleteResponse) {

@@ -2,6 +2,9 @@ package provider
 
 import (
 	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"os"
@@ -11,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/digitalocean/godo"
 	"github.com/hashicorp/terraform-plugin-testing/compare"
 	"github.com/hashicorp/terraform-plugin-testing/helper/acctest"
 	"github.com/hashicorp/terraform-plugin-testing/helper/resource"
@@ -19,6 +23,7 @@ import (
 	"github.com/hashicorp/terraform-plugin-testing/statecheck"
 	"github.com/hashicorp/terraform-plugin-testing/terraform"
 	"github.com/hashicorp/terraform-plugin-testing/tfjsonpath"
+	"golang.org/x/crypto/ssh"
 
 	msacctest "github.com/microswarm/terraform-provider-microswarm/internal/acctest"
 	"github.com/microswarm/terraform-provider-microswarm/internal/conn"
@@ -158,6 +163,112 @@ func TestAccDropletNode_update(t *testing.T) {
 			},
 		},
 	})
+}
+
+// Changing ssh_keys updates root's authorized keys in place: the droplet, a swarm and
+// Consul member, stays; the new key lets one in and the old one no longer does.
+func TestAccDropletNode_sshKeysInPlace(t *testing.T) {
+	prefix := "acc-" + acctest.RandString(6)
+	const node = "microswarm_droplet_node.test"
+	sameID := statecheck.CompareValue(compare.ValuesSame())
+	keys := map[string]accountKey{}
+	config := func(name string) string {
+		return fmt.Sprintf(`
+resource "microswarm_droplet_node" "test" {
+  name     = %q
+  region   = "nyc3"
+  size     = "s-1vcpu-1gb"
+  ssh_keys = [%q]
+}
+`, prefix+"-keys", keys[name].fingerprint)
+	}
+	if os.Getenv("TF_ACC") == "" {
+		t.Skip("acceptance test: set TF_ACC=1") // as resource.Test would; the keys need the API first
+	}
+	msacctest.PreCheck(t)
+	// Registered before the steps, whose configs name their fingerprints.
+	keys["a"], keys["b"] = registerAccountKey(t, prefix+"-a"), registerAccountKey(t, prefix+"-b")
+	resource.Test(t, resource.TestCase{
+		PreCheck:                 func() { msacctest.PreCheck(t) },
+		ProtoV6ProviderFactories: testAccProtoV6ProviderFactories,
+		CheckDestroy:             checkDropletNodesDestroyed,
+		Steps: []resource.TestStep{
+			{
+				ConfigStateChecks: []statecheck.StateCheck{sameID.AddStateValue(node, tfjsonpath.New("id"))},
+				Config:            config("a"),
+				Check:             checkSSHKey(t, node, keys, "a"),
+			},
+			{
+				Config: config("b"),
+				ConfigPlanChecks: resource.ConfigPlanChecks{PreApply: []plancheck.PlanCheck{
+					plancheck.ExpectResourceAction(node, plancheck.ResourceActionUpdate),
+				}},
+				ConfigStateChecks: []statecheck.StateCheck{sameID.AddStateValue(node, tfjsonpath.New("id"))},
+				Check:             checkSSHKey(t, node, keys, "b"),
+			},
+		},
+	})
+}
+
+// accountKey is an SSH key registered with the account, with its private half.
+type accountKey struct {
+	fingerprint string
+	private     []byte
+}
+
+func registerAccountKey(t *testing.T, name string) accountKey {
+	t.Helper()
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	signer, err := ssh.NewSignerFromKey(priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	block, err := ssh.MarshalPrivateKey(priv, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	do := msacctest.Godo(t)
+	key, _, err := do.Keys.Create(context.Background(), &godo.KeyCreateRequest{Name: name, PublicKey: conn.AuthorizedKey(signer.PublicKey())})
+	if err != nil {
+		t.Fatalf("registering %s: %v", name, err)
+	}
+	t.Cleanup(func() { _, _ = do.Keys.DeleteByID(context.Background(), key.ID) })
+	return accountKey{fingerprint: key.Fingerprint, private: pem.EncodeToMemory(block)}
+}
+
+// checkSSHKey proves that of the keys, exactly the named one logs in as root.
+func checkSSHKey(t *testing.T, name string, keys map[string]accountKey, want string) resource.TestCheckFunc {
+	return func(s *terraform.State) error {
+		rs, ok := s.RootModule().Resources[stateKey(name)]
+		if !ok {
+			return fmt.Errorf("%s not in state", name)
+		}
+		target := conn.Target{Host: rs.Primary.Attributes["docker_host"], HostKey: rs.Primary.Attributes["ssh_host_key"]}
+		for k, key := range keys {
+			pool, err := conn.NewPool(conn.Options{PrivateKey: key.private, ConnectTimeout: 10 * time.Second})
+			if err != nil {
+				return err
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			var out string
+			h, err := pool.Open(ctx, target)
+			if err == nil {
+				out, err = h.Run(ctx, "id -un", nil)
+			}
+			cancel()
+			_ = pool.Close()
+			switch {
+			case k == want && (err != nil || out != "root\n"):
+				return fmt.Errorf("key %s should log in as root: %q, %v", k, out, err)
+			case k != want && err == nil:
+				return fmt.Errorf("key %s still logs in after ssh_keys moved to %s", k, want)
+			}
+		}
+		return nil
+	}
 }
 
 // Two stacks in one account use the same names: neither may adopt, and then destroy,
