@@ -91,8 +91,10 @@ func (r *dropletNodeResource) Metadata(_ context.Context, req resource.MetadataR
 func (r *dropletNodeResource) Schema(ctx context.Context, _ resource.SchemaRequest, resp *resource.SchemaResponse) {
 	resp.Schema = schema.Schema{
 		MarkdownDescription: "A DigitalOcean droplet that is a ready Docker host. Create returns once the droplet is active, " +
-			"SSH answers with the host key the provider handed the droplet through cloud-init (pinned from then on, exported as " +
-			"`ssh_host_key`) and the Docker API answers through SSH. `name`, `tags` and `size` change in place; the rest replaces the droplet.",
+			"SSH answers with the host key the provider handed the droplet through cloud-init, and the Docker API answers through SSH. " +
+			"Over that pinned session the provider then replaces the host key with one made on the node (user data stays readable from the " +
+			"metadata service, so the handed-over key must open nothing) and pins the new one, exported as `ssh_host_key`. " +
+			"`name`, `tags`, `size` and `ssh_keys` change in place; the rest replaces the droplet.",
 		Attributes: map[string]schema.Attribute{
 			"id": schema.StringAttribute{
 				MarkdownDescription: "The droplet's numeric ID.",
@@ -183,7 +185,8 @@ func (r *dropletNodeResource) Schema(ctx context.Context, _ resource.SchemaReque
 				PlanModifiers:       []planmodifier.String{stringplanmodifier.UseStateForUnknown()},
 			},
 			"ssh_host_key": schema.StringAttribute{
-				MarkdownDescription: "The node's SSH host key (`ssh-ed25519 AAAA...`), pinned: pass it as `host_key` beside `docker_host` to every resource on this node.",
+				MarkdownDescription: "The node's SSH host key (`ssh-ed25519 AAAA...`), pinned: pass it as `host_key` beside `docker_host` to every resource on this node. " +
+					"For a droplet the provider created from cloud-config (or no) user data, this is the key made on the node right after first contact, not the one user data carried.",
 				Computed:            true,
 				PlanModifiers:       []planmodifier.String{stringplanmodifier.UseStateForUnknown()},
 			},
@@ -344,8 +347,39 @@ func (r *dropletNodeResource) Create(ctx context.Context, req resource.CreateReq
 	if resp.Diagnostics.HasError() {
 		return
 	}
+	if pinned && !adopted {
+		// The private key handed over in user_data stays readable from the metadata
+		// service: replace it at once, over the session pinned to it, and pin the new one.
+		ready.HostKey, diags = r.rotateHostKey(ctx, d, hostKey.Public)
+		resp.Diagnostics.Append(diags...)
+		if resp.Diagnostics.HasError() {
+			return
+		}
+	}
 	r.fillComputed(&plan, d, ready.HostKey, ready.DockerVersion)
 	resp.Diagnostics.Append(resp.State.Set(ctx, &plan)...)
+}
+
+// rotateHostKey replaces the host key a new droplet got through user_data with one made
+// on the node, and returns the new key once sshd presents it.
+func (r *dropletNodeResource) rotateHostKey(ctx context.Context, d *droplet.Droplet, handedOver string) (string, diag.Diagnostics) {
+	var diags diag.Diagnostics
+	host := r.dockerHost(d)
+	h, err := r.data.pool.Open(ctx, conn.Target{Host: host, HostKey: handedOver})
+	var rotated string
+	if err == nil {
+		rotated, err = droplet.RotateHostKey(ctx, h)
+	}
+	if err == nil {
+		// A fresh connection pinned to the new key proves sshd serves it.
+		_, err = r.data.pool.Open(ctx, conn.Target{Host: host, HostKey: rotated})
+	}
+	if err != nil {
+		diags.AddError("Could Not Rotate the Node's Host Key", fmt.Sprintf("Droplet %d (%s): %s. The droplet is kept (and tainted): "+
+			"the host key in its user_data is readable from the metadata service, so apply again to replace it.", d.ID, host, err))
+		return "", diags
+	}
+	return rotated, diags
 }
 
 // createTarget is how a node is first reached after Create. A key the provider handed the

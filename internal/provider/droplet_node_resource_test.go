@@ -24,6 +24,7 @@ import (
 	"github.com/hashicorp/terraform-plugin-testing/terraform"
 	"github.com/hashicorp/terraform-plugin-testing/tfjsonpath"
 	"golang.org/x/crypto/ssh"
+	"gopkg.in/yaml.v3"
 
 	msacctest "github.com/microswarm/terraform-provider-microswarm/internal/acctest"
 	"github.com/microswarm/terraform-provider-microswarm/internal/conn"
@@ -269,6 +270,60 @@ func checkSSHKey(t *testing.T, name string, keys map[string]accountKey, want str
 		}
 		return nil
 	}
+}
+
+// The host key handed to a droplet in user_data stays readable from the metadata service,
+// so the provider rotates it right after first contact: the pinned key is a new one, and
+// the handed-over key opens nothing.
+func TestAccDropletNode_hostKeyRotated(t *testing.T) {
+	prefix := "acc-" + acctest.RandString(6)
+	const node = "microswarm_droplet_node.test[0]"
+	resource.Test(t, resource.TestCase{
+		PreCheck:                 func() { msacctest.PreCheck(t) },
+		ProtoV6ProviderFactories: testAccProtoV6ProviderFactories,
+		CheckDestroy:             checkDropletNodesDestroyed,
+		Steps: []resource.TestStep{{
+			Config: dropletNodesConfig(prefix, []string{"rot"}, "s-1vcpu-1gb", nil),
+			Check: func(s *terraform.State) error {
+				rs, ok := s.RootModule().Resources[stateKey(node)]
+				if !ok {
+					return fmt.Errorf("%s not in state", node)
+				}
+				host, pinned := rs.Primary.Attributes["docker_host"], rs.Primary.Attributes["ssh_host_key"]
+				ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+				defer cancel()
+				pool := msacctest.Pool(t)
+				h, err := pool.Open(ctx, conn.Target{Host: host, HostKey: pinned})
+				if err != nil {
+					return fmt.Errorf("the pinned key %s does not open %s: %w", fingerprintOf(pinned), host, err)
+				}
+				// What anyone on the droplet (or with its metadata) can read.
+				read := "curl -fsS http://169.254.169.254/metadata/v1/user-data"
+				if msacctest.IsLocalCloud() {
+					read = "cat /etc/microswarm/user-data"
+				}
+				userData, err := h.Run(ctx, read, nil)
+				if err != nil {
+					return err
+				}
+				var doc struct {
+					SSHKeys map[string]string `yaml:"ssh_keys"`
+				}
+				if err := yaml.Unmarshal([]byte(userData), &doc); err != nil || doc.SSHKeys["ed25519_public"] == "" {
+					return fmt.Errorf("no host key in the droplet's user_data (%v):\n%s", err, userData)
+				}
+				handedOver := doc.SSHKeys["ed25519_public"]
+				if fingerprintOf(handedOver) == fingerprintOf(pinned) {
+					return fmt.Errorf("the pinned host key %s is the one user_data carries: its private half is readable on the droplet", fingerprintOf(pinned))
+				}
+				other := msacctest.Pool(t)
+				if _, err := other.Open(ctx, conn.Target{Host: host, HostKey: handedOver}); err == nil {
+					return fmt.Errorf("%s still presents the host key from user_data", host)
+				}
+				return nil
+			},
+		}},
+	})
 }
 
 // Two stacks in one account use the same names: neither may adopt, and then destroy,
