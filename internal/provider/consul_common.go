@@ -438,24 +438,23 @@ func consulPlan(ctx context.Context, role consul.Role, plan, state *consulContai
 }
 
 // consulOpenHost reaches the node and records the host key it presented when none was
-// pinned. afterImport allows trust on first use for an ssh host with no pinned key: only
-// an import leaves the state so, since create records the key. With tolerateUnreachable
+// pinned; what vouches for an unpinned key is known_hosts or host_key_policy, after an
+// import too (strict refuses it, accept-new trusts and records it). With tolerateUnreachable
 // (refresh of a known container, delete) a node that does not answer at all is a
 // warning: a dead node must not block the plan that replaces it, nor the destroy that
 // goes with it. A wrong host key is always an error.
-func (d *providerData) consulOpenHost(ctx context.Context, m *consulContainerModel, afterImport, tolerateUnreachable bool, diags *diag.Diagnostics) *conn.Host {
+func (d *providerData) consulOpenHost(ctx context.Context, m *consulContainerModel, tolerateUnreachable bool, diags *diag.Diagnostics) *conn.Host {
 	host, hostKey := m.Host.ValueString(), m.HostKey.ValueString()
-	ep, err := conn.ParseEndpoint(host)
+	_, err := conn.ParseEndpoint(host)
 	if err != nil {
 		diags.AddAttributeError(path.Root("host"), "Invalid Host", err.Error())
 		return nil
 	}
-	trustOnFirstUse := afterImport && m.HostKey.IsNull() && ep.Scheme == conn.SchemeSSH
 	var h *conn.Host
-	if !trustOnFirstUse && !tolerateUnreachable {
+	if !tolerateUnreachable {
 		h = d.openHost(ctx, path.Root("host"), host, hostKey, diags)
 	} else {
-		h, err = d.pool.Open(ctx, conn.Target{Host: host, HostKey: hostKey, TrustOnFirstUse: trustOnFirstUse})
+		h, err = d.pool.Open(ctx, conn.Target{Host: host, HostKey: hostKey})
 	}
 	switch {
 	case h == nil && err == nil:
@@ -469,11 +468,9 @@ func (d *providerData) consulOpenHost(ctx context.Context, m *consulContainerMod
 		diags.AddAttributeError(path.Root("host"), "Could Not Reach Host", fmt.Sprintf("%s: %s", host, err))
 		return nil
 	}
-	if trustOnFirstUse {
-		tflog.Warn(ctx, "recorded the host key an imported node presented on first contact; set host_key in the config to pin it",
-			map[string]any{"host": host, "fingerprint": fingerprintOf(h.HostKey())})
-	}
 	if key := h.HostKey(); key != "" && hostKey == "" {
+		tflog.Warn(ctx, "recorded the host key that known_hosts or host_key_policy accepted; set host_key in the config to pin it",
+			map[string]any{"host": host, "fingerprint": fingerprintOf(key)})
 		m.HostKey = types.StringValue(key)
 	} else if m.HostKey.IsUnknown() {
 		m.HostKey = types.StringNull()
@@ -568,7 +565,7 @@ func consulDelete(ctx context.Context, d *providerData, role consul.Role, m cons
 		return
 	}
 	host, name := m.Host.ValueString(), m.ContainerName.ValueString()
-	h := d.consulOpenHost(ctx, &m, false, true, diags)
+	h := d.consulOpenHost(ctx, &m, true, diags)
 	if h == nil {
 		return
 	}
@@ -648,7 +645,7 @@ func (d *providerData) consulPrepare(ctx context.Context, role consul.Role, m *c
 			"Please report this issue to the provider developers.", consulRoleNoun(role)))
 		return spec, nil, nil, false
 	}
-	if h = d.consulOpenHost(ctx, m, false, false, diags); h == nil {
+	if h = d.consulOpenHost(ctx, m, false, diags); h == nil {
 		return spec, nil, nil, false
 	}
 	if docker = consulDocker(h, m.Host.ValueString(), diags); docker == nil {
@@ -663,7 +660,7 @@ func (d *providerData) consulPrepare(ctx context.Context, role consul.Role, m *c
 // with a warning), or an error was reported.
 func (d *providerData) consulReadContainer(ctx context.Context, role consul.Role, m *consulContainerModel, resp *resource.ReadResponse) (*conn.Host, *consul.Container) {
 	host, name := m.Host.ValueString(), m.ContainerName.ValueString()
-	h := d.consulOpenHost(ctx, m, true, !m.ContainerID.IsNull(), &resp.Diagnostics)
+	h := d.consulOpenHost(ctx, m, !m.ContainerID.IsNull(), &resp.Diagnostics)
 	if h == nil {
 		return nil, nil
 	}

@@ -89,6 +89,8 @@ resource "microswarm_consul_agent" "a" {
 }
 
 func TestAccConsul_cluster(t *testing.T) {
+	// The import step reaches hosts no resource pins yet: first-use trust must be allowed.
+	t.Setenv(envHostKeyPolicy, "accept-new")
 	prefix := "acc-" + acctest.RandString(6)
 	key := newConsulGossipKey(t)
 	server := func(i int) string { return fmt.Sprintf("microswarm_consul_server.s[%d]", i) }

@@ -187,8 +187,8 @@ func (r *dropletNodeResource) Schema(ctx context.Context, _ resource.SchemaReque
 			"ssh_host_key": schema.StringAttribute{
 				MarkdownDescription: "The node's SSH host key (`ssh-ed25519 AAAA...`), pinned: pass it as `host_key` beside `docker_host` to every resource on this node. " +
 					"For a droplet the provider created from cloud-config (or no) user data, this is the key made on the node right after first contact, not the one user data carried.",
-				Computed:            true,
-				PlanModifiers:       []planmodifier.String{stringplanmodifier.UseStateForUnknown()},
+				Computed:      true,
+				PlanModifiers: []planmodifier.String{stringplanmodifier.UseStateForUnknown()},
 			},
 			"idempotency_token": schema.StringAttribute{
 				MarkdownDescription: "A random token made at create and written with the droplet as the tag `" +
@@ -383,18 +383,14 @@ func (r *dropletNodeResource) rotateHostKey(ctx context.Context, d *droplet.Drop
 }
 
 // createTarget is how a node is first reached after Create. A key the provider handed the
-// droplet is pinned. A script's droplet keeps its own key: it is recorded on first use, as
-// before. An adopted droplet's key was handed over by a create whose key is lost: only the
-// provider's host_key_policy (or known_hosts) may vouch for it, never a silent first use.
+// droplet is pinned. Any other key (a script's droplet makes its own; an adopted droplet's
+// was handed over by a create whose key is lost) only known_hosts or host_key_policy may
+// vouch for: strict refuses it, accept-new records it. Never a silent first use.
 func createTarget(adopted, pinned bool, hostKey string) conn.Target {
-	switch {
-	case adopted:
-		return conn.Target{}
-	case pinned:
+	if pinned && !adopted {
 		return conn.Target{HostKey: hostKey}
-	default:
-		return conn.Target{TrustOnFirstUse: true}
 	}
+	return conn.Target{}
 }
 
 // newIdempotencyToken is 128 random bits, hex: unique to one node of one stack.
@@ -459,11 +455,11 @@ func (r *dropletNodeResource) Read(ctx context.Context, req resource.ReadRequest
 	}
 	hostKey, dockerVersion := state.SSHHostKey.ValueString(), state.DockerVersion.ValueString()
 	if state.SSHHostKey.IsNull() && d.Status == "active" && d.PublicIPv4 != "" {
-		// Only after an import: nothing pinned this droplet yet, so record the key it
-		// presents now (trust on first use, as for a droplet whose user data carried none).
-		// Bounded: a refresh must not hang on a node whose SSH is broken.
+		// Only after an import: nothing pinned this droplet yet. known_hosts or the
+		// host_key_policy decide (strict refuses an unknown key; accept-new trusts it), and
+		// the key accepted is recorded. Bounded: a refresh must not hang on a broken SSH.
 		probeCtx, cancel := context.WithTimeout(ctx, importProbeTimeout)
-		ready, err := droplet.WaitReady(probeCtx, r.data.pool, conn.Target{Host: r.dockerHost(d), TrustOnFirstUse: true})
+		ready, err := droplet.WaitReady(probeCtx, r.data.pool, conn.Target{Host: r.dockerHost(d)})
 		cancel()
 		if err != nil {
 			resp.Diagnostics.AddWarning("Could Not Reach the Imported Node", err.Error())

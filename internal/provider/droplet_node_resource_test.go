@@ -58,6 +58,8 @@ resource "microswarm_droplet_node" "test" {
 }
 
 func TestAccDropletNode_basic(t *testing.T) {
+	// The import step reaches hosts no resource pins yet: first-use trust must be allowed.
+	t.Setenv(envHostKeyPolicy, "accept-new")
 	prefix := "acc-" + acctest.RandString(6)
 	node := func(i int) string { return fmt.Sprintf("microswarm_droplet_node.test[%d]", i) }
 	sameID := statecheck.CompareValue(compare.ValuesSame())
@@ -323,6 +325,45 @@ func TestAccDropletNode_hostKeyRotated(t *testing.T) {
 				return nil
 			},
 		}},
+	})
+}
+
+// A droplet whose user data is a script keeps the host key it makes itself: nothing
+// vouches for that key, so host_key_policy decides, and what it accepts is recorded.
+func TestAccDropletNode_scriptUserDataHonoursHostKeyPolicy(t *testing.T) {
+	prefix := "acc-" + acctest.RandString(6)
+	config := func(policy string) string {
+		return fmt.Sprintf(`
+provider "microswarm" {
+  host_key_policy = %q
+}
+
+resource "microswarm_droplet_node" "test" {
+  name      = "%s-script"
+  region    = "nyc3"
+  size      = "s-1vcpu-1gb"
+  user_data = "#!/bin/sh\necho hello > /root/hello\n"
+}
+`, policy, prefix)
+	}
+	resource.Test(t, resource.TestCase{
+		PreCheck:                 func() { msacctest.PreCheck(t) },
+		ProtoV6ProviderFactories: testAccProtoV6ProviderFactories,
+		CheckDestroy:             checkDropletNodesDestroyed,
+		Steps: []resource.TestStep{
+			{
+				// strict: the key is refused, with its fingerprint, and the droplet is tainted.
+				Config:      config("strict"),
+				ExpectError: regexp.MustCompile(`not trusted yet:\s+ssh-ed25519\s+SHA256:`),
+			},
+			{
+				// accept-new: trusted on first use, and recorded.
+				Config: config("accept-new"),
+				ConfigStateChecks: []statecheck.StateCheck{
+					statecheck.ExpectKnownValue("microswarm_droplet_node.test", tfjsonpath.New("ssh_host_key"), knownvalue.StringRegexp(regexp.MustCompile(`^ssh-ed25519 AAAA`))),
+				},
+			},
+		},
 	})
 }
 

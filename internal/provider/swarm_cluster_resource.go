@@ -415,7 +415,7 @@ func (r *swarmClusterResource) Create(ctx context.Context, req resource.CreateRe
 	if resp.Diagnostics.HasError() {
 		return
 	}
-	res, err := r.cluster(false, nil).Converge(ctx, swarm.Desired{Members: membersOf(entries, nil), Settings: settings})
+	res, err := r.cluster(nil).Converge(ctx, swarm.Desired{Members: membersOf(entries, nil), Settings: settings})
 	if err != nil {
 		// Nothing goes into state: a tainted swarm would be replaced by a new one, while a
 		// second create adopts this one and joins the nodes that are missing.
@@ -455,7 +455,7 @@ func (r *swarmClusterResource) Read(ctx context.Context, req resource.ReadReques
 	slices.SortStableFunc(candidates, func(a, b swarm.Member) int {
 		return boolOrder(a.Role != swarm.RoleManager, b.Role != swarm.RoleManager)
 	})
-	st, err := r.cluster(false, nil).Observe(ctx, state.ID.ValueString(), candidates, state.UnlockKey.ValueString())
+	st, err := r.cluster(nil).Observe(ctx, state.ID.ValueString(), candidates, state.UnlockKey.ValueString())
 	var none *swarm.NoManagerError
 	if errors.As(err, &none) && none.Gone {
 		tflog.Warn(ctx, "no configured node is in the swarm any more; removing it from state so the plan creates it again",
@@ -505,7 +505,7 @@ func boolOrder(a, b bool) int {
 func (r *swarmClusterResource) readImported(ctx context.Context, state *swarmClusterModel, resp *resource.ReadResponse) {
 	host := state.ID.ValueString()
 	seen := map[string]string{}
-	st, err := r.cluster(true, seen).Observe(ctx, "", []swarm.Member{{Key: "import", Target: swarm.Target{Host: host}, Role: swarm.RoleManager}}, "")
+	st, err := r.cluster(seen).Observe(ctx, "", []swarm.Member{{Key: "import", Target: swarm.Target{Host: host}, Role: swarm.RoleManager}}, "")
 	if err != nil {
 		addSwarmError(&resp.Diagnostics, "import", "", err, nil)
 		return
@@ -556,7 +556,7 @@ func (r *swarmClusterResource) Update(ctx context.Context, req resource.UpdateRe
 	if resp.Diagnostics.HasError() {
 		return
 	}
-	res, err := r.cluster(false, nil).Converge(ctx, swarm.Desired{
+	res, err := r.cluster(nil).Converge(ctx, swarm.Desired{
 		ID:               state.ID.ValueString(),
 		Members:          membersOf(planned, prior),
 		Prior:            membersOf(prior, prior),
@@ -591,7 +591,7 @@ func (r *swarmClusterResource) Delete(ctx context.Context, req resource.DeleteRe
 	if resp.Diagnostics.HasError() {
 		return
 	}
-	warnings, err := r.cluster(false, nil).Dissolve(ctx, state.ID.ValueString(), membersOf(entries, entries), state.UnlockKey.ValueString())
+	warnings, err := r.cluster(nil).Dissolve(ctx, state.ID.ValueString(), membersOf(entries, entries), state.UnlockKey.ValueString())
 	for _, w := range warnings {
 		resp.Diagnostics.AddWarning("Swarm Node Not Cleaned Up", fmt.Sprintf("Swarm %s: %s.", state.ID.ValueString(), w))
 	}
@@ -620,15 +620,16 @@ func isImportHost(id string) bool {
 	return err == nil
 }
 
-// cluster returns the swarm client over the provider's connection pool. With
-// trustOnFirstUse (import), hosts no key pins are accepted and their keys recorded in seen.
-func (r *swarmClusterResource) cluster(trustOnFirstUse bool, seen map[string]string) *swarm.Cluster {
+// cluster returns the swarm client over the provider's connection pool. A host no key
+// pins is checked against known_hosts and host_key_policy, after an import too; the key
+// each host presented is recorded in seen (if set).
+func (r *swarmClusterResource) cluster(seen map[string]string) *swarm.Cluster {
 	return &swarm.Cluster{
 		Connect: func(ctx context.Context, t swarm.Target) (swarm.Engine, error) {
 			if _, err := conn.ParseEndpoint(t.Host); err != nil {
 				return nil, swarm.Permanent(err)
 			}
-			h, err := r.data.pool.Open(ctx, conn.Target{Host: t.Host, HostKey: t.HostKey, TrustOnFirstUse: trustOnFirstUse})
+			h, err := r.data.pool.Open(ctx, conn.Target{Host: t.Host, HostKey: t.HostKey})
 			if err != nil {
 				var unknown *conn.UnknownHostKeyError
 				var mismatch *conn.HostKeyMismatchError

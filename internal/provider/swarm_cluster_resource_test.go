@@ -64,6 +64,8 @@ func swarmClusterConfig(prefix string, droplets []string, entries []swarmEntry, 
 }
 
 func TestAccSwarmCluster_lifecycle(t *testing.T) {
+	// The import step reaches hosts no resource pins yet: first-use trust must be allowed.
+	t.Setenv(envHostKeyPolicy, "accept-new")
 	prefix := "acc-" + acctest.RandString(6)
 	sameID := statecheck.CompareValue(compare.ValuesSame())
 	fx := &swarmFixture{t: t, pool: msacctest.Pool(t)}
