@@ -160,7 +160,7 @@ func consulSchemaAttributes(ctx context.Context, role consul.Role) map[string]sc
 		"host_key": schema.StringAttribute{
 			MarkdownDescription: "The node's pinned SSH host key (pass `microswarm_droplet_node.x.ssh_host_key`). When unset, the provider's " +
 				"known_hosts file and `host_key_policy` decide, and the key seen is recorded here and pinned from then on. " +
-				"After an import the key is trusted on first use and recorded; set it in the config. Changing it replaces the " + noun + ".",
+				"After an import too, only known_hosts or `host_key_policy` vouch for an unpinned key (`strict` refuses it); the key accepted is recorded: set it in the config. Changing it replaces the " + noun + ".",
 			Optional:      true,
 			Computed:      true,
 			Validators:    []validator.String{sshPublicKeyValidator{}},

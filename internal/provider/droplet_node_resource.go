@@ -157,7 +157,7 @@ func (r *dropletNodeResource) Schema(ctx context.Context, _ resource.SchemaReque
 				PlanModifiers:       []planmodifier.Bool{boolplanmodifier.RequiresReplace()},
 			},
 			"user_data": schema.StringAttribute{
-				MarkdownDescription: "cloud-init user data. A `#cloud-config` document (or none) also carries the host key the provider generates, so the key is pinned before the droplet boots; a script, or a cloud-config with its own `ssh_keys`, means the key seen on first contact is recorded instead. Changing it replaces the droplet.",
+				MarkdownDescription: "cloud-init user data. A `#cloud-config` document (or none) also carries the host key the provider generates, so the key is pinned before the droplet boots; a script, or a cloud-config with its own `ssh_keys`, keeps the droplet's own key, which only the provider's `ssh_known_hosts_file` or `host_key_policy` can vouch for (`strict`, the default, refuses it; `accept-new` records it). Changing it replaces the droplet.",
 				Optional:            true,
 				Sensitive:           true,
 				Validators: []validator.String{maxBytesValidator{max: droplet.UserDataLimit,
@@ -465,7 +465,7 @@ func (r *dropletNodeResource) Read(ctx context.Context, req resource.ReadRequest
 			resp.Diagnostics.AddWarning("Could Not Reach the Imported Node", err.Error())
 		} else {
 			hostKey, dockerVersion = ready.HostKey, ready.DockerVersion
-			tflog.Warn(ctx, "recorded the host key an imported droplet presented on first contact", map[string]any{
+			tflog.Warn(ctx, "recorded the host key of an imported droplet that known_hosts or host_key_policy accepted", map[string]any{
 				"droplet_id": id, "fingerprint": fingerprintOf(hostKey)})
 		}
 	}
