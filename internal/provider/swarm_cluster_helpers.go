@@ -13,6 +13,7 @@ import (
 	"github.com/hashicorp/terraform-plugin-framework/resource/schema/planmodifier"
 	"github.com/hashicorp/terraform-plugin-framework/types"
 
+	"github.com/microswarm/terraform-provider-microswarm/internal/conn"
 	"github.com/microswarm/terraform-provider-microswarm/internal/swarm"
 	"github.com/microswarm/terraform-provider-microswarm/internal/wait"
 )
@@ -50,6 +51,57 @@ func (sameNodeModifier) PlanModifyString(ctx context.Context, req planmodifier.S
 	// Unknown even when nothing in the configuration changed: a node refresh found down
 	// or gone may come back as a new node.
 	resp.PlanValue = types.StringUnknown()
+}
+
+// recordedHostKeyModifier plans a node entry's host_key when the config sets none: the
+// key recorded for the same host, pinned from then on; for a new entry or another host,
+// the key the policy will accept on first contact (unknown until then).
+type recordedHostKeyModifier struct{}
+
+func (recordedHostKeyModifier) Description(context.Context) string {
+	return "keeps the host key recorded for the entry's host"
+}
+func (m recordedHostKeyModifier) MarkdownDescription(ctx context.Context) string {
+	return m.Description(ctx)
+}
+
+func (recordedHostKeyModifier) PlanModifyString(ctx context.Context, req planmodifier.StringRequest, resp *planmodifier.StringResponse) {
+	if !req.ConfigValue.IsNull() || req.Plan.Raw.IsNull() {
+		return
+	}
+	entry := req.Path.ParentPath()
+	var priorHost, plannedHost types.String
+	if !req.State.Raw.IsNull() {
+		resp.Diagnostics.Append(req.State.GetAttribute(ctx, entry.AtName("host"), &priorHost)...)
+	}
+	resp.Diagnostics.Append(req.Plan.GetAttribute(ctx, entry.AtName("host"), &plannedHost)...)
+	if resp.Diagnostics.HasError() {
+		return
+	}
+	switch {
+	case !priorHost.IsNull() && priorHost.Equal(plannedHost):
+		resp.PlanValue = req.StateValue // recorded (or, for an entry from before, recorded by a refresh that reaches it)
+	case plannedHost.IsUnknown():
+		resp.PlanValue = types.StringUnknown()
+	default:
+		if ep, err := conn.ParseEndpoint(plannedHost.ValueString()); err == nil && ep.Scheme == conn.SchemeSSH {
+			resp.PlanValue = types.StringUnknown() // recorded on first contact
+		} else {
+			resp.PlanValue = types.StringNull() // no SSH, no host key
+		}
+	}
+}
+
+// recordHostKeys fills in the host keys a plan left to be recorded: the key each host
+// presented (and known_hosts or the policy accepted), or none for a host not reached or
+// not reached over SSH.
+func recordHostKeys(entries map[string]swarmNodeModel, seen map[string]string) {
+	for key, e := range entries {
+		if e.HostKey.IsUnknown() {
+			e.HostKey = nullIfEmpty(seen[e.Host.ValueString()])
+			entries[key] = e
+		}
+	}
 }
 
 // readyStateModifier plans every node as ready: that is what an apply converges to, so

@@ -144,9 +144,12 @@ func (r *swarmClusterResource) Schema(ctx context.Context, _ resource.SchemaRequ
 					},
 					"host_key": schema.StringAttribute{
 						MarkdownDescription: "The node's SSH host key, pinned (`microswarm_droplet_node.x.ssh_host_key`). Without it the provider's " +
-							"`ssh_known_hosts_file` and `host_key_policy` decide.",
-						Optional:   true,
-						Validators: []validator.String{sshPublicKeyValidator{}},
+							"`ssh_known_hosts_file` and `host_key_policy` decide on first contact, and the key they accepted is recorded here " +
+							"and pinned from then on (until the entry's `host` changes).",
+						Optional:      true,
+						Computed:      true,
+						PlanModifiers: []planmodifier.String{recordedHostKeyModifier{}},
+						Validators:    []validator.String{sshPublicKeyValidator{}},
 					},
 					"advertise_addr": schema.StringAttribute{
 						MarkdownDescription: "The address the node advertises to the swarm, `IP`, `IP:port` or an interface name: use the private " +
@@ -415,7 +418,9 @@ func (r *swarmClusterResource) Create(ctx context.Context, req resource.CreateRe
 	if resp.Diagnostics.HasError() {
 		return
 	}
-	res, err := r.cluster(nil).Converge(ctx, swarm.Desired{Members: membersOf(entries, nil), Settings: settings})
+	seen := map[string]string{}
+	res, err := r.cluster(seen).Converge(ctx, swarm.Desired{Members: membersOf(entries, nil), Settings: settings})
+	recordHostKeys(entries, seen)
 	if err != nil {
 		// Nothing goes into state: a tainted swarm would be replaced by a new one, while a
 		// second create adopts this one and joins the nodes that are missing.
@@ -455,7 +460,8 @@ func (r *swarmClusterResource) Read(ctx context.Context, req resource.ReadReques
 	slices.SortStableFunc(candidates, func(a, b swarm.Member) int {
 		return boolOrder(a.Role != swarm.RoleManager, b.Role != swarm.RoleManager)
 	})
-	st, err := r.cluster(nil).Observe(ctx, state.ID.ValueString(), candidates, state.UnlockKey.ValueString())
+	seen := map[string]string{}
+	st, err := r.cluster(seen).Observe(ctx, state.ID.ValueString(), candidates, state.UnlockKey.ValueString())
 	var none *swarm.NoManagerError
 	if errors.As(err, &none) && none.Gone {
 		tflog.Warn(ctx, "no configured node is in the swarm any more; removing it from state so the plan creates it again",
@@ -467,6 +473,14 @@ func (r *swarmClusterResource) Read(ctx context.Context, req resource.ReadReques
 	if err != nil {
 		addSwarmError(&resp.Diagnostics, "read", state.ID.ValueString(), err, nil)
 		return
+	}
+	// Entries that pinned no key yet (an import, a state from before keys were recorded)
+	// record the key their host presented, if this refresh reached it.
+	for key, e := range entries {
+		if e.HostKey.IsNull() && seen[e.Host.ValueString()] != "" {
+			e.HostKey = types.StringValue(seen[e.Host.ValueString()])
+			entries[key] = e
+		}
 	}
 	res := &swarm.Result{Status: *st, Members: swarm.Resolve(st.Nodes, members)}
 	next := stateOf(ctx, state, entries, nil, res, true, &resp.Diagnostics)
@@ -556,7 +570,8 @@ func (r *swarmClusterResource) Update(ctx context.Context, req resource.UpdateRe
 	if resp.Diagnostics.HasError() {
 		return
 	}
-	res, err := r.cluster(nil).Converge(ctx, swarm.Desired{
+	seen := map[string]string{}
+	res, err := r.cluster(seen).Converge(ctx, swarm.Desired{
 		ID:               state.ID.ValueString(),
 		Members:          membersOf(planned, prior),
 		Prior:            membersOf(prior, prior),
@@ -564,6 +579,7 @@ func (r *swarmClusterResource) Update(ctx context.Context, req resource.UpdateRe
 		RotateJoinTokens: !plan.RotateJoinTokens.Equal(state.RotateJoinTokens),
 		UnlockKey:        state.UnlockKey.ValueString(),
 	})
+	recordHostKeys(planned, seen)
 	addSwarmWarnings(&resp.Diagnostics, res)
 	if err != nil {
 		addSwarmError(&resp.Diagnostics, "update", state.ID.ValueString(), err, res)

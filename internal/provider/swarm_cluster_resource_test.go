@@ -760,3 +760,38 @@ func TestSwarmClusterNeedsAnSSHKeyAtPlanTime(t *testing.T) {
 		}},
 	})
 }
+
+// Entries that pin no host_key go through host_key_policy; under accept-new the key each
+// node presented is recorded, so the next run pins it instead of accepting any key again.
+func TestAccSwarmCluster_recordsAcceptedHostKeys(t *testing.T) {
+	t.Setenv(envHostKeyPolicy, "accept-new")
+	prefix := "acc-" + acctest.RandString(6)
+	config := dropletNodesConfig(prefix, []string{"a", "b"}, "s-1vcpu-1gb", nil) + `
+resource "microswarm_swarm_cluster" "test" {
+  nodes = {
+    a = {
+      host           = microswarm_droplet_node.test[0].docker_host
+      advertise_addr = microswarm_droplet_node.test[0].ipv4_address_private
+      role           = "manager"
+    }
+    b = {
+      host           = microswarm_droplet_node.test[1].docker_host
+      advertise_addr = microswarm_droplet_node.test[1].ipv4_address_private
+      role           = "worker"
+    }
+  }
+}
+`
+	recorded := func(entry string, node int) resource.TestCheckFunc {
+		return resource.TestCheckResourceAttrPair(swarmResource, "nodes."+entry+".host_key",
+			fmt.Sprintf("microswarm_droplet_node.test.%d", node), "ssh_host_key")
+	}
+	resource.Test(t, resource.TestCase{
+		PreCheck:                 func() { msacctest.PreCheck(t) },
+		ProtoV6ProviderFactories: testAccProtoV6ProviderFactories,
+		Steps: []resource.TestStep{
+			{Config: config, Check: resource.ComposeAggregateTestCheckFunc(recorded("a", 0), recorded("b", 1))},
+			{Config: config, PlanOnly: true},
+		},
+	})
+}
