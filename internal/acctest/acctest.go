@@ -62,6 +62,7 @@ func Run(m *testing.M) int {
 			fmt.Fprintln(os.Stderr, "acctest: starting the local cloud:", err)
 			return 1
 		}
+		localCloud = cloud
 		_ = os.Setenv("DIGITALOCEAN_API_URL", cloud.URL())
 		_ = os.Setenv("DIGITALOCEAN_TOKEN", cloud.Token())
 		code := m.Run()
@@ -89,6 +90,24 @@ func useLocalCloud(getenv func(string) string) bool {
 		return false
 	}
 	return getenv("DIGITALOCEAN_TOKEN") == "" || getenv(envRealCloud) != "1"
+}
+
+// localCloud is the local cloud Run started, if any.
+var localCloud *emulator.Cloud
+
+// TagImage gives an image in the local cloud's registry another tag (repo as on Docker
+// Hub, e.g. "hashicorp/consul"), which the nodes then pull like any image. On the real
+// cloud the tag must exist on Docker Hub already.
+func TagImage(t *testing.T, repo, from, to string) {
+	t.Helper()
+	if localCloud == nil {
+		t.Fatalf("tagging %s:%s as %s needs the local cloud's registry", repo, from, to)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := localCloud.TagImage(ctx, repo, from, to); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // instancePrefix names the local clouds of acceptance runs: acc<pid>.
