@@ -1,6 +1,7 @@
 // Package acctest sets up acceptance tests: a real terraform binary, a DigitalOcean API
-// (the local cloud, started in-process, unless DIGITALOCEAN_TOKEN names a real account)
-// and an SSH key for the provider.
+// (the local cloud, started in-process, unless DIGITALOCEAN_API_URL names one, or
+// DIGITALOCEAN_TOKEN names a real account and MICROSWARM_ACC_REAL_CLOUD=1 consents to
+// its bill) and an SSH key for the provider.
 package acctest
 
 import (
@@ -43,7 +44,10 @@ func Run(m *testing.M) int {
 		}
 		_ = os.Setenv("MICROSWARM_SSH_PRIVATE_KEY", key)
 	}
-	if os.Getenv("DIGITALOCEAN_API_URL") == "" && os.Getenv("DIGITALOCEAN_TOKEN") == "" {
+	if useLocalCloud(os.Getenv) {
+		if os.Getenv("DIGITALOCEAN_TOKEN") != "" {
+			fmt.Fprintf(os.Stderr, "acctest: DIGITALOCEAN_TOKEN is set but %s=1 is not: running on the local cloud, not the real one\n", envRealCloud)
+		}
 		ctx := context.Background()
 		if swept, err := emulator.Sweep(ctx, deadTestRun); err != nil {
 			fmt.Fprintln(os.Stderr, "acctest: sweeping what earlier test runs left:", err)
@@ -58,6 +62,7 @@ func Run(m *testing.M) int {
 			fmt.Fprintln(os.Stderr, "acctest: starting the local cloud:", err)
 			return 1
 		}
+		localCloud = cloud
 		_ = os.Setenv("DIGITALOCEAN_API_URL", cloud.URL())
 		_ = os.Setenv("DIGITALOCEAN_TOKEN", cloud.Token())
 		code := m.Run()
@@ -72,6 +77,37 @@ func Run(m *testing.M) int {
 		return code
 	}
 	return m.Run()
+}
+
+// envRealCloud must be 1 for acceptance tests to use a DIGITALOCEAN_TOKEN against the
+// real, billable API: a developer's token exported for other work is not consent.
+const envRealCloud = "MICROSWARM_ACC_REAL_CLOUD"
+
+// useLocalCloud says whether the acceptance tests start the local cloud: unless an API
+// URL names an endpoint, or a token comes with the explicit opt-in to the real cloud.
+func useLocalCloud(getenv func(string) string) bool {
+	if getenv("DIGITALOCEAN_API_URL") != "" {
+		return false
+	}
+	return getenv("DIGITALOCEAN_TOKEN") == "" || getenv(envRealCloud) != "1"
+}
+
+// localCloud is the local cloud Run started, if any.
+var localCloud *emulator.Cloud
+
+// TagImage gives an image in the local cloud's registry another tag (repo as on Docker
+// Hub, e.g. "hashicorp/consul"), which the nodes then pull like any image. On the real
+// cloud the tag must exist on Docker Hub already.
+func TagImage(t *testing.T, repo, from, to string) {
+	t.Helper()
+	if localCloud == nil {
+		t.Fatalf("tagging %s:%s as %s needs the local cloud's registry", repo, from, to)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := localCloud.TagImage(ctx, repo, from, to); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // instancePrefix names the local clouds of acceptance runs: acc<pid>.
@@ -93,6 +129,16 @@ func PreCheck(t *testing.T) {
 	if os.Getenv("DIGITALOCEAN_TOKEN") == "" {
 		t.Fatal("DIGITALOCEAN_TOKEN must be set for acceptance tests (acctest.Run sets it for the local cloud)")
 	}
+}
+
+// SkipOrFailInCI skips a test whose environment lacks something it needs, and fails it
+// under CI (CI set, as .ci/run does), where every test of the suite must run.
+func SkipOrFailInCI(t testing.TB, format string, args ...any) {
+	t.Helper()
+	if os.Getenv("CI") != "" {
+		t.Fatalf("CI must provide this: "+format, args...)
+	}
+	t.Skipf(format, args...)
 }
 
 // IsLocalCloud reports whether the tests run against the local cloud.

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"os/exec"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -149,6 +150,12 @@ func (s *testSSHServer) serve(c net.Conn, cfg *ssh.ServerConfig) {
 				continue
 			}
 			network, address = "tcp", net.JoinHostPort(msg.Host, strconv.Itoa(int(msg.Port)))
+		case "session":
+			ch, chReqs, err := nc.Accept()
+			if err == nil {
+				go serveSession(ch, chReqs)
+			}
+			continue
 		default:
 			_ = nc.Reject(ssh.UnknownChannelType, "not supported")
 			continue
@@ -172,5 +179,34 @@ func (s *testSSHServer) serve(c net.Conn, cfg *ssh.ServerConfig) {
 			go func() { _, _ = io.Copy(target, ch); done <- struct{}{} }()
 			<-done
 		}()
+	}
+}
+
+// serveSession runs an "exec" request with the local shell, as sshd would on the node.
+func serveSession(ch ssh.Channel, reqs <-chan *ssh.Request) {
+	defer ch.Close()
+	for r := range reqs {
+		if r.Type != "exec" {
+			_ = r.Reply(false, nil)
+			continue
+		}
+		var msg struct{ Command string }
+		if err := ssh.Unmarshal(r.Payload, &msg); err != nil {
+			_ = r.Reply(false, nil)
+			return
+		}
+		_ = r.Reply(true, nil)
+		cmd := exec.Command("sh", "-c", msg.Command)
+		cmd.Stdin, cmd.Stdout, cmd.Stderr = ch, ch, ch.Stderr()
+		status := uint32(0)
+		if err := cmd.Run(); err != nil {
+			status = 1
+			var exit *exec.ExitError
+			if errors.As(err, &exit) {
+				status = uint32(exit.ExitCode())
+			}
+		}
+		_, _ = ch.SendRequest("exit-status", false, ssh.Marshal(struct{ Status uint32 }{status}))
+		return
 	}
 }

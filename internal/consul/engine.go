@@ -156,8 +156,16 @@ func Ensure(ctx context.Context, e Engine, spec Spec) (*Container, Outcome, erro
 const StopTimeout = 30 * time.Second
 
 // Replace stops and removes the current container and creates one for spec on the same
-// data volume, so the agent keeps its node ID, raft log and keyring.
+// data volume, so the agent keeps its node ID, raft log and keyring. The spec is checked
+// and its image pulled first, while the old agent still runs: a mistyped image or a bad
+// TLS pair must not take a server out of the quorum.
 func Replace(ctx context.Context, e Engine, current *Container, spec Spec) (*Container, error) {
+	if err := spec.Validate(); err != nil {
+		return nil, err
+	}
+	if err := EnsureImage(ctx, e, spec.Image); err != nil {
+		return nil, err
+	}
 	if err := removeContainer(ctx, e, current.ID); err != nil {
 		return nil, err
 	}

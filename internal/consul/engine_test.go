@@ -18,6 +18,8 @@ import (
 	"github.com/docker/docker/api/types/volume"
 	"github.com/docker/docker/client"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/microswarm/terraform-provider-microswarm/internal/consul/consultest"
 )
 
 // fakeEngine is an in-memory Docker engine holding just what this package touches.
@@ -407,5 +409,42 @@ func TestCheckAliveSeesACrash(t *testing.T) {
 	f.containers["consul-agent"].running = false
 	if err := CheckAlive(context.Background(), f, c); !IsCrashed(err) {
 		t.Errorf("a stopped agent: %v, want *CrashedError", err)
+	}
+}
+
+// A rolling restart must not take a server out of the quorum for a spec that cannot run:
+// the new image is pulled and the spec checked while the old agent still runs.
+func TestReplaceKeepsTheAgentWhenTheNewSpecCannotRun(t *testing.T) {
+	t.Parallel()
+	a, b := consultest.NewTLS(t), consultest.NewTLS(t)
+	withTLS := func(m, key consultest.Material) Spec {
+		s := serverSpec()
+		s.TLS = &TLS{CAPEM: m.CAPEM, CertPEM: m.CertPEM, KeyPEM: key.KeyPEM, VerifyIncoming: true, VerifyOutgoing: true}
+		return s
+	}
+	mistyped := serverSpec()
+	mistyped.Image = "hashicorp/consul:1.20.55"
+	cases := map[string]struct {
+		running, next Spec
+		wantErr       string
+	}{
+		"a mistyped image":      {running: serverSpec(), next: mistyped, wantErr: "manifest unknown"},
+		"a key of another cert": {running: withTLS(a, a), next: withTLS(a, b), wantErr: "key"},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			f := newFakeEngine()
+			before := mustEnsure(t, f, tc.running)
+			f.calls = nil
+			_, _, err := Ensure(context.Background(), f, tc.next)
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Fatalf("Ensure with a spec that cannot run: %v, want an error about %q", err, tc.wantErr)
+			}
+			c, ok := f.containers[tc.running.ContainerName]
+			if !ok || c.id != before.ID || !c.running {
+				t.Fatalf("the running agent was stopped or removed (engine calls %q) for a spec that could not run", f.calls)
+			}
+		})
 	}
 }

@@ -170,6 +170,14 @@ func (r RollingRestart) Run(ctx context.Context) (*Container, ServerStatus, erro
 	if err != nil {
 		return nil, ServerStatus{}, &RestartPhaseError{"asking the running server who it is", err}
 	}
+	// Before the lock and the leadership hand-off: a spec that cannot run fails here, with
+	// the server untouched.
+	if err := r.Spec.Validate(); err != nil {
+		return nil, ServerStatus{}, &RestartPhaseError{"checking the new configuration", err}
+	}
+	if err := EnsureImage(ctx, r.Engine, r.Spec.Image); err != nil {
+		return nil, ServerStatus{}, &RestartPhaseError{"pulling the new image", err}
+	}
 	lock, err := AcquireLock(ctx, r.OldAPI, RestartLockKey, r.Holder)
 	if err != nil {
 		return nil, ServerStatus{}, &RestartPhaseError{"taking the rolling-restart lock", err}

@@ -133,6 +133,14 @@ func (t bearerTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 // call runs one API request, retrying on 429 (until the rate limit resets, capped) and
 // 5xx (with exponential backoff), and maps the final error to *APIError.
 func (c *Client) call(ctx context.Context, op string, fn func(context.Context) (*godo.Response, error)) error {
+	return c.callRechecking(ctx, op, fn, nil)
+}
+
+// callRechecking is call for requests that are not idempotent: before each retry,
+// recheck (if set) learns whether the failed attempt took effect after all; done stops
+// the retries with the last error, err stops them with that error.
+func (c *Client) callRechecking(ctx context.Context, op string, fn func(context.Context) (*godo.Response, error),
+	recheck func(ctx context.Context, status int) (done bool, err error)) error {
 	wait := c.retry.MinWait
 	for attempt := 1; ; attempt++ {
 		resp, err := fn(ctx)
@@ -155,6 +163,15 @@ func (c *Client) call(ctx context.Context, op string, fn func(context.Context) (
 			timer.Stop()
 			return fmt.Errorf("%w (gave up retrying: %w)", mapped, ctx.Err())
 		case <-timer.C:
+		}
+		if recheck != nil {
+			done, err := recheck(ctx, apiErr.Status)
+			if err != nil {
+				return fmt.Errorf("%w (then checking whether it took effect: %w)", mapped, err)
+			}
+			if done {
+				return mapped
+			}
 		}
 		wait = min(wait*2, c.retry.MaxWait)
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/digitalocean/godo"
@@ -31,7 +32,18 @@ type Spec struct {
 	Tags       []string // the user's tags; ManagedTag is added
 	Monitoring bool
 	UserData   string
+	// IdempotencyTag is unique to the resource instance this droplet is made for (see
+	// IdempotencyTag). Create writes it with the droplet and adopts only a droplet that
+	// carries it. Empty: nothing is adopted, and a failed create request is not retried.
+	IdempotencyTag string
 }
+
+// IdempotencyTagPrefix starts the tag that ties a droplet to the resource instance that
+// created it; droplets carry it besides ManagedTag, and it is hidden like ManagedTag.
+const IdempotencyTagPrefix = "microswarm-create:"
+
+// IdempotencyTag is the tag for a per-resource token.
+func IdempotencyTag(token string) string { return IdempotencyTagPrefix + token }
 
 // Droplet is the provider's view of a droplet.
 type Droplet struct {
@@ -44,8 +56,10 @@ type Droplet struct {
 	PublicIPv4  string
 	PrivateIPv4 string
 	VPCUUID     string
-	Tags        []string // without ManagedTag
+	Tags        []string // without ManagedTag and the idempotency tag
 	Monitoring  bool
+	// IdempotencyToken is the token of the droplet's idempotency tag, if it has one.
+	IdempotencyToken string
 }
 
 func fromGodo(d *godo.Droplet) *Droplet {
@@ -63,7 +77,11 @@ func fromGodo(d *godo.Droplet) *Droplet {
 	out.PrivateIPv4, _ = d.PrivateIPv4()
 	out.Monitoring = slices.Contains(d.Features, "monitoring")
 	for _, t := range d.Tags {
-		if t != ManagedTag {
+		switch {
+		case t == ManagedTag:
+		case strings.HasPrefix(t, IdempotencyTagPrefix):
+			out.IdempotencyToken = strings.TrimPrefix(t, IdempotencyTagPrefix)
+		default:
 			out.Tags = append(out.Tags, t)
 		}
 	}
@@ -83,15 +101,21 @@ func (c *Client) Get(ctx context.Context, id int) (*Droplet, error) {
 	return fromGodo(d), nil
 }
 
-// FindManaged returns the droplet this provider created with the given name and
-// region, or nil when there is none.
+// FindManaged returns a droplet this provider created with the given name and region,
+// or nil when there is none. Names are not unique across stacks: this is for tests and
+// tools, never for adoption (see Create).
 func (c *Client) FindManaged(ctx context.Context, name, region string) (*Droplet, error) {
+	return c.findTagged(ctx, ManagedTag, name, region)
+}
+
+// findTagged returns the first droplet carrying tag with the given name and region.
+func (c *Client) findTagged(ctx context.Context, tag, name, region string) (*Droplet, error) {
 	opt := &godo.ListOptions{Page: 1, PerPage: 200}
 	for {
 		var page []godo.Droplet
 		var resp *godo.Response
-		err := c.call(ctx, "list droplets tagged "+ManagedTag, func(ctx context.Context) (r *godo.Response, err error) {
-			page, r, err = c.api.Droplets.ListByTag(ctx, ManagedTag, opt)
+		err := c.call(ctx, "list droplets tagged "+tag, func(ctx context.Context) (r *godo.Response, err error) {
+			page, r, err = c.api.Droplets.ListByTag(ctx, tag, opt)
 			resp = r
 			return r, err
 		})
@@ -115,16 +139,24 @@ func (c *Client) FindManaged(ctx context.Context, name, region string) (*Droplet
 	}
 }
 
-// Create creates a droplet, or adopts the one an interrupted earlier create made (same
-// name and region, tagged ManagedTag), so that re-running after a failure never makes
-// a second droplet.
+// Create creates a droplet, or adopts the one an interrupted earlier create of the same
+// resource instance made: same idempotency tag, name and region. A droplet of the same
+// name from another stack never carries the tag, so it is never adopted.
+//
+// POST /v2/droplets is not idempotent: a 5xx can hide a droplet that was made. So before
+// each retry the droplets carrying the idempotency tag are listed again, and one that
+// appeared is the one this call made (adopted is false: it carries this call's user data).
 func (c *Client) Create(ctx context.Context, spec Spec) (d *Droplet, adopted bool, err error) {
-	existing, err := c.FindManaged(ctx, spec.Name, spec.Region)
-	if err != nil {
-		return nil, false, err
-	}
-	if existing != nil {
-		return existing, true, nil
+	tags := []string{ManagedTag}
+	if spec.IdempotencyTag != "" {
+		existing, err := c.findTagged(ctx, spec.IdempotencyTag, spec.Name, spec.Region)
+		if err != nil {
+			return nil, false, err
+		}
+		if existing != nil {
+			return existing, true, nil
+		}
+		tags = append(tags, spec.IdempotencyTag)
 	}
 	req := &godo.DropletCreateRequest{
 		Name:       spec.Name,
@@ -132,7 +164,7 @@ func (c *Client) Create(ctx context.Context, spec Spec) (d *Droplet, adopted boo
 		Size:       spec.Size,
 		Image:      godo.DropletCreateImage{Slug: spec.Image},
 		VPCUUID:    spec.VPCUUID,
-		Tags:       append([]string{ManagedTag}, spec.Tags...),
+		Tags:       append(tags, spec.Tags...),
 		Monitoring: spec.Monitoring,
 		UserData:   spec.UserData,
 	}
@@ -144,10 +176,25 @@ func (c *Client) Create(ctx context.Context, spec Spec) (d *Droplet, adopted boo
 		}
 	}
 	var created *godo.Droplet
-	err = c.call(ctx, "create droplet "+spec.Name, func(ctx context.Context) (r *godo.Response, err error) {
+	var made *Droplet
+	recheck := func(ctx context.Context, status int) (bool, error) {
+		if status < 500 {
+			return false, nil // a rate limit (429): the request was not processed
+		}
+		if spec.IdempotencyTag == "" {
+			return true, nil // nothing to re-check by: do not risk a duplicate
+		}
+		found, err := c.findTagged(ctx, spec.IdempotencyTag, spec.Name, spec.Region)
+		made = found
+		return found != nil, err
+	}
+	err = c.callRechecking(ctx, "create droplet "+spec.Name, func(ctx context.Context) (r *godo.Response, err error) {
 		created, r, err = c.api.Droplets.Create(ctx, req)
 		return r, err
-	})
+	}, recheck)
+	if made != nil {
+		return made, false, nil
+	}
 	if err != nil {
 		return nil, false, err
 	}

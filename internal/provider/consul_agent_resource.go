@@ -16,10 +16,11 @@ import (
 )
 
 var (
-	_ resource.Resource                = &consulAgentResource{}
-	_ resource.ResourceWithConfigure   = &consulAgentResource{}
-	_ resource.ResourceWithImportState = &consulAgentResource{}
-	_ resource.ResourceWithModifyPlan  = &consulAgentResource{}
+	_ resource.Resource                   = &consulAgentResource{}
+	_ resource.ResourceWithConfigure      = &consulAgentResource{}
+	_ resource.ResourceWithImportState    = &consulAgentResource{}
+	_ resource.ResourceWithModifyPlan     = &consulAgentResource{}
+	_ resource.ResourceWithValidateConfig = &consulAgentResource{}
 )
 
 func NewConsulAgentResource() resource.Resource { return &consulAgentResource{} }
@@ -85,10 +86,15 @@ func (r *consulAgentResource) ModifyPlan(ctx context.Context, req resource.Modif
 		state = &prior.consulContainerModel
 	}
 	consulPlan(ctx, consul.RoleAgent, &plan.consulContainerModel, state, consulAgentNoBootstrap, &resp.Diagnostics)
+	r.data.checkTCPHost(path.Root("host"), plan.Host, &resp.Diagnostics)
 	resp.Diagnostics.Append(resp.Plan.Set(ctx, &plan)...)
 	if state != nil && !resp.Plan.Raw.Equal(req.State.Raw) {
 		resp.Diagnostics.Append(resp.Plan.SetAttribute(ctx, path.Root("member_status"), types.StringUnknown())...)
 	}
+}
+
+func (r *consulAgentResource) ValidateConfig(ctx context.Context, req resource.ValidateConfigRequest, resp *resource.ValidateConfigResponse) {
+	consulValidateConfig(ctx, consul.RoleAgent, req.Config, &resp.Diagnostics)
 }
 
 func (r *consulAgentResource) Create(ctx context.Context, req resource.CreateRequest, resp *resource.CreateResponse) {

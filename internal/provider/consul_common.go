@@ -2,11 +2,9 @@ package provider
 
 import (
 	"context"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"net"
-	"regexp"
 	"strings"
 	"time"
 
@@ -14,7 +12,6 @@ import (
 	consulapi "github.com/hashicorp/consul/api"
 	"github.com/hashicorp/terraform-plugin-framework-timeouts/resource/timeouts"
 	"github.com/hashicorp/terraform-plugin-framework-validators/int64validator"
-	"github.com/hashicorp/terraform-plugin-framework-validators/listvalidator"
 	"github.com/hashicorp/terraform-plugin-framework-validators/stringvalidator"
 	"github.com/hashicorp/terraform-plugin-framework/attr"
 	"github.com/hashicorp/terraform-plugin-framework/diag"
@@ -163,7 +160,7 @@ func consulSchemaAttributes(ctx context.Context, role consul.Role) map[string]sc
 		"host_key": schema.StringAttribute{
 			MarkdownDescription: "The node's pinned SSH host key (pass `microswarm_droplet_node.x.ssh_host_key`). When unset, the provider's " +
 				"known_hosts file and `host_key_policy` decide, and the key seen is recorded here and pinned from then on. " +
-				"After an import the key is trusted on first use and recorded; set it in the config. Changing it replaces the " + noun + ".",
+				"After an import too, only known_hosts or `host_key_policy` vouch for an unpinned key (`strict` refuses it); the key accepted is recorded: set it in the config. Changing it replaces the " + noun + ".",
 			Optional:      true,
 			Computed:      true,
 			Validators:    []validator.String{sshPublicKeyValidator{}},
@@ -183,7 +180,7 @@ func consulSchemaAttributes(ctx context.Context, role consul.Role) map[string]sc
 			Optional:   true,
 			Computed:   true,
 			Default:    stringdefault.StaticString(consul.DefaultImage),
-			Validators: []validator.String{imageValidator{}},
+			Validators: []validator.String{imageValidator()},
 		},
 		"datacenter": schema.StringAttribute{
 			MarkdownDescription: "Consul datacenter; every agent of a cluster names the same one. Default: `" + consul.DefaultDatacenter + "`. Changing it replaces the " + noun + " (and its data).",
@@ -202,7 +199,7 @@ func consulSchemaAttributes(ctx context.Context, role consul.Role) map[string]sc
 		"advertise_addr": schema.StringAttribute{
 			MarkdownDescription: "The address the agent binds to and advertises to the cluster: pass `microswarm_droplet_node.x.ipv4_address_private`. Changing it replaces the " + noun + ".",
 			Required:            true,
-			Validators:          []validator.String{consulIPValidator{}},
+			Validators:          []validator.String{consulAdvertiseValidator()},
 			PlanModifiers:       []planmodifier.String{stringplanmodifier.RequiresReplace()},
 		},
 		"client_addr": schema.StringAttribute{
@@ -211,7 +208,7 @@ func consulSchemaAttributes(ctx context.Context, role consul.Role) map[string]sc
 			Optional:   true,
 			Computed:   true,
 			Default:    stringdefault.StaticString(consul.DefaultClientAddr),
-			Validators: []validator.String{consulIPValidator{}},
+			Validators: []validator.String{consulIPValidator()},
 		},
 		"ui": schema.BoolAttribute{
 			MarkdownDescription: "Serve the web UI on the HTTP API port. Default: `false`. " + inPlace,
@@ -225,7 +222,7 @@ func consulSchemaAttributes(ctx context.Context, role consul.Role) map[string]sc
 				" (and its data); rotate the key of a live cluster with `consul keyring` instead. Not read back after an import.",
 			Optional:      true,
 			Sensitive:     true,
-			Validators:    []validator.String{consulGossipKeyValidator{}},
+			Validators:    []validator.String{consulGossipKeyValidator()},
 			PlanModifiers: []planmodifier.String{stringplanmodifier.RequiresReplaceIf(consulReplaceUnlessImported, "Replaces the agent when the key changes (not when an import left it unset).", "Replaces the agent when the key changes (not when an import left it unset).")},
 		},
 		"tls": schema.SingleNestedAttribute{
@@ -237,18 +234,18 @@ func consulSchemaAttributes(ctx context.Context, role consul.Role) map[string]sc
 				"ca_pem": schema.StringAttribute{
 					MarkdownDescription: "PEM CA certificate(s) that signed the agents' certificates.",
 					Required:            true,
-					Validators:          []validator.String{consulPEMValidator{kind: "certificate"}},
+					Validators:          []validator.String{consulPEMValidator("certificate")},
 				},
 				"cert_pem": schema.StringAttribute{
 					MarkdownDescription: "PEM certificate of this agent (`server.<datacenter>.consul` for servers when `verify_server_hostname` is on).",
 					Required:            true,
-					Validators:          []validator.String{consulPEMValidator{kind: "certificate"}},
+					Validators:          []validator.String{consulPEMValidator("certificate")},
 				},
 				"key_pem": schema.StringAttribute{
 					MarkdownDescription: "PEM private key of `cert_pem`.",
 					Required:            true,
 					Sensitive:           true,
-					Validators:          []validator.String{consulPEMValidator{kind: "private key"}},
+					Validators:          []validator.String{consulPEMValidator("private key")},
 				},
 				"verify_incoming": schema.BoolAttribute{
 					MarkdownDescription: "Require and verify client certificates on RPC and HTTPS. Default: `true`.",
@@ -291,10 +288,10 @@ func consulSchemaAttributes(ctx context.Context, role consul.Role) map[string]sc
 			MarkdownDescription: "SHA-256 of everything the container is made from (also a container label), so a container whose config drifted is recreated.",
 			Computed:            true,
 		},
-		"timeouts": timeouts.Attributes(ctx, timeouts.Opts{Create: true, Update: true, Delete: true,
+		"timeouts": withDurationValidators(timeouts.Attributes(ctx, timeouts.Opts{Create: true, Update: true, Delete: true,
 			CreateDescription: "How long creating may take, including the wait for the " + noun + " to join. Default: `10m`.",
 			UpdateDescription: "How long an update may take, including waiting for the rolling-restart lock. Default: `20m`.",
-			DeleteDescription: "How long the graceful leave and removal may take. Default: `5m`."}),
+			DeleteDescription: "How long the graceful leave and removal may take. Default: `5m`."})),
 	}
 }
 
@@ -441,24 +438,23 @@ func consulPlan(ctx context.Context, role consul.Role, plan, state *consulContai
 }
 
 // consulOpenHost reaches the node and records the host key it presented when none was
-// pinned. afterImport allows trust on first use for an ssh host with no pinned key: only
-// an import leaves the state so, since create records the key. With tolerateUnreachable
+// pinned; what vouches for an unpinned key is known_hosts or host_key_policy, after an
+// import too (strict refuses it, accept-new trusts and records it). With tolerateUnreachable
 // (refresh of a known container, delete) a node that does not answer at all is a
 // warning: a dead node must not block the plan that replaces it, nor the destroy that
 // goes with it. A wrong host key is always an error.
-func (d *providerData) consulOpenHost(ctx context.Context, m *consulContainerModel, afterImport, tolerateUnreachable bool, diags *diag.Diagnostics) *conn.Host {
+func (d *providerData) consulOpenHost(ctx context.Context, m *consulContainerModel, tolerateUnreachable bool, diags *diag.Diagnostics) *conn.Host {
 	host, hostKey := m.Host.ValueString(), m.HostKey.ValueString()
-	ep, err := conn.ParseEndpoint(host)
+	_, err := conn.ParseEndpoint(host)
 	if err != nil {
 		diags.AddAttributeError(path.Root("host"), "Invalid Host", err.Error())
 		return nil
 	}
-	trustOnFirstUse := afterImport && m.HostKey.IsNull() && ep.Scheme == conn.SchemeSSH
 	var h *conn.Host
-	if !trustOnFirstUse && !tolerateUnreachable {
+	if !tolerateUnreachable {
 		h = d.openHost(ctx, path.Root("host"), host, hostKey, diags)
 	} else {
-		h, err = d.pool.Open(ctx, conn.Target{Host: host, HostKey: hostKey, TrustOnFirstUse: trustOnFirstUse})
+		h, err = d.pool.Open(ctx, conn.Target{Host: host, HostKey: hostKey})
 	}
 	switch {
 	case h == nil && err == nil:
@@ -472,11 +468,9 @@ func (d *providerData) consulOpenHost(ctx context.Context, m *consulContainerMod
 		diags.AddAttributeError(path.Root("host"), "Could Not Reach Host", fmt.Sprintf("%s: %s", host, err))
 		return nil
 	}
-	if trustOnFirstUse {
-		tflog.Warn(ctx, "recorded the host key an imported node presented on first contact; set host_key in the config to pin it",
-			map[string]any{"host": host, "fingerprint": fingerprintOf(h.HostKey())})
-	}
 	if key := h.HostKey(); key != "" && hostKey == "" {
+		tflog.Warn(ctx, "recorded the host key that known_hosts or host_key_policy accepted; set host_key in the config to pin it",
+			map[string]any{"host": host, "fingerprint": fingerprintOf(key)})
 		m.HostKey = types.StringValue(key)
 	} else if m.HostKey.IsUnknown() {
 		m.HostKey = types.StringNull()
@@ -571,7 +565,7 @@ func consulDelete(ctx context.Context, d *providerData, role consul.Role, m cons
 		return
 	}
 	host, name := m.Host.ValueString(), m.ContainerName.ValueString()
-	h := d.consulOpenHost(ctx, &m, false, true, diags)
+	h := d.consulOpenHost(ctx, &m, true, diags)
 	if h == nil {
 		return
 	}
@@ -610,76 +604,6 @@ func consulDelete(ctx context.Context, d *providerData, role consul.Role, m cons
 		addConsulContainerError(diags, "Could Not Remove Consul Data Volume", host, name, err)
 	}
 }
-
-// consulIPValidator accepts one IP address.
-type consulIPValidator struct{}
-
-func (consulIPValidator) Description(context.Context) string { return "must be an IP address" }
-func (v consulIPValidator) MarkdownDescription(ctx context.Context) string {
-	return v.Description(ctx)
-}
-
-func (consulIPValidator) ValidateString(_ context.Context, req validator.StringRequest, resp *validator.StringResponse) {
-	if skip(req) {
-		return
-	}
-	if err := consul.ValidateIP(req.ConfigValue.ValueString()); err != nil {
-		resp.Diagnostics.AddAttributeError(req.Path, "Invalid IP Address", err.Error()+"; Consul binds to and advertises an address, not a name.")
-	}
-}
-
-// consulGossipKeyValidator accepts what `consul keygen` prints.
-type consulGossipKeyValidator struct{}
-
-func (consulGossipKeyValidator) Description(context.Context) string {
-	return "must be a base64 gossip key of 32 (or 16 or 24) bytes, as `consul keygen` prints"
-}
-func (v consulGossipKeyValidator) MarkdownDescription(ctx context.Context) string {
-	return v.Description(ctx)
-}
-
-func (consulGossipKeyValidator) ValidateString(_ context.Context, req validator.StringRequest, resp *validator.StringResponse) {
-	if skip(req) {
-		return
-	}
-	if err := consul.ValidateGossipKey(req.ConfigValue.ValueString()); err != nil {
-		resp.Diagnostics.AddAttributeError(req.Path, "Invalid Gossip Key", err.Error()+".")
-	}
-}
-
-// consulPEMValidator accepts a PEM document of the given kind.
-type consulPEMValidator struct{ kind string }
-
-func (v consulPEMValidator) Description(context.Context) string { return "must be a PEM " + v.kind }
-func (v consulPEMValidator) MarkdownDescription(ctx context.Context) string {
-	return v.Description(ctx)
-}
-
-func (v consulPEMValidator) ValidateString(_ context.Context, req validator.StringRequest, resp *validator.StringResponse) {
-	if skip(req) {
-		return
-	}
-	block, _ := pem.Decode([]byte(req.ConfigValue.ValueString()))
-	ok := block != nil
-	if ok && v.kind == "certificate" {
-		ok = block.Type == "CERTIFICATE"
-	} else if ok {
-		ok = strings.HasSuffix(block.Type, "PRIVATE KEY")
-	}
-	if !ok {
-		resp.Diagnostics.AddAttributeError(req.Path, "Invalid PEM", fmt.Sprintf("The value is not a PEM %s (-----BEGIN ...-----).", v.kind))
-	}
-}
-
-// consulRetryJoinValidators: entries are addresses, IP:port or cloud auto-join strings.
-func consulRetryJoinValidators() []validator.List {
-	return []validator.List{
-		listvalidator.SizeAtLeast(1),
-		listvalidator.ValueStringsAre(stringvalidator.RegexMatches(consulNoSpaces, "must be an address, IP:PORT or a cloud auto-join string, without spaces")),
-	}
-}
-
-var consulNoSpaces = regexp.MustCompile(`^\S+$`)
 
 // consulTLSOf reads the tls attribute; nil when unset.
 func consulTLSOf(ctx context.Context, obj types.Object) *consul.TLS {
@@ -721,7 +645,7 @@ func (d *providerData) consulPrepare(ctx context.Context, role consul.Role, m *c
 			"Please report this issue to the provider developers.", consulRoleNoun(role)))
 		return spec, nil, nil, false
 	}
-	if h = d.consulOpenHost(ctx, m, false, false, diags); h == nil {
+	if h = d.consulOpenHost(ctx, m, false, diags); h == nil {
 		return spec, nil, nil, false
 	}
 	if docker = consulDocker(h, m.Host.ValueString(), diags); docker == nil {
@@ -736,7 +660,7 @@ func (d *providerData) consulPrepare(ctx context.Context, role consul.Role, m *c
 // with a warning), or an error was reported.
 func (d *providerData) consulReadContainer(ctx context.Context, role consul.Role, m *consulContainerModel, resp *resource.ReadResponse) (*conn.Host, *consul.Container) {
 	host, name := m.Host.ValueString(), m.ContainerName.ValueString()
-	h := d.consulOpenHost(ctx, m, true, !m.ContainerID.IsNull(), &resp.Diagnostics)
+	h := d.consulOpenHost(ctx, m, !m.ContainerID.IsNull(), &resp.Diagnostics)
 	if h == nil {
 		return nil, nil
 	}

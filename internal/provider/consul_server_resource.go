@@ -20,10 +20,11 @@ import (
 )
 
 var (
-	_ resource.Resource                = &consulServerResource{}
-	_ resource.ResourceWithConfigure   = &consulServerResource{}
-	_ resource.ResourceWithImportState = &consulServerResource{}
-	_ resource.ResourceWithModifyPlan  = &consulServerResource{}
+	_ resource.Resource                   = &consulServerResource{}
+	_ resource.ResourceWithConfigure      = &consulServerResource{}
+	_ resource.ResourceWithImportState    = &consulServerResource{}
+	_ resource.ResourceWithModifyPlan     = &consulServerResource{}
+	_ resource.ResourceWithValidateConfig = &consulServerResource{}
 )
 
 func NewConsulServerResource() resource.Resource { return &consulServerResource{} }
@@ -86,20 +87,32 @@ func (r *consulServerResource) ModifyPlan(ctx context.Context, req resource.Modi
 		return
 	}
 	var state *consulContainerModel
+	priorExpect := types.Int64Null()
 	if !req.State.Raw.IsNull() {
 		var prior consulServerModel
 		resp.Diagnostics.Append(req.State.Get(ctx, &prior)...)
 		if resp.Diagnostics.HasError() {
 			return
 		}
-		state = &prior.consulContainerModel
+		state, priorExpect = &prior.consulContainerModel, prior.BootstrapExpect
 	}
 	consulPlan(ctx, consul.RoleServer, &plan.consulContainerModel, state, plan.BootstrapExpect, &resp.Diagnostics)
+	r.data.checkTCPHost(path.Root("host"), plan.Host, &resp.Diagnostics)
+	// Warned when the plan sets the count, as the swarm warns for its managers.
+	if n := plan.BootstrapExpect; !n.IsUnknown() && !n.Equal(priorExpect) {
+		if msg := consul.BootstrapExpectWarning(int(n.ValueInt64())); msg != "" {
+			attrWarning(&resp.Diagnostics, path.Root("bootstrap_expect"), "Even Number of Consul Servers", msg)
+		}
+	}
 	resp.Diagnostics.Append(resp.Plan.Set(ctx, &plan)...)
 	if state != nil && !resp.Plan.Raw.Equal(req.State.Raw) {
 		// An update: the leader is read again afterwards.
 		resp.Diagnostics.Append(resp.Plan.SetAttribute(ctx, path.Root("leader"), types.StringUnknown())...)
 	}
+}
+
+func (r *consulServerResource) ValidateConfig(ctx context.Context, req resource.ValidateConfigRequest, resp *resource.ValidateConfigResponse) {
+	consulValidateConfig(ctx, consul.RoleServer, req.Config, &resp.Diagnostics)
 }
 
 func (r *consulServerResource) Create(ctx context.Context, req resource.CreateRequest, resp *resource.CreateResponse) {

@@ -2,6 +2,7 @@ package provider
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -9,6 +10,7 @@ import (
 	"regexp"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/hashicorp/terraform-plugin-framework-timeouts/resource/timeouts"
@@ -21,7 +23,6 @@ import (
 	"github.com/hashicorp/terraform-plugin-framework/resource/schema/booldefault"
 	"github.com/hashicorp/terraform-plugin-framework/resource/schema/boolplanmodifier"
 	"github.com/hashicorp/terraform-plugin-framework/resource/schema/planmodifier"
-	"github.com/hashicorp/terraform-plugin-framework/resource/schema/setplanmodifier"
 	"github.com/hashicorp/terraform-plugin-framework/resource/schema/stringdefault"
 	"github.com/hashicorp/terraform-plugin-framework/resource/schema/stringplanmodifier"
 	"github.com/hashicorp/terraform-plugin-framework/schema/validator"
@@ -78,6 +79,7 @@ type dropletNodeModel struct {
 	DockerHost         types.String   `tfsdk:"docker_host"`
 	DockerVersion      types.String   `tfsdk:"docker_version"`
 	SSHHostKey         types.String   `tfsdk:"ssh_host_key"`
+	IdempotencyToken   types.String   `tfsdk:"idempotency_token"`
 	Status             types.String   `tfsdk:"status"`
 	Timeouts           timeouts.Value `tfsdk:"timeouts"`
 }
@@ -89,8 +91,10 @@ func (r *dropletNodeResource) Metadata(_ context.Context, req resource.MetadataR
 func (r *dropletNodeResource) Schema(ctx context.Context, _ resource.SchemaRequest, resp *resource.SchemaResponse) {
 	resp.Schema = schema.Schema{
 		MarkdownDescription: "A DigitalOcean droplet that is a ready Docker host. Create returns once the droplet is active, " +
-			"SSH answers with the host key the provider handed the droplet through cloud-init (pinned from then on, exported as " +
-			"`ssh_host_key`) and the Docker API answers through SSH. `name`, `tags` and `size` change in place; the rest replaces the droplet.",
+			"SSH answers with the host key the provider handed the droplet through cloud-init, and the Docker API answers through SSH. " +
+			"Over that pinned session the provider then replaces the host key with one made on the node (user data stays readable from the " +
+			"metadata service, so the handed-over key must open nothing) and pins the new one, exported as `ssh_host_key`. " +
+			"`name`, `tags`, `size` and `ssh_keys` change in place; the rest replaces the droplet.",
 		Attributes: map[string]schema.Attribute{
 			"id": schema.StringAttribute{
 				MarkdownDescription: "The droplet's numeric ID.",
@@ -122,11 +126,12 @@ func (r *dropletNodeResource) Schema(ctx context.Context, _ resource.SchemaReque
 				PlanModifiers:       []planmodifier.String{stringplanmodifier.RequiresReplace()},
 			},
 			"ssh_keys": schema.SetAttribute{
-				MarkdownDescription: "IDs or MD5 fingerprints of account SSH keys to install for root, besides the provider's own key, which is always registered and installed so the provider can reach the node. Changing them replaces the droplet.",
-				Optional:            true,
-				ElementType:         types.StringType,
-				Validators:          []validator.Set{setvalidator.ValueStringsAre(stringvalidator.RegexMatches(sshKeyRefPattern, "must be a numeric key ID or an MD5 fingerprint (aa:bb:...)"))},
-				PlanModifiers:       []planmodifier.Set{setplanmodifier.RequiresReplace()},
+				MarkdownDescription: "IDs or MD5 fingerprints of account SSH keys to install for root, besides the provider's own key, which is always registered and installed so the provider can reach the node. " +
+					"Changes in place: the node is a swarm and Consul member, so root's `authorized_keys` is rewritten over the pinned SSH connection " +
+					"(keys removed from this list are taken out; keys from `user_data` or added by hand stay).",
+				Optional:    true,
+				ElementType: types.StringType,
+				Validators:  []validator.Set{setvalidator.ValueStringsAre(stringvalidator.RegexMatches(sshKeyRefPattern, "must be a numeric key ID or an MD5 fingerprint (aa:bb:...)"))},
 			},
 			"vpc_uuid": schema.StringAttribute{
 				MarkdownDescription: "VPC to place the droplet in. Default: the region's default VPC. Changing it replaces the droplet.",
@@ -152,10 +157,12 @@ func (r *dropletNodeResource) Schema(ctx context.Context, _ resource.SchemaReque
 				PlanModifiers:       []planmodifier.Bool{boolplanmodifier.RequiresReplace()},
 			},
 			"user_data": schema.StringAttribute{
-				MarkdownDescription: "cloud-init user data. A `#cloud-config` document (or none) also carries the host key the provider generates, so the key is pinned before the droplet boots; a script, or a cloud-config with its own `ssh_keys`, means the key seen on first contact is recorded instead. Changing it replaces the droplet.",
+				MarkdownDescription: "cloud-init user data. A `#cloud-config` document (or none) also carries the host key the provider generates, so the key is pinned before the droplet boots; a script, or a cloud-config with its own `ssh_keys`, keeps the droplet's own key, which only the provider's `ssh_known_hosts_file` or `host_key_policy` can vouch for (`strict`, the default, refuses it; `accept-new` records it). Changing it replaces the droplet.",
 				Optional:            true,
 				Sensitive:           true,
-				PlanModifiers:       []planmodifier.String{stringplanmodifier.RequiresReplace()},
+				Validators: []validator.String{maxBytesValidator{max: droplet.UserDataLimit,
+					why: fmt.Sprintf("DigitalOcean accepts %d bytes of user data, and the provider adds the node's host key to it", droplet.MaxUserData)}},
+				PlanModifiers: []planmodifier.String{stringplanmodifier.RequiresReplace()},
 			},
 			"ipv4_address": schema.StringAttribute{
 				MarkdownDescription: "Public IPv4 address.",
@@ -178,18 +185,27 @@ func (r *dropletNodeResource) Schema(ctx context.Context, _ resource.SchemaReque
 				PlanModifiers:       []planmodifier.String{stringplanmodifier.UseStateForUnknown()},
 			},
 			"ssh_host_key": schema.StringAttribute{
-				MarkdownDescription: "The node's SSH host key (`ssh-ed25519 AAAA...`), pinned: pass it as `host_key` beside `docker_host` to every resource on this node.",
-				Computed:            true,
-				PlanModifiers:       []planmodifier.String{stringplanmodifier.UseStateForUnknown()},
+				MarkdownDescription: "The node's SSH host key (`ssh-ed25519 AAAA...`), pinned: pass it as `host_key` beside `docker_host` to every resource on this node. " +
+					"For a droplet the provider created from cloud-config (or no) user data, this is the key made on the node right after first contact, not the one user data carried.",
+				Computed:      true,
+				PlanModifiers: []planmodifier.String{stringplanmodifier.UseStateForUnknown()},
+			},
+			"idempotency_token": schema.StringAttribute{
+				MarkdownDescription: "A random token made at create and written with the droplet as the tag `" +
+					droplet.IdempotencyTagPrefix + "TOKEN` (not shown in `tags`). When the API fails a create request, the provider " +
+					"looks for a droplet carrying this token before it retries, so a lost answer never makes a second droplet; a droplet " +
+					"of the same name from another stack never carries it, so it is never adopted. Fixed at create.",
+				Computed:      true,
+				PlanModifiers: []planmodifier.String{stringplanmodifier.UseStateForUnknown()},
 			},
 			"status": schema.StringAttribute{
 				MarkdownDescription: "The droplet's status: `new`, `active`, `off` or `archive`.",
 				Computed:            true,
 			},
-			"timeouts": timeouts.Attributes(ctx, timeouts.Opts{Create: true, Update: true, Delete: true,
+			"timeouts": withDurationValidators(timeouts.Attributes(ctx, timeouts.Opts{Create: true, Update: true, Delete: true,
 				CreateDescription: "How long creating may take, from the API call until SSH and Docker answer. Default: `10m`.",
 				UpdateDescription: "How long a rename, retag or resize may take. Default: `10m`.",
-				DeleteDescription: "How long deleting may take. Default: `5m`."}),
+				DeleteDescription: "How long deleting may take. Default: `5m`."})),
 		},
 	}
 }
@@ -199,10 +215,14 @@ func (r *dropletNodeResource) Configure(_ context.Context, req resource.Configur
 }
 
 // ModifyPlan fails the plan, rather than the apply, when the provider cannot manage
-// droplets: no API token, or no SSH key to reach the node with.
-func (r *dropletNodeResource) ModifyPlan(_ context.Context, req resource.ModifyPlanRequest, resp *resource.ModifyPlanResponse) {
+// droplets: no API token, no SSH key to reach the node with, or a region, size or image
+// slug the account does not offer.
+func (r *dropletNodeResource) ModifyPlan(ctx context.Context, req resource.ModifyPlanRequest, resp *resource.ModifyPlanResponse) {
 	if req.Plan.Raw.IsNull() || r.data == nil {
 		return
+	}
+	if r.data.cloud != nil {
+		r.checkSlugs(ctx, req, resp)
 	}
 	if r.data.cloud == nil {
 		resp.Diagnostics.AddError("Missing DigitalOcean Token",
@@ -213,6 +233,46 @@ func (r *dropletNodeResource) ModifyPlan(_ context.Context, req resource.ModifyP
 			"microswarm_droplet_node needs the provider's ssh_private_key or ssh_private_key_file: the provider registers its "+
 				"public half with DigitalOcean so that it can reach the node and check that Docker answers. "+
 				"ssh_keys alone are not enough, because the provider holds none of their private keys.")
+	}
+}
+
+// checkSlugs checks the region, size and image a plan creates or changes against the
+// account's catalog. A catalog that cannot be fetched is a warning: the apply will say.
+func (r *dropletNodeResource) checkSlugs(ctx context.Context, req resource.ModifyPlanRequest, resp *resource.ModifyPlanResponse) {
+	var plan, state dropletNodeModel
+	resp.Diagnostics.Append(req.Plan.Get(ctx, &plan)...)
+	if !req.State.Raw.IsNull() {
+		resp.Diagnostics.Append(req.State.Get(ctx, &state)...)
+	}
+	if resp.Diagnostics.HasError() {
+		return
+	}
+	creating := req.State.Raw.IsNull()
+	slug := func(planned, prior types.String) string {
+		if planned.IsUnknown() || planned.IsNull() || (!creating && planned.Equal(prior)) {
+			return ""
+		}
+		return planned.ValueString()
+	}
+	region, size, image := slug(plan.Region, state.Region), slug(plan.Size, state.Size), slug(plan.Image, state.Image)
+	if region == "" && size == "" && image == "" {
+		return
+	}
+	regionChanges := region != ""
+	if !regionChanges && !plan.Region.IsUnknown() {
+		region = plan.Region.ValueString() // an unchanged region still bounds a new size
+	}
+	cat, err := r.data.dropletCatalog(ctx)
+	if err != nil {
+		resp.Diagnostics.AddWarning("Could Not Check Droplet Slugs", fmt.Sprintf(
+			"Listing the account's regions, sizes and images failed, so region, size and image are checked at apply: %s.", err))
+		return
+	}
+	for _, e := range cat.Check(region, size, image) {
+		if e.Field == "region" && !regionChanges {
+			continue // the droplet is there already
+		}
+		attrError(&resp.Diagnostics, path.Root(e.Field), "Unknown Droplet "+strings.ToUpper(e.Field[:1])+e.Field[1:], e.Err.Error()+".")
 	}
 }
 
@@ -239,6 +299,15 @@ func (r *dropletNodeResource) Create(ctx context.Context, req resource.CreateReq
 		return
 	}
 	spec.SSHKeys = append(spec.SSHKeys, providerKey)
+	// Made here, not in the plan: Terraform plans a create twice (plan, then apply) and
+	// refuses a random value that differs between the two.
+	token, err := newIdempotencyToken()
+	if err != nil {
+		resp.Diagnostics.AddError("Could Not Make an Idempotency Token", err.Error())
+		return
+	}
+	plan.IdempotencyToken = types.StringValue(token)
+	spec.IdempotencyTag = droplet.IdempotencyTag(plan.IdempotencyToken.ValueString())
 
 	hostKey, err := droplet.NewHostKey()
 	if err != nil {
@@ -258,9 +327,11 @@ func (r *dropletNodeResource) Create(ctx context.Context, req resource.CreateReq
 		return
 	}
 	if adopted {
-		// The earlier attempt's host key was never saved: record what the node presents.
-		pinned = false
-		tflog.Warn(ctx, "adopted the droplet an interrupted create left behind", map[string]any{"droplet_id": d.ID, "name": d.Name})
+		resp.Diagnostics.AddWarning("Adopted an Existing Droplet", fmt.Sprintf(
+			"Droplet %d (%s in %s) carries this node's idempotency token: an earlier, interrupted create of this node made it, "+
+				"so it was adopted rather than created again. The host key that create handed it was not saved, so its key is "+
+				"checked as the provider's host_key_policy says (strict: refused, with its fingerprint; accept-new: recorded on first use).",
+			d.ID, d.Name, d.Region))
 	}
 	plan.ID = types.StringValue(strconv.Itoa(d.ID))
 	// Saved before the long waits: a failure from here on taints the droplet instead of orphaning it.
@@ -270,19 +341,65 @@ func (r *dropletNodeResource) Create(ctx context.Context, req resource.CreateReq
 		return
 	}
 
-	target := conn.Target{}
-	if pinned {
-		target.HostKey = hostKey.Public
-	} else {
-		target.TrustOnFirstUse = true
-	}
+	target := createTarget(adopted, pinned, hostKey.Public)
 	d, ready, diags := r.waitReady(ctx, d.ID, target)
 	resp.Diagnostics.Append(diags...)
 	if resp.Diagnostics.HasError() {
 		return
 	}
+	if pinned && !adopted {
+		// The private key handed over in user_data stays readable from the metadata
+		// service: replace it at once, over the session pinned to it, and pin the new one.
+		ready.HostKey, diags = r.rotateHostKey(ctx, d, hostKey.Public)
+		resp.Diagnostics.Append(diags...)
+		if resp.Diagnostics.HasError() {
+			return
+		}
+	}
 	r.fillComputed(&plan, d, ready.HostKey, ready.DockerVersion)
 	resp.Diagnostics.Append(resp.State.Set(ctx, &plan)...)
+}
+
+// rotateHostKey replaces the host key a new droplet got through user_data with one made
+// on the node, and returns the new key once sshd presents it.
+func (r *dropletNodeResource) rotateHostKey(ctx context.Context, d *droplet.Droplet, handedOver string) (string, diag.Diagnostics) {
+	var diags diag.Diagnostics
+	host := r.dockerHost(d)
+	h, err := r.data.pool.Open(ctx, conn.Target{Host: host, HostKey: handedOver})
+	var rotated string
+	if err == nil {
+		rotated, err = droplet.RotateHostKey(ctx, h)
+	}
+	if err == nil {
+		// A fresh connection pinned to the new key proves sshd serves it.
+		_, err = r.data.pool.Open(ctx, conn.Target{Host: host, HostKey: rotated})
+	}
+	if err != nil {
+		diags.AddError("Could Not Rotate the Node's Host Key", fmt.Sprintf("Droplet %d (%s): %s. The droplet is kept (and tainted): "+
+			"the host key in its user_data is readable from the metadata service, so apply again to replace it.", d.ID, host, err))
+		return "", diags
+	}
+	return rotated, diags
+}
+
+// createTarget is how a node is first reached after Create. A key the provider handed the
+// droplet is pinned. Any other key (a script's droplet makes its own; an adopted droplet's
+// was handed over by a create whose key is lost) only known_hosts or host_key_policy may
+// vouch for: strict refuses it, accept-new records it. Never a silent first use.
+func createTarget(adopted, pinned bool, hostKey string) conn.Target {
+	if pinned && !adopted {
+		return conn.Target{HostKey: hostKey}
+	}
+	return conn.Target{}
+}
+
+// newIdempotencyToken is 128 random bits, hex: unique to one node of one stack.
+func newIdempotencyToken() (string, error) {
+	b := make([]byte, 16)
+	if _, err := rand.Read(b); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(b), nil
 }
 
 // waitReady waits for the droplet to be active, then for SSH and the Docker API.
@@ -338,19 +455,22 @@ func (r *dropletNodeResource) Read(ctx context.Context, req resource.ReadRequest
 	}
 	hostKey, dockerVersion := state.SSHHostKey.ValueString(), state.DockerVersion.ValueString()
 	if state.SSHHostKey.IsNull() && d.Status == "active" && d.PublicIPv4 != "" {
-		// Only after an import: nothing pinned this droplet yet, so record the key it
-		// presents now (trust on first use, as for a droplet whose user data carried none).
-		// Bounded: a refresh must not hang on a node whose SSH is broken.
+		// Only after an import: nothing pinned this droplet yet. known_hosts or the
+		// host_key_policy decide (strict refuses an unknown key; accept-new trusts it), and
+		// the key accepted is recorded. Bounded: a refresh must not hang on a broken SSH.
 		probeCtx, cancel := context.WithTimeout(ctx, importProbeTimeout)
-		ready, err := droplet.WaitReady(probeCtx, r.data.pool, conn.Target{Host: r.dockerHost(d), TrustOnFirstUse: true})
+		ready, err := droplet.WaitReady(probeCtx, r.data.pool, conn.Target{Host: r.dockerHost(d)})
 		cancel()
 		if err != nil {
 			resp.Diagnostics.AddWarning("Could Not Reach the Imported Node", err.Error())
 		} else {
 			hostKey, dockerVersion = ready.HostKey, ready.DockerVersion
-			tflog.Warn(ctx, "recorded the host key an imported droplet presented on first contact", map[string]any{
+			tflog.Warn(ctx, "recorded the host key of an imported droplet that known_hosts or host_key_policy accepted", map[string]any{
 				"droplet_id": id, "fingerprint": fingerprintOf(hostKey)})
 		}
+	}
+	if d.IdempotencyToken != "" {
+		state.IdempotencyToken = types.StringValue(d.IdempotencyToken)
 	}
 	if state.Image.IsNull() || d.Image != "" {
 		state.Image = types.StringValue(d.Image)
@@ -400,6 +520,12 @@ func (r *dropletNodeResource) Update(ctx context.Context, req resource.UpdateReq
 		}
 	}
 	hostKey, dockerVersion := state.SSHHostKey.ValueString(), state.DockerVersion.ValueString()
+	if !plan.SSHKeys.Equal(state.SSHKeys) {
+		resp.Diagnostics.Append(r.updateSSHKeys(ctx, id, state, plan)...)
+		if resp.Diagnostics.HasError() {
+			return
+		}
+	}
 	if !plan.Size.Equal(state.Size) {
 		if err := cloud.Resize(ctx, id, plan.Size.ValueString()); err != nil {
 			resp.Diagnostics.AddAttributeError(path.Root("size"), "Could Not Resize Droplet", err.Error())
@@ -417,8 +543,43 @@ func (r *dropletNodeResource) Update(ctx context.Context, req resource.UpdateReq
 		resp.Diagnostics.AddError("Could Not Read Droplet", err.Error())
 		return
 	}
+	plan.IdempotencyToken = state.IdempotencyToken
 	r.fillComputed(&plan, d, hostKey, dockerVersion)
 	resp.Diagnostics.Append(resp.State.Set(ctx, &plan)...)
+}
+
+// updateSSHKeys moves root's authorized keys from the state's ssh_keys to the plan's, over
+// the node's pinned SSH connection; the provider's own key always stays.
+func (r *dropletNodeResource) updateSSHKeys(ctx context.Context, id int, state, plan dropletNodeModel) diag.Diagnostics {
+	var diags diag.Diagnostics
+	at := path.Root("ssh_keys")
+	oldRefs, newRefs := stringSet(ctx, state.SSHKeys, &diags), stringSet(ctx, plan.SSHKeys, &diags)
+	if diags.HasError() {
+		return diags
+	}
+	want, err := r.data.cloud.PublicKeys(ctx, newRefs)
+	if err != nil {
+		attrError(&diags, at, "Could Not Read SSH Keys", fmt.Sprintf("Droplet %d: %s. Check that every key is registered with the account.", id, err))
+		return diags
+	}
+	old, err := r.data.cloud.PublicKeys(ctx, oldRefs)
+	if err != nil {
+		// A key deleted from the account cannot be looked up, so it cannot be taken off
+		// the node either: say so rather than leave it there silently.
+		attrError(&diags, at, "Could Not Read the Previous SSH Keys", fmt.Sprintf(
+			"Droplet %d: %s. A key removed from ssh_keys must still be in the account so that it can be taken off the node; "+
+				"re-register it, or remove it from root's authorized_keys by hand.", id, err))
+		return diags
+	}
+	want = append(want, r.data.sshPublicKey)
+	h, err := r.data.pool.Open(ctx, conn.Target{Host: state.DockerHost.ValueString(), HostKey: state.SSHHostKey.ValueString()})
+	if err == nil {
+		err = droplet.SetAuthorizedKeys(ctx, h, old, want)
+	}
+	if err != nil {
+		attrError(&diags, at, "Could Not Update SSH Keys", fmt.Sprintf("Droplet %d (%s): %s.", id, state.DockerHost.ValueString(), err))
+	}
+	return diags
 }
 
 func (r *dropletNodeResource) Delete(ctx context.Context, req resource.DeleteRequest, resp *resource.DeleteResponse) {
@@ -474,18 +635,24 @@ func (r *dropletNodeResource) spec(ctx context.Context, plan dropletNodeModel) (
 // its fingerprint.
 func (r *dropletNodeResource) registerProviderKey(ctx context.Context) (string, error) {
 	d := r.data
-	d.registerKeyOnce.Do(func() {
-		pub, _, _, _, err := ssh.ParseAuthorizedKey([]byte(d.sshPublicKey))
-		if err != nil {
-			d.registerKeyFailed = err
-			return
-		}
-		fingerprint := ssh.FingerprintLegacyMD5(pub)
-		sum := sha256.Sum256(pub.Marshal())
-		name := "microswarm-provider-" + hex.EncodeToString(sum[:4])
-		d.registeredKey, d.registerKeyFailed = d.cloud.EnsureSSHKey(ctx, name, d.sshPublicKey, fingerprint)
-	})
-	return d.registeredKey, d.registerKeyFailed
+	d.registerKeyMu.Lock()
+	defer d.registerKeyMu.Unlock()
+	if d.registeredKey != "" {
+		return d.registeredKey, nil
+	}
+	pub, _, _, _, err := ssh.ParseAuthorizedKey([]byte(d.sshPublicKey))
+	if err != nil {
+		return "", err
+	}
+	fingerprint := ssh.FingerprintLegacyMD5(pub)
+	sum := sha256.Sum256(pub.Marshal())
+	name := "microswarm-provider-" + hex.EncodeToString(sum[:4])
+	key, err := d.cloud.EnsureSSHKey(ctx, name, d.sshPublicKey, fingerprint)
+	if err != nil {
+		return "", err
+	}
+	d.registeredKey = key
+	return key, nil
 }
 
 func (r *dropletNodeResource) dockerHost(d *droplet.Droplet) string {

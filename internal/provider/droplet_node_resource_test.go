@@ -2,6 +2,9 @@ package provider
 
 import (
 	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"os"
@@ -11,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/digitalocean/godo"
 	"github.com/hashicorp/terraform-plugin-testing/compare"
 	"github.com/hashicorp/terraform-plugin-testing/helper/acctest"
 	"github.com/hashicorp/terraform-plugin-testing/helper/resource"
@@ -19,6 +23,8 @@ import (
 	"github.com/hashicorp/terraform-plugin-testing/statecheck"
 	"github.com/hashicorp/terraform-plugin-testing/terraform"
 	"github.com/hashicorp/terraform-plugin-testing/tfjsonpath"
+	"golang.org/x/crypto/ssh"
+	"gopkg.in/yaml.v3"
 
 	msacctest "github.com/microswarm/terraform-provider-microswarm/internal/acctest"
 	"github.com/microswarm/terraform-provider-microswarm/internal/conn"
@@ -52,6 +58,8 @@ resource "microswarm_droplet_node" "test" {
 }
 
 func TestAccDropletNode_basic(t *testing.T) {
+	// The import step reaches hosts no resource pins yet: first-use trust must be allowed.
+	t.Setenv(envHostKeyPolicy, "accept-new")
 	prefix := "acc-" + acctest.RandString(6)
 	node := func(i int) string { return fmt.Sprintf("microswarm_droplet_node.test[%d]", i) }
 	sameID := statecheck.CompareValue(compare.ValuesSame())
@@ -157,6 +165,261 @@ func TestAccDropletNode_update(t *testing.T) {
 				PlanOnly: true,
 			},
 		},
+	})
+}
+
+// Changing ssh_keys updates root's authorized keys in place: the droplet, a swarm and
+// Consul member, stays; the new key lets one in and the old one no longer does.
+func TestAccDropletNode_sshKeysInPlace(t *testing.T) {
+	prefix := "acc-" + acctest.RandString(6)
+	const node = "microswarm_droplet_node.test"
+	sameID := statecheck.CompareValue(compare.ValuesSame())
+	keys := map[string]accountKey{}
+	config := func(name string) string {
+		return fmt.Sprintf(`
+resource "microswarm_droplet_node" "test" {
+  name     = %q
+  region   = "nyc3"
+  size     = "s-1vcpu-1gb"
+  ssh_keys = [%q]
+}
+`, prefix+"-keys", keys[name].fingerprint)
+	}
+	if os.Getenv("TF_ACC") == "" {
+		t.Skip("acceptance test: set TF_ACC=1") // as resource.Test would; the keys need the API first
+	}
+	msacctest.PreCheck(t)
+	// Registered before the steps, whose configs name their fingerprints.
+	keys["a"], keys["b"] = registerAccountKey(t, prefix+"-a"), registerAccountKey(t, prefix+"-b")
+	resource.Test(t, resource.TestCase{
+		PreCheck:                 func() { msacctest.PreCheck(t) },
+		ProtoV6ProviderFactories: testAccProtoV6ProviderFactories,
+		CheckDestroy:             checkDropletNodesDestroyed,
+		Steps: []resource.TestStep{
+			{
+				ConfigStateChecks: []statecheck.StateCheck{sameID.AddStateValue(node, tfjsonpath.New("id"))},
+				Config:            config("a"),
+				Check:             checkSSHKey(t, node, keys, "a"),
+			},
+			{
+				Config: config("b"),
+				ConfigPlanChecks: resource.ConfigPlanChecks{PreApply: []plancheck.PlanCheck{
+					plancheck.ExpectResourceAction(node, plancheck.ResourceActionUpdate),
+				}},
+				ConfigStateChecks: []statecheck.StateCheck{sameID.AddStateValue(node, tfjsonpath.New("id"))},
+				Check:             checkSSHKey(t, node, keys, "b"),
+			},
+		},
+	})
+}
+
+// accountKey is an SSH key registered with the account, with its private half.
+type accountKey struct {
+	fingerprint string
+	private     []byte
+}
+
+func registerAccountKey(t *testing.T, name string) accountKey {
+	t.Helper()
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	signer, err := ssh.NewSignerFromKey(priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	block, err := ssh.MarshalPrivateKey(priv, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	do := msacctest.Godo(t)
+	key, _, err := do.Keys.Create(context.Background(), &godo.KeyCreateRequest{Name: name, PublicKey: conn.AuthorizedKey(signer.PublicKey())})
+	if err != nil {
+		t.Fatalf("registering %s: %v", name, err)
+	}
+	t.Cleanup(func() { _, _ = do.Keys.DeleteByID(context.Background(), key.ID) })
+	return accountKey{fingerprint: key.Fingerprint, private: pem.EncodeToMemory(block)}
+}
+
+// checkSSHKey proves that of the keys, exactly the named one logs in as root.
+func checkSSHKey(t *testing.T, name string, keys map[string]accountKey, want string) resource.TestCheckFunc {
+	return func(s *terraform.State) error {
+		rs, ok := s.RootModule().Resources[stateKey(name)]
+		if !ok {
+			return fmt.Errorf("%s not in state", name)
+		}
+		target := conn.Target{Host: rs.Primary.Attributes["docker_host"], HostKey: rs.Primary.Attributes["ssh_host_key"]}
+		for k, key := range keys {
+			pool, err := conn.NewPool(conn.Options{PrivateKey: key.private, ConnectTimeout: 10 * time.Second})
+			if err != nil {
+				return err
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			var out string
+			h, err := pool.Open(ctx, target)
+			if err == nil {
+				out, err = h.Run(ctx, "id -un", nil)
+			}
+			cancel()
+			_ = pool.Close()
+			switch {
+			case k == want && (err != nil || out != "root\n"):
+				return fmt.Errorf("key %s should log in as root: %q, %v", k, out, err)
+			case k != want && err == nil:
+				return fmt.Errorf("key %s still logs in after ssh_keys moved to %s", k, want)
+			}
+		}
+		return nil
+	}
+}
+
+// The host key handed to a droplet in user_data stays readable from the metadata service,
+// so the provider rotates it right after first contact: the pinned key is a new one, and
+// the handed-over key opens nothing.
+func TestAccDropletNode_hostKeyRotated(t *testing.T) {
+	prefix := "acc-" + acctest.RandString(6)
+	const node = "microswarm_droplet_node.test[0]"
+	resource.Test(t, resource.TestCase{
+		PreCheck:                 func() { msacctest.PreCheck(t) },
+		ProtoV6ProviderFactories: testAccProtoV6ProviderFactories,
+		CheckDestroy:             checkDropletNodesDestroyed,
+		Steps: []resource.TestStep{{
+			Config: dropletNodesConfig(prefix, []string{"rot"}, "s-1vcpu-1gb", nil),
+			Check: func(s *terraform.State) error {
+				rs, ok := s.RootModule().Resources[stateKey(node)]
+				if !ok {
+					return fmt.Errorf("%s not in state", node)
+				}
+				host, pinned := rs.Primary.Attributes["docker_host"], rs.Primary.Attributes["ssh_host_key"]
+				ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+				defer cancel()
+				pool := msacctest.Pool(t)
+				h, err := pool.Open(ctx, conn.Target{Host: host, HostKey: pinned})
+				if err != nil {
+					return fmt.Errorf("the pinned key %s does not open %s: %w", fingerprintOf(pinned), host, err)
+				}
+				// What anyone on the droplet (or with its metadata) can read.
+				read := "curl -fsS http://169.254.169.254/metadata/v1/user-data"
+				if msacctest.IsLocalCloud() {
+					read = "cat /etc/microswarm/user-data"
+				}
+				userData, err := h.Run(ctx, read, nil)
+				if err != nil {
+					return err
+				}
+				var doc struct {
+					SSHKeys map[string]string `yaml:"ssh_keys"`
+				}
+				if err := yaml.Unmarshal([]byte(userData), &doc); err != nil || doc.SSHKeys["ed25519_public"] == "" {
+					return fmt.Errorf("no host key in the droplet's user_data (%v):\n%s", err, userData)
+				}
+				handedOver := doc.SSHKeys["ed25519_public"]
+				if fingerprintOf(handedOver) == fingerprintOf(pinned) {
+					return fmt.Errorf("the pinned host key %s is the one user_data carries: its private half is readable on the droplet", fingerprintOf(pinned))
+				}
+				other := msacctest.Pool(t)
+				if _, err := other.Open(ctx, conn.Target{Host: host, HostKey: handedOver}); err == nil {
+					return fmt.Errorf("%s still presents the host key from user_data", host)
+				}
+				return nil
+			},
+		}},
+	})
+}
+
+// A droplet whose user data is a script keeps the host key it makes itself: nothing
+// vouches for that key, so host_key_policy decides, and what it accepts is recorded.
+func TestAccDropletNode_scriptUserDataHonoursHostKeyPolicy(t *testing.T) {
+	prefix := "acc-" + acctest.RandString(6)
+	config := func(policy string) string {
+		return fmt.Sprintf(`
+provider "microswarm" {
+  host_key_policy = %q
+}
+
+resource "microswarm_droplet_node" "test" {
+  name      = "%s-script"
+  region    = "nyc3"
+  size      = "s-1vcpu-1gb"
+  user_data = "#!/bin/sh\necho hello > /root/hello\n"
+}
+`, policy, prefix)
+	}
+	resource.Test(t, resource.TestCase{
+		PreCheck:                 func() { msacctest.PreCheck(t) },
+		ProtoV6ProviderFactories: testAccProtoV6ProviderFactories,
+		CheckDestroy:             checkDropletNodesDestroyed,
+		Steps: []resource.TestStep{
+			{
+				// strict: the key is refused, with its fingerprint, and the droplet is tainted.
+				Config:      config("strict"),
+				ExpectError: regexp.MustCompile(`not trusted yet:\s+ssh-ed25519\s+SHA256:`),
+			},
+			{
+				// accept-new: trusted on first use, and recorded.
+				Config: config("accept-new"),
+				ConfigStateChecks: []statecheck.StateCheck{
+					statecheck.ExpectKnownValue("microswarm_droplet_node.test", tfjsonpath.New("ssh_host_key"), knownvalue.StringRegexp(regexp.MustCompile(`^ssh-ed25519 AAAA`))),
+				},
+			},
+		},
+	})
+}
+
+// Two stacks in one account use the same names: neither may adopt, and then destroy,
+// the other's droplet.
+func TestAccDropletNode_sameNameAsAnotherStack(t *testing.T) {
+	prefix := "acc-" + acctest.RandString(6)
+	const node = "microswarm_droplet_node.test[0]"
+	ctx := context.Background()
+	var other *droplet.Droplet
+	otherSurvives := func(*terraform.State) error {
+		d, err := msacctest.Cloud(t).Get(ctx, other.ID)
+		if err != nil {
+			return fmt.Errorf("the other stack's droplet %d: %w", other.ID, err)
+		}
+		if d.IdempotencyToken != "other-stack" {
+			return fmt.Errorf("the other stack's droplet %d now carries token %q", d.ID, d.IdempotencyToken)
+		}
+		return nil
+	}
+	resource.Test(t, resource.TestCase{
+		PreCheck: func() {
+			msacctest.PreCheck(t)
+			cloud := msacctest.Cloud(t)
+			d, _, err := cloud.Create(ctx, droplet.Spec{Name: prefix + "-web", Region: "nyc3", Size: "s-1vcpu-1gb",
+				Image: DefaultDropletImage, IdempotencyTag: droplet.IdempotencyTag("other-stack")})
+			if err != nil {
+				t.Fatalf("the other stack's droplet: %v", err)
+			}
+			other = d
+			t.Cleanup(func() { _ = cloud.Delete(context.WithoutCancel(ctx), d.ID) })
+		},
+		ProtoV6ProviderFactories: testAccProtoV6ProviderFactories,
+		CheckDestroy: func(s *terraform.State) error {
+			return errors.Join(checkDropletNodesDestroyed(s), otherSurvives(s))
+		},
+		Steps: []resource.TestStep{{
+			Config: dropletNodesConfig(prefix, []string{"web"}, "s-1vcpu-1gb", nil),
+			ConfigStateChecks: []statecheck.StateCheck{
+				statecheck.ExpectKnownValue(node, tfjsonpath.New("idempotency_token"), knownvalue.StringRegexp(regexp.MustCompile(`^[0-9a-f]{32}$`))),
+				statecheck.ExpectKnownValue(node, tfjsonpath.New("ssh_host_key"), knownvalue.StringRegexp(regexp.MustCompile(`^ssh-ed25519 AAAA`))),
+			},
+			Check: resource.ComposeAggregateTestCheckFunc(
+				func(s *terraform.State) error {
+					id, err := dropletID(s, node)
+					if err != nil {
+						return err
+					}
+					if id == other.ID {
+						return fmt.Errorf("the node adopted the other stack's droplet %d", id)
+					}
+					return nil
+				},
+				otherSurvives,
+			),
+		}},
 	})
 }
 

@@ -2,7 +2,9 @@ package provider
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"net"
 	"net/url"
 	"os"
 	"strings"
@@ -77,11 +79,20 @@ type providerData struct {
 	sshPublicKey string
 	version      string
 
-	// registerKeyOnce registers sshPublicKey with the account once per provider run,
-	// however many nodes are created in parallel.
-	registerKeyOnce   sync.Once
-	registeredKey     string
-	registerKeyFailed error
+	// registerKeyMu guards registeredKey: sshPublicKey is registered with the account
+	// once per provider run, however many nodes are created in parallel. Only success is
+	// kept: a failed attempt (a cancelled create, a passing API error) leaves the next
+	// node free to try again.
+	registerKeyMu sync.Mutex
+	registeredKey string
+
+	// catalogMu guards catalog, the account's regions, sizes and images, fetched once per
+	// run (on success) to check droplet slugs at plan time.
+	catalogMu sync.Mutex
+	catalog   *droplet.Catalog
+
+	// dockerTLS says whether docker_cert_path gave TLS material for tcp:// hosts.
+	dockerTLS bool
 }
 
 func (p *microswarmProvider) Metadata(_ context.Context, _ provider.MetadataRequest, resp *provider.MetadataResponse) {
@@ -104,9 +115,10 @@ func (p *microswarmProvider) Schema(_ context.Context, _ provider.SchemaRequest,
 			},
 			"api_endpoint": schema.StringAttribute{
 				MarkdownDescription: "Base URL of the DigitalOcean API, for a proxy or the local cloud (`tools/localcloud`). " +
+					"`https://`, or `http://` only to `localhost` or a loopback address: every request carries the token. " +
 					"Env: `" + envAPIURL + "`. Default: the public DigitalOcean API.",
 				Optional:   true,
-				Validators: []validator.String{httpURLValidator{}},
+				Validators: []validator.String{apiEndpointValidator{}},
 			},
 			"ssh_private_key": schema.StringAttribute{
 				MarkdownDescription: "PEM or OpenSSH private key used to reach every `ssh://` host, unencrypted. " +
@@ -208,6 +220,7 @@ func (p *microswarmProvider) Configure(ctx context.Context, req provider.Configu
 			return
 		}
 		opts.TLS = material
+		data.dockerTLS = true
 	}
 	pool, err := conn.NewPool(opts)
 	if err != nil {
@@ -301,8 +314,11 @@ func resolveSettings(cfg providerModel, getenv func(string) string) settings {
 // validate checks what the schema validators could not see: values from the environment.
 func (s *settings) validate(diags *diag.Diagnostics) {
 	if s.apiEndpoint != "" {
-		if err := checkHTTPURL(s.apiEndpoint); err != nil {
-			diags.AddAttributeError(path.Root("api_endpoint"), "Invalid API Endpoint", fmt.Sprintf("%s (from the config or %s).", err, envAPIURL))
+		if err := checkAPIEndpoint(s.apiEndpoint); errors.Is(err, errPlainHTTP) {
+			diags.AddAttributeError(path.Root("api_endpoint"), "Insecure API Endpoint",
+				fmt.Sprintf("api_endpoint: %s (from the config or %s).", err, envAPIURL))
+		} else if err != nil {
+			diags.AddAttributeError(path.Root("api_endpoint"), "Invalid API Endpoint", fmt.Sprintf("api_endpoint: %s (from the config or %s).", err, envAPIURL))
 		}
 	}
 	if s.sshKey != "" && s.sshKeyFile != "" {
@@ -347,4 +363,28 @@ func checkHTTPURL(raw string) error {
 		return fmt.Errorf("%q is not an http(s) URL", raw)
 	}
 	return nil
+}
+
+// errPlainHTTP is wrapped by checkAPIEndpoint's error for http:// to a remote host.
+var errPlainHTTP = errors.New("plain http to a non-loopback host")
+
+// checkAPIEndpoint accepts https URLs, and http only to loopback (the local cloud):
+// every request carries the API token, which plain http would send in clear.
+func checkAPIEndpoint(raw string) error {
+	if err := checkHTTPURL(raw); err != nil {
+		return err
+	}
+	u, _ := url.Parse(raw)
+	if u.Scheme == "https" || isLoopbackHost(u.Hostname()) {
+		return nil
+	}
+	return fmt.Errorf("%w: %q would send the DigitalOcean token in clear; use https://, or http:// only to localhost or a loopback address", errPlainHTTP, raw)
+}
+
+func isLoopbackHost(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }

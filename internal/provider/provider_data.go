@@ -7,8 +7,10 @@ import (
 
 	"github.com/hashicorp/terraform-plugin-framework/diag"
 	"github.com/hashicorp/terraform-plugin-framework/path"
+	"github.com/hashicorp/terraform-plugin-framework/types"
 
 	"github.com/microswarm/terraform-provider-microswarm/internal/conn"
+	"github.com/microswarm/terraform-provider-microswarm/internal/droplet"
 )
 
 // providerDataFrom unpacks what Configure handed a resource or data source. It returns
@@ -35,6 +37,36 @@ func (d *providerData) openHost(ctx context.Context, at path.Path, host, hostKey
 		return nil
 	}
 	return h
+}
+
+// dropletCatalog is the account's regions, sizes and images, fetched on first use; a
+// failed fetch is not kept, so the next resource tries again.
+func (d *providerData) dropletCatalog(ctx context.Context) (*droplet.Catalog, error) {
+	d.catalogMu.Lock()
+	defer d.catalogMu.Unlock()
+	if d.catalog != nil {
+		return d.catalog, nil
+	}
+	cat, err := d.cloud.Catalog(ctx)
+	if err != nil {
+		return nil, err
+	}
+	d.catalog = cat
+	return cat, nil
+}
+
+// checkTCPHost fails a plan whose host is tcp:// when the provider has no TLS material:
+// a plain tcp:// Docker API is root on the node for anyone who can reach the port.
+func (d *providerData) checkTCPHost(at path.Path, host types.String, diags *diag.Diagnostics) {
+	if d == nil || host.IsNull() || host.IsUnknown() {
+		return
+	}
+	ep, err := conn.ParseEndpoint(host.ValueString())
+	if err == nil && ep.Scheme == conn.SchemeTCP && !d.dockerTLS {
+		attrError(diags, at, "Docker Host Without TLS", fmt.Sprintf("%s is a tcp:// Docker host, but the provider has no docker_cert_path "+
+			"(or DOCKER_CERT_PATH) with ca.pem, cert.pem and key.pem: the Docker API would be reached without TLS. "+
+			"Set docker_cert_path, or reach the node over ssh://.", host.ValueString()))
+	}
 }
 
 // withTimeout bounds an operation by its timeouts attribute (or the default), reporting

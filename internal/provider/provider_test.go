@@ -1,6 +1,7 @@
 package provider
 
 import (
+	"errors"
 	"os"
 	"regexp"
 	"testing"
@@ -34,15 +35,20 @@ func TestProviderConfigIsValidatedAtPlanTime(t *testing.T) {
 		env     map[string]string
 		wantErr string
 	}{
-		"api_endpoint must be http(s)":     {config: `api_endpoint = "ftp://example.invalid"`, wantErr: `Invalid URL`},
-		"ssh_private_key must parse":       {config: `ssh_private_key = "not a key"`, wantErr: `Invalid SSH Private Key`},
-		"one ssh key source":               {config: "ssh_private_key_file = \"/k\"\nssh_private_key = \"x\"", wantErr: `(?s)ssh_private_key.*ssh_private_key_file|Invalid Attribute Combination`},
-		"host_key_policy is an enum":       {config: `host_key_policy = "yolo"`, wantErr: `value must be one of`},
-		"connect_timeout is positive":      {config: `connect_timeout = "-1s"`, wantErr: `Invalid Duration`},
-		"ssh_user is a user name":          {config: `ssh_user = "root; rm"`, wantErr: `must be a valid user name`},
-		"env policy is checked too":        {env: map[string]string{envHostKeyPolicy: "yolo"}, wantErr: `Invalid Host Key Policy`},
-		"env timeout is checked too":       {env: map[string]string{envConnectTimeout: "soon"}, wantErr: `Invalid Connect Timeout`},
-		"env endpoint is checked too":      {env: map[string]string{envAPIURL: "not-a-url"}, wantErr: `Invalid API Endpoint`},
+		"api_endpoint must be http(s)": {config: `api_endpoint = "ftp://example.invalid"`, wantErr: `Invalid URL`},
+		"ssh_private_key must parse":   {config: `ssh_private_key = "not a key"`, wantErr: `Invalid SSH Private Key`},
+		"one ssh key source":           {config: "ssh_private_key_file = \"/k\"\nssh_private_key = \"x\"", wantErr: `(?s)ssh_private_key.*ssh_private_key_file|Invalid Attribute Combination`},
+		"host_key_policy is an enum":   {config: `host_key_policy = "yolo"`, wantErr: `value must be one of`},
+		"connect_timeout is positive":  {config: `connect_timeout = "-1s"`, wantErr: `Invalid Duration`},
+		"ssh_user is a user name":      {config: `ssh_user = "root; rm"`, wantErr: `must be a valid user name`},
+		"env policy is checked too":    {env: map[string]string{envHostKeyPolicy: "yolo"}, wantErr: `Invalid Host Key Policy`},
+		"env timeout is checked too":   {env: map[string]string{envConnectTimeout: "soon"}, wantErr: `Invalid Connect Timeout`},
+		"env endpoint is checked too":  {env: map[string]string{envAPIURL: "not-a-url"}, wantErr: `Invalid API Endpoint`},
+		// The token would travel in clear: refused at plan time when literal...
+		"plain http to a remote host": {config: `api_endpoint = "http://api.example.invalid/"`, wantErr: `(?s)Insecure API Endpoint.*api_endpoint`},
+		"plain http to a remote IP":   {config: `api_endpoint = "http://192.0.2.7:8080"`, wantErr: `(?s)Insecure API Endpoint.*api_endpoint`},
+		// ...and in Configure when it comes from the environment.
+		"env plain http to a remote host":  {env: map[string]string{envAPIURL: "http://api.example.invalid"}, wantErr: `(?s)Insecure API Endpoint.*api_endpoint`},
 		"droplets need a token at plan":    {env: map[string]string{envToken: "", envTokenAlt: ""}, wantErr: `Missing DigitalOcean Token`},
 		"droplets need an ssh key at plan": {env: map[string]string{envSSHKey: "", envSSHKeyFile: ""}, wantErr: `Missing SSH Private Key`},
 	}
@@ -59,6 +65,33 @@ func TestProviderConfigIsValidatedAtPlanTime(t *testing.T) {
 					ExpectError: regexp.MustCompile(tc.wantErr),
 				}},
 			})
+		})
+	}
+}
+
+func TestAPIEndpointRefusesPlainHTTPToRemoteHosts(t *testing.T) {
+	t.Parallel()
+	cases := map[string]bool{ // endpoint: accepted
+		"https://api.digitalocean.com":  true,
+		"http://127.0.0.1:8081":         true,
+		"http://127.5.6.7":              true,
+		"http://localhost:8081/":        true,
+		"http://[::1]:8081":             true,
+		"http://api.example.invalid":    false,
+		"http://10.0.0.5:8081":          false,
+		"http://localhost.example.com/": false,
+		"http://[2001:db8::1]:80":       false,
+	}
+	for endpoint, accepted := range cases {
+		t.Run(endpoint, func(t *testing.T) {
+			t.Parallel()
+			err := checkAPIEndpoint(endpoint)
+			if accepted && err != nil {
+				t.Fatalf("checkAPIEndpoint(%q) = %v, want it accepted", endpoint, err)
+			}
+			if !accepted && !errors.Is(err, errPlainHTTP) {
+				t.Fatalf("checkAPIEndpoint(%q) = %v, want a plain-http refusal", endpoint, err)
+			}
 		})
 	}
 }

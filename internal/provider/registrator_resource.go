@@ -135,7 +135,7 @@ func (r *registratorResource) Schema(ctx context.Context, _ resource.SchemaReque
 				Optional:   true,
 				Computed:   true,
 				Default:    stringdefault.StaticString(registrator.DefaultImage),
-				Validators: []validator.String{imageValidator{}},
+				Validators: []validator.String{imageValidator()},
 			},
 			"backend": schema.StringAttribute{
 				MarkdownDescription: "Where each task registers, as registrator's backend URI: `consul://HOST:PORT`, `consul-tls://HOST:PORT` " +
@@ -549,7 +549,7 @@ func (extraArgValidator) ValidateString(_ context.Context, req validator.StringR
 	arg := req.ConfigValue.ValueString()
 	name, _, _ := strings.Cut(strings.TrimLeft(arg, "-"), "=")
 	if strings.HasPrefix(arg, "-") && slices.Contains(registrator.FlagNames, name) {
-		resp.Diagnostics.AddAttributeError(req.Path, "Flag Has Its Own Attribute", fmt.Sprintf(
+		attrError(&resp.Diagnostics, req.Path, "Flag Has Its Own Attribute", fmt.Sprintf(
 			"%q: set the %s attribute instead of passing -%s in extra_args.", arg, strings.ReplaceAll(name, "-", "_"), name))
 	}
 }

@@ -82,7 +82,7 @@ func TestAccRegistrator_basic(t *testing.T) {
 	fx := &registratorFixture{swarmFixture: swarmFixture{t: t, pool: msacctest.Pool(t)}, app: "acc-web"}
 	sameID := statecheck.CompareValue(compare.ValuesSame())
 	body := fmt.Sprintf("  resync = %d\n", testRegistratorResync)
-	withTags := body + "  tags   = [\"acc\"]\n"
+	withTags := body + "  tags   = [\"acc\"]\n  consul_token = \"acc-registrator-token\"\n"
 
 	resource.Test(t, resource.TestCase{
 		PreCheck:                 func() { msacctest.PreCheck(t) },
@@ -133,7 +133,8 @@ func TestAccRegistrator_basic(t *testing.T) {
 				},
 			},
 			{
-				// Tags change in place; every registration carries them after the roll.
+				// Tags and a token change in place; every registration carries the tags after
+				// the roll, and the token is a swarm secret, not part of the spec.
 				Config: registratorStackConfig(prefix, withTags),
 				ConfigPlanChecks: resource.ConfigPlanChecks{PreApply: []plancheck.PlanCheck{
 					plancheck.ExpectResourceAction(registratorResourceName, plancheck.ResourceActionUpdate),
@@ -141,7 +142,7 @@ func TestAccRegistrator_basic(t *testing.T) {
 				ConfigStateChecks: []statecheck.StateCheck{
 					statecheck.ExpectKnownValue(registratorResourceName, tfjsonpath.New("running_tasks"), knownvalue.Int64Exact(3)),
 				},
-				Check: fx.checkInstancesTagged("acc"),
+				Check: resource.ComposeAggregateTestCheckFunc(fx.checkInstancesTagged("acc"), fx.checkTokenIsASecret("acc-registrator-token")),
 			},
 			{
 				// Destroyed: the service goes, what it registered stays (as documented).
@@ -613,6 +614,34 @@ func (fx *registratorFixture) checkInstancesTagged(tag string) resource.TestChec
 	}
 }
 
+// checkTokenIsASecret: the token is in a swarm secret the tasks read as a file, and
+// nowhere in the service's spec.
+func (fx *registratorFixture) checkTokenIsASecret(token string) resource.TestCheckFunc {
+	return func(*terraform.State) error {
+		docker, err := fx.docker("m")
+		if err != nil {
+			return err
+		}
+		ctx, cancel := fx.ctx()
+		defer cancel()
+		_, raw, err := docker.ServiceInspectWithRaw(ctx, "registrator", dockerswarm.ServiceInspectOptions{})
+		if err != nil {
+			return err
+		}
+		if strings.Contains(string(raw), token) {
+			return errors.New("the Consul token shows in the registrator service's spec")
+		}
+		if !strings.Contains(string(raw), "CONSUL_HTTP_TOKEN_FILE="+registrator.TokenFile) {
+			return fmt.Errorf("the tasks are not pointed at the token file: %s", raw)
+		}
+		secrets, err := docker.SecretList(ctx, dockerswarm.SecretListOptions{Filters: filters.NewArgs(filters.Arg("name", "registrator-consul-token-"))})
+		if err != nil || len(secrets) != 1 {
+			return fmt.Errorf("want one token secret, got %d (%v)", len(secrets), err)
+		}
+		return nil
+	}
+}
+
 func (fx *registratorFixture) checkRegistratorGone() resource.TestCheckFunc {
 	return func(*terraform.State) error {
 		docker, err := fx.docker("m")
@@ -623,6 +652,10 @@ func (fx *registratorFixture) checkRegistratorGone() resource.TestCheckFunc {
 		defer cancel()
 		if _, _, err := docker.ServiceInspectWithRaw(ctx, "registrator", dockerswarm.ServiceInspectOptions{}); err == nil {
 			return errors.New("the registrator service is still there")
+		}
+		secrets, err := docker.SecretList(ctx, dockerswarm.SecretListOptions{Filters: filters.NewArgs(filters.Arg("name", "registrator-consul-token-"))})
+		if err != nil || len(secrets) != 0 {
+			return fmt.Errorf("token secrets left behind: %d (%v)", len(secrets), err)
 		}
 		for key := range fx.targets {
 			node, err := fx.docker(key)
@@ -643,5 +676,41 @@ func (fx *registratorFixture) checkRegistratorGone() resource.TestCheckFunc {
 			return fmt.Errorf("%d registrations of %s after the registrator went, want the 1 it made", len(now), fx.app)
 		}
 		return nil
+	}
+}
+
+func TestRegistratorInputIsValidatedAtPlanTime(t *testing.T) {
+	cases := map[string]struct{ body, wantErr string }{
+		"host has a scheme":              {body: `host = "192.0.2.1"`, wantErr: `Invalid Host`},
+		"host key is an ssh key":         {body: `host_key = "nope"`, wantErr: `Invalid SSH Public Key`},
+		"name is a service name":         {body: `name = "-bad name"`, wantErr: `must be 1-63 letters`},
+		"image is a reference":           {body: `image = "Not An Image!"`, wantErr: `Invalid Image Reference`},
+		"backend is a consul URI":        {body: `backend = "etcd://127.0.0.1:2379"`, wantErr: `must be consul://HOST:PORT`},
+		"backend has a port":             {body: `backend = "consul://127.0.0.1"`, wantErr: `must be consul://HOST:PORT`},
+		"resync is not negative":         {body: `resync = -1`, wantErr: `between 0 and 86400`},
+		"deregister is an enum":          {body: `deregister = "never"`, wantErr: `value must be one of`},
+		"retry attempts at least -1":     {body: `retry_attempts = -2`, wantErr: `at least -1`},
+		"retry interval in range":        {body: `retry_interval = 0`, wantErr: `between 10 and 600000`},
+		"tags have no commas":            {body: `tags = ["a,b"]`, wantErr: `without commas`},
+		"tags are not empty":             {body: `tags = []`, wantErr: `at least 1`},
+		"extra args repeat no attribute": {body: `extra_args = ["-resync=5"]`, wantErr: `Flag Has Its Own Attribute`},
+		"constraints are constraints":    {body: `constraints = ["node.role"]`, wantErr: `must be a swarm constraint`},
+		"the token is not empty":         {body: `consul_token = ""`, wantErr: `at least 1`},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			body := tc.body
+			if !strings.HasPrefix(body, "host ") {
+				body = "host = \"ssh://root@192.0.2.1\"\n  " + body
+			}
+			resource.UnitTest(t, resource.TestCase{
+				ProtoV6ProviderFactories: testAccProtoV6ProviderFactories,
+				Steps: []resource.TestStep{{
+					Config:      "resource \"microswarm_registrator\" \"r\" {\n  " + body + "\n}\n",
+					PlanOnly:    true,
+					ExpectError: regexp.MustCompile(tc.wantErr),
+				}},
+			})
+		})
 	}
 }

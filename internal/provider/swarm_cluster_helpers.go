@@ -4,9 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
-	"regexp"
-	"strconv"
 	"strings"
 	"time"
 
@@ -14,87 +11,12 @@ import (
 	"github.com/hashicorp/terraform-plugin-framework/diag"
 	"github.com/hashicorp/terraform-plugin-framework/path"
 	"github.com/hashicorp/terraform-plugin-framework/resource/schema/planmodifier"
-	"github.com/hashicorp/terraform-plugin-framework/schema/validator"
 	"github.com/hashicorp/terraform-plugin-framework/types"
 
+	"github.com/microswarm/terraform-provider-microswarm/internal/conn"
 	"github.com/microswarm/terraform-provider-microswarm/internal/swarm"
 	"github.com/microswarm/terraform-provider-microswarm/internal/wait"
 )
-
-// Validators.
-
-var interfacePattern = regexp.MustCompile(`^[a-zA-Z0-9_.-]{1,15}$`)
-
-// advertiseAddrValidator accepts what `docker swarm init --advertise-addr` does: an IP
-// or a network interface name, optionally with a port.
-type advertiseAddrValidator struct{}
-
-func (advertiseAddrValidator) Description(context.Context) string {
-	return `must be an IP address or interface name, optionally with a port ("10.10.0.5", "10.10.0.5:2377", "eth1")`
-}
-func (v advertiseAddrValidator) MarkdownDescription(ctx context.Context) string {
-	return v.Description(ctx)
-}
-
-func (v advertiseAddrValidator) ValidateString(ctx context.Context, req validator.StringRequest, resp *validator.StringResponse) {
-	if skip(req) {
-		return
-	}
-	if err := checkAdvertiseAddr(req.ConfigValue.ValueString()); err != nil {
-		resp.Diagnostics.AddAttributeError(req.Path, "Invalid Advertise Address", fmt.Sprintf("%q %s: %s.", req.ConfigValue.ValueString(), v.Description(ctx), err))
-	}
-}
-
-func checkAdvertiseAddr(s string) error {
-	host := s
-	if h, port, err := net.SplitHostPort(s); err == nil {
-		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
-			return errors.New("the port must be 1-65535")
-		}
-		host = h
-	}
-	if net.ParseIP(host) != nil || interfacePattern.MatchString(host) {
-		return nil
-	}
-	return errors.New("not an IP address or interface name")
-}
-
-// cidrValidator accepts IPv4 or IPv6 networks in CIDR form.
-type cidrValidator struct{}
-
-func (cidrValidator) Description(context.Context) string {
-	return `must be a network in CIDR form, e.g. "10.20.0.0/16"`
-}
-func (v cidrValidator) MarkdownDescription(ctx context.Context) string { return v.Description(ctx) }
-
-func (v cidrValidator) ValidateString(ctx context.Context, req validator.StringRequest, resp *validator.StringResponse) {
-	if skip(req) {
-		return
-	}
-	if _, _, err := net.ParseCIDR(req.ConfigValue.ValueString()); err != nil {
-		resp.Diagnostics.AddAttributeError(req.Path, "Invalid Network", fmt.Sprintf("%q %s.", req.ConfigValue.ValueString(), v.Description(ctx)))
-	}
-}
-
-// minDurationValidator accepts Go durations of at least min.
-type minDurationValidator struct{ min time.Duration }
-
-func (v minDurationValidator) Description(context.Context) string {
-	return fmt.Sprintf("must be a Go duration of at least %s", v.min)
-}
-func (v minDurationValidator) MarkdownDescription(ctx context.Context) string {
-	return v.Description(ctx)
-}
-
-func (v minDurationValidator) ValidateString(ctx context.Context, req validator.StringRequest, resp *validator.StringResponse) {
-	if skip(req) {
-		return
-	}
-	d, err := time.ParseDuration(req.ConfigValue.ValueString())
-	if err == nil && d < v.min {
-		resp.Diagnostics.AddAttributeError(req.Path, "Invalid Duration", fmt.Sprintf("%q is shorter than %s: Docker refuses certificates valid for less than an hour.", req.ConfigValue.ValueString(), v.min))
-	}
-}
 
 // Plan modifiers.
 
@@ -129,6 +51,57 @@ func (sameNodeModifier) PlanModifyString(ctx context.Context, req planmodifier.S
 	// Unknown even when nothing in the configuration changed: a node refresh found down
 	// or gone may come back as a new node.
 	resp.PlanValue = types.StringUnknown()
+}
+
+// recordedHostKeyModifier plans a node entry's host_key when the config sets none: the
+// key recorded for the same host, pinned from then on; for a new entry or another host,
+// the key the policy will accept on first contact (unknown until then).
+type recordedHostKeyModifier struct{}
+
+func (recordedHostKeyModifier) Description(context.Context) string {
+	return "keeps the host key recorded for the entry's host"
+}
+func (m recordedHostKeyModifier) MarkdownDescription(ctx context.Context) string {
+	return m.Description(ctx)
+}
+
+func (recordedHostKeyModifier) PlanModifyString(ctx context.Context, req planmodifier.StringRequest, resp *planmodifier.StringResponse) {
+	if !req.ConfigValue.IsNull() || req.Plan.Raw.IsNull() {
+		return
+	}
+	entry := req.Path.ParentPath()
+	var priorHost, plannedHost types.String
+	if !req.State.Raw.IsNull() {
+		resp.Diagnostics.Append(req.State.GetAttribute(ctx, entry.AtName("host"), &priorHost)...)
+	}
+	resp.Diagnostics.Append(req.Plan.GetAttribute(ctx, entry.AtName("host"), &plannedHost)...)
+	if resp.Diagnostics.HasError() {
+		return
+	}
+	switch {
+	case !priorHost.IsNull() && priorHost.Equal(plannedHost):
+		resp.PlanValue = req.StateValue // recorded (or, for an entry from before, recorded by a refresh that reaches it)
+	case plannedHost.IsUnknown():
+		resp.PlanValue = types.StringUnknown()
+	default:
+		if ep, err := conn.ParseEndpoint(plannedHost.ValueString()); err == nil && ep.Scheme == conn.SchemeSSH {
+			resp.PlanValue = types.StringUnknown() // recorded on first contact
+		} else {
+			resp.PlanValue = types.StringNull() // no SSH, no host key
+		}
+	}
+}
+
+// recordHostKeys fills in the host keys a plan left to be recorded: the key each host
+// presented (and known_hosts or the policy accepted), or none for a host not reached or
+// not reached over SSH.
+func recordHostKeys(entries map[string]swarmNodeModel, seen map[string]string) {
+	for key, e := range entries {
+		if e.HostKey.IsUnknown() {
+			e.HostKey = nullIfEmpty(seen[e.Host.ValueString()])
+			entries[key] = e
+		}
+	}
 }
 
 // readyStateModifier plans every node as ready: that is what an apply converges to, so

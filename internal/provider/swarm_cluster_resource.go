@@ -144,15 +144,19 @@ func (r *swarmClusterResource) Schema(ctx context.Context, _ resource.SchemaRequ
 					},
 					"host_key": schema.StringAttribute{
 						MarkdownDescription: "The node's SSH host key, pinned (`microswarm_droplet_node.x.ssh_host_key`). Without it the provider's " +
-							"`ssh_known_hosts_file` and `host_key_policy` decide.",
-						Optional:   true,
-						Validators: []validator.String{sshPublicKeyValidator{}},
+							"`ssh_known_hosts_file` and `host_key_policy` decide on first contact, and the key they accepted is recorded here " +
+							"and pinned from then on (until the entry's `host` changes).",
+						Optional:      true,
+						Computed:      true,
+						PlanModifiers: []planmodifier.String{recordedHostKeyModifier{}},
+						Validators:    []validator.String{sshPublicKeyValidator{}},
 					},
 					"advertise_addr": schema.StringAttribute{
 						MarkdownDescription: "The address the node advertises to the swarm, `IP`, `IP:port` or an interface name: use the private " +
-							"address (`microswarm_droplet_node.x.ipv4_address_private`) so swarm traffic stays in the VPC. Changing it re-joins the node.",
+							"address (`microswarm_droplet_node.x.ipv4_address_private`) so swarm traffic stays in the VPC. The node also listens for " +
+							"swarm management on this address only (its port, else 2377), not on every interface. Changing it re-joins the node.",
 						Required:   true,
-						Validators: []validator.String{advertiseAddrValidator{}},
+						Validators: []validator.String{advertiseAddrValidator()},
 					},
 					"role": schema.StringAttribute{
 						MarkdownDescription: "The node's role, " + describeOneOf(swarmRoleNames()) + ". Changing it promotes or demotes the node in place.",
@@ -196,17 +200,17 @@ func (r *swarmClusterResource) Schema(ctx context.Context, _ resource.SchemaRequ
 				Optional:    true,
 				Computed:    true,
 				ElementType: types.StringType,
-				Validators:  []validator.List{listvalidator.SizeAtLeast(1), listvalidator.ValueStringsAre(cidrValidator{})},
+				Validators:  []validator.List{listvalidator.SizeAtLeast(1), addrPoolsValidator{}},
 				PlanModifiers: []planmodifier.List{
 					listplanmodifier.UseStateForUnknown(), listplanmodifier.RequiresReplace(),
 				},
 			},
 			"subnet_size": schema.Int64Attribute{
-				MarkdownDescription: "Prefix length of each overlay network's subnet taken from `default_addr_pool`. Default: Docker's, `24`. " +
-					"Set at init only: changing it replaces the swarm.",
+				MarkdownDescription: "Prefix length of each overlay network's subnet taken from `default_addr_pool`, at most `29` and no shorter " +
+					"than a pool's own prefix. Default: Docker's, `24`. Set at init only: changing it replaces the swarm.",
 				Optional:   true,
 				Computed:   true,
-				Validators: []validator.Int64{int64validator.Between(1, 32)},
+				Validators: []validator.Int64{int64validator.Between(1, swarm.MaxSubnetSize)},
 				PlanModifiers: []planmodifier.Int64{
 					int64planmodifier.UseStateForUnknown(), int64planmodifier.RequiresReplace(),
 				},
@@ -267,10 +271,10 @@ func (r *swarmClusterResource) Schema(ctx context.Context, _ resource.SchemaRequ
 				Sensitive:           true,
 				PlanModifiers:       []planmodifier.String{unlockKeyModifier{}},
 			},
-			"timeouts": timeouts.Attributes(ctx, timeouts.Opts{Create: true, Update: true, Delete: true,
+			"timeouts": withDurationValidators(timeouts.Attributes(ctx, timeouts.Opts{Create: true, Update: true, Delete: true,
 				CreateDescription: "How long creating may take: init, every join, and waiting for nodes to be ready. Default: `10m`.",
 				UpdateDescription: "How long an update may take, including draining removed nodes until their tasks have moved. Default: `20m`.",
-				DeleteDescription: "How long taking the swarm apart may take. Default: `10m`."}),
+				DeleteDescription: "How long taking the swarm apart may take. Default: `10m`."})),
 		},
 	}
 }
@@ -303,19 +307,34 @@ func (r *swarmClusterResource) ValidateConfig(ctx context.Context, req resource.
 		case e.Role.ValueString() == string(swarm.RoleManager):
 			managers++
 		}
+		entry := path.Root("nodes").AtMapKey(key)
 		if ep, err := conn.ParseEndpoint(e.Host.ValueString()); err == nil && !e.Host.IsUnknown() {
 			if other, dup := hosts[ep.String()]; dup {
-				resp.Diagnostics.AddAttributeError(path.Root("nodes").AtMapKey(key).AtName("host"), "Duplicate Swarm Node Host",
-					fmt.Sprintf("Entries %q and %q both name %s; each entry is one node.", other, key, e.Host.ValueString()))
+				attrError(&resp.Diagnostics, entry.AtName("host"), "Duplicate Swarm Node Host",
+					fmt.Sprintf("entries %q and %q both name %s; each entry is one node.", other, key, e.Host.ValueString()))
 			}
 			hosts[ep.String()] = key
 		}
+		checkHostKeyBeside(entry.AtName("host_key"), e.Host, e.HostKey, &resp.Diagnostics)
 		if a := e.AdvertiseAddr; !a.IsUnknown() && !a.IsNull() {
 			if other, dup := addrs[a.ValueString()]; dup {
-				resp.Diagnostics.AddAttributeError(path.Root("nodes").AtMapKey(key).AtName("advertise_addr"), "Duplicate Advertise Address",
-					fmt.Sprintf("Entries %q and %q both advertise %s; each node needs its own address.", other, key, a.ValueString()))
+				attrError(&resp.Diagnostics, entry.AtName("advertise_addr"), "Duplicate Advertise Address",
+					fmt.Sprintf("entries %q and %q both advertise %s; each node needs its own address.", other, key, a.ValueString()))
 			}
 			addrs[a.ValueString()] = key
+		}
+	}
+	var pools types.List
+	var subnetSize types.Int64
+	resp.Diagnostics.Append(req.Config.GetAttribute(ctx, path.Root("default_addr_pool"), &pools)...)
+	resp.Diagnostics.Append(req.Config.GetAttribute(ctx, path.Root("subnet_size"), &subnetSize)...)
+	if !subnetSize.IsNull() && !subnetSize.IsUnknown() {
+		poolList, known := []string{"10.0.0.0/8"}, true // Docker's default pool
+		if !pools.IsNull() {
+			poolList, known = knownStrings(ctx, pools)
+		}
+		if err := swarm.CheckSubnetSize(poolList, int(subnetSize.ValueInt64())); known && err != nil {
+			attrError(&resp.Diagnostics, path.Root("subnet_size"), "Invalid Subnet Size", err.Error()+".")
 		}
 	}
 	if rolesKnown && managers == 0 {
@@ -329,6 +348,13 @@ func (r *swarmClusterResource) ValidateConfig(ctx context.Context, req resource.
 func (r *swarmClusterResource) ModifyPlan(ctx context.Context, req resource.ModifyPlanRequest, resp *resource.ModifyPlanResponse) {
 	if req.Plan.Raw.IsNull() {
 		return
+	}
+	if r.data != nil {
+		var nodes types.Map
+		resp.Diagnostics.Append(req.Plan.GetAttribute(ctx, path.Root("nodes"), &nodes)...)
+		for key, e := range nodeEntries(ctx, nodes, &resp.Diagnostics) {
+			r.data.checkTCPHost(path.Root("nodes").AtMapKey(key).AtName("host"), e.Host, &resp.Diagnostics)
+		}
 	}
 	if r.data != nil && r.data.sshPublicKey == "" {
 		var nodes types.Map
@@ -392,7 +418,9 @@ func (r *swarmClusterResource) Create(ctx context.Context, req resource.CreateRe
 	if resp.Diagnostics.HasError() {
 		return
 	}
-	res, err := r.cluster(false, nil).Converge(ctx, swarm.Desired{Members: membersOf(entries, nil), Settings: settings})
+	seen := map[string]string{}
+	res, err := r.cluster(seen).Converge(ctx, swarm.Desired{Members: membersOf(entries, nil), Settings: settings})
+	recordHostKeys(entries, seen)
 	if err != nil {
 		// Nothing goes into state: a tainted swarm would be replaced by a new one, while a
 		// second create adopts this one and joins the nodes that are missing.
@@ -432,7 +460,8 @@ func (r *swarmClusterResource) Read(ctx context.Context, req resource.ReadReques
 	slices.SortStableFunc(candidates, func(a, b swarm.Member) int {
 		return boolOrder(a.Role != swarm.RoleManager, b.Role != swarm.RoleManager)
 	})
-	st, err := r.cluster(false, nil).Observe(ctx, state.ID.ValueString(), candidates, state.UnlockKey.ValueString())
+	seen := map[string]string{}
+	st, err := r.cluster(seen).Observe(ctx, state.ID.ValueString(), candidates, state.UnlockKey.ValueString())
 	var none *swarm.NoManagerError
 	if errors.As(err, &none) && none.Gone {
 		tflog.Warn(ctx, "no configured node is in the swarm any more; removing it from state so the plan creates it again",
@@ -444,6 +473,14 @@ func (r *swarmClusterResource) Read(ctx context.Context, req resource.ReadReques
 	if err != nil {
 		addSwarmError(&resp.Diagnostics, "read", state.ID.ValueString(), err, nil)
 		return
+	}
+	// Entries that pinned no key yet (an import, a state from before keys were recorded)
+	// record the key their host presented, if this refresh reached it.
+	for key, e := range entries {
+		if e.HostKey.IsNull() && seen[e.Host.ValueString()] != "" {
+			e.HostKey = types.StringValue(seen[e.Host.ValueString()])
+			entries[key] = e
+		}
 	}
 	res := &swarm.Result{Status: *st, Members: swarm.Resolve(st.Nodes, members)}
 	next := stateOf(ctx, state, entries, nil, res, true, &resp.Diagnostics)
@@ -482,7 +519,7 @@ func boolOrder(a, b bool) int {
 func (r *swarmClusterResource) readImported(ctx context.Context, state *swarmClusterModel, resp *resource.ReadResponse) {
 	host := state.ID.ValueString()
 	seen := map[string]string{}
-	st, err := r.cluster(true, seen).Observe(ctx, "", []swarm.Member{{Key: "import", Target: swarm.Target{Host: host}, Role: swarm.RoleManager}}, "")
+	st, err := r.cluster(seen).Observe(ctx, "", []swarm.Member{{Key: "import", Target: swarm.Target{Host: host}, Role: swarm.RoleManager}}, "")
 	if err != nil {
 		addSwarmError(&resp.Diagnostics, "import", "", err, nil)
 		return
@@ -533,7 +570,8 @@ func (r *swarmClusterResource) Update(ctx context.Context, req resource.UpdateRe
 	if resp.Diagnostics.HasError() {
 		return
 	}
-	res, err := r.cluster(false, nil).Converge(ctx, swarm.Desired{
+	seen := map[string]string{}
+	res, err := r.cluster(seen).Converge(ctx, swarm.Desired{
 		ID:               state.ID.ValueString(),
 		Members:          membersOf(planned, prior),
 		Prior:            membersOf(prior, prior),
@@ -541,6 +579,7 @@ func (r *swarmClusterResource) Update(ctx context.Context, req resource.UpdateRe
 		RotateJoinTokens: !plan.RotateJoinTokens.Equal(state.RotateJoinTokens),
 		UnlockKey:        state.UnlockKey.ValueString(),
 	})
+	recordHostKeys(planned, seen)
 	addSwarmWarnings(&resp.Diagnostics, res)
 	if err != nil {
 		addSwarmError(&resp.Diagnostics, "update", state.ID.ValueString(), err, res)
@@ -568,7 +607,7 @@ func (r *swarmClusterResource) Delete(ctx context.Context, req resource.DeleteRe
 	if resp.Diagnostics.HasError() {
 		return
 	}
-	warnings, err := r.cluster(false, nil).Dissolve(ctx, state.ID.ValueString(), membersOf(entries, entries), state.UnlockKey.ValueString())
+	warnings, err := r.cluster(nil).Dissolve(ctx, state.ID.ValueString(), membersOf(entries, entries), state.UnlockKey.ValueString())
 	for _, w := range warnings {
 		resp.Diagnostics.AddWarning("Swarm Node Not Cleaned Up", fmt.Sprintf("Swarm %s: %s.", state.ID.ValueString(), w))
 	}
@@ -597,15 +636,16 @@ func isImportHost(id string) bool {
 	return err == nil
 }
 
-// cluster returns the swarm client over the provider's connection pool. With
-// trustOnFirstUse (import), hosts no key pins are accepted and their keys recorded in seen.
-func (r *swarmClusterResource) cluster(trustOnFirstUse bool, seen map[string]string) *swarm.Cluster {
+// cluster returns the swarm client over the provider's connection pool. A host no key
+// pins is checked against known_hosts and host_key_policy, after an import too; the key
+// each host presented is recorded in seen (if set).
+func (r *swarmClusterResource) cluster(seen map[string]string) *swarm.Cluster {
 	return &swarm.Cluster{
 		Connect: func(ctx context.Context, t swarm.Target) (swarm.Engine, error) {
 			if _, err := conn.ParseEndpoint(t.Host); err != nil {
 				return nil, swarm.Permanent(err)
 			}
-			h, err := r.data.pool.Open(ctx, conn.Target{Host: t.Host, HostKey: t.HostKey, TrustOnFirstUse: trustOnFirstUse})
+			h, err := r.data.pool.Open(ctx, conn.Target{Host: t.Host, HostKey: t.HostKey})
 			if err != nil {
 				var unknown *conn.UnknownHostKeyError
 				var mismatch *conn.HostKeyMismatchError

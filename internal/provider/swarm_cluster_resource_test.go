@@ -64,6 +64,8 @@ func swarmClusterConfig(prefix string, droplets []string, entries []swarmEntry, 
 }
 
 func TestAccSwarmCluster_lifecycle(t *testing.T) {
+	// The import step reaches hosts no resource pins yet: first-use trust must be allowed.
+	t.Setenv(envHostKeyPolicy, "accept-new")
 	prefix := "acc-" + acctest.RandString(6)
 	sameID := statecheck.CompareValue(compare.ValuesSame())
 	fx := &swarmFixture{t: t, pool: msacctest.Pool(t)}
@@ -303,7 +305,7 @@ func TestSwarmClusterInputIsValidatedAtPlanTime(t *testing.T) {
 		"hosts are unique":             {nodes: ok + entry("w1", "ssh://root@192.0.2.1:22", "10.10.0.2", "worker"), wantErr: `Duplicate Swarm Node Host`},
 		"advertise addrs are unique":   {nodes: ok + entry("w1", "ssh://root@192.0.2.2", "10.10.0.1", "worker"), wantErr: `Duplicate Advertise Address`},
 		"keys are names":               {nodes: ok + entry(`"bad key"`, "ssh://root@192.0.2.2", "10.10.0.2", "worker"), wantErr: `must be 1-63 letters`},
-		"pools are networks":           {nodes: ok, extra: `default_addr_pool = ["10.20.0.0"]`, wantErr: `Invalid Network`},
+		"pools are networks":           {nodes: ok, extra: `default_addr_pool = ["10.20.0.0"]`, wantErr: `Invalid Address Pool`},
 		"data path port is in range":   {nodes: ok, extra: `data_path_port = 80`, wantErr: `between 1024 and 49151`},
 		"cert expiry is at least 1h":   {nodes: ok, extra: `cert_expiry = "30m"`, wantErr: `shorter than 1h`},
 		"cert expiry is a duration":    {nodes: ok, extra: `cert_expiry = "90 days"`, wantErr: `(?i)duration`},
@@ -756,5 +758,40 @@ func TestSwarmClusterNeedsAnSSHKeyAtPlanTime(t *testing.T) {
 			PlanOnly:    true,
 			ExpectError: regexp.MustCompile(`Missing SSH Private Key`),
 		}},
+	})
+}
+
+// Entries that pin no host_key go through host_key_policy; under accept-new the key each
+// node presented is recorded, so the next run pins it instead of accepting any key again.
+func TestAccSwarmCluster_recordsAcceptedHostKeys(t *testing.T) {
+	t.Setenv(envHostKeyPolicy, "accept-new")
+	prefix := "acc-" + acctest.RandString(6)
+	config := dropletNodesConfig(prefix, []string{"a", "b"}, "s-1vcpu-1gb", nil) + `
+resource "microswarm_swarm_cluster" "test" {
+  nodes = {
+    a = {
+      host           = microswarm_droplet_node.test[0].docker_host
+      advertise_addr = microswarm_droplet_node.test[0].ipv4_address_private
+      role           = "manager"
+    }
+    b = {
+      host           = microswarm_droplet_node.test[1].docker_host
+      advertise_addr = microswarm_droplet_node.test[1].ipv4_address_private
+      role           = "worker"
+    }
+  }
+}
+`
+	recorded := func(entry string, node int) resource.TestCheckFunc {
+		return resource.TestCheckResourceAttrPair(swarmResource, "nodes."+entry+".host_key",
+			fmt.Sprintf("microswarm_droplet_node.test.%d", node), "ssh_host_key")
+	}
+	resource.Test(t, resource.TestCase{
+		PreCheck:                 func() { msacctest.PreCheck(t) },
+		ProtoV6ProviderFactories: testAccProtoV6ProviderFactories,
+		Steps: []resource.TestStep{
+			{Config: config, Check: resource.ComposeAggregateTestCheckFunc(recorded("a", 0), recorded("b", 1))},
+			{Config: config, PlanOnly: true},
+		},
 	})
 }

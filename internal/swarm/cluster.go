@@ -382,7 +382,7 @@ func (c *Cluster) initSwarm(ctx context.Context, m Member, s Settings) (*manager
 	}
 	limit := s.TaskHistoryLimit
 	req := dockerswarm.InitRequest{
-		ListenAddr:       DefaultListenAddr,
+		ListenAddr:       m.listenAddr(),
 		AdvertiseAddr:    m.AdvertiseAddr,
 		DataPathPort:     s.DataPathPort,
 		DefaultAddrPool:  s.DefaultAddrPool,
@@ -792,7 +792,7 @@ func (r *run) join(ctx context.Context, m Member, nodes []Node) error {
 		return err
 	}
 	req := dockerswarm.JoinRequest{
-		ListenAddr:    DefaultListenAddr,
+		ListenAddr:    m.listenAddr(),
 		AdvertiseAddr: m.AdvertiseAddr,
 		RemoteAddrs:   remotes,
 		JoinToken:     token,

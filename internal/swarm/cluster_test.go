@@ -305,3 +305,23 @@ func TestAdoptionRefusesOtherInitSettings(t *testing.T) {
 		t.Fatalf("error %v, want one naming the data path port", err)
 	}
 }
+
+func TestNodesListenOnlyOnTheirAdvertiseAddress(t *testing.T) {
+	t.Parallel()
+	cloud := newFakeCloud("a", "b", "c")
+	b := cloud.member("b", "b", RoleManager)
+	b.AdvertiseAddr += ":4000"
+	c := cloud.member("c", "c", RoleWorker)
+	c.AdvertiseAddr = "eth1"
+	members := []Member{cloud.member("a", "a", RoleManager), b, c}
+	if _, err := newTestCluster(cloud).Converge(testContext(t), Desired{Members: members}); err != nil {
+		t.Fatal(err)
+	}
+	// Swarm's management port must not answer on every interface (a droplet's public one).
+	want := map[string]string{"a": "10.0.0.1:2377", "b": "10.0.0.2:4000", "c": "eth1:2377"}
+	for host, addr := range want {
+		if got := cloud.engines[host].listenAddr; got != addr {
+			t.Errorf("node %s listens on %q, want %q", host, got, addr)
+		}
+	}
+}

@@ -42,6 +42,8 @@ type fakeEngine struct {
 	down     bool
 	swarm    *fakeSwarm
 	nodeID   string
+	// listenAddr is the address the engine was told to listen on for swarm management.
+	listenAddr string
 }
 
 func newFakeCloud(hosts ...string) *fakeCloud {
@@ -147,6 +149,7 @@ func (e *fakeEngine) SwarmInit(_ context.Context, req dockerswarm.InitRequest) (
 	}
 	s.spec.EncryptionConfig.AutoLockManagers = req.AutoLockManagers
 	e.cloud.swarms[s.id] = s
+	e.listenAddr = req.ListenAddr
 	e.addNode(s, dockerswarm.NodeRoleManager, req.Availability, true)
 	return e.nodeID, nil
 }
@@ -173,6 +176,7 @@ func (e *fakeEngine) SwarmJoin(_ context.Context, req dockerswarm.JoinRequest) e
 	if e.swarm != nil {
 		return errors.New("this node is already part of a swarm")
 	}
+	e.listenAddr = req.ListenAddr
 	for _, s := range e.cloud.swarms {
 		switch req.JoinToken {
 		case s.worker:

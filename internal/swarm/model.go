@@ -54,8 +54,8 @@ const (
 	Unreachable = "unreachable"
 )
 
-// DefaultListenAddr is where swarm nodes listen for the cluster's management traffic.
-const DefaultListenAddr = "0.0.0.0:2377"
+// DefaultManagementPort is swarm's port for cluster management traffic (raft, joins).
+const DefaultManagementPort = "2377"
 
 // Node is a swarm node as a manager reports it.
 type Node struct {
@@ -163,6 +163,16 @@ func (m Member) advertiseHost() string {
 		return ""
 	}
 	return h
+}
+
+// listenAddr is where the node listens for management traffic: the address it
+// advertises (IP or interface, its port or 2377), never every interface, which on a
+// droplet includes the public one.
+func (m Member) listenAddr() string {
+	if h, p, err := net.SplitHostPort(m.AdvertiseAddr); err == nil {
+		return net.JoinHostPort(h, p)
+	}
+	return net.JoinHostPort(strings.Trim(m.AdvertiseAddr, "[]"), DefaultManagementPort)
 }
 
 func hostPart(addr string) string {

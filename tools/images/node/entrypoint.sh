@@ -32,9 +32,12 @@ if [ ! -f "$seed/.host-keys-done" ]; then
 fi
 
 mkdir -p /root/.ssh && chmod 700 /root/.ssh
-if [ -f "$seed/authorized_keys" ]; then
+# The keys the droplet was created with, once: later changes (the provider rewrites
+# authorized_keys in place when ssh_keys change) must survive a reboot.
+if [ -f "$seed/authorized_keys" ] && [ ! -f "$seed/.authorized-keys-done" ]; then
   cp "$seed/authorized_keys" /root/.ssh/authorized_keys
   chmod 600 /root/.ssh/authorized_keys
+  touch "$seed/.authorized-keys-done"
 fi
 
 mkdir -p /etc/docker

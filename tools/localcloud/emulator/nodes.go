@@ -216,7 +216,9 @@ func (n *nodeBackend) createNode(ctx context.Context, spec nodeSpec) (string, er
 		CapDrop:     []string{"SYS_RESOURCE"},
 		SecurityOpt: []string{"seccomp=unconfined", "apparmor=unconfined"},
 		Resources:   container.Resources{DeviceCgroupRules: []string{"a *:* rwm"}},
-		Tmpfs:       map[string]string{"/run": "", "/tmp": ""},
+		// /tmp runs what is put there, as on a droplet: Terraform's remote-exec uploads its
+		// script to /tmp (Docker's tmpfs default is noexec).
+		Tmpfs: map[string]string{"/run": "", "/tmp": "exec,mode=1777"},
 	}
 	networking := &network.NetworkingConfig{EndpointsConfig: map[string]*network.EndpointSettings{
 		n.public.name: {IPAMConfig: &network.EndpointIPAMConfig{IPv4Address: spec.publicIP.String()}},

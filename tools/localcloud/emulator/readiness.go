@@ -24,7 +24,7 @@ func (c *Cloud) awaitActiveLocked(d *droplet) {
 	ctx, cancel := context.WithTimeout(c.ctx, readyTimeout)
 	w := &readinessWaiter{cancel: cancel}
 	c.waiters[d.ID] = w
-	id, containerID, ip := d.ID, d.ContainerID, d.PublicIP
+	id, containerID, ip, userData := d.ID, d.ContainerID, d.PublicIP, d.UserData
 
 	c.tasks.Go(func() {
 		defer cancel()
@@ -48,6 +48,9 @@ func (c *Cloud) awaitActiveLocked(d *droplet) {
 		switch {
 		case ready:
 			d.Status = statusActive
+			if pending != nil && pending.Type == "create" {
+				c.startFirstBoot(id, containerID, userData)
+			}
 			if pending != nil {
 				pending.finish(actionCompleted, time.Now())
 			}
@@ -61,6 +64,21 @@ func (c *Cloud) awaitActiveLocked(d *droplet) {
 			return // the emulator is closing; a kept droplet resumes waiting on the next Start
 		}
 		c.saveLocked()
+	})
+}
+
+// startFirstBoot plays cloud-init's last stages on a new droplet, in the background: the
+// droplet is active already, as on DigitalOcean, while its user data still runs.
+func (c *Cloud) startFirstBoot(id int, containerID, userData string) {
+	plan, err := planFirstBoot(userData)
+	if err != nil {
+		c.logf("droplet %d: first boot: %v", id, err)
+		return
+	}
+	c.tasks.Go(func() {
+		if err := c.nodes.firstBoot(context.WithoutCancel(c.ctx), containerID, plan); err != nil {
+			c.logf("droplet %d: first boot: %v", id, err)
+		}
 	})
 }
 

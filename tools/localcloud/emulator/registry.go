@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -33,6 +34,8 @@ type registryMirror struct {
 	cmd    *exec.Cmd
 	exited chan struct{}
 	proxy  *http.Server
+	// url is the registry itself, on loopback.
+	url string
 }
 
 func startRegistryMirror(ctx context.Context, cfg Config, gateway string) (*registryMirror, error) {
@@ -81,6 +84,7 @@ func startRegistryMirror(ctx context.Context, cfg Config, gateway string) (*regi
 		_ = m.stop()
 		return nil, fmt.Errorf("mirror proxy: %w", err)
 	}
+	m.url = upstream.String()
 	m.proxy = &http.Server{Handler: httputil.NewSingleHostReverseProxy(upstream), ReadHeaderTimeout: 30 * time.Second}
 	go func() { _ = m.proxy.Serve(listener) }()
 	cfg.Logf("registry mirror: %s -> %s (storage %s)", listener.Addr(), upstream.Host, cfg.RegistryDataDir)
@@ -220,4 +224,53 @@ func lastLines(s string, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n")
+}
+
+// manifestTypes are the manifest kinds a tag can name, as a registry client asks for them.
+var manifestTypes = []string{
+	"application/vnd.oci.image.index.v1+json",
+	"application/vnd.docker.distribution.manifest.list.v2+json",
+	"application/vnd.oci.image.manifest.v1+json",
+	"application/vnd.docker.distribution.manifest.v2+json",
+}
+
+// TagImage makes repo:to name what repo:from names in the registry the droplets pull
+// through (repo as on Docker Hub: "hashicorp/consul", or "library/haproxy"), so that a
+// new tag reaches the nodes by the ordinary pull path, with nothing put on them.
+func (c *Cloud) TagImage(ctx context.Context, repo, from, to string) error {
+	if c.mirror == nil {
+		return errors.New("the local cloud has no registry")
+	}
+	manifest := func(tag string) string { return c.mirror.url + "/v2/" + repo + "/manifests/" + tag }
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, manifest(from), nil)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Accept", strings.Join(manifestTypes, ", "))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("the registry has no %s:%s (%s)", repo, from, resp.Status)
+	}
+	put, err := http.NewRequestWithContext(ctx, http.MethodPut, manifest(to), bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	put.Header.Set("Content-Type", resp.Header.Get("Content-Type"))
+	answer, err := http.DefaultClient.Do(put)
+	if err != nil {
+		return err
+	}
+	answer.Body.Close()
+	if answer.StatusCode != http.StatusCreated {
+		return fmt.Errorf("tagging %s:%s as %s: the registry answered %s", repo, from, to, answer.Status)
+	}
+	return nil
 }
