@@ -1,0 +1,273 @@
+package bluegreen
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// The proxies and Consul are what these tests work around: small in-memory stand-ins
+// whose state the tests set, so that the switch's decisions are what is tested.
+
+type fakeHealth struct {
+	mu        sync.Mutex
+	instances map[Color][]Instance
+}
+
+func (h *fakeHealth) Instances(_ context.Context, c Color) ([]Instance, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return append([]Instance(nil), h.instances[c]...), nil
+}
+
+func (h *fakeHealth) set(c Color, in ...Instance) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.instances[c] = in
+}
+
+type fakeProxy struct {
+	mu       sync.Mutex
+	name     string
+	route    Route
+	servers  map[Color][]Instance
+	counters map[Color]Counters
+	failSet  error
+	sets     []Route
+}
+
+func (p *fakeProxy) Name() string { return p.name }
+func (p *fakeProxy) Route(context.Context) (Route, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.route, nil
+}
+func (p *fakeProxy) SetRoute(_ context.Context, r Route) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.sets = append(p.sets, r)
+	if p.failSet != nil && r.Active != p.route.Active {
+		return p.failSet
+	}
+	p.route = r
+	return nil
+}
+func (p *fakeProxy) Servers(_ context.Context, c Color) ([]Instance, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.servers[c], nil
+}
+func (p *fakeProxy) Counters(_ context.Context, c Color) (Counters, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.counters[c], nil
+}
+func (p *fakeProxy) add(c Color, n Counters) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	cur := p.counters[c]
+	cur.Requests += n.Requests
+	cur.Failed += n.Failed
+	cur.InFlight = n.InFlight
+	p.counters[c] = cur
+}
+
+func healthy(addrs ...string) []Instance {
+	var out []Instance
+	for _, a := range addrs {
+		out = append(out, Instance{ID: "id-" + a, Address: a, Healthy: true})
+	}
+	return out
+}
+
+// world is two proxies routing to blue, with three healthy instances of each color.
+func world() (*fakeHealth, []*fakeProxy, []Proxy) {
+	h := &fakeHealth{instances: map[Color][]Instance{
+		Blue: healthy("10.0.0.1", "10.0.0.2", "10.0.0.3"), Green: healthy("10.0.1.1", "10.0.1.2", "10.0.1.3"),
+	}}
+	var fakes []*fakeProxy
+	var proxies []Proxy
+	for _, name := range []string{"node-a", "node-b"} {
+		p := &fakeProxy{name: name, route: Route{Active: Blue}, counters: map[Color]Counters{},
+			servers: map[Color][]Instance{Blue: h.instances[Blue], Green: h.instances[Green]}}
+		fakes = append(fakes, p)
+		proxies = append(proxies, p)
+	}
+	return h, fakes, proxies
+}
+
+func TestSwitchFlipsEveryProxy(t *testing.T) {
+	t.Parallel()
+	h, fakes, proxies := world()
+	var persisted Route
+	res, err := Switch(context.Background(), h, proxies, Route{Active: Blue}, Route{Active: Green},
+		SwitchOptions{MinHealthy: 3, Persist: func(_ context.Context, r Route) error { persisted = r; return nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range fakes {
+		if p.route.Active != Green {
+			t.Errorf("%s routes to %s", p.name, p.route.Active)
+		}
+	}
+	if persisted.Active != Green || res.To.Active != Green {
+		t.Errorf("persisted %v, result %v", persisted, res)
+	}
+}
+
+func TestGateRefusesAndChangesNothing(t *testing.T) {
+	t.Parallel()
+	cases := map[string]func(h *fakeHealth, fakes []*fakeProxy){
+		"critical in consul": func(h *fakeHealth, _ []*fakeProxy) {
+			h.set(Green, append(healthy("10.0.1.1", "10.0.1.2"), Instance{ID: "id-10.0.1.3", Address: "10.0.1.3", Why: "HTTP GET /health: 503"})...)
+		},
+		"down in one proxy": func(_ *fakeHealth, fakes []*fakeProxy) {
+			fakes[1].servers[Green] = healthy("10.0.1.1", "10.0.1.2")
+		},
+		"too few instances": func(h *fakeHealth, _ []*fakeProxy) { h.set(Green, healthy("10.0.1.1")...) },
+	}
+	for name, breakIt := range cases {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			h, fakes, proxies := world()
+			breakIt(h, fakes)
+			_, err := Switch(context.Background(), h, proxies, Route{Active: Blue}, Route{Active: Green}, SwitchOptions{MinHealthy: 3})
+			var gate *GateError
+			if !errors.As(err, &gate) {
+				t.Fatalf("want a gate error, got %v", err)
+			}
+			if name != "too few instances" && !strings.Contains(err.Error(), "10.0.1.3") {
+				t.Errorf("the error does not name the unhealthy instance: %v", err)
+			}
+			for _, p := range fakes {
+				if len(p.sets) != 0 || p.route.Active != Blue {
+					t.Errorf("%s was changed: %v", p.name, p.sets)
+				}
+			}
+		})
+	}
+}
+
+func TestAFailedFlipRestoresTheOthers(t *testing.T) {
+	t.Parallel()
+	h, fakes, proxies := world()
+	fakes[1].failSet = errors.New("admin socket closed")
+	_, err := Switch(context.Background(), h, proxies, Route{Active: Blue}, Route{Active: Green}, SwitchOptions{MinHealthy: 3})
+	if err == nil || !strings.Contains(err.Error(), "node-b") {
+		t.Fatalf("want an error naming node-b, got %v", err)
+	}
+	for _, p := range fakes {
+		if p.route.Active != Blue {
+			t.Errorf("%s left on %s", p.name, p.route.Active)
+		}
+	}
+}
+
+func TestWatchRollsBack(t *testing.T) {
+	t.Parallel()
+	cases := map[string]func(h *fakeHealth, fakes []*fakeProxy){
+		"instances turn critical": func(h *fakeHealth, _ []*fakeProxy) {
+			h.set(Green, Instance{ID: "g1", Address: "10.0.1.1", Why: "503"}, Instance{ID: "g2", Address: "10.0.1.2", Why: "503"})
+		},
+		"error rate": func(_ *fakeHealth, fakes []*fakeProxy) {
+			fakes[0].add(Green, Counters{Requests: 100, Failed: 30})
+		},
+	}
+	for name, degrade := range cases {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			h, fakes, proxies := world()
+			var persisted []Route
+			go func() {
+				time.Sleep(30 * time.Millisecond)
+				degrade(h, fakes)
+			}()
+			_, err := Switch(context.Background(), h, proxies, Route{Active: Blue}, Route{Active: Green}, SwitchOptions{
+				MinHealthy: 3,
+				Persist:    func(_ context.Context, r Route) error { persisted = append(persisted, r); return nil },
+				Watch:      WatchPolicy{Window: 5 * time.Second, Every: 10 * time.Millisecond, MinHealthy: 2, MaxErrorRate: 0.05, MinRequests: 20},
+			})
+			var back *RolledBackError
+			if !errors.As(err, &back) || back.RollbackErr != nil {
+				t.Fatalf("want a rollback, got %v", err)
+			}
+			for _, p := range fakes {
+				if p.route.Active != Blue {
+					t.Errorf("%s left on %s", p.name, p.route.Active)
+				}
+			}
+			if len(persisted) != 2 || persisted[1].Active != Blue {
+				t.Errorf("persisted %v, want green then blue", persisted)
+			}
+		})
+	}
+}
+
+func TestWatchPassesAQuietWindow(t *testing.T) {
+	t.Parallel()
+	h, fakes, proxies := world()
+	fakes[0].add(Green, Counters{Requests: 1000, Failed: 1})
+	_, err := Switch(context.Background(), h, proxies, Route{Active: Blue}, Route{Active: Green}, SwitchOptions{
+		MinHealthy: 3, Watch: WatchPolicy{Window: 100 * time.Millisecond, Every: 10 * time.Millisecond, MinHealthy: 2, MaxErrorRate: 0.05, MinRequests: 20},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestDrainWaitsForRequestsInFlight(t *testing.T) {
+	t.Parallel()
+	h, fakes, proxies := world()
+	fakes[0].add(Blue, Counters{InFlight: 3})
+	go func() {
+		time.Sleep(50 * time.Millisecond)
+		fakes[0].add(Blue, Counters{InFlight: 0})
+	}()
+	start := time.Now()
+	res, err := Switch(context.Background(), h, proxies, Route{Active: Blue}, Route{Active: Green},
+		SwitchOptions{MinHealthy: 3, DrainTimeout: 5 * time.Second, Every: 5 * time.Millisecond})
+	if err != nil || res.DrainErr != nil {
+		t.Fatal(err, res.DrainErr)
+	}
+	if time.Since(start) < 50*time.Millisecond {
+		t.Error("returned before the old color drained")
+	}
+	fakes[0].add(Blue, Counters{InFlight: 1})
+	res, _ = Switch(context.Background(), h, proxies, Route{Active: Green}, Route{Active: Blue},
+		SwitchOptions{MinHealthy: 3, DrainTimeout: 20 * time.Millisecond, Every: 5 * time.Millisecond})
+	if res.DrainErr != nil {
+		t.Errorf("draining green reported blue's in-flight request: %v", res.DrainErr)
+	}
+}
+
+func TestCurrentRouteNamesDisagreeingProxies(t *testing.T) {
+	t.Parallel()
+	_, fakes, proxies := world()
+	fakes[1].route = Route{Active: Green}
+	if _, err := CurrentRoute(context.Background(), proxies); err == nil || !strings.Contains(err.Error(), "node-b") {
+		t.Fatalf("want an error naming node-b, got %v", err)
+	}
+}
+
+func TestCanaryNeedsOneHealthyInstanceOfTheOtherColor(t *testing.T) {
+	t.Parallel()
+	h, fakes, proxies := world()
+	h.set(Green)
+	_, err := Switch(context.Background(), h, proxies, Route{Active: Blue}, Route{Active: Blue, Canary: 20}, SwitchOptions{MinHealthy: 3})
+	var gate *GateError
+	if !errors.As(err, &gate) || gate.Target != Green || gate.MinHealthy != 1 {
+		t.Fatalf("want a gate error on green needing 1, got %v", err)
+	}
+	h.set(Green, healthy("10.0.1.1")...)
+	fakes[1].servers[Green] = healthy("10.0.1.1")
+	fakes[0].servers[Green] = healthy("10.0.1.1")
+	if _, err := Switch(context.Background(), h, proxies, Route{Active: Blue}, Route{Active: Blue, Canary: 20}, SwitchOptions{MinHealthy: 3}); err != nil {
+		t.Fatal(err)
+	}
+	if fakes[0].route.Canary != 20 || fakes[0].route.Active != Blue {
+		t.Errorf("route %v", fakes[0].route)
+	}
+}
