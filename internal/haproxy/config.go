@@ -57,7 +57,8 @@ type Config struct {
 	// /usr/local/etc/haproxy/bluegreen.map). `set map` changes only memory: whoever
 	// switches must also rewrite this file (RenderMap) so a restart keeps the color.
 	MapPath string
-	// AdminSocketPath is the Runtime API socket (default /var/run/haproxy/admin.sock).
+	// AdminSocketPath is the Runtime API socket (default /run/haproxy/admin.sock, a
+	// directory the haproxy:2.6 image has; it has no /var/run).
 	AdminSocketPath string
 
 	// StatsPort serves the stats page at StatsPath and the proxy's own liveness at
@@ -113,7 +114,7 @@ var DefaultRetryOn = []string{"conn-failure", "empty-response", "junk-response",
 // Default locations inside the proxy container.
 const (
 	DefaultMapPath         = "/usr/local/etc/haproxy/bluegreen.map"
-	DefaultAdminSocketPath = "/var/run/haproxy/admin.sock"
+	DefaultAdminSocketPath = "/run/haproxy/admin.sock"
 )
 
 // WithDefaults returns c with every zero field set to its default.

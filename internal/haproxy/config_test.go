@@ -14,7 +14,7 @@ func TestRenderDefaults(t *testing.T) {
 	}
 	// Lines the blue/green behaviour depends on; the real-HAProxy test proves they work.
 	for _, want := range []string{
-		"stats socket /var/run/haproxy/admin.sock mode 600 level admin expose-fd listeners",
+		"stats socket /run/haproxy/admin.sock mode 600 level admin expose-fd listeners",
 		"nameserver dns 127.0.0.11:53",
 		"hold valid 500ms",
 		"option redispatch 1",

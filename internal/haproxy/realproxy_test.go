@@ -1,0 +1,657 @@
+package haproxy
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/network"
+	"github.com/docker/docker/client"
+	"github.com/docker/go-connections/nat"
+
+	"github.com/microswarm/terraform-provider-microswarm/internal/wait"
+)
+
+const (
+	proxyImage = "haproxy:2.6"
+	appImageV1 = "microswarm/demo-app:1.0.0"
+	appImageV2 = "microswarm/demo-app:2.0.0"
+)
+
+// hostEngine is this machine's Docker engine with the proxy and demo app images on it;
+// without them the test is skipped, except in CI, where `make images` provides them.
+func hostEngine(t *testing.T) *client.Client {
+	t.Helper()
+	skip := t.Skip
+	if os.Getenv("CI") != "" {
+		skip = t.Fatal
+	}
+	docker, err := client.NewClientWithOpts(client.FromEnv, client.WithAPIVersionNegotiation())
+	if err != nil {
+		skip("no docker engine: ", err)
+	}
+	t.Cleanup(func() { _ = docker.Close() })
+	ctx := context.Background()
+	if _, err := docker.Ping(ctx); err != nil {
+		skip("no docker engine: ", err)
+	}
+	for _, image := range []string{proxyImage, appImageV1, appImageV2} {
+		if _, err := docker.ImageInspect(ctx, image); err != nil {
+			skip(image+" is not built (tools/images/build.sh): ", err)
+		}
+	}
+	return docker
+}
+
+// proxyFixture is a blue/green proxy for service `service` in front of demo apps, all on
+// a bridge network of the test's own, where Docker's DNS answers tasks.<service>-<color>
+// as swarm's does.
+type proxyFixture struct {
+	t        *testing.T
+	docker   *client.Client
+	network  string
+	service  string
+	config   Config
+	proxyID  string
+	api      *Client
+	url      string // the frontend, published on loopback
+	statsURL string
+	apps     map[string]string // container name -> ID
+}
+
+func newProxyFixture(t *testing.T) *proxyFixture {
+	docker := hostEngine(t)
+	ctx := context.Background()
+	suffix := fmt.Sprintf("%08x", rand.Uint32())
+	f := &proxyFixture{t: t, docker: docker, service: "hap" + suffix, apps: map[string]string{}}
+	f.network = "haproxy-test-" + suffix
+	if _, err := docker.NetworkCreate(ctx, f.network, network.CreateOptions{Driver: "bridge"}); err != nil {
+		t.Fatal(err)
+	}
+	// Cleanups run last-registered first: the containers go before their network.
+	t.Cleanup(func() { _ = docker.NetworkRemove(context.Background(), f.network) })
+	return f
+}
+
+// runApp starts one instance of a color, answering as version.
+func (f *proxyFixture) runApp(name string, color Color, image string, env ...string) string {
+	t := f.t
+	t.Helper()
+	ctx := context.Background()
+	created, err := f.docker.ContainerCreate(ctx,
+		&container.Config{Image: image, Env: append([]string{"COLOR=" + string(color)}, env...)},
+		&container.HostConfig{},
+		&network.NetworkingConfig{EndpointsConfig: map[string]*network.EndpointSettings{
+			f.network: {Aliases: []string{"tasks." + f.service + "-" + string(color)}},
+		}},
+		nil, f.service+"-"+name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = f.docker.ContainerRemove(context.Background(), created.ID, container.RemoveOptions{Force: true})
+	})
+	if err := f.docker.ContainerStart(ctx, created.ID, container.StartOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	f.apps[name] = created.ID
+	return created.ID
+}
+
+// appAddress is an app's address on the test network.
+func (f *proxyFixture) appAddress(name string) string {
+	inspect, err := f.docker.ContainerInspect(context.Background(), f.apps[name])
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return inspect.NetworkSettings.Networks[f.network].IPAddress
+}
+
+// runProxy starts HAProxy with the rendered config and map, the config directory and
+// the admin socket's directory bind-mounted from the host, so the test reaches the
+// Runtime API as the provider will: through a unix socket.
+func (f *proxyFixture) runProxy(active Color) {
+	t := f.t
+	t.Helper()
+	f.config = Config{Service: f.service}.WithDefaults()
+	cfg, err := f.config.Render()
+	if err != nil {
+		t.Fatal(err)
+	}
+	routing, err := RenderMap(active, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// os.MkdirTemp, not t.TempDir: a unix socket path must stay under 108 bytes.
+	configDir, socketDir := f.tempDir(), f.tempDir()
+	f.writeFile(filepath.Join(configDir, "haproxy.cfg"), cfg)
+	f.writeFile(filepath.Join(configDir, filepath.Base(f.config.MapPath)), routing)
+
+	ctx := context.Background()
+	ports := nat.PortMap{}
+	for _, p := range []int{f.config.ListenPort, f.config.StatsPort} {
+		ports[nat.Port(fmt.Sprintf("%d/tcp", p))] = []nat.PortBinding{{HostIP: "127.0.0.1", HostPort: "0"}}
+	}
+	exposed := nat.PortSet{}
+	for p := range ports {
+		exposed[p] = struct{}{}
+	}
+	created, err := f.docker.ContainerCreate(ctx,
+		&container.Config{Image: proxyImage, ExposedPorts: exposed},
+		&container.HostConfig{
+			Binds: []string{
+				configDir + ":" + filepath.Dir(f.config.MapPath),
+				socketDir + ":" + filepath.Dir(f.config.AdminSocketPath),
+			},
+			PortBindings: ports,
+		},
+		&network.NetworkingConfig{EndpointsConfig: map[string]*network.EndpointSettings{f.network: {}}},
+		nil, f.service+"-proxy")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.proxyID = created.ID
+	t.Cleanup(func() {
+		if t.Failed() {
+			f.logProxy()
+		}
+		_ = f.docker.ContainerRemove(context.Background(), created.ID, container.RemoveOptions{Force: true})
+	})
+	f.api = NewUnixClient(filepath.Join(socketDir, filepath.Base(f.config.AdminSocketPath)))
+	if err := f.docker.ContainerStart(ctx, created.ID, container.StartOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	f.awaitProxy()
+}
+
+// awaitProxy waits for the admin socket to answer and learns the published ports, which
+// a restart may change.
+func (f *proxyFixture) awaitProxy() {
+	t := f.t
+	t.Helper()
+	waitFor(t, 10*time.Second, "the admin socket to answer", func() bool {
+		_, err := f.api.ShowInfo(context.Background())
+		return err == nil
+	})
+	inspect, err := f.docker.ContainerInspect(context.Background(), f.proxyID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	published := func(port int) string {
+		binding := inspect.NetworkSettings.Ports[nat.Port(fmt.Sprintf("%d/tcp", port))]
+		if len(binding) == 0 {
+			t.Fatalf("port %d not published: %v", port, inspect.NetworkSettings.Ports)
+		}
+		return "http://127.0.0.1:" + binding[0].HostPort
+	}
+	f.url, f.statsURL = published(f.config.ListenPort), published(f.config.StatsPort)
+}
+
+func (f *proxyFixture) logProxy() {
+	logs, err := f.docker.ContainerLogs(context.Background(), f.proxyID, container.LogsOptions{ShowStdout: true, ShowStderr: true, Tail: "40"})
+	if err != nil {
+		return
+	}
+	defer logs.Close()
+	out, _ := io.ReadAll(logs)
+	f.t.Logf("proxy log (last 40 lines, with Docker's stream headers):\n%s", out)
+}
+
+func (f *proxyFixture) tempDir() string {
+	dir, err := os.MkdirTemp("", "hap")
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	f.t.Cleanup(func() { _ = os.RemoveAll(dir) })
+	return dir
+}
+
+func (f *proxyFixture) writeFile(path, content string) {
+	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+		f.t.Fatal(err)
+	}
+}
+
+// healthy counts the servers of a color that passed their health check.
+func (f *proxyFixture) healthy(color Color) int {
+	rows, err := f.api.ShowStat(context.Background())
+	if err != nil {
+		return -1
+	}
+	return HealthyServers(rows, string(color))
+}
+
+func waitFor(t *testing.T, within time.Duration, what string, done func() bool) time.Duration {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), within)
+	defer cancel()
+	start := time.Now()
+	err := wait.Until(ctx, wait.Options{What: what, Interval: 10 * time.Millisecond, Factor: 1},
+		func(context.Context) (bool, string, error) { return done(), "", nil })
+	if err != nil {
+		t.Fatalf("%s: not within %s", what, within)
+	}
+	return time.Since(start)
+}
+
+// answer is what one request through the proxy got.
+type answer struct {
+	start, end time.Time
+	err        error // a connection error or a non-2xx status
+	Version    string
+	Color      Color
+	Hostname   string
+}
+
+// load is a bounded stream of requests from a few concurrent clients to the proxy on
+// loopback: it stops at maxRequests, at Stop, or after maxDuration.
+type load struct {
+	mu      sync.Mutex
+	answers []answer
+	cancel  context.CancelFunc
+	done    sync.WaitGroup
+}
+
+func startLoad(url string, clients, maxRequests int, maxDuration time.Duration) *load {
+	ctx, cancel := context.WithTimeout(context.Background(), maxDuration)
+	l := &load{cancel: cancel}
+	httpClient := &http.Client{
+		Timeout:   5 * time.Second,
+		Transport: &http.Transport{MaxIdleConnsPerHost: clients},
+	}
+	for range clients {
+		l.done.Add(1)
+		go func() {
+			defer l.done.Done()
+			for ctx.Err() == nil && l.count() < maxRequests {
+				a := get(ctx, httpClient, url)
+				if ctx.Err() != nil && a.err != nil {
+					return // cut short by Stop, not by the proxy
+				}
+				l.mu.Lock()
+				l.answers = append(l.answers, a)
+				l.mu.Unlock()
+			}
+		}()
+	}
+	return l
+}
+
+func get(ctx context.Context, c *http.Client, url string) answer {
+	a := answer{start: time.Now()}
+	defer func() { a.end = time.Now() }()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url+"/", nil)
+	if err != nil {
+		a.err = err
+		return a
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		a.err = err
+		a.end = time.Now()
+		return a
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	a.end = time.Now()
+	switch {
+	case err != nil:
+		a.err = err
+	case resp.StatusCode/100 != 2:
+		a.err = fmt.Errorf("status %s: %s", resp.Status, strings.TrimSpace(string(body)))
+	default:
+		a.err = json.Unmarshal(body, &a)
+	}
+	return a
+}
+
+func (l *load) count() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.answers)
+}
+
+// awaitCount waits until n answers arrived (bounded by within).
+func (l *load) awaitCount(t *testing.T, n int, within time.Duration) {
+	t.Helper()
+	waitFor(t, within, fmt.Sprintf("%d answers", n), func() bool { return l.count() >= n })
+}
+
+// Stop ends the load and returns every answer.
+func (l *load) Stop() []answer {
+	l.cancel()
+	l.done.Wait()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]answer(nil), l.answers...)
+}
+
+// failures returns the failed answers, for the message.
+func failures(answers []answer) []string {
+	var failed []string
+	for _, a := range answers {
+		if a.err != nil {
+			failed = append(failed, fmt.Sprintf("%s: %v", a.start.Format("15:04:05.000"), a.err))
+		}
+	}
+	return failed
+}
+
+// TestRealProxy runs the rendered config in HAProxy 2.6 in front of two blue (v1) and
+// two green (v2) demo apps and checks what clients of the service see while the Runtime
+// API switches, splits and loses instances.
+func TestRealProxy(t *testing.T) {
+	f := newProxyFixture(t)
+	f.runApp("blue1", Blue, appImageV1)
+	f.runApp("blue2", Blue, appImageV1)
+	f.runApp("green1", Green, appImageV2)
+	f.runApp("green2", Green, appImageV2)
+	f.runProxy(Blue)
+	ctx := context.Background()
+	mapPath := f.config.MapPath
+
+	ready := waitFor(t, 15*time.Second, "two healthy servers per color", func() bool {
+		return f.healthy(Blue) == 2 && f.healthy(Green) == 2
+	})
+	t.Logf("all four instances passed their checks %s after the admin socket answered", ready.Round(time.Millisecond))
+
+	t.Run("runtime API", func(t *testing.T) {
+		info, err := f.api.ShowInfo(ctx)
+		if err != nil || !strings.HasPrefix(info.Version, "2.6.") {
+			t.Fatalf("show info: %+v, %v; want version 2.6.x", info, err)
+		}
+		routing, err := f.api.ReadRouting(ctx, mapPath)
+		if err != nil || routing != (Routing{Active: Blue}) {
+			t.Errorf("routing at start: %+v, %v; want blue, canary 0", routing, err)
+		}
+		var complaint *CommandError
+		if err := f.api.SetMap(ctx, mapPath, "nokey", "green"); !errors.As(err, &complaint) {
+			t.Errorf("set map of a missing key: %v, want a CommandError", err)
+		}
+		if _, err := f.api.ShowMap(ctx, "/nonexistent.map"); !errors.As(err, &complaint) {
+			t.Errorf("show map of an unknown map: %v, want a CommandError", err)
+		}
+		if _, err := f.api.ShowServersState(ctx, "nosuch"); !errors.As(err, &complaint) {
+			t.Errorf("show servers state of an unknown backend: %v, want a CommandError", err)
+		}
+		if err := f.api.SetServerState(ctx, "green", "nosuch", StateDrain); !errors.As(err, &complaint) {
+			t.Errorf("set server of an unknown server: %v, want a CommandError", err)
+		}
+		if _, err := f.api.Execute(ctx, "show nonsense"); err != nil {
+			t.Errorf("Execute returns HAProxy's answer, not an error: %v", err)
+		}
+
+		// A key added at run time is visible to show map and goes away with del map.
+		if err := f.api.AddMap(ctx, mapPath, "extra", "1"); err != nil {
+			t.Fatal(err)
+		}
+		if v, ok, err := f.api.MapValue(ctx, mapPath, "extra"); err != nil || !ok || v != "1" {
+			t.Errorf("after add map: %q %v %v", v, ok, err)
+		}
+		if err := f.api.DelMap(ctx, mapPath, "extra"); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.api.DelMap(ctx, mapPath, "extra"); !errors.As(err, &complaint) {
+			t.Errorf("del map of a deleted key: %v, want a CommandError", err)
+		}
+
+		// Drain one green server and bring it back; both show in servers state.
+		states, err := f.api.ShowServersState(ctx, "green")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var server string
+		for _, s := range states {
+			if s.Address == f.appAddress("green1") {
+				server = s.Server
+			}
+		}
+		if server == "" {
+			t.Fatalf("green1 (%s) in no slot of %+v", f.appAddress("green1"), states)
+		}
+		for _, state := range []AdminState{StateDrain, StateReady} {
+			if err := f.api.SetServerState(ctx, "green", server, state); err != nil {
+				t.Fatal(err)
+			}
+			states, err := f.api.ShowServersState(ctx, "green")
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, s := range states {
+				if s.Server == server && s.AdminState.Draining() != (state == StateDrain) {
+					t.Errorf("after state %s: admin flags %#x", state, int(s.AdminState))
+				}
+			}
+		}
+		waitFor(t, 5*time.Second, "green back to two healthy servers", func() bool { return f.healthy(Green) == 2 })
+
+		// The monitor URI answers for the proxy itself.
+		resp, err := http.Get(f.statsURL + f.config.MonitorPath)
+		if err != nil || resp.StatusCode != http.StatusOK {
+			t.Errorf("monitor %s: %v %v", f.config.MonitorPath, resp, err)
+		}
+		if resp != nil {
+			resp.Body.Close()
+		}
+	})
+
+	t.Run("switch blue green blue without a failed request", func(t *testing.T) {
+		// The gate the resource applies: the target color's servers passed their checks.
+		if n := f.healthy(Green); n != 2 {
+			t.Fatalf("show stat: %d healthy green servers before the switch, want 2", n)
+		}
+		traffic := startLoad(f.url, 4, 20000, 30*time.Second)
+		traffic.awaitCount(t, 200, 10*time.Second)
+
+		switchTo := func(color Color) (time.Time, time.Time) {
+			start := time.Now()
+			if err := f.api.SetActive(ctx, mapPath, color); err != nil {
+				t.Fatal(err)
+			}
+			return start, time.Now()
+		}
+		toGreenStart, toGreenDone := switchTo(Green)
+		traffic.awaitCount(t, traffic.count()+400, 10*time.Second)
+		toBlueStart, toBlueDone := switchTo(Blue)
+		traffic.awaitCount(t, traffic.count()+400, 10*time.Second)
+		answers := traffic.Stop()
+
+		if failed := failures(answers); len(failed) > 0 {
+			t.Errorf("%d of %d requests failed across the switches: %v", len(failed), len(answers), failed)
+		}
+		expect := func(phase string, color Color, version string, in func(answer) bool) {
+			n := 0
+			for _, a := range answers {
+				if a.err != nil || !in(a) {
+					continue
+				}
+				n++
+				if a.Color != color || a.Version != version {
+					t.Errorf("%s: request at %s answered by %s %s, want %s %s", phase,
+						a.start.Format("15:04:05.000"), a.Color, a.Version, color, version)
+					return
+				}
+			}
+			if n < 100 {
+				t.Errorf("%s: only %d requests, too few to judge", phase, n)
+			}
+		}
+		expect("before the switch", Blue, "1.0.0", func(a answer) bool { return a.end.Before(toGreenStart) })
+		expect("after the switch", Green, "2.0.0", func(a answer) bool { return a.start.After(toGreenDone) && a.end.Before(toBlueStart) })
+		expect("after the switch back", Blue, "1.0.0", func(a answer) bool { return a.start.After(toBlueDone) })
+
+		firstOf := func(color Color, after time.Time) time.Duration {
+			for _, a := range answers {
+				if a.err == nil && a.Color == color && a.end.After(after) {
+					return a.end.Sub(after)
+				}
+			}
+			return time.Hour
+		}
+		toGreen, toBlue := firstOf(Green, toGreenStart), firstOf(Blue, toBlueStart)
+		t.Logf("%d requests, 0 failed; first green answer %s after set map was sent (set map took %s), first blue answer %s after the switch back",
+			len(answers), toGreen.Round(time.Microsecond), toGreenDone.Sub(toGreenStart).Round(time.Microsecond), toBlue.Round(time.Microsecond))
+		if toGreen > time.Second || toBlue > time.Second {
+			t.Errorf("new color first answered %s / %s after set map, want within 1s", toGreen, toBlue)
+		}
+	})
+
+	t.Run("canary 20 percent", func(t *testing.T) {
+		if err := f.api.SetCanary(ctx, mapPath, 20); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = f.api.SetCanary(ctx, mapPath, 0) })
+		const requests = 2000
+		traffic := startLoad(f.url, 4, requests, 60*time.Second)
+		traffic.awaitCount(t, requests, 60*time.Second)
+		answers := traffic.Stop()
+		if failed := failures(answers); len(failed) > 0 {
+			t.Errorf("%d of %d requests failed: %v", len(failed), len(answers), failed)
+		}
+		green := 0
+		for _, a := range answers {
+			if a.Color == Green {
+				green++
+			}
+		}
+		share := float64(green) / float64(len(answers)) * 100
+		t.Logf("canary 20: %d of %d requests (%.1f %%) went to green", green, len(answers), share)
+		if len(answers) < requests || share < 15 || share > 25 {
+			t.Errorf("canary 20: %.1f %% of %d requests went to green, want 20 ± 5 over at least %d", share, len(answers), requests)
+		}
+	})
+
+	t.Run("new instance picked up from DNS", func(t *testing.T) {
+		// What a swarm scale-up looks like to the proxy: one more task behind tasks.NAME-green.
+		start := time.Now()
+		f.runApp("green3", Green, appImageV2)
+		address := f.appAddress("green3")
+		var inSlot time.Duration
+		waitFor(t, 5*time.Second, "green3 to pass its checks", func() bool {
+			rows, err := f.api.ShowStat(ctx)
+			if err != nil {
+				return false
+			}
+			for _, r := range rows {
+				if r.Proxy == "green" && strings.HasPrefix(r.Address, address+":") {
+					if inSlot == 0 {
+						inSlot = time.Since(start)
+					}
+					return r.Healthy()
+				}
+			}
+			return false
+		})
+		healthy := time.Since(start)
+		t.Logf("green3: address in a server slot %s and healthy %s after its container was created",
+			inSlot.Round(time.Millisecond), healthy.Round(time.Millisecond))
+		if healthy > 2*time.Second {
+			t.Errorf("new instance healthy after %s, want about a second", healthy)
+		}
+
+		// An instance failing its check is in a slot but never counted healthy.
+		f.runApp("green4", Green, appImageV2, "START_UNHEALTHY=1")
+		sick := f.appAddress("green4")
+		waitFor(t, 5*time.Second, "green4 to be checked and found down", func() bool {
+			rows, err := f.api.ShowStat(ctx)
+			if err != nil {
+				return false
+			}
+			for _, r := range rows {
+				if r.Proxy == "green" && strings.HasPrefix(r.Address, sick+":") {
+					return r.Status == "DOWN" && r.CheckCode == http.StatusServiceUnavailable
+				}
+			}
+			return false
+		})
+		if n := f.healthy(Green); n != 3 {
+			t.Errorf("%d healthy green servers, want 3 (green4 fails its check)", n)
+		}
+	})
+
+	t.Run("killing one of two blue instances fails no request", func(t *testing.T) {
+		traffic := startLoad(f.url, 4, 20000, 30*time.Second)
+		traffic.awaitCount(t, 200, 10*time.Second)
+		killed := time.Now()
+		if err := f.docker.ContainerKill(ctx, f.apps["blue2"], "KILL"); err != nil {
+			t.Fatal(err)
+		}
+		down := waitFor(t, 10*time.Second, "one healthy blue server", func() bool { return f.healthy(Blue) == 1 })
+		// Keep the traffic going past the DNS hold, so requests meet the proxy in every
+		// state: the server still listed, checked down, gone from DNS.
+		deadline := time.Now().Add(2 * time.Second)
+		traffic.awaitCount(t, traffic.count()+200, 10*time.Second)
+		waitFor(t, 5*time.Second, "two seconds of traffic after the kill", func() bool { return time.Now().After(deadline) })
+		answers := traffic.Stop()
+		if failed := failures(answers); len(failed) > 0 {
+			t.Errorf("%d of %d requests failed after killing an instance: %v", len(failed), len(answers), failed)
+		}
+		after := 0
+		for _, a := range answers {
+			if a.start.After(killed) && a.err == nil {
+				after++
+				if a.Color != Blue {
+					t.Errorf("request after the kill answered by %s", a.Color)
+					break
+				}
+			}
+		}
+		rows, err := f.api.ShowStat(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range rows {
+			if r.Proxy == "blue" && r.Type == TypeBackend {
+				t.Logf("killed blue2: %d requests after the kill, 0 failed; checked down %s after the kill; blue backend retries %d, redispatches %d",
+					after, down.Round(time.Millisecond), r.Retries, r.Redispatches)
+			}
+		}
+		if after < 100 {
+			t.Errorf("only %d requests after the kill, too few to judge", after)
+		}
+	})
+
+	t.Run("active color survives a proxy restart", func(t *testing.T) {
+		// What the resource does on a switch: set map for the running process, and the
+		// map file for the next one.
+		if err := f.api.SetActive(ctx, mapPath, Green); err != nil {
+			t.Fatal(err)
+		}
+		routing, err := RenderMap(Green, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		inspect, err := f.docker.ContainerInspect(ctx, f.proxyID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range inspect.Mounts {
+			if m.Destination == filepath.Dir(mapPath) {
+				f.writeFile(filepath.Join(m.Source, filepath.Base(mapPath)), routing)
+			}
+		}
+		if err := f.docker.ContainerRestart(ctx, f.proxyID, container.StopOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		f.awaitProxy()
+		if got, err := f.api.ReadRouting(ctx, mapPath); err != nil || got.Active != Green {
+			t.Fatalf("after restart the map says %+v, %v; want green", got, err)
+		}
+		waitFor(t, 10*time.Second, "green healthy after the restart", func() bool { return f.healthy(Green) >= 1 })
+		a := get(ctx, http.DefaultClient, f.url)
+		if a.err != nil || a.Color != Green {
+			t.Errorf("after restart: %+v, want an answer from green", a)
+		}
+	})
+}
