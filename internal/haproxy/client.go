@@ -221,6 +221,21 @@ func (c *Client) ShowServersState(ctx context.Context, backend string) ([]Server
 	return parseServersState(cmd, out)
 }
 
+// ServersStateFile returns `show servers state` as HAProxy writes it, for the
+// server-state-file a reload reads, so the new process starts with the addresses and
+// states the old one learned.
+func (c *Client) ServersStateFile(ctx context.Context) (string, error) {
+	const cmd = "show servers state"
+	out, err := c.Execute(ctx, cmd)
+	if err != nil {
+		return "", err
+	}
+	if _, err := parseServersState(cmd, out); err != nil {
+		return "", err
+	}
+	return out + "\n", nil
+}
+
 // AdminState is what `set server <b>/<s> state` accepts.
 type AdminState string
 

@@ -241,3 +241,16 @@ func TestClientReadsTables(t *testing.T) {
 		t.Errorf("ShowInfo = %+v, %v", info, err)
 	}
 }
+
+func TestServersStateFile(t *testing.T) {
+	t.Parallel()
+	state := captured(t, "show_servers_state_all.txt")
+	fake := &fakeSocket{answers: map[string]string{"show servers state": state + "\n"}}
+	got, err := fake.client().ServersStateFile(context.Background())
+	if err != nil || got != state+"\n" {
+		t.Fatalf("got %q, %v; want HAProxy's answer with its final newline", got, err)
+	}
+	refusing := &fakeSocket{answers: map[string]string{"show servers state": "Permission denied\n"}}
+	_, err = refusing.client().ServersStateFile(context.Background())
+	checkErr(t, err, "Permission denied")
+}

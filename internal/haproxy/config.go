@@ -57,6 +57,11 @@ type Config struct {
 	// /usr/local/etc/haproxy/bluegreen.map). `set map` changes only memory: whoever
 	// switches must also rewrite this file (RenderMap) so a restart keeps the color.
 	MapPath string
+	// ServerStateFile is where a reload finds the servers' addresses and states (default
+	// /usr/local/etc/haproxy/server-state). Write it from ServersStateFile just before a
+	// reload: without it the new process starts with empty server slots (init-addr none)
+	// and answers 503 until DNS fills them. A missing file is only a warning.
+	ServerStateFile string
 	// AdminSocketPath is the Runtime API socket (default /run/haproxy/admin.sock, a
 	// directory the haproxy:2.6 image has; it has no /var/run).
 	AdminSocketPath string
@@ -101,6 +106,10 @@ type Config struct {
 	Retries int
 	// RetryOn lists the `retry-on` events (default DefaultRetryOn).
 	RetryOn []string
+	// AccessLog logs every request to stdout (default false: only failed, retried or
+	// redispatched requests and server state changes, which is what diagnoses a switch).
+	AccessLog bool
+
 	// RetryUnsafeMethods allows layer-7 retries of requests that are not GET, HEAD or
 	// OPTIONS (default false: those are retried only when the connection failed, so a
 	// POST is never sent twice).
@@ -114,6 +123,7 @@ var DefaultRetryOn = []string{"conn-failure", "empty-response", "junk-response",
 // Default locations inside the proxy container.
 const (
 	DefaultMapPath         = "/usr/local/etc/haproxy/bluegreen.map"
+	DefaultServerStateFile = "/usr/local/etc/haproxy/server-state"
 	DefaultAdminSocketPath = "/run/haproxy/admin.sock"
 )
 
@@ -139,6 +149,7 @@ func (c Config) WithDefaults() Config {
 	setStr(&c.HealthPath, "/health")
 	setStr(&c.MapPath, DefaultMapPath)
 	setStr(&c.AdminSocketPath, DefaultAdminSocketPath)
+	setStr(&c.ServerStateFile, DefaultServerStateFile)
 	setInt(&c.StatsPort, 8404)
 	setStr(&c.StatsPath, "/stats")
 	setStr(&c.MonitorPath, "/healthz")
@@ -183,7 +194,7 @@ func (c Config) Validate() error {
 	}
 	for name, v := range map[string]string{
 		"health path": c.HealthPath, "stats path": c.StatsPath, "monitor path": c.MonitorPath,
-		"map path": c.MapPath, "admin socket path": c.AdminSocketPath,
+		"map path": c.MapPath, "admin socket path": c.AdminSocketPath, "server state file": c.ServerStateFile,
 	} {
 		if !strings.HasPrefix(v, "/") || !cfgWord.MatchString(v) {
 			return fmt.Errorf("%s %q: want an absolute path without spaces or quotes", name, v)
@@ -261,6 +272,7 @@ global
   # closing them.
   stats socket {{.AdminSocketPath}} mode 600 level admin expose-fd listeners
   stats timeout 30s
+  server-state-file {{.ServerStateFile}}
 
 resolvers docker
   nameserver dns {{.Nameserver}}
@@ -278,8 +290,12 @@ resolvers docker
 defaults
   mode http
   log global
+  load-server-state-from-file global
   option httplog
   option dontlognull
+{{- if not .AccessLog}}
+  option dontlog-normal
+{{- end}}
   timeout connect {{ms .ConnectTimeout}}
   timeout client {{ms .ClientTimeout}}
   timeout server {{ms .ServerTimeout}}
@@ -313,7 +329,7 @@ backend {{.}}
   balance roundrobin
   option httpchk GET {{$.HealthPath}}
   http-check expect status 200
-  default-server check inter {{ms $.CheckInterval}} fastinter {{ms $.FastInterval}} downinter {{ms $.CheckInterval}} fall {{$.CheckFall}} rise {{$.CheckRise}} resolvers docker resolve-prefer ipv4 init-addr none
+  default-server check inter {{ms $.CheckInterval}} fastinter {{ms $.FastInterval}} downinter {{ms $.CheckInterval}} fall {{$.CheckFall}} rise {{$.CheckRise}} resolvers docker resolve-prefer ipv4 init-addr last,none
   server-template {{.}} {{$.MaxInstancesPerColor}} tasks.{{$.Service}}-{{.}}:{{$.ServicePort}}
 {{end}}
 frontend stats

@@ -28,7 +28,10 @@ func TestRenderDefaults(t *testing.T) {
 		"server-template blue 10 tasks.web-blue:8080",
 		"server-template green 10 tasks.web-green:8080",
 		"option httpchk GET /health",
-		"init-addr none",
+		"init-addr last,none",
+		"server-state-file /usr/local/etc/haproxy/server-state",
+		"load-server-state-from-file global",
+		"option dontlog-normal",
 		"bind :8404",
 		"monitor-uri /healthz",
 	} {

@@ -198,6 +198,21 @@ func (f *proxyFixture) awaitProxy() {
 	f.url, f.statsURL = published(f.config.ListenPort), published(f.config.StatsPort)
 }
 
+// hostDir is the host directory mounted at dir in the proxy.
+func (f *proxyFixture) hostDir(dir string) string {
+	inspect, err := f.docker.ContainerInspect(context.Background(), f.proxyID)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	for _, m := range inspect.Mounts {
+		if m.Destination == dir {
+			return m.Source
+		}
+	}
+	f.t.Fatalf("nothing mounted at %s", dir)
+	return ""
+}
+
 func (f *proxyFixture) logProxy() {
 	logs, err := f.docker.ContainerLogs(context.Background(), f.proxyID, container.LogsOptions{ShowStdout: true, ShowStderr: true, Tail: "40"})
 	if err != nil {
@@ -687,15 +702,7 @@ func TestRealProxy(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		inspect, err := f.docker.ContainerInspect(ctx, f.proxyID)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, m := range inspect.Mounts {
-			if m.Destination == filepath.Dir(mapPath) {
-				f.writeFile(filepath.Join(m.Source, filepath.Base(mapPath)), routing)
-			}
-		}
+		f.writeFile(filepath.Join(f.hostDir(filepath.Dir(mapPath)), filepath.Base(mapPath)), routing)
 		if err := f.docker.ContainerRestart(ctx, f.proxyID, container.StopOptions{}); err != nil {
 			t.Fatal(err)
 		}
@@ -708,5 +715,48 @@ func TestRealProxy(t *testing.T) {
 		if a.err != nil || a.Color != Green {
 			t.Errorf("after restart: %+v, want an answer from green", a)
 		}
+	})
+
+	t.Run("a reload fails no request and reloads routing from the map file", func(t *testing.T) {
+		// The map file says green (the previous step wrote it); memory says blue, as
+		// after a set map whose file write never happened.
+		if err := f.api.SetActive(ctx, mapPath, Blue); err != nil {
+			t.Fatal(err)
+		}
+		before, err := f.api.ShowInfo(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		traffic := startLoad(f.url, 4, 100000, 30*time.Second)
+		traffic.awaitCount(t, 200, 10*time.Second)
+		state, err := f.api.ServersStateFile(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.writeFile(filepath.Join(f.hostDir(filepath.Dir(f.config.ServerStateFile)), filepath.Base(f.config.ServerStateFile)), state)
+		// SIGUSR2 to the master (PID 1): a new worker takes over the listeners, which
+		// the old one hands over through the admin socket (expose-fd listeners).
+		if err := f.docker.ContainerKill(ctx, f.proxyID, "USR2"); err != nil {
+			t.Fatal(err)
+		}
+		reloaded := waitFor(t, 10*time.Second, "a new worker", func() bool {
+			info, err := f.api.ShowInfo(ctx)
+			return err == nil && info.Pid != before.Pid
+		})
+		traffic.keepGoing(t, time.Second, 200)
+		answers := traffic.Stop()
+		if failed := failures(answers); len(failed) > 0 {
+			t.Errorf("%d of %d requests failed across a reload: %v", len(failed), len(answers), failed)
+		}
+		routing, err := f.api.ReadRouting(ctx, mapPath)
+		if err != nil || routing.Active != Green {
+			t.Errorf("after the reload the map says %+v, %v; want green, from the file", routing, err)
+		}
+		last := answers[len(answers)-1]
+		if last.Color != Green {
+			t.Errorf("last answer after the reload from %s, want green", last.Color)
+		}
+		t.Logf("reload: %d requests, %d failed; new worker answering %s after the signal; routing back to the file's %s",
+			len(answers), len(failures(answers)), reloaded.Round(time.Millisecond), routing.Active)
 	})
 }
