@@ -87,10 +87,13 @@ type Config struct {
 	DNSHoldObsolete time.Duration
 
 	// CheckInterval is the health check period (default 500ms); FastInterval the period
-	// while a server is changing state (default 250ms); CheckFall/CheckRise how many
-	// failed/passed checks mark a server down/up (defaults 2/2).
+	// while a server is changing state (default 250ms); DownInterval the period while it
+	// is down (default 250ms: a task found by DNS before it listens fails its first check,
+	// and this bounds how soon it comes up); CheckFall/CheckRise how many failed/passed
+	// checks mark a server down/up (defaults 2/2).
 	CheckInterval time.Duration
 	FastInterval  time.Duration
+	DownInterval  time.Duration
 	CheckFall     int
 	CheckRise     int
 
@@ -160,6 +163,7 @@ func (c Config) WithDefaults() Config {
 	setDur(&c.DNSHoldObsolete, 500*time.Millisecond)
 	setDur(&c.CheckInterval, 500*time.Millisecond)
 	setDur(&c.FastInterval, 250*time.Millisecond)
+	setDur(&c.DownInterval, 250*time.Millisecond)
 	setInt(&c.CheckFall, 2)
 	setInt(&c.CheckRise, 2)
 	setDur(&c.ConnectTimeout, 500*time.Millisecond)
@@ -208,7 +212,7 @@ func (c Config) Validate() error {
 	}
 	for name, d := range map[string]time.Duration{
 		"resolve interval": c.ResolveInterval, "dns hold valid": c.DNSHoldValid, "dns hold obsolete": c.DNSHoldObsolete,
-		"check interval": c.CheckInterval, "fast interval": c.FastInterval, "connect timeout": c.ConnectTimeout,
+		"check interval": c.CheckInterval, "fast interval": c.FastInterval, "down interval": c.DownInterval, "connect timeout": c.ConnectTimeout,
 		"client timeout": c.ClientTimeout, "server timeout": c.ServerTimeout,
 	} {
 		if d < time.Millisecond {
@@ -310,11 +314,12 @@ defaults
 
 frontend {{.Service}}
   bind :{{.ListenPort}}
-  # One random draw per request, compared with the canary share read from the map.
+  # Routing is looked up in the map for every request, so set map applies to the next one.
   http-request set-var(txn.active) str({{.MapKeyActive}}),map_str({{.MapPath}},blue)
   # map_str, not map_str_int: the map holds the color too, and map_str_int would reject
   # it at load. sub() below casts the string to an integer.
   http-request set-var(txn.canary) str({{.MapKeyCanary}}),map_str({{.MapPath}},0)
+  # One random draw per request, compared with the canary share.
   http-request set-var(txn.roll) rand(100)
 {{- if not .RetryUnsafeMethods}}
   http-request disable-l7-retry if !METH_GET !METH_HEAD !METH_OPTIONS
@@ -329,7 +334,7 @@ backend {{.}}
   balance roundrobin
   option httpchk GET {{$.HealthPath}}
   http-check expect status 200
-  default-server check inter {{ms $.CheckInterval}} fastinter {{ms $.FastInterval}} downinter {{ms $.CheckInterval}} fall {{$.CheckFall}} rise {{$.CheckRise}} resolvers docker resolve-prefer ipv4 init-addr last,none
+  default-server check inter {{ms $.CheckInterval}} fastinter {{ms $.FastInterval}} downinter {{ms $.DownInterval}} fall {{$.CheckFall}} rise {{$.CheckRise}} resolvers docker resolve-prefer ipv4 init-addr last,none
   server-template {{.}} {{$.MaxInstancesPerColor}} tasks.{{$.Service}}-{{.}}:{{$.ServicePort}}
 {{end}}
 frontend stats

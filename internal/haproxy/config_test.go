@@ -17,6 +17,7 @@ func TestRenderDefaults(t *testing.T) {
 		"stats socket /run/haproxy/admin.sock mode 600 level admin expose-fd listeners",
 		"nameserver dns 127.0.0.11:53",
 		"hold valid 500ms",
+		"default-server check inter 500ms fastinter 250ms downinter 250ms fall 2 rise 2 resolvers docker resolve-prefer ipv4 init-addr last,none",
 		"option redispatch 1",
 		"retry-on conn-failure empty-response junk-response response-timeout 0rtt-rejected 502 503 504",
 		"timeout connect 500ms",

@@ -591,8 +591,8 @@ func TestRealProxy(t *testing.T) {
 		healthy := time.Since(start)
 		t.Logf("green3: address in a server slot %s and healthy %s after its container started (%s to create and start it)",
 			inSlot.Round(time.Millisecond), healthy.Round(time.Millisecond), start.Sub(created).Round(time.Millisecond))
-		if healthy > 2*time.Second {
-			t.Errorf("new instance healthy after %s, want about a second", healthy)
+		if healthy > 1500*time.Millisecond {
+			t.Errorf("new instance healthy after %s, want about a second at most", healthy)
 		}
 
 		// An instance failing its check is in a slot but never counted healthy.
@@ -683,7 +683,7 @@ func TestRealProxy(t *testing.T) {
 		}
 		for _, r := range rows {
 			if r.Proxy == "blue" && r.Type == TypeBackend {
-				t.Logf("killed blue2: %d requests after the kill, %d failed, slowest answer %s; checked down %s after the kill; blue backend retries %d, redispatches %d",
+				t.Logf("killed blue2: %d requests after the kill, %d failed, slowest answer %s; not counted healthy %s after the kill; blue backend retries %d, redispatches %d",
 					after+failedAfter, failedAfter, slowest(answers, killed).Round(time.Millisecond), down.Round(time.Millisecond), r.Retries, r.Redispatches)
 			}
 		}
