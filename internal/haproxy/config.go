@@ -326,8 +326,13 @@ frontend {{.Service}}
 {{- end}}
   acl active_is_green var(txn.active) -m str green
   acl canary_hit var(txn.roll),sub(txn.canary) lt 0
+  acl blue_up nbsrv(blue) gt 0
+  acl green_up nbsrv(green) gt 0
+  # A canary share never goes to a color with no usable server: it would only fail. The
+  # active color gets no such fallback; the switch is gated on its health instead.
   use_backend green if active_is_green !canary_hit
-  use_backend green if !active_is_green canary_hit
+  use_backend green if active_is_green !blue_up
+  use_backend green if !active_is_green canary_hit green_up
   default_backend blue
 {{range colors}}
 backend {{.}}

@@ -566,6 +566,46 @@ func TestRealProxy(t *testing.T) {
 		}
 	})
 
+	t.Run("canary to a color with no usable server fails no request", func(t *testing.T) {
+		var greens []string
+		rows, err := f.api.ShowStat(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range rows {
+			if r.Proxy == "green" && r.Healthy() {
+				greens = append(greens, r.Server)
+			}
+		}
+		setGreens := func(state AdminState) {
+			for _, server := range greens {
+				if err := f.api.SetServerState(ctx, "green", server, state); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		setGreens(StateMaint)
+		defer func() {
+			setGreens(StateReady)
+			waitFor(t, 5*time.Second, "green healthy again", func() bool { return f.healthy(Green) == len(greens) })
+		}()
+		if err := f.api.SetCanary(ctx, mapPath, 50); err != nil {
+			t.Fatal(err)
+		}
+		defer func() { _ = f.api.SetCanary(ctx, mapPath, 0) }()
+		traffic := startLoad(f.url, 4, 500, 30*time.Second)
+		traffic.awaitCount(t, 500, 30*time.Second)
+		answers := traffic.Stop()
+		if failed := failures(answers); len(failed) > 0 {
+			t.Errorf("%d of %d requests failed with canary 50 to a color in maintenance: %v", len(failed), len(answers), failed)
+		}
+		for _, a := range answers {
+			if a.err == nil && a.Color != Blue {
+				t.Fatalf("answer from %s while every green server is in maintenance", a.Color)
+			}
+		}
+	})
+
 	t.Run("new instance picked up from DNS", func(t *testing.T) {
 		// What a swarm scale-up looks like to the proxy: one more task behind tasks.NAME-green.
 		created := time.Now()
@@ -759,4 +799,36 @@ func TestRealProxy(t *testing.T) {
 		t.Logf("reload: %d requests, %d failed; new worker answering %s after the signal; routing back to the file's %s",
 			len(answers), len(failures(answers)), reloaded.Round(time.Millisecond), routing.Active)
 	})
+}
+
+// TestRealProxyBeforeTheOtherColorExists is a first deploy: tasks.NAME-green has no
+// address at all (Docker's DNS forwards the name and gets no answer), yet blue serves,
+// and a green task that appears is picked up.
+func TestRealProxyBeforeTheOtherColorExists(t *testing.T) {
+	f := newProxyFixture(t)
+	f.runApp("blue1", Blue, appImageV1)
+	f.runProxy(Blue)
+	ctx := context.Background()
+	waitFor(t, 15*time.Second, "blue healthy", func() bool { return f.healthy(Blue) == 1 })
+
+	// A canary share too: with no green it must stay on blue.
+	if err := f.api.SetCanary(ctx, f.config.MapPath, 30); err != nil {
+		t.Fatal(err)
+	}
+	traffic := startLoad(f.url, 4, 1000, 30*time.Second)
+	traffic.awaitCount(t, 1000, 30*time.Second)
+	answers := traffic.Stop()
+	if failed := failures(answers); len(failed) > 0 {
+		t.Errorf("%d of %d requests failed with no green at all: %v", len(failed), len(answers), failed)
+	}
+	for _, a := range answers {
+		if a.err == nil && a.Color != Blue {
+			t.Fatalf("answer from %s with no green task", a.Color)
+		}
+	}
+
+	f.runApp("green1", Green, appImageV2)
+	started := time.Now()
+	waitFor(t, 10*time.Second, "the first green task to pass its checks", func() bool { return f.healthy(Green) == 1 })
+	t.Logf("first green task healthy %s after it started (the name had no address before)", time.Since(started).Round(time.Millisecond))
 }
