@@ -254,3 +254,64 @@ func TestServersStateFile(t *testing.T) {
 	_, err = refusing.client().ServersStateFile(context.Background())
 	checkErr(t, err, "Permission denied")
 }
+
+func TestApplyRouting(t *testing.T) {
+	t.Parallel()
+	showMap := "show map " + testMap
+	tests := map[string]struct {
+		answers    map[string]string
+		wantSent   []string
+		wantFiles  []string
+		wantErr    bool
+		failWrites bool
+	}{
+		"switch to green": {
+			answers: map[string]string{
+				showMap:                                "0x1 active blue\n0x2 canary 20\n",
+				"set map " + testMap + " active green": "",
+				"set map " + testMap + " canary 0":     "",
+			},
+			wantSent:  []string{showMap, "set map " + testMap + " active green", "set map " + testMap + " canary 0"},
+			wantFiles: []string{"active green\ncanary 0\n"},
+		},
+		"proxy refuses: the file goes back": {
+			answers: map[string]string{
+				showMap:                                "0x1 active blue\n0x2 canary 20\n",
+				"set map " + testMap + " active green": "Permission denied\n",
+			},
+			wantSent:  []string{showMap, "set map " + testMap + " active green", showMap, showMap},
+			wantFiles: []string{"active green\ncanary 0\n", "active blue\ncanary 20\n"},
+			wantErr:   true,
+		},
+		"file write fails: the proxy is not touched": {
+			answers:    map[string]string{showMap: "0x1 active blue\n0x2 canary 0\n"},
+			wantSent:   []string{showMap},
+			wantErr:    true,
+			failWrites: true,
+		},
+	}
+	for name, tt := range tests {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			fake := &fakeSocket{answers: tt.answers}
+			var files []string
+			write := func(_ context.Context, content string) error {
+				if tt.failWrites {
+					return errors.New("disk full")
+				}
+				files = append(files, content)
+				return nil
+			}
+			err := fake.client().ApplyRouting(context.Background(), testMap, Routing{Active: Green}, write)
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("error %v, want error %v", err, tt.wantErr)
+			}
+			if got := fake.sent(); strings.Join(got, "|") != strings.Join(tt.wantSent, "|") {
+				t.Errorf("sent %q, want %q", got, tt.wantSent)
+			}
+			if strings.Join(files, "|") != strings.Join(tt.wantFiles, "|") {
+				t.Errorf("wrote %q, want %q", files, tt.wantFiles)
+			}
+		})
+	}
+}

@@ -26,6 +26,7 @@ func TestRenderDefaults(t *testing.T) {
 		"str(active),map_str(/usr/local/etc/haproxy/bluegreen.map,blue)",
 		"str(canary),map_str(/usr/local/etc/haproxy/bluegreen.map,0)",
 		"http-request disable-l7-retry if !METH_GET !METH_HEAD !METH_OPTIONS",
+		"use_backend green if !active_is_green canary_hit green_up",
 		"server-template blue 10 tasks.web-blue:8080",
 		"server-template green 10 tasks.web-green:8080",
 		"option httpchk GET /health",

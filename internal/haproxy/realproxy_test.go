@@ -733,16 +733,16 @@ func TestRealProxy(t *testing.T) {
 	})
 
 	t.Run("active color survives a proxy restart", func(t *testing.T) {
-		// What the resource does on a switch: set map for the running process, and the
-		// map file for the next one.
-		if err := f.api.SetActive(ctx, mapPath, Green); err != nil {
+		// What the resource does on a switch: the map file for the next process, then
+		// set map for the running one.
+		mapFile := filepath.Join(f.hostDir(filepath.Dir(mapPath)), filepath.Base(mapPath))
+		write := func(_ context.Context, content string) error { return os.WriteFile(mapFile, []byte(content), 0o644) }
+		if err := f.api.ApplyRouting(ctx, mapPath, Routing{Active: Green}, write); err != nil {
 			t.Fatal(err)
 		}
-		routing, err := RenderMap(Green, 0)
-		if err != nil {
-			t.Fatal(err)
+		if a := get(ctx, http.DefaultClient, f.url); a.err != nil || a.Color != Green {
+			t.Fatalf("after ApplyRouting: %+v, want an answer from green", a)
 		}
-		f.writeFile(filepath.Join(f.hostDir(filepath.Dir(mapPath)), filepath.Base(mapPath)), routing)
 		if err := f.docker.ContainerRestart(ctx, f.proxyID, container.StopOptions{}); err != nil {
 			t.Fatal(err)
 		}

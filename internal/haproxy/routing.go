@@ -65,3 +65,45 @@ func (c *Client) SetCanary(ctx context.Context, mapPath string, percent int) err
 	}
 	return c.PutMap(ctx, mapPath, MapKeyCanary, strconv.Itoa(percent))
 }
+
+// WriteMapFile stores the routing map file's content where the proxy loads it at start
+// (through the node's SSH connection, a volume, ...).
+type WriteMapFile func(ctx context.Context, content string) error
+
+// ApplyRouting makes a running proxy route as want, and its map file say so, so a
+// restart or reload keeps it. The file is written first: a reload between the two steps
+// then already loads the new routing, where the other order would silently revert it.
+// If the proxy refuses the change, the file is put back as the proxy still routes.
+// Active changes before the canary share, so a switch is one write; in between, at most
+// the old canary share goes to the other color, which is healthy either way.
+func (c *Client) ApplyRouting(ctx context.Context, mapPath string, want Routing, writeFile WriteMapFile) error {
+	content, err := RenderMap(want.Active, want.CanaryPercent)
+	if err != nil {
+		return err
+	}
+	current, err := c.ReadRouting(ctx, mapPath)
+	if err != nil {
+		return err
+	}
+	if err := writeFile(ctx, content); err != nil {
+		return fmt.Errorf("writing the routing map file: %w", err)
+	}
+	err = c.SetActive(ctx, mapPath, want.Active)
+	if err == nil {
+		err = c.SetCanary(ctx, mapPath, want.CanaryPercent)
+	}
+	if err == nil {
+		return nil
+	}
+	// Put the file back as the proxy routes now (its active write may have happened).
+	now, readErr := c.ReadRouting(ctx, mapPath)
+	if readErr != nil {
+		now = current
+	}
+	if restore, renderErr := RenderMap(now.Active, now.CanaryPercent); renderErr == nil {
+		if writeErr := writeFile(ctx, restore); writeErr != nil {
+			return fmt.Errorf("%w; and restoring the map file failed: %v", err, writeErr)
+		}
+	}
+	return err
+}
