@@ -5,6 +5,13 @@
 //
 // Routing is data, not config: the frontend reads the active color and the canary share
 // from a map on every request, so `set map` switches all following requests at once and
-// no reload (which drops requests) is ever needed. `set map` changes only memory; the map
-// file is what a restarted HAProxy loads, so a switch must rewrite it too (RenderMap).
+// no reload is needed. `set map` changes only memory, and a restart or reload loads the
+// map file again, so a switch writes the file first and then the map (ApplyRouting).
+//
+// Gate a switch on StatRow.Healthy, not on the status alone: a server-template slot that
+// DNS has just filled shows "UP 1/2" before its first check has run.
+//
+// A config change needs a reload (SIGUSR2 to the master, PID 1 in the image): save
+// ServersStateFile to Config.ServerStateFile first, or the new process starts with empty
+// server slots and answers 503 until DNS fills them.
 package haproxy
