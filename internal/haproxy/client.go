@@ -46,9 +46,9 @@ const maxResponse = 64 << 20
 
 // Execute runs one command and returns HAProxy's answer as it came, without the empty
 // line that ends every answer. It does not judge the answer; the typed methods do.
-func (c *Client) Execute(ctx context.Context, command string) (string, error) {
-	if strings.ContainsAny(command, "\n\r") {
-		return "", fmt.Errorf("haproxy command %q: contains a line break", command)
+func (c *Client) Execute(ctx context.Context, cmd string) (string, error) {
+	if strings.ContainsAny(cmd, "\n\r") {
+		return "", fmt.Errorf("haproxy command %q: contains a line break", cmd)
 	}
 	timeout := c.Timeout
 	if timeout <= 0 {
@@ -58,7 +58,7 @@ func (c *Client) Execute(ctx context.Context, command string) (string, error) {
 	defer cancel()
 	conn, err := c.Dial(ctx)
 	if err != nil {
-		return "", fmt.Errorf("haproxy %q: connecting to the admin socket: %w", command, err)
+		return "", fmt.Errorf("haproxy %q: connecting to the admin socket: %w", cmd, err)
 	}
 	defer conn.Close()
 	deadline, _ := ctx.Deadline()
@@ -67,15 +67,15 @@ func (c *Client) Execute(ctx context.Context, command string) (string, error) {
 	stop := context.AfterFunc(ctx, func() { _ = conn.Close() })
 	defer stop()
 
-	if _, err := io.WriteString(conn, command+"\n"); err != nil {
-		return "", fmt.Errorf("haproxy %q: %w", command, contextErr(ctx, err))
+	if _, err := io.WriteString(conn, cmd+"\n"); err != nil {
+		return "", fmt.Errorf("haproxy %q: %w", cmd, contextErr(ctx, err))
 	}
 	out, err := io.ReadAll(io.LimitReader(conn, maxResponse+1))
 	if err != nil {
-		return "", fmt.Errorf("haproxy %q: reading the answer: %w", command, contextErr(ctx, err))
+		return "", fmt.Errorf("haproxy %q: reading the answer: %w", cmd, contextErr(ctx, err))
 	}
 	if len(out) > maxResponse {
-		return "", fmt.Errorf("haproxy %q: answer larger than %d bytes", command, maxResponse)
+		return "", fmt.Errorf("haproxy %q: answer larger than %d bytes", cmd, maxResponse)
 	}
 	return trimAnswer(string(out)), nil
 }

@@ -22,13 +22,12 @@ func captured(t *testing.T, name string) string {
 
 // Complaints HAProxy 2.6.12 printed, verbatim, for commands that failed.
 const (
-	answerUnknownMap     = "Unknown map identifier. Please use #<id> or <file>.\n"
-	answerEntryNotFound  = "entry not found.\n"
-	answerKeyNotFound    = "Key not found.\n"
-	answerNoSuchServer   = "No such server.\n"
-	answerNoSuchBackend  = "No such backend.\n"
-	answerCantFindBacked = "Can't find backend.\n"
-	answerBadState       = "'set server <srv> state' expects 'ready', 'drain' and 'maint'.\n"
+	answerUnknownMap      = "Unknown map identifier. Please use #<id> or <file>.\n"
+	answerEntryNotFound   = "entry not found.\n"
+	answerKeyNotFound     = "Key not found.\n"
+	answerNoSuchServer    = "No such server.\n"
+	answerNoSuchBackend   = "No such backend.\n"
+	answerCantFindBackend = "Can't find backend.\n"
 )
 
 func TestParseShowMap(t *testing.T) {
@@ -236,7 +235,7 @@ func TestParseServersState(t *testing.T) {
 			}
 		})
 	}
-	_, err := parseServersState("show servers state nosuch", trimAnswer(answerCantFindBacked+"\n"))
+	_, err := parseServersState("show servers state nosuch", trimAnswer(answerCantFindBackend+"\n"))
 	checkErr(t, err, "Can't find backend.")
 }
 
