@@ -98,7 +98,7 @@ func Registrations(node Node, opts Options, c Container) ([]Registration, error)
 		defaultName = labels[labelServiceName]
 	}
 
-	ports := containerPorts(inspect)
+	ports := containerPorts(inspect, md)
 	var regs []Registration
 	for _, p := range ports {
 		values, fromPort := md.forPort(p.port.Port())
@@ -183,12 +183,21 @@ type portSpec struct {
 	hostPort string
 }
 
-// containerPorts lists the exposed and published ports, sorted so IDs and names do not
-// depend on map order.
-func containerPorts(inspect container.InspectResponse) []portSpec {
+// containerPorts lists the exposed and published ports, and the TCP ports that
+// SERVICE_<port>_* keys name (an image need not EXPOSE the port its service is
+// registered on), sorted so IDs and names do not depend on map order.
+func containerPorts(inspect container.InspectResponse, md metadata) []portSpec {
 	seen := map[nat.Port]portSpec{}
 	for p := range inspect.Config.ExposedPorts {
 		seen[p] = portSpec{port: p}
+	}
+	for port := range md.byPort {
+		p := nat.Port(port + "/tcp")
+		if _, ok := seen[p]; !ok {
+			if _, udp := seen[nat.Port(port+"/udp")]; !udp {
+				seen[p] = portSpec{port: p}
+			}
+		}
 	}
 	if inspect.NetworkSettings != nil {
 		for p, bindings := range inspect.NetworkSettings.Ports {

@@ -171,6 +171,13 @@ func TestRegistrations(t *testing.T) {
 				checks: []string{"tcp:172.19.0.4:8080", "ttl:30s"},
 			}},
 		},
+		"a port named only in SERVICE_<port>_* keys is registered": {
+			container: Container{Inspect: withEnv(hostNet, []string{"SERVICE_9000_NAME=admin"}, nil)},
+			want: []want{
+				{id: "demo-0:caphost:8080", name: "demo-app-8080", address: "172.19.0.4", port: 8080, checks: []string{"ttl:30s"}},
+				{id: "demo-0:caphost:9000", name: "admin", address: "172.19.0.4", port: 9000, checks: []string{"ttl:30s"}},
+			},
+		},
 		"overlay task without a known overlay and without -internal is not registered": {
 			container: Container{Inspect: overlay, Networks: map[string]Network{}},
 		},
