@@ -188,8 +188,9 @@ func Start(ctx context.Context, o Options) (*Run, error) {
 	if o.Rate > 0 {
 		r.pace = &pacer{every: time.Duration(float64(time.Second) / o.Rate)}
 	}
-	ctx, r.cancel = context.WithTimeout(ctx, o.MaxDuration)
+	// The start is taken first, so that a run ended by MaxDuration lasts at least that.
 	r.start = time.Now()
+	ctx, r.cancel = context.WithTimeout(ctx, o.MaxDuration)
 	r.marks[MarkStart] = r.start
 
 	var clients sync.WaitGroup
