@@ -22,6 +22,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"net/url"
 	"strings"
 	"sync"
@@ -41,6 +42,12 @@ const (
 	MarkStart = "start" // the run began
 	MarkEnd   = "end"   // the last client stopped
 )
+
+// A keep-alive connection the target closes is not always a failure seen here: the
+// transport sends a GET again, on another connection, when a reused one closed before
+// answering. HAProxy closes idle connections on reload, and real clients retry the same
+// way, so that retry stays; but every request sent more than once is counted
+// (Report.Retried), so a test can tell "no request lost" from "none lost after retries".
 
 // maxBody bounds what is read of an answer: the demo app's is under 200 bytes.
 const maxBody = 64 << 10
@@ -124,6 +131,8 @@ type Result struct {
 	Version  string
 	Color    string
 	Hostname string
+	// Retries is how many more times the transport sent the request (see Report.Retried).
+	Retries int
 
 	detail string // the start of a failed answer's body, for the examples only
 }
@@ -248,6 +257,11 @@ type answer struct {
 func (r *Run) get(ctx context.Context, target string) (res Result) {
 	res = Result{Target: target, Start: time.Now()}
 	defer func() { res.End = time.Now() }()
+	var conns atomic.Int32 // one connection per attempt
+	defer func() { res.Retries = max(int(conns.Load())-1, 0) }()
+	ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
+		GotConn: func(httptrace.GotConnInfo) { conns.Add(1) },
+	})
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, target, nil)
 	if err != nil {
 		res.Err = err.Error()

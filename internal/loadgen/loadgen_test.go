@@ -196,6 +196,9 @@ func TestFailures(t *testing.T) {
 				t.Fatalf("requests %d failed %d abandoned %d; want 100, %d, 0; errors %v",
 					rep.Requests, rep.Failed, rep.Abandoned, tt.wantFailed, rep.Errors)
 			}
+			if rep.Retried != 0 {
+				t.Fatalf("%d requests retried: each failure here must be seen", rep.Retried)
+			}
 			if len(rep.Errors) != len(tt.wantErrors) {
 				t.Fatalf("errors %v, want %v", rep.Errors, tt.wantErrors)
 			}
@@ -208,6 +211,39 @@ func TestFailures(t *testing.T) {
 				tt.check(t, rep)
 			}
 		})
+	}
+}
+
+// TestRetriedCounted drops every 4th request's connection with keep-alive on: the
+// transport resends some (those on reused connections), and each drop must show up as
+// either a retry or a failure.
+func TestRetriedCounted(t *testing.T) {
+	t.Parallel()
+	app := &demoApp{fail: func(n int64, w http.ResponseWriter, _ *http.Request) bool {
+		if n%4 != 0 {
+			return false
+		}
+		conn, _, err := w.(http.Hijacker).Hijack()
+		if err == nil {
+			_ = conn.Close()
+		}
+		return true
+	}}
+	srv := startDemo(t, app)
+	run, err := Start(context.Background(), Options{Targets: []string{srv.URL}, Concurrency: 4, MaxRequests: 100, MaxDuration: 20 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep := run.Wait()
+	t.Log(rep)
+	resent := 0
+	for _, r := range rep.Results {
+		resent += r.Retries
+	}
+	hits := int(app.hits.Load())
+	if rep.Requests != 100 || hits != rep.Requests+resent || hits/4 != resent+rep.Failed || rep.Retried == 0 {
+		t.Fatalf("server hits %d, requests %d, resent %d times (%d requests), failed %d: want hits = requests + resends, hits/4 = resends + failed, some resent",
+			hits, rep.Requests, resent, rep.Retried, rep.Failed)
 	}
 }
 

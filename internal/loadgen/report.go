@@ -27,6 +27,10 @@ type Report struct {
 	// Abandoned counts requests cut short by Stop or the run's bounds; they are in no
 	// other count.
 	Abandoned int
+	// Retried counts requests the transport sent more than once because a reused
+	// keep-alive connection closed before answering; they count once above, by their
+	// last attempt. Always 0 with DisableKeepAlive.
+	Retried int
 	// Errors counts failures by class ("HTTP 503", "timeout", "bad body: ...", or the
 	// connection error); Examples describes the first few in full.
 	Errors   map[string]int
@@ -64,6 +68,9 @@ func newReport(start, end time.Time, results []Result, marks map[string]time.Tim
 	slices.SortStableFunc(rep.Results, func(a, b Result) int { return a.Start.Compare(b.Start) })
 	var took []time.Duration
 	for _, r := range rep.Results {
+		if r.Retries > 0 {
+			rep.Retried++
+		}
 		if !r.OK() {
 			rep.Failed++
 			rep.Errors[r.Err]++
@@ -208,6 +215,9 @@ func (rep Report) Share(color string) float64 {
 func (rep Report) String() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%d requests in %s (%.0f/s), %d failed", rep.Requests, rep.Duration.Round(time.Millisecond), rep.RatePerSecond, rep.Failed)
+	if rep.Retried > 0 {
+		fmt.Fprintf(&b, ", %d retried", rep.Retried)
+	}
 	if rep.Abandoned > 0 {
 		fmt.Fprintf(&b, ", %d abandoned", rep.Abandoned)
 	}
