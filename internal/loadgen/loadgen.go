@@ -135,6 +135,7 @@ type Result struct {
 	Retries int
 
 	detail string // the start of a failed answer's body, for the examples only
+	cut    bool   // ended by the run's own end, not by the target
 }
 
 // OK reports whether the request succeeded.
@@ -237,8 +238,7 @@ func (r *Run) client1(ctx context.Context) {
 			return
 		}
 		res := r.get(ctx, r.urls[(n-1)%int64(len(r.urls))])
-		if !res.OK() && ctx.Err() != nil {
-			// Cut short by Stop or the bounds, not failed by the target.
+		if res.cut {
 			r.abandoned.Add(1)
 			return
 		}
@@ -269,14 +269,16 @@ func (r *Run) get(ctx context.Context, target string) (res Result) {
 	}
 	resp, err := r.client.Do(req)
 	if err != nil {
-		res.Err = classify(err)
+		res.Err, res.cut = classify(err), ctx.Err() != nil
 		return res
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxBody))
 	switch {
 	case err != nil:
-		res.Err = classify(err)
+		// An answer that did arrive (a 503, a bad body) counts even at the run's end;
+		// only one cut off in transit is abandoned.
+		res.Err, res.cut = classify(err), ctx.Err() != nil
 	case resp.StatusCode/100 != 2:
 		res.Err = fmt.Sprintf("HTTP %d", resp.StatusCode)
 	default:
@@ -334,7 +336,8 @@ func (r *Run) record(res Result) {
 }
 
 // Mark records the current instant under name. The first Mark of a name counts; the
-// built-in MarkStart and MarkEnd cannot be set.
+// built-in MarkStart and MarkEnd cannot be set, and a Mark after the Report was built is
+// not in it.
 func (r *Run) Mark(name string) {
 	now := time.Now()
 	if name == MarkStart || name == MarkEnd {
