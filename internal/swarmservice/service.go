@@ -6,9 +6,12 @@ package swarmservice
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -23,6 +26,28 @@ import (
 // LabelOwner marks a service made by the provider, with the resource type as value; a
 // create adopts a service of the same name only when it carries this label.
 const LabelOwner = "microswarm.owner"
+
+// LabelSpecHash holds the hash of the spec the provider last applied: the engine fills
+// in defaults, so the live spec never equals the one sent, and comparing hashes is what
+// tells an unchanged service (no update, no version bump) from a changed one.
+const LabelSpecHash = "microswarm.spec-hash"
+
+// withOwner labels spec with its owner and its own hash.
+func withOwner(spec swarm.ServiceSpec, owner string) swarm.ServiceSpec {
+	labels := map[string]string{}
+	for k, v := range spec.Labels {
+		if k != LabelSpecHash {
+			labels[k] = v
+		}
+	}
+	labels[LabelOwner] = owner
+	spec.Labels = labels
+	raw, _ := json.Marshal(spec)
+	sum := sha256.Sum256(raw)
+	spec.Labels = maps.Clone(labels)
+	spec.Labels[LabelSpecHash] = hex.EncodeToString(sum[:])[:16]
+	return spec
+}
 
 // Engine is the part of a manager's Docker API this package uses (*client.Client).
 type Engine interface {
@@ -61,10 +86,7 @@ func Get(ctx context.Context, e Engine, idOrName string) (swarm.Service, error) 
 // not resolved to a digest against a registry (nodes pull the tag through their own
 // mirror and credentials).
 func Ensure(ctx context.Context, e Engine, spec swarm.ServiceSpec, owner string) (svc swarm.Service, adopted bool, err error) {
-	if spec.Labels == nil {
-		spec.Labels = map[string]string{}
-	}
-	spec.Labels[LabelOwner] = owner
+	spec = withOwner(spec, owner)
 	existing, err := Get(ctx, e, spec.Name)
 	switch {
 	case err == nil:
@@ -87,17 +109,14 @@ func Ensure(ctx context.Context, e Engine, spec swarm.ServiceSpec, owner string)
 	return svc, false, err
 }
 
-// Update brings the service to spec, unless it already is.
+// Update brings the service to spec, unless it already is (the same spec hash).
 func Update(ctx context.Context, e Engine, id string, spec swarm.ServiceSpec, owner string) error {
-	if spec.Labels == nil {
-		spec.Labels = map[string]string{}
-	}
-	spec.Labels[LabelOwner] = owner
+	spec = withOwner(spec, owner)
 	current, err := Get(ctx, e, id)
 	if err != nil {
 		return err
 	}
-	if sameJSON(current.Spec, spec) {
+	if current.Spec.Labels[LabelSpecHash] == spec.Labels[LabelSpecHash] && sameJSON(coreOf(current.Spec), coreOf(spec)) {
 		return nil
 	}
 	resp, err := e.ServiceUpdate(ctx, current.ID, current.Version, spec, swarm.ServiceUpdateOptions{QueryRegistry: false})
@@ -267,6 +286,72 @@ func terminal(s swarm.TaskState) bool {
 		return true
 	}
 	return false
+}
+
+// core is what a user controls of a service, in a form the engine reports back as sent:
+// a live spec whose core differs from the one applied was changed out of band.
+type core struct {
+	Replicas    *uint64
+	Global      bool
+	Image       string
+	Command     []string
+	Args        []string
+	Env         []string
+	Labels      map[string]string
+	Hostname    string
+	Mounts      []string
+	Secrets     []string
+	Configs     []string
+	Healthcheck any
+	Constraints []string
+	Resources   any
+	Ports       []string
+}
+
+func coreOf(spec swarm.ServiceSpec) core {
+	c := core{Global: spec.Mode.Global != nil, Constraints: nil}
+	if r := spec.Mode.Replicated; r != nil {
+		c.Replicas = r.Replicas
+	}
+	if cs := spec.TaskTemplate.ContainerSpec; cs != nil {
+		c.Image, c.Hostname = cs.Image, cs.Hostname
+		c.Command, c.Args, c.Env = nilIfEmpty(cs.Command), nilIfEmpty(cs.Args), nilIfEmpty(cs.Env)
+		if len(cs.Labels) > 0 {
+			c.Labels = cs.Labels
+		}
+		for _, m := range cs.Mounts {
+			c.Mounts = append(c.Mounts, fmt.Sprintf("%s:%s:%s:%t", m.Type, m.Source, m.Target, m.ReadOnly))
+		}
+		for _, sec := range cs.Secrets {
+			c.Secrets = append(c.Secrets, sec.SecretName)
+		}
+		for _, cfg := range cs.Configs {
+			c.Configs = append(c.Configs, cfg.ConfigName)
+		}
+		if cs.Healthcheck != nil {
+			c.Healthcheck = cs.Healthcheck
+		}
+	}
+	if p := spec.TaskTemplate.Placement; p != nil {
+		c.Constraints = nilIfEmpty(p.Constraints)
+	}
+	if r := spec.TaskTemplate.Resources; r != nil && r.Limits != nil && (r.Limits.NanoCPUs != 0 || r.Limits.MemoryBytes != 0) {
+		c.Resources = r.Limits
+	}
+	if ep := spec.EndpointSpec; ep != nil {
+		for _, p := range ep.Ports {
+			c.Ports = append(c.Ports, fmt.Sprintf("%d:%d/%s/%s", p.PublishedPort, p.TargetPort, p.Protocol, p.PublishMode))
+		}
+	}
+	return c
+}
+
+// nilIfEmpty: the engine reports an empty list as absent.
+func nilIfEmpty(s []string) []string {
+	if len(s) == 0 {
+		return nil
+	}
+	return s
 }
 
 // taskKey is the part of a task spec that the engine reports the same way for a service
