@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/docker/docker/client"
 	"github.com/hashicorp/terraform-plugin-framework/diag"
 	"github.com/hashicorp/terraform-plugin-framework/path"
 	"github.com/hashicorp/terraform-plugin-framework/types"
@@ -75,4 +76,46 @@ func withTimeout(ctx context.Context, get func(context.Context, time.Duration) (
 	d, dd := get(ctx, def)
 	diags.Append(dd...)
 	return context.WithTimeout(ctx, d)
+}
+
+// managerDocker reaches a swarm manager's Docker API, recording in hostKey the key the
+// host-key policy accepted. With tolerateUnreachable (refresh, delete) a manager that
+// does not answer is a warning and nil, so a dead node does not block the plan that
+// replaces it.
+func (d *providerData) managerDocker(ctx context.Context, host types.String, hostKey *types.String, tolerateUnreachable bool, diags *diag.Diagnostics) *client.Client {
+	h := d.openNode(ctx, path.Root("host"), host.ValueString(), hostKey, tolerateUnreachable, diags)
+	if h == nil {
+		return nil
+	}
+	docker, err := h.Docker()
+	if err != nil {
+		diags.AddAttributeError(path.Root("host"), "Could Not Reach the Docker API", fmt.Sprintf("%s: %s", host.ValueString(), err))
+		return nil
+	}
+	return docker
+}
+
+// openNode reaches a node, recording in hostKey the key the host-key policy accepted
+// when none was pinned.
+func (d *providerData) openNode(ctx context.Context, at path.Path, host string, hostKey *types.String, tolerateUnreachable bool, diags *diag.Diagnostics) *conn.Host {
+	pinned := ""
+	if !hostKey.IsUnknown() {
+		pinned = hostKey.ValueString()
+	}
+	h, err := d.pool.Open(ctx, conn.Target{Host: host, HostKey: pinned})
+	if err != nil {
+		if tolerateUnreachable && consulUnreachable(err) {
+			diags.AddWarning("Node Unreachable", fmt.Sprintf(
+				"%s does not answer (%s), so what runs there could not be checked; Terraform keeps what it last knew.", host, err))
+			return nil
+		}
+		diags.AddAttributeError(at, "Could Not Reach Host", fmt.Sprintf("%s: %s", host, err))
+		return nil
+	}
+	if key := h.HostKey(); key != "" && pinned == "" {
+		*hostKey = types.StringValue(key)
+	} else if hostKey.IsUnknown() {
+		*hostKey = types.StringNull()
+	}
+	return h
 }

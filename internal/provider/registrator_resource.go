@@ -29,7 +29,6 @@ import (
 	"github.com/hashicorp/terraform-plugin-framework/types"
 	"github.com/hashicorp/terraform-plugin-log/tflog"
 
-	"github.com/microswarm/terraform-provider-microswarm/internal/conn"
 	"github.com/microswarm/terraform-provider-microswarm/internal/registrator"
 	"github.com/microswarm/terraform-provider-microswarm/internal/swarmservice"
 )
@@ -253,7 +252,7 @@ func (r *registratorResource) Create(ctx context.Context, req resource.CreateReq
 	}
 	ctx, cancel := withTimeout(ctx, plan.Timeouts.Create, 10*time.Minute, &resp.Diagnostics)
 	defer cancel()
-	docker := r.managerDocker(ctx, &plan, false, &resp.Diagnostics)
+	docker := r.data.managerDocker(ctx, plan.Host, &plan.HostKey, false, &resp.Diagnostics)
 	if docker == nil {
 		return
 	}
@@ -288,7 +287,7 @@ func (r *registratorResource) Read(ctx context.Context, req resource.ReadRequest
 	if resp.Diagnostics.HasError() || r.data == nil {
 		return
 	}
-	docker := r.managerDocker(ctx, &state, true, &resp.Diagnostics)
+	docker := r.data.managerDocker(ctx, state.Host, &state.HostKey, true, &resp.Diagnostics)
 	if docker == nil {
 		return
 	}
@@ -322,7 +321,7 @@ func (r *registratorResource) Update(ctx context.Context, req resource.UpdateReq
 	}
 	ctx, cancel := withTimeout(ctx, plan.Timeouts.Update, 10*time.Minute, &resp.Diagnostics)
 	defer cancel()
-	docker := r.managerDocker(ctx, &plan, false, &resp.Diagnostics)
+	docker := r.data.managerDocker(ctx, plan.Host, &plan.HostKey, false, &resp.Diagnostics)
 	if docker == nil {
 		return
 	}
@@ -362,7 +361,7 @@ func (r *registratorResource) Delete(ctx context.Context, req resource.DeleteReq
 	}
 	ctx, cancel := withTimeout(ctx, state.Timeouts.Delete, 5*time.Minute, &resp.Diagnostics)
 	defer cancel()
-	docker := r.managerDocker(ctx, &state, true, &resp.Diagnostics)
+	docker := r.data.managerDocker(ctx, state.Host, &state.HostKey, true, &resp.Diagnostics)
 	if docker == nil {
 		return
 	}
@@ -396,38 +395,6 @@ func (r *registratorResource) ImportState(ctx context.Context, req resource.Impo
 	}
 	resp.Diagnostics.Append(resp.State.SetAttribute(ctx, path.Root("host"), host)...)
 	resp.Diagnostics.Append(resp.State.SetAttribute(ctx, path.Root("id"), name)...)
-}
-
-// managerDocker reaches the manager's Docker API, recording the host key accepted. With
-// tolerateUnreachable (refresh, delete) a manager that does not answer is a warning and
-// nil, so a dead node does not block the plan that replaces it.
-func (r *registratorResource) managerDocker(ctx context.Context, m *registratorModel, tolerateUnreachable bool, diags *diag.Diagnostics) *client.Client {
-	host := m.Host.ValueString()
-	hostKey := ""
-	if !m.HostKey.IsUnknown() {
-		hostKey = m.HostKey.ValueString()
-	}
-	h, err := r.data.pool.Open(ctx, conn.Target{Host: host, HostKey: hostKey})
-	if err != nil {
-		if tolerateUnreachable && consulUnreachable(err) {
-			diags.AddWarning("Swarm Manager Unreachable", fmt.Sprintf(
-				"%s does not answer (%s), so the registrator service could not be checked; Terraform keeps what it last knew.", host, err))
-			return nil
-		}
-		diags.AddAttributeError(path.Root("host"), "Could Not Reach Host", fmt.Sprintf("%s: %s", host, err))
-		return nil
-	}
-	if key := h.HostKey(); key != "" && hostKey == "" {
-		m.HostKey = types.StringValue(key)
-	} else if m.HostKey.IsUnknown() {
-		m.HostKey = types.StringNull()
-	}
-	docker, err := h.Docker()
-	if err != nil {
-		diags.AddAttributeError(path.Root("host"), "Could Not Reach the Docker API", fmt.Sprintf("%s: %s", host, err))
-		return nil
-	}
-	return docker
 }
 
 // attachToken stores the Consul token as a swarm secret named by its hash and points
