@@ -347,17 +347,22 @@ func Switch(ctx context.Context, health Health, proxies []Proxy, from, to Route,
 			return res, err
 		}
 	}
+	// The file a restarted proxy loads first, then memory: the other order could let a
+	// reload in between revert the switch silently.
+	if opts.Persist != nil {
+		if err := opts.Persist(ctx, to); err != nil {
+			_ = opts.Persist(context.WithoutCancel(ctx), from)
+			return res, fmt.Errorf("recording the route for proxy restarts failed; nothing switched: %w", err)
+		}
+	}
 	start := time.Now()
 	if err := SetRoutes(ctx, proxies, to, from); err != nil {
+		if opts.Persist != nil {
+			_ = opts.Persist(context.WithoutCancel(ctx), from)
+		}
 		return res, err
 	}
 	res.Flip = time.Since(start)
-	if opts.Persist != nil {
-		if err := opts.Persist(ctx, to); err != nil {
-			_ = SetRoutes(context.WithoutCancel(ctx), proxies, from, to)
-			return res, fmt.Errorf("recording the route for proxy restarts failed, routing restored to %s: %w", from.Active, err)
-		}
-	}
 	if to.Active != from.Active && opts.DrainTimeout > 0 {
 		drainCtx, cancel := context.WithTimeout(ctx, opts.DrainTimeout)
 		res.DrainErr = Drain(drainCtx, proxies, from.Active, every)
@@ -372,9 +377,11 @@ func Switch(ctx context.Context, health Health, proxies []Proxy, from, to Route,
 		var d *Degradation
 		if errors.As(err, &d) {
 			back := &RolledBackError{Degradation: d, Back: from}
-			back.RollbackErr = SetRoutes(context.WithoutCancel(ctx), proxies, from, to)
-			if back.RollbackErr == nil && opts.Persist != nil {
+			if opts.Persist != nil {
 				back.RollbackErr = opts.Persist(context.WithoutCancel(ctx), from)
+			}
+			if err := SetRoutes(context.WithoutCancel(ctx), proxies, from, to); err != nil {
+				back.RollbackErr = errors.Join(back.RollbackErr, err)
 			}
 			return res, back
 		}

@@ -1,0 +1,119 @@
+package bluegreen
+
+import (
+	"context"
+	"net"
+	"strings"
+
+	consulapi "github.com/hashicorp/consul/api"
+
+	"github.com/microswarm/terraform-provider-microswarm/internal/haproxy"
+)
+
+// HAProxy is one proxy instance reached through its Runtime API.
+type HAProxy struct {
+	Node    string
+	Client  *haproxy.Client
+	MapPath string // the map as HAProxy names it (its path in the container)
+}
+
+var _ Proxy = (*HAProxy)(nil)
+
+func (p *HAProxy) Name() string { return p.Node }
+
+func (p *HAProxy) Route(ctx context.Context) (Route, error) {
+	r, err := p.Client.ReadRouting(ctx, p.MapPath)
+	if err != nil {
+		return Route{}, err
+	}
+	return Route{Active: Color(r.Active), Canary: r.CanaryPercent}, nil
+}
+
+// SetRoute writes the canary share first when it shrinks and last when it grows, so no
+// request in between sends more to the other color than either route would.
+func (p *HAProxy) SetRoute(ctx context.Context, r Route) error {
+	current, err := p.Route(ctx)
+	if err != nil {
+		return err
+	}
+	if r.Canary < current.Canary {
+		if err := p.Client.SetCanary(ctx, p.MapPath, r.Canary); err != nil {
+			return err
+		}
+	}
+	if r.Active != current.Active {
+		if err := p.Client.SetActive(ctx, p.MapPath, haproxy.Color(r.Active)); err != nil {
+			return err
+		}
+	}
+	if r.Canary > current.Canary {
+		return p.Client.SetCanary(ctx, p.MapPath, r.Canary)
+	}
+	return nil
+}
+
+// Servers are the backend's server slots that hold an address, healthy when their
+// check passed.
+func (p *HAProxy) Servers(ctx context.Context, c Color) ([]Instance, error) {
+	rows, err := p.Client.ShowStat(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var out []Instance
+	for _, r := range rows {
+		if r.Proxy != string(c) || r.Type != haproxy.TypeServer || r.Address == "" {
+			continue
+		}
+		host, _, err := net.SplitHostPort(r.Address)
+		if err != nil {
+			host = r.Address
+		}
+		out = append(out, Instance{ID: r.Server, Address: host, Healthy: r.Healthy(), Why: r.Status + " " + r.CheckStatus})
+	}
+	return out, nil
+}
+
+// Counters are the backend's totals: sessions, failures (5xx, connection and response
+// errors) and sessions in flight.
+func (p *HAProxy) Counters(ctx context.Context, c Color) (Counters, error) {
+	rows, err := p.Client.ShowStat(ctx)
+	if err != nil {
+		return Counters{}, err
+	}
+	for _, r := range rows {
+		if r.Proxy == string(c) && r.Type == haproxy.TypeBackend {
+			return Counters{Requests: r.TotalSessions, Failed: r.HTTP5xx + r.ConnErrors + r.RespErrors, InFlight: r.CurrentSessions}, nil
+		}
+	}
+	return Counters{}, nil
+}
+
+// ConsulHealth is Consul's view of a service's colors: the instances the registrator
+// published under the service's name, tagged with their color.
+type ConsulHealth struct {
+	API     *consulapi.Client
+	Service string
+}
+
+var _ Health = (*ConsulHealth)(nil)
+
+func (h *ConsulHealth) Instances(ctx context.Context, c Color) ([]Instance, error) {
+	q := (&consulapi.QueryOptions{}).WithContext(ctx)
+	entries, _, err := h.API.Health().Service(h.Service, string(c), false, q)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Instance, 0, len(entries))
+	for _, e := range entries {
+		in := Instance{ID: e.Service.ID, Address: e.Service.Address, Healthy: e.Checks.AggregatedStatus() == consulapi.HealthPassing}
+		var why []string
+		for _, chk := range e.Checks {
+			if chk.Status != consulapi.HealthPassing {
+				why = append(why, chk.Name+": "+chk.Status+" "+strings.TrimSpace(chk.Output))
+			}
+		}
+		in.Why = strings.Join(why, "; ")
+		out = append(out, in)
+	}
+	return out, nil
+}
