@@ -60,6 +60,15 @@ func serve(addr string) {
 	hostname, _ := os.Hostname()
 	var healthy atomic.Bool
 	healthy.Store(os.Getenv("START_UNHEALTHY") == "")
+	// FAIL_AFTER makes an instance turn unhealthy that long after it started: a release
+	// that degrades only after it took traffic, for rollback tests.
+	if after := os.Getenv("FAIL_AFTER"); after != "" {
+		d, err := time.ParseDuration(after)
+		if err != nil {
+			log.Fatalf("FAIL_AFTER: %v", err)
+		}
+		time.AfterFunc(d, func() { healthy.Store(false) })
+	}
 
 	mux := http.NewServeMux()
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
