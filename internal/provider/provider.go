@@ -252,6 +252,7 @@ func (p *microswarmProvider) Resources(context.Context) []func() resource.Resour
 		NewSwarmClusterResource,
 		NewConsulServerResource, NewConsulAgentResource,
 		NewRegistratorResource,
+		NewMicroserviceResource,
 	}
 }
 

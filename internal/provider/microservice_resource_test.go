@@ -1,0 +1,336 @@
+package provider
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/filters"
+	"github.com/hashicorp/terraform-plugin-testing/helper/acctest"
+	"github.com/hashicorp/terraform-plugin-testing/helper/resource"
+	"github.com/hashicorp/terraform-plugin-testing/knownvalue"
+	"github.com/hashicorp/terraform-plugin-testing/plancheck"
+	"github.com/hashicorp/terraform-plugin-testing/statecheck"
+	"github.com/hashicorp/terraform-plugin-testing/terraform"
+	"github.com/hashicorp/terraform-plugin-testing/tfjsonpath"
+
+	msacctest "github.com/microswarm/terraform-provider-microswarm/internal/acctest"
+	"github.com/microswarm/terraform-provider-microswarm/internal/loadgen"
+	"github.com/microswarm/terraform-provider-microswarm/internal/wait"
+)
+
+const microserviceResourceName = "microswarm_microservice.test"
+
+// microserviceConfig is the registrator stack plus a blue/green demo app behind proxies
+// on the manager and the first worker.
+func microserviceConfig(prefix, body string) string {
+	return registratorStackConfig(prefix, fmt.Sprintf("  resync = %d\n", testRegistratorResync)) + `
+resource "microswarm_microservice" "test" {
+  name     = "accweb"
+  host     = microswarm_droplet_node.test[0].docker_host
+  host_key = microswarm_droplet_node.test[0].ssh_host_key
+  proxy_hosts = [for n in slice(microswarm_droplet_node.test, 0, 2) : {
+    host     = n.docker_host
+    host_key = n.ssh_host_key
+  }]
+` + body + `
+  depends_on = [microswarm_registrator.test]
+}
+`
+}
+
+// colors renders the two color blocks; greenEnv adds env to green. Green's Docker
+// HEALTHCHECK is off, so an instance the test makes fail stays failing (swarm would
+// replace it) and only Consul's and the proxies' checks see it.
+func colors(greenEnv string) string {
+	return `
+  blue = {
+    image    = "microswarm/demo-app:1.0.0"
+    replicas = 2
+    env      = { COLOR = "blue", SHUTDOWN_DELAY = "1s" }
+  }
+  green = {
+    image    = "microswarm/demo-app:2.0.0"
+    replicas = 2
+    env      = { COLOR = "green", SHUTDOWN_DELAY = "1s"` + greenEnv + ` }
+    healthcheck = { test = ["NONE"] }
+  }
+`
+}
+
+func TestAccMicroservice_blueGreen(t *testing.T) {
+	prefix := "acc-" + acctest.RandString(6)
+	fx := &microserviceFixture{registratorFixture: registratorFixture{swarmFixture: swarmFixture{t: t, pool: msacctest.Pool(t)}, app: "accweb"}}
+	active := func(c string) string { return colors("") + fmt.Sprintf("  active = %q\n", c) }
+
+	resource.Test(t, resource.TestCase{
+		PreCheck:                 func() { msacctest.PreCheck(t) },
+		ProtoV6ProviderFactories: testAccProtoV6ProviderFactories,
+		CheckDestroy:             checkDropletNodesDestroyed,
+		Steps: []resource.TestStep{
+			{
+				// v1 as blue takes the traffic, v2 as green stands by.
+				Config: microserviceConfig(prefix, active("blue")),
+				ConfigStateChecks: []statecheck.StateCheck{
+					statecheck.ExpectKnownValue(microserviceResourceName, tfjsonpath.New("live_color"), knownvalue.StringExact("blue")),
+					statecheck.ExpectKnownValue(microserviceResourceName, tfjsonpath.New("live_version"), knownvalue.StringExact("1.0.0")),
+					statecheck.ExpectKnownValue(microserviceResourceName, tfjsonpath.New("endpoints"), knownvalue.ListSizeExact(2)),
+					statecheck.ExpectKnownValue(microserviceResourceName, tfjsonpath.New("blue_passing"), knownvalue.Int64Exact(2)),
+					statecheck.ExpectKnownValue(microserviceResourceName, tfjsonpath.New("green_passing"), knownvalue.Int64Exact(2)),
+				},
+				Check: resource.ComposeAggregateTestCheckFunc(fx.record, fx.recordEndpoints, fx.checkAnswers("1.0.0")),
+			},
+			{
+				// Switch to green under load: no failed request, v2 only after the switch began.
+				PreConfig:         fx.startLoad("to-green"),
+				Config:            microserviceConfig(prefix, active("green")),
+				ConfigPlanChecks:  resource.ConfigPlanChecks{PreApply: []plancheck.PlanCheck{plancheck.ExpectResourceAction(microserviceResourceName, plancheck.ResourceActionUpdate)}},
+				ConfigStateChecks: []statecheck.StateCheck{statecheck.ExpectKnownValue(microserviceResourceName, tfjsonpath.New("live_version"), knownvalue.StringExact("2.0.0"))},
+				Check:             fx.markDone("to-green-done"),
+			},
+			{
+				// And back to blue, still under the same load.
+				PreConfig:         fx.mark("to-blue"),
+				Config:            microserviceConfig(prefix, active("blue")),
+				ConfigStateChecks: []statecheck.StateCheck{statecheck.ExpectKnownValue(microserviceResourceName, tfjsonpath.New("live_color"), knownvalue.StringExact("blue"))},
+				Check:             fx.checkLoad(),
+			},
+			{
+				// A switch to a color whose instances fail their checks is refused; traffic stays.
+				PreConfig:   fx.failColor("2.0.0"),
+				Config:      microserviceConfig(prefix, active("green")),
+				ExpectError: regexp.MustCompile(`Switch Refused: Target Not Healthy`),
+			},
+			{
+				// The refused switch left blue live; fresh green tasks replace the failed ones.
+				PreConfig: fx.restartColor("2.0.0"),
+				Config:    microserviceConfig(prefix, active("blue")),
+				Check:     resource.ComposeAggregateTestCheckFunc(fx.checkAnswers("1.0.0"), fx.awaitPassing(4)),
+			},
+			{
+				// A canary share of 20 % goes to green.
+				Config: microserviceConfig(prefix, active("blue")+"  canary_weight = 20\n"),
+				Check:  fx.checkCanaryShare("green", 0.20, 0.05),
+			},
+			{
+				// A green release that degrades after taking traffic is rolled back and the
+				// apply fails saying so.
+				Config:      microserviceConfig(prefix, colors(`, FAIL_AFTER = "15s"`)+"  active = \"green\"\n  auto_rollback = \"40s\"\n"),
+				ExpectError: regexp.MustCompile(`Switch Rolled Back`),
+			},
+			{
+				// Traffic is back on blue, which the configuration now says too.
+				Config: microserviceConfig(prefix, colors(`, FAIL_AFTER = "15s"`)+"  active = \"blue\"\n  auto_rollback = \"40s\"\n"),
+				Check:  fx.checkAnswers("1.0.0"),
+			},
+		},
+	})
+}
+
+type microserviceFixture struct {
+	registratorFixture
+	endpoints []string
+	load      *loadgen.Run
+}
+
+func (fx *microserviceFixture) recordEndpoints(s *terraform.State) error {
+	rs, ok := s.RootModule().Resources[microserviceResourceName]
+	if !ok {
+		return fmt.Errorf("%s not in state", microserviceResourceName)
+	}
+	fx.endpoints = nil
+	for i := 0; ; i++ {
+		v, ok := rs.Primary.Attributes[fmt.Sprintf("endpoints.%d", i)]
+		if !ok {
+			break
+		}
+		fx.endpoints = append(fx.endpoints, v)
+	}
+	if len(fx.endpoints) == 0 {
+		return fmt.Errorf("no endpoints in state")
+	}
+	return nil
+}
+
+// checkAnswers asks every endpoint a few times: each answer is version.
+func (fx *microserviceFixture) checkAnswers(version string) resource.TestCheckFunc {
+	return func(*terraform.State) error {
+		c := http.Client{Timeout: 3 * time.Second}
+		for _, ep := range fx.endpoints {
+			for range 5 {
+				resp, err := c.Get(ep + "/")
+				if err != nil {
+					return err
+				}
+				body, _ := io.ReadAll(resp.Body)
+				_ = resp.Body.Close()
+				if resp.StatusCode != 200 || !strings.Contains(string(body), `"version":"`+version+`"`) {
+					return fmt.Errorf("%s answered %d %s, want version %s", ep, resp.StatusCode, body, version)
+				}
+			}
+		}
+		return nil
+	}
+}
+
+// startLoad starts the bounded load through every endpoint and marks the first switch.
+func (fx *microserviceFixture) startLoad(mark string) func() {
+	return func() {
+		run, err := loadgen.Start(context.Background(), loadgen.Options{
+			Targets: fx.endpoints, Concurrency: 16, MaxRequests: 200000, MaxDuration: 4 * time.Minute,
+			// A new connection per request: no silent resend can hide a dropped one.
+			DisableKeepAlive: true,
+		})
+		if err != nil {
+			fx.t.Fatal(err)
+		}
+		fx.load = run
+		fx.t.Cleanup(func() { run.Stop() })
+		// Some load before the switch, so "not before" has something to say.
+		time.Sleep(3 * time.Second)
+		run.Mark(mark)
+	}
+}
+
+func (fx *microserviceFixture) mark(name string) func() {
+	return func() { fx.load.Mark(name) }
+}
+
+func (fx *microserviceFixture) markDone(name string) resource.TestCheckFunc {
+	return func(*terraform.State) error { fx.load.Mark(name); return nil }
+}
+
+// checkLoad ends the load: no request failed, v2 answered only after the switch to green
+// began and v1 only after the switch back began, and enough requests were sent.
+func (fx *microserviceFixture) checkLoad() resource.TestCheckFunc {
+	return func(*terraform.State) error {
+		time.Sleep(3 * time.Second)
+		rep := fx.load.Stop()
+		fx.t.Logf("load through the switches: %s", rep)
+		if rep.Failed != 0 {
+			return fmt.Errorf("%d of %d requests failed: %v %v", rep.Failed, rep.Requests, rep.Errors, rep.Examples)
+		}
+		if rep.RatePerSecond < 200 || rep.Requests < 20000 {
+			return fmt.Errorf("%d requests at %.0f/s, want at least 20000 at 200/s or more", rep.Requests, rep.RatePerSecond)
+		}
+		if err := rep.ChangedOnlyAfter("to-green", "1.0.0", "2.0.0"); err != nil {
+			return err
+		}
+		toGreen, toBlue := rep.Marks["to-green"], rep.Marks["to-blue"]
+		greenDone := rep.Marks["to-green-done"]
+		for _, r := range rep.Results {
+			switch {
+			case !r.OK():
+			case r.End.Before(toGreen) && r.Version != "1.0.0":
+				return fmt.Errorf("%s answered before the switch to green began", r.Version)
+			case r.Start.After(greenDone) && r.End.Before(toBlue) && r.Version != "2.0.0":
+				return fmt.Errorf("%s answered between the switches", r.Version)
+			}
+		}
+		if first, ok := rep.FirstAfter("to-green", "2.0.0"); ok {
+			fx.t.Logf("first v2 answer %s after the switch step began (terraform plan and refresh included)", first)
+		}
+		return nil
+	}
+}
+
+// failColor makes every instance of a version fail its health check.
+func (fx *microserviceFixture) failColor(version string) func() {
+	return func() {
+		for key := range fx.targets {
+			docker, err := fx.docker(key)
+			if err != nil {
+				fx.t.Fatal(err)
+			}
+			ctx, cancel := fx.ctx()
+			list, err := docker.ContainerList(ctx, container.ListOptions{Filters: filters.NewArgs(filters.Arg("label", "microswarm.version="+version))})
+			if err != nil {
+				cancel()
+				fx.t.Fatal(err)
+			}
+			for _, c := range list {
+				exec, err := docker.ContainerExecCreate(ctx, c.ID, container.ExecOptions{Cmd: []string{"/demo-app", "-post", "http://127.0.0.1:8080/fail"}})
+				if err == nil {
+					err = docker.ContainerExecStart(ctx, exec.ID, container.ExecStartOptions{})
+				}
+				if err != nil {
+					fx.t.Fatal(err)
+				}
+			}
+			cancel()
+		}
+		// Until Consul sees them critical (the gate reads Consul and the proxies).
+		ctx, cancel := fx.ctx()
+		defer cancel()
+		err := wait.Until(ctx, wait.Options{What: "green critical in Consul", Interval: 200 * time.Millisecond}, func(context.Context) (bool, string, error) {
+			now, err := fx.instances()
+			if err != nil {
+				return false, "", wait.Retryable(err)
+			}
+			for _, e := range now {
+				if slices.Contains(e.Service.Tags, "version="+version) && passing(e) {
+					return false, e.Service.ID + " still passing", nil
+				}
+			}
+			return true, "", nil
+		})
+		if err != nil {
+			fx.t.Fatal(err)
+		}
+	}
+}
+
+// restartColor kills every container of a version; swarm starts fresh ones.
+func (fx *microserviceFixture) restartColor(version string) func() {
+	return func() {
+		for key := range fx.targets {
+			docker, err := fx.docker(key)
+			if err != nil {
+				fx.t.Fatal(err)
+			}
+			ctx, cancel := fx.ctx()
+			list, err := docker.ContainerList(ctx, container.ListOptions{Filters: filters.NewArgs(filters.Arg("label", "microswarm.version="+version))})
+			for _, c := range list {
+				if err == nil {
+					err = docker.ContainerKill(ctx, c.ID, "SIGKILL")
+				}
+			}
+			cancel()
+			if err != nil {
+				fx.t.Fatal(err)
+			}
+		}
+	}
+}
+
+// awaitPassing waits until n instances of the app pass in Consul.
+func (fx *microserviceFixture) awaitPassing(n int) resource.TestCheckFunc {
+	return func(*terraform.State) error {
+		_, err := fx.awaitInstances(2*time.Minute, n)
+		return err
+	}
+}
+
+// checkCanaryShare sends 2000 requests and checks color's share.
+func (fx *microserviceFixture) checkCanaryShare(color string, want, tolerance float64) resource.TestCheckFunc {
+	return func(*terraform.State) error {
+		run, err := loadgen.Start(context.Background(), loadgen.Options{Targets: fx.endpoints, Concurrency: 4, MaxRequests: 2000, MaxDuration: time.Minute, DisableKeepAlive: true})
+		if err != nil {
+			return err
+		}
+		rep := run.Wait()
+		share := rep.Share(color)
+		fx.t.Logf("canary: %.1f%% of %d answers from %s (%d failed)", 100*share, rep.Requests, color, rep.Failed)
+		if rep.Failed != 0 || share < want-tolerance || share > want+tolerance {
+			return fmt.Errorf("%s answered %.1f%% of %d requests (%d failed), want %.0f%% ± %.0f", color, 100*share, rep.Requests, rep.Failed, 100*want, 100*tolerance)
+		}
+		return nil
+	}
+}
