@@ -1,6 +1,7 @@
 # The `make demo` cluster on the local cloud: three droplet nodes, a three-server Consul
-# quorum on them, a swarm over them (one manager, two workers) and a registrator on every
-# node publishing its containers into Consul. tools/demo.sh sets
+# quorum on them, a swarm over them (one manager, two workers), a registrator on every
+# node publishing its containers into Consul, and a demo app deployed blue/green behind
+# an HAProxy on every node (v1 blue live, v2 green ready). tools/demo.sh sets
 # DIGITALOCEAN_API_URL, DIGITALOCEAN_TOKEN, MICROSWARM_SSH_PRIVATE_KEY_FILE and
 # TF_VAR_gossip_key.
 terraform {
@@ -12,6 +13,12 @@ terraform {
 }
 
 provider "microswarm" {}
+
+variable "active" {
+  type        = string
+  default     = "blue"
+  description = "The color of the demo app that takes the traffic: blue (v1) or green (v2)."
+}
 
 variable "gossip_key" {
   type        = string
@@ -52,6 +59,40 @@ resource "microswarm_registrator" "registrator" {
   host       = microswarm_droplet_node.node[0].docker_host
   host_key   = microswarm_droplet_node.node[0].ssh_host_key
   depends_on = [microswarm_swarm_cluster.swarm, microswarm_consul_server.consul]
+}
+
+# The demo app, blue/green: `make demo-switch` flips active with no failed request.
+resource "microswarm_microservice" "app" {
+  name     = "demo-app"
+  host     = microswarm_droplet_node.node[0].docker_host
+  host_key = microswarm_droplet_node.node[0].ssh_host_key
+  proxy_hosts = [for n in microswarm_droplet_node.node : {
+    host     = n.docker_host
+    host_key = n.ssh_host_key
+  }]
+
+  blue = {
+    image    = "microswarm/demo-app:1.0.0"
+    replicas = 3
+    env      = { COLOR = "blue", SHUTDOWN_DELAY = "1s" }
+  }
+  green = {
+    image    = "microswarm/demo-app:2.0.0"
+    replicas = 3
+    env      = { COLOR = "green", SHUTDOWN_DELAY = "1s" }
+  }
+  active      = var.active
+  min_healthy = 2
+
+  depends_on = [microswarm_registrator.registrator]
+}
+
+output "app_endpoints" {
+  value = microswarm_microservice.app.endpoints
+}
+
+output "app_live" {
+  value = "${microswarm_microservice.app.live_color} ${microswarm_microservice.app.live_version}"
 }
 
 output "nodes" {
