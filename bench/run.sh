@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Benchmarks of the local cloud, written to bench/results.md.
 #   bench/run.sh           cached image build, droplet time-to-ready (median of 5), then on
-#                          the `make demo` cluster the registrator's latencies
+#                          the `make demo` cluster the registrator's latencies and the
+#                          blue/green switch under load
 #   FIRST_RUN=1 bench/run.sh   also the first-run image build, with an empty cache
 #                              (rebuilds Consul from source: about 5 minutes)
 set -euo pipefail
@@ -53,6 +54,13 @@ tools/demo.sh up >/dev/null 2>&1
   echo '```'
 } >>"$out"
 go run ./bench/registrator | tee -a "$out"
+echo '```' >>"$out"
+{
+  echo
+  echo "Blue/green switch of the demo app under load (\`go run ./bench/bluegreen\`, see bench/bluegreen/README.md):"
+  echo '```'
+} >>"$out"
+go run ./bench/bluegreen | tee -a "$out"
 echo '```' >>"$out"
 [ -n "$demo_was_up" ] || tools/demo.sh down >/dev/null 2>&1
 cat "$out"

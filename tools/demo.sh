@@ -2,6 +2,7 @@
 # make demo: the full cluster on the local cloud.
 #   tools/demo.sh up     engine, images, local cloud, provider build, terraform apply
 #   tools/demo.sh down   terraform destroy, stop the local cloud
+#   tools/demo.sh switch [blue|green]   switch the demo app's live color (default: the other one)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -54,7 +55,9 @@ up() {
   tf_env
   log "local cloud at $DIGITALOCEAN_API_URL"
   log "terraform apply (examples/local)"
-  terraform -chdir="$EXAMPLE" apply -auto-approve -input=false -state="$STATE/terraform.tfstate"
+  local active=blue
+  [ -s "$STATE/active" ] && active=$(cat "$STATE/active")
+  terraform -chdir="$EXAMPLE" apply -auto-approve -input=false -state="$STATE/terraform.tfstate" -var "active=$active"
   terraform -chdir="$EXAMPLE" output -state="$STATE/terraform.tfstate"
   check
   log "the demo cluster is up; tear it down with: make demo-down"
@@ -76,7 +79,7 @@ down() {
     kill -TERM "$(cat "$STATE/localcloud.pid")"
     for _ in $(seq 1 300); do cloud_running || break; sleep 0.2; done
   fi
-  rm -f "$STATE/localcloud.pid" "$STATE/localcloud.env" "$STATE/terraform.tfstate" "$STATE/terraform.tfstate.backup" "$STATE/gossip.key"
+  rm -f "$STATE/localcloud.pid" "$STATE/localcloud.env" "$STATE/terraform.tfstate" "$STATE/terraform.tfstate.backup" "$STATE/gossip.key" "$STATE/active"
 }
 
 # ssh_keygen writes the demo's SSH key without needing the ssh-keygen binary.
@@ -84,9 +87,24 @@ ssh_keygen() {
   go run ./tools/democheck -keygen "$STATE/id_ed25519"
 }
 
+# switch flips the demo app to the given color, or to the one not live now.
+switch() {
+  tf_env
+  local to=${1:-}
+  if [ -z "$to" ]; then
+    local live
+    live=$(terraform -chdir="$EXAMPLE" output -state="$STATE/terraform.tfstate" -raw app_live | cut -d' ' -f1)
+    to=green; [ "$live" = green ] && to=blue
+  fi
+  echo "$to" >"$STATE/active"
+  log "switching the demo app to $to"
+  terraform -chdir="$EXAMPLE" apply -auto-approve -input=false -state="$STATE/terraform.tfstate" -var "active=$to"
+}
+
 case "${1:-up}" in
   up) up ;;
+  switch) shift; switch "$@" ;;
   down) down ;;
   check) tf_env; check ;;
-  *) echo "usage: $0 up|down|check" >&2; exit 2 ;;
+  *) echo "usage: $0 up|down|check|switch [blue|green]" >&2; exit 2 ;;
 esac

@@ -2,11 +2,13 @@ package bluegreen
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"strings"
 
 	consulapi "github.com/hashicorp/consul/api"
 
+	"github.com/microswarm/terraform-provider-microswarm/internal/conn"
 	"github.com/microswarm/terraform-provider-microswarm/internal/haproxy"
 )
 
@@ -116,4 +118,26 @@ func (h *ConsulHealth) Instances(ctx context.Context, c Color) ([]Instance, erro
 		out = append(out, in)
 	}
 	return out, nil
+}
+
+// RouteFile writes the routing map that every proxy node's HAProxy loads at start, over
+// each node's SSH connection, atomically (a temporary file renamed over it).
+type RouteFile struct {
+	Nodes []*conn.Host
+	Path  string
+}
+
+// Persist writes r to every node; it is SwitchOptions.Persist.
+func (f RouteFile) Persist(ctx context.Context, r Route) error {
+	text, err := haproxy.RenderMap(haproxy.Color(r.Active), r.Canary)
+	if err != nil {
+		return err
+	}
+	script := fmt.Sprintf("cat > %[1]s.tmp && mv %[1]s.tmp %[1]s", f.Path)
+	for _, h := range f.Nodes {
+		if _, err := h.Run(ctx, script, strings.NewReader(text)); err != nil {
+			return fmt.Errorf("node %s: %w", h.Endpoint().Host, err)
+		}
+	}
+	return nil
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
@@ -454,6 +455,7 @@ func (r *microserviceResource) Create(ctx context.Context, req resource.CreateRe
 		resp.Diagnostics.AddError("Could Not Route the Proxies", fmt.Sprintf("Service %s: %s.", plan.Name.ValueString(), err))
 		return
 	}
+	d.awaitStandby(ctx, &plan, &resp.Diagnostics)
 	d.observe(ctx, &plan)
 	resp.Diagnostics.Append(resp.State.Set(ctx, &plan)...)
 }
@@ -480,6 +482,7 @@ func (r *microserviceResource) Update(ctx context.Context, req resource.UpdateRe
 	if to != from {
 		r.doSwitch(ctx, d, &plan, from, to, &resp.Diagnostics)
 	}
+	d.awaitStandby(ctx, &plan, &resp.Diagnostics)
 	d.observe(ctx, &plan)
 	resp.Diagnostics.Append(resp.State.Set(ctx, &plan)...)
 }
@@ -546,6 +549,7 @@ func (r *microserviceResource) Read(ctx context.Context, req resource.ReadReques
 		default:
 			anything = true
 			state.setColorObject(c, colorObjectFrom(ctx, bluegreen.ColorFromServiceSpec(live.Spec), &resp.Diagnostics))
+			readServiceSettings(&state, live.Spec)
 		}
 	}
 	proxy, err := swarmservice.Get(ctx, mgr, name+"-proxy")
@@ -555,6 +559,9 @@ func (r *microserviceResource) Read(ctx context.Context, req resource.ReadReques
 	case err == nil && proxy.Spec.TaskTemplate.ContainerSpec != nil:
 		anything = true
 		state.ProxyImage = types.StringValue(proxy.Spec.TaskTemplate.ContainerSpec.Image)
+		if ep := proxy.Spec.EndpointSpec; ep != nil && len(ep.Ports) > 0 {
+			state.ListenPort = types.Int64Value(int64(ep.Ports[0].PublishedPort))
+		}
 	}
 	if !anything {
 		tflog.Warn(ctx, "microservice is gone; planning to create it again", map[string]any{"service": name})
@@ -644,9 +651,11 @@ func (r *microserviceResource) ImportState(ctx context.Context, req resource.Imp
 		resp.Diagnostics.AddError("Invalid Import ID", fmt.Sprintf("Expected HOST,NAME (e.g. ssh://root@203.0.113.10,web), got %q.", req.ID))
 		return
 	}
-	for attr, v := range map[string]string{"host": host, "name": name, "id": name, "network": name + "-net"} {
+	for attr, v := range map[string]string{"host": host, "name": name, "id": name, "network": name + "-net", "drain_timeout": defaultDrainTimeout} {
 		resp.Diagnostics.Append(resp.State.SetAttribute(ctx, path.Root(attr), v)...)
 	}
+	// Settings that live only in the configuration take their defaults until it says more.
+	resp.Diagnostics.Append(resp.State.SetAttribute(ctx, path.Root("min_healthy"), int64(1))...)
 	resp.Diagnostics.Append(resp.State.SetAttribute(ctx, path.Root("proxy_hosts"), types.ListNull(types.ObjectType{AttrTypes: proxyHostAttrTypes}))...)
 }
 
@@ -855,6 +864,33 @@ func (d *deployment) awaitGate(ctx context.Context, c bluegreen.Color, minHealth
 		})
 }
 
+// awaitStandby waits (at most a minute) until every replica of a color this apply
+// deployed and that is not active passes in Consul and in the proxies, so the apply ends
+// with the standby ready to take over; one that does not get there is a warning.
+func (d *deployment) awaitStandby(ctx context.Context, m *microserviceModel, diags *diag.Diagnostics) {
+	if diags.HasError() {
+		return // a refused or rolled back switch already says what is wrong
+	}
+	active := bluegreen.Color(m.Active.ValueString())
+	for _, c := range bluegreen.Colors {
+		obj := m.colorObject(c)
+		if c == active || !d.changed[c] || obj.IsNull() {
+			continue
+		}
+		replicas, _ := obj.Attributes()["replicas"].(types.Int64)
+		if replicas.ValueInt64() < 1 {
+			continue
+		}
+		waitCtx, cancel := context.WithTimeout(ctx, time.Minute)
+		err := d.awaitGate(waitCtx, c, int(replicas.ValueInt64()))
+		cancel()
+		if err != nil {
+			diags.AddAttributeWarning(path.Root(string(c)), "Standby Color Not Healthy", fmt.Sprintf(
+				"Service %s: %s is deployed but not every instance is healthy yet: %s. A switch to it will be gated on min_healthy.", d.name, c, err))
+		}
+	}
+}
+
 // ensureRoute makes every proxy route as r (a fresh proxy loaded it from the map).
 func (d *deployment) ensureRoute(ctx context.Context, r bluegreen.Route) error {
 	return wait.Until(ctx, wait.Options{What: "every proxy to answer on its admin socket", Interval: 250 * time.Millisecond, MaxInterval: time.Second},
@@ -873,20 +909,14 @@ func (d *deployment) ensureRoute(ctx context.Context, r bluegreen.Route) error {
 		})
 }
 
-// persistRoute rewrites the routing map file on every proxy node, atomically, so a
-// restarted proxy keeps the route.
+// persistRoute rewrites the routing map file on every proxy node, so a restarted proxy
+// keeps the route.
 func (d *deployment) persistRoute(ctx context.Context, r bluegreen.Route) error {
-	text, err := haproxy.RenderMap(haproxy.Color(r.Active), r.Canary)
-	if err != nil {
-		return err
+	hosts := make([]*conn.Host, len(d.nodes))
+	for i, n := range d.nodes {
+		hosts[i] = n.host
 	}
-	script := fmt.Sprintf("cat > %[1]s.tmp && mv %[1]s.tmp %[1]s", d.proxy.MapFile())
-	for _, n := range d.nodes {
-		if _, err := n.host.Run(ctx, script, strings.NewReader(text)); err != nil {
-			return fmt.Errorf("node %s: %w", n.name, err)
-		}
-	}
-	return nil
+	return bluegreen.RouteFile{Nodes: hosts, Path: d.proxy.MapFile()}.Persist(ctx, r)
 }
 
 // fillUnknown gives computed attributes a value before the first observation.
@@ -994,6 +1024,28 @@ func colorObjectFrom(ctx context.Context, spec bluegreen.ColorSpec, diags *diag.
 	})
 	diags.Append(d...)
 	return obj
+}
+
+// readServiceSettings reads back from a color's live service what an import cannot know
+// otherwise: the port and health path (its registrator labels) and the endpoint mode.
+func readServiceSettings(m *microserviceModel, spec dockerswarm.ServiceSpec) {
+	if ep := spec.EndpointSpec; ep != nil && ep.Mode != "" {
+		m.EndpointMode = types.StringValue(string(ep.Mode))
+	}
+	cs := spec.TaskTemplate.ContainerSpec
+	if cs == nil {
+		return
+	}
+	for k, v := range cs.Labels {
+		rest, ok := strings.CutPrefix(k, "SERVICE_")
+		port, key, found := strings.Cut(rest, "_")
+		if !ok || !found || key != "CHECK_HTTP" {
+			continue
+		}
+		if n, err := strconv.Atoi(port); err == nil {
+			m.Port, m.HealthPath = types.Int64Value(int64(n)), types.StringValue(v)
+		}
+	}
 }
 
 func titleColor(c bluegreen.Color) string {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"regexp"
 	"slices"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/filters"
+	dockerswarm "github.com/docker/docker/api/types/swarm"
 	"github.com/hashicorp/terraform-plugin-testing/helper/acctest"
 	"github.com/hashicorp/terraform-plugin-testing/helper/resource"
 	"github.com/hashicorp/terraform-plugin-testing/knownvalue"
@@ -22,6 +24,7 @@ import (
 	"github.com/hashicorp/terraform-plugin-testing/tfjsonpath"
 
 	msacctest "github.com/microswarm/terraform-provider-microswarm/internal/acctest"
+	"github.com/microswarm/terraform-provider-microswarm/internal/haproxy"
 	"github.com/microswarm/terraform-provider-microswarm/internal/loadgen"
 	"github.com/microswarm/terraform-provider-microswarm/internal/wait"
 )
@@ -101,6 +104,34 @@ func TestAccMicroservice_blueGreen(t *testing.T) {
 				Config:            microserviceConfig(prefix, active("blue")),
 				ConfigStateChecks: []statecheck.StateCheck{statecheck.ExpectKnownValue(microserviceResourceName, tfjsonpath.New("live_color"), knownvalue.StringExact("blue"))},
 				Check:             fx.checkLoad(),
+			},
+			{
+				// Import by a manager's host and the name: what lives in the swarm comes back;
+				// the proxy hosts (and so the live route) come from the configuration.
+				Config:       "provider \"microswarm\" {\n  host_key_policy = \"accept-new\"\n}\n" + microserviceConfig(prefix, active("blue")),
+				ResourceName: microserviceResourceName,
+				ImportState:  true,
+				ImportStateIdFunc: func(s *terraform.State) (string, error) {
+					host, err := entryAttr(s, "m", "host")
+					return host + ",accweb", err
+				},
+				ImportStateVerify: true,
+				ImportStateVerifyIgnore: []string{"proxy_hosts", "endpoints", "live_color", "live_version", "active", "canary_weight",
+					"timeouts", "blue_passing", "green_passing", "blue_running", "green_running"},
+			},
+			{
+				// A switch made out of band and a color scaled out of band show as drift, and
+				// the apply puts both back.
+				PreConfig: fx.driftOutOfBand("green"),
+				Config:    microserviceConfig(prefix, active("blue")),
+				ConfigPlanChecks: resource.ConfigPlanChecks{PreApply: []plancheck.PlanCheck{
+					plancheck.ExpectResourceAction(microserviceResourceName, plancheck.ResourceActionUpdate),
+				}},
+				ConfigStateChecks: []statecheck.StateCheck{
+					statecheck.ExpectKnownValue(microserviceResourceName, tfjsonpath.New("live_color"), knownvalue.StringExact("blue")),
+					statecheck.ExpectKnownValue(microserviceResourceName, tfjsonpath.New("blue_running"), knownvalue.Int64Exact(2)),
+				},
+				Check: fx.checkAnswers("1.0.0"),
 			},
 			{
 				// A switch to a color whose instances fail their checks is refused; traffic stays.
@@ -287,6 +318,43 @@ func (fx *microserviceFixture) failColor(version string) func() {
 	}
 }
 
+// driftOutOfBand switches every proxy to color through its admin socket, as an operator
+// at a shell could, and scales blue down to one task.
+func (fx *microserviceFixture) driftOutOfBand(color string) func() {
+	return func() {
+		ctx, cancel := fx.ctx()
+		defer cancel()
+		for _, key := range []string{"m", "w1"} {
+			h, err := fx.pool.Open(ctx, fx.targets[key])
+			if err != nil {
+				fx.t.Fatal(err)
+			}
+			client := &haproxy.Client{Dial: func(ctx context.Context) (net.Conn, error) {
+				return h.DialContext(ctx, "unix", "/var/lib/microswarm/proxy/accweb/admin.sock")
+			}}
+			if err := client.SetActive(ctx, "/var/lib/haproxy-bg/bluegreen.map", haproxy.Color(color)); err != nil {
+				fx.t.Fatal(err)
+			}
+		}
+		if err := fx.checkAnswers("2.0.0")(nil); err != nil {
+			fx.t.Fatal(err)
+		}
+		docker, err := fx.docker("m")
+		if err != nil {
+			fx.t.Fatal(err)
+		}
+		svc, _, err := docker.ServiceInspectWithRaw(ctx, "accweb-blue", dockerswarm.ServiceInspectOptions{})
+		if err != nil {
+			fx.t.Fatal(err)
+		}
+		one := uint64(1)
+		svc.Spec.Mode.Replicated.Replicas = &one
+		if _, err := docker.ServiceUpdate(ctx, svc.ID, svc.Version, svc.Spec, dockerswarm.ServiceUpdateOptions{}); err != nil {
+			fx.t.Fatal(err)
+		}
+	}
+}
+
 // restartColor kills every container of a version; swarm starts fresh ones.
 func (fx *microserviceFixture) restartColor(version string) func() {
 	return func() {
@@ -332,5 +400,52 @@ func (fx *microserviceFixture) checkCanaryShare(color string, want, tolerance fl
 			return fmt.Errorf("%s answered %.1f%% of %d requests (%d failed), want %.0f%% ± %.0f", color, 100*share, rep.Requests, rep.Failed, 100*want, 100*tolerance)
 		}
 		return nil
+	}
+}
+
+func TestMicroserviceInputIsValidatedAtPlanTime(t *testing.T) {
+	const base = `
+  name        = "web"
+  host        = "ssh://root@192.0.2.1"
+  proxy_hosts = [{ host = "ssh://root@192.0.2.1" }]
+`
+	blue := `  blue = { image = "microswarm/demo-app:1.0.0", replicas = 2 }` + "\n"
+	green := `  green = { image = "microswarm/demo-app:2.0.0" }` + "\n"
+	cases := map[string]struct{ body, wantErr string }{
+		"active is blue or green":          {body: blue + `  active = "red"`, wantErr: `value must be one of`},
+		"the active color is deployed":     {body: blue + `  active = "green"`, wantErr: `Active Color Not Deployed`},
+		"the active color has a task":      {body: `  blue = { image = "a:1", replicas = 0 }` + "\n" + `  active = "blue"`, wantErr: `Active Color Has No Task`},
+		"min_healthy fits the replicas":    {body: blue + `  active = "blue"` + "\n  min_healthy = 3", wantErr: `Minimum Healthy Above Replicas`},
+		"canary weight is a percentage":    {body: blue + green + `  active = "blue"` + "\n  canary_weight = 120", wantErr: `between 0 and 100`},
+		"a canary needs the other color":   {body: blue + `  active = "blue"` + "\n  canary_weight = 20", wantErr: `Canary Without a Second Color`},
+		"ports are in range":               {body: blue + `  active = "blue"` + "\n  port = 70000", wantErr: `between 1 and 65535`},
+		"listen port is in range":          {body: blue + `  active = "blue"` + "\n  listen_port = 0", wantErr: `between 1 and 65535`},
+		"health path starts with /":        {body: blue + `  active = "blue"` + "\n  health_path = \"health\"", wantErr: `must be a path starting with /`},
+		"auto_rollback is a duration":      {body: blue + `  active = "blue"` + "\n  auto_rollback = \"a minute\"", wantErr: `(?i)duration`},
+		"images are references":            {body: `  blue = { image = "Not An Image" }` + "\n" + `  active = "blue"`, wantErr: `Invalid Image Reference`},
+		"names are lowercase":              {body: blue + `  active = "blue"` + "\n  name = \"Web App\"", wantErr: `must be 1-40 lowercase`},
+		"endpoint mode is an enum":         {body: blue + `  active = "blue"` + "\n  endpoint_mode = \"mesh\"", wantErr: `value must be one of`},
+		"proxy hosts are hosts":            {body: blue + `  active = "blue"` + "\n  proxy_hosts = [{ host = \"192.0.2.1\" }]", wantErr: `Invalid Host`},
+		"constraints are constraints":      {body: `  blue = { image = "a:1", constraints = ["worker"] }` + "\n" + `  active = "blue"`, wantErr: `must be a swarm constraint`},
+		"healthcheck needs a test command": {body: `  blue = { image = "a:1", healthcheck = { test = [] } }` + "\n" + `  active = "blue"`, wantErr: `at least 1`},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			body := base + tc.body + "\n"
+			if strings.Contains(tc.body, "name =") || strings.Contains(tc.body, "proxy_hosts =") {
+				body = strings.Replace(body, `  name        = "web"`+"\n", "", strings.Count(tc.body, "name =")) // the case sets its own
+				if strings.Contains(tc.body, "proxy_hosts =") {
+					body = strings.Replace(body, `  proxy_hosts = [{ host = "ssh://root@192.0.2.1" }]`+"\n", "", 1)
+				}
+			}
+			resource.UnitTest(t, resource.TestCase{
+				ProtoV6ProviderFactories: testAccProtoV6ProviderFactories,
+				Steps: []resource.TestStep{{
+					Config:      "resource \"microswarm_microservice\" \"m\" {" + body + "}\n",
+					PlanOnly:    true,
+					ExpectError: regexp.MustCompile(tc.wantErr),
+				}},
+			})
+		})
 	}
 }

@@ -1,0 +1,174 @@
+// Command bluegreen measures, on the `make demo` cluster, what a blue/green switch of the
+// demo app costs under load: requests, failed requests, the switch step's latency (the
+// gate and the flip of every proxy, to the first answer of the new color), the rollback
+// latency (the same step back), and the whole `terraform apply` of a switch.
+//
+//	go run ./bench/bluegreen -state .demo/terraform.tfstate -key .demo/id_ed25519
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"time"
+
+	"github.com/microswarm/terraform-provider-microswarm/internal/acctest"
+	"github.com/microswarm/terraform-provider-microswarm/internal/bluegreen"
+	"github.com/microswarm/terraform-provider-microswarm/internal/conn"
+	"github.com/microswarm/terraform-provider-microswarm/internal/haproxy"
+	"github.com/microswarm/terraform-provider-microswarm/internal/loadgen"
+)
+
+func main() {
+	statePath := flag.String("state", ".demo/terraform.tfstate", "the demo's terraform.tfstate")
+	keyPath := flag.String("key", ".demo/id_ed25519", "the demo's SSH private key")
+	flag.Parse()
+	if err := run(*statePath, *keyPath); err != nil {
+		fmt.Fprintln(os.Stderr, "bluegreen bench:", err)
+		os.Exit(1)
+	}
+}
+
+// The demo app's versions by color (examples/local).
+var versions = map[bluegreen.Color]string{bluegreen.Blue: "1.0.0", bluegreen.Green: "2.0.0"}
+
+type app struct {
+	endpoints []string
+	proxies   []bluegreen.Proxy
+	health    bluegreen.Health
+	routeFile bluegreen.RouteFile
+}
+
+func run(statePath, keyPath string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
+	defer cancel()
+	a, err := reach(ctx, statePath, keyPath)
+	if err != nil {
+		return err
+	}
+	live, err := bluegreen.CurrentRoute(ctx, a.proxies)
+	if err != nil {
+		return err
+	}
+	other := live.Active.Other()
+
+	// The switch step itself, as the provider runs it (gate, persist, flip), and back.
+	rep, took, err := a.underLoad(ctx, "switch", func() error { return a.switchStep(ctx, live.Active, other) })
+	if err != nil {
+		return err
+	}
+	first, _ := rep.FirstAfter("switch", versions[other])
+	fmt.Printf("switch step %s -> %s: first %s answer %s after the step began (step %s); %d requests at %.0f/s, %d failed\n",
+		live.Active, other, other, first.Round(time.Millisecond), took.Round(time.Millisecond), rep.Requests, rep.RatePerSecond, rep.Failed)
+	rep, took, err = a.underLoad(ctx, "rollback", func() error { return a.switchStep(ctx, other, live.Active) })
+	if err != nil {
+		return err
+	}
+	first, _ = rep.FirstAfter("rollback", versions[live.Active])
+	fmt.Printf("rollback step %s -> %s: first %s answer %s after the step began (step %s); %d requests at %.0f/s, %d failed\n",
+		other, live.Active, live.Active, first.Round(time.Millisecond), took.Round(time.Millisecond), rep.Requests, rep.RatePerSecond, rep.Failed)
+
+	// The whole apply a user runs, there and back.
+	for _, to := range []bluegreen.Color{other, live.Active} {
+		rep, took, err = a.underLoad(ctx, "apply", func() error {
+			cmd := exec.CommandContext(ctx, "tools/demo.sh", "switch", string(to))
+			if out, err := cmd.CombinedOutput(); err != nil {
+				return fmt.Errorf("tools/demo.sh switch %s: %w\n%s", to, err, out)
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		first, _ = rep.FirstAfter("apply", versions[to])
+		fmt.Printf("terraform apply (make demo-switch) to %s: %s in all, first %s answer %s after it began; %d requests at %.0f/s, %d failed\n",
+			to, took.Round(100*time.Millisecond), to, first.Round(time.Millisecond), rep.Requests, rep.RatePerSecond, rep.Failed)
+	}
+	return nil
+}
+
+// underLoad runs step while the load runs through every endpoint, from 1 s before to
+// 1 s after it, and fails on any failed request.
+func (a *app) underLoad(ctx context.Context, mark string, step func() error) (loadgen.Report, time.Duration, error) {
+	load, err := loadgen.Start(ctx, loadgen.Options{Targets: a.endpoints, Concurrency: 8, MaxRequests: 1000000,
+		MaxDuration: 5 * time.Minute, DisableKeepAlive: true})
+	if err != nil {
+		return loadgen.Report{}, 0, err
+	}
+	time.Sleep(time.Second)
+	load.Mark(mark)
+	start := time.Now()
+	err = step()
+	took := time.Since(start)
+	time.Sleep(time.Second)
+	rep := load.Stop()
+	if err != nil {
+		return rep, took, err
+	}
+	if rep.Failed != 0 {
+		return rep, took, fmt.Errorf("%s: %d of %d requests failed: %v", mark, rep.Failed, rep.Requests, rep.Examples)
+	}
+	return rep, took, nil
+}
+
+func (a *app) switchStep(ctx context.Context, from, to bluegreen.Color) error {
+	_, err := bluegreen.Switch(ctx, a.health, a.proxies, bluegreen.Route{Active: from}, bluegreen.Route{Active: to},
+		bluegreen.SwitchOptions{MinHealthy: 2, Persist: a.routeFile.Persist})
+	return err
+}
+
+// reach finds the demo app's proxies and Consul in the state, through the nodes' SSH.
+func reach(ctx context.Context, statePath, keyPath string) (*app, error) {
+	state, err := acctest.ReadTFState(statePath)
+	if err != nil {
+		return nil, err
+	}
+	key, err := os.ReadFile(keyPath)
+	if err != nil {
+		return nil, err
+	}
+	pool, err := conn.NewPool(conn.Options{PrivateKey: key})
+	if err != nil {
+		return nil, err
+	}
+	instances := state.Instances("microswarm_microservice")
+	if len(instances) == 0 {
+		return nil, fmt.Errorf("no microswarm_microservice in %s", statePath)
+	}
+	attrs := instances[0]
+	name, _ := attrs["name"].(string)
+	a := &app{}
+	for _, ep := range attrs["endpoints"].([]any) {
+		a.endpoints = append(a.endpoints, ep.(string))
+	}
+	manager, err := pool.Open(ctx, acctest.Target(attrs, "host", "host_key"))
+	if err != nil {
+		return nil, err
+	}
+	api, err := manager.Consul(conn.ConsulConfig{})
+	if err != nil {
+		return nil, err
+	}
+	a.health = &bluegreen.ConsulHealth{API: api, Service: name}
+	deployment := bluegreen.ProxyDeployment{Service: bluegreen.Service{Name: name}}
+	a.routeFile.Path = deployment.MapFile()
+	for _, ph := range attrs["proxy_hosts"].([]any) {
+		h, err := pool.Open(ctx, acctest.Target(ph.(map[string]any), "host", "host_key"))
+		if err != nil {
+			return nil, err
+		}
+		a.routeFile.Nodes = append(a.routeFile.Nodes, h)
+		socket := deployment.AdminSocket()
+		a.proxies = append(a.proxies, &bluegreen.HAProxy{
+			Node:    h.Endpoint().Host,
+			MapPath: deployment.ContainerDir() + "/bluegreen.map",
+			Client: &haproxy.Client{Dial: func(ctx context.Context) (net.Conn, error) {
+				return h.DialContext(ctx, "unix", socket)
+			}},
+		})
+	}
+	return a, nil
+}
