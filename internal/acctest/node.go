@@ -10,6 +10,7 @@ import (
 
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/image"
+	"github.com/docker/docker/client"
 	"github.com/docker/docker/pkg/stdcopy"
 
 	"github.com/microswarm/terraform-provider-microswarm/internal/conn"
@@ -81,4 +82,26 @@ func RunContainer(ctx context.Context, pool *conn.Pool, target conn.Target, ref 
 		return "", err
 	}
 	return out.String(), nil
+}
+
+// HostEngine is this machine's Docker engine, with the given images on it, for tests
+// that run real containers locally; without them the test is skipped, except in CI,
+// where `make images` provides them and their absence fails the test.
+func HostEngine(t *testing.T, images ...string) *client.Client {
+	t.Helper()
+	docker, err := client.NewClientWithOpts(client.FromEnv, client.WithAPIVersionNegotiation())
+	if err != nil {
+		SkipOrFailInCI(t, "no docker engine: %v", err)
+	}
+	t.Cleanup(func() { _ = docker.Close() })
+	ctx := context.Background()
+	if _, err := docker.Ping(ctx); err != nil {
+		SkipOrFailInCI(t, "no docker engine: %v", err)
+	}
+	for _, ref := range images {
+		if _, err := docker.ImageInspect(ctx, ref); err != nil {
+			SkipOrFailInCI(t, "%s is not built (make images): %v", ref, err)
+		}
+	}
+	return docker
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/docker/docker/client"
 	"github.com/docker/go-connections/nat"
 
+	"github.com/microswarm/terraform-provider-microswarm/internal/acctest"
 	"github.com/microswarm/terraform-provider-microswarm/internal/wait"
 )
 
@@ -28,29 +29,10 @@ const (
 	appImageV2 = "microswarm/demo-app:2.0.0"
 )
 
-// hostEngine is this machine's Docker engine with the proxy and demo app images on it;
-// without them the test is skipped, except in CI, where `make images` provides them.
+// hostEngine is this machine's Docker engine with the images the test runs.
 func hostEngine(t *testing.T) *client.Client {
 	t.Helper()
-	skip := t.Skip
-	if os.Getenv("CI") != "" {
-		skip = t.Fatal
-	}
-	docker, err := client.NewClientWithOpts(client.FromEnv, client.WithAPIVersionNegotiation())
-	if err != nil {
-		skip("no docker engine: ", err)
-	}
-	t.Cleanup(func() { _ = docker.Close() })
-	ctx := context.Background()
-	if _, err := docker.Ping(ctx); err != nil {
-		skip("no docker engine: ", err)
-	}
-	for _, image := range []string{proxyImage, appImageV1, appImageV2} {
-		if _, err := docker.ImageInspect(ctx, image); err != nil {
-			skip(image+" is not built (tools/images/build.sh): ", err)
-		}
-	}
-	return docker
+	return acctest.HostEngine(t, proxyImage, appImageV1, appImageV2)
 }
 
 // proxyFixture is a blue/green proxy for service `service` in front of demo apps, all on

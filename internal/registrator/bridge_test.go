@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/http"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -15,33 +14,17 @@ import (
 	"github.com/docker/go-connections/nat"
 	consulapi "github.com/hashicorp/consul/api"
 
+	"github.com/microswarm/terraform-provider-microswarm/internal/acctest"
 	"github.com/microswarm/terraform-provider-microswarm/internal/consul/consultest"
 	"github.com/microswarm/terraform-provider-microswarm/internal/wait"
 )
 
 const testAppImage = "microswarm/demo-app:1.0.0"
 
-// hostEngine is this machine's Docker engine with the demo app image on it; without
-// one the test is skipped, except in CI, where `make images` provides both.
+// hostEngine is this machine's Docker engine with the images the test runs.
 func hostEngine(t *testing.T) *client.Client {
 	t.Helper()
-	skip := t.Skip
-	if os.Getenv("CI") != "" {
-		skip = t.Fatal
-	}
-	docker, err := client.NewClientWithOpts(client.FromEnv, client.WithAPIVersionNegotiation())
-	if err != nil {
-		skip("no docker engine: ", err)
-	}
-	t.Cleanup(func() { _ = docker.Close() })
-	ctx := context.Background()
-	if _, err := docker.Ping(ctx); err != nil {
-		skip("no docker engine: ", err)
-	}
-	if _, err := docker.ImageInspect(ctx, testAppImage); err != nil {
-		skip(testAppImage+" is not built (make images): ", err)
-	}
-	return docker
+	return acctest.HostEngine(t, testAppImage)
 }
 
 // runApp starts the demo app with a fast HEALTHCHECK, published on a loopback port, and
