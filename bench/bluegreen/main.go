@@ -126,11 +126,7 @@ func reach(ctx context.Context, statePath, keyPath string) (*app, error) {
 	if err != nil {
 		return nil, err
 	}
-	key, err := os.ReadFile(keyPath)
-	if err != nil {
-		return nil, err
-	}
-	pool, err := conn.NewPool(conn.Options{PrivateKey: key})
+	pool, err := acctest.PoolFromKeyFile(keyPath)
 	if err != nil {
 		return nil, err
 	}

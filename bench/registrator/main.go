@@ -56,11 +56,7 @@ func run(statePath, keyPath string, starts int) error {
 	if err != nil {
 		return err
 	}
-	key, err := os.ReadFile(keyPath)
-	if err != nil {
-		return err
-	}
-	pool, err := conn.NewPool(conn.Options{PrivateKey: key})
+	pool, err := acctest.PoolFromKeyFile(keyPath)
 	if err != nil {
 		return err
 	}

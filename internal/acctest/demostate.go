@@ -82,3 +82,12 @@ func (s TFState) Manager() (conn.Target, error) {
 	}
 	return conn.Target{}, fmt.Errorf("no swarm manager in the state")
 }
+
+// PoolFromKeyFile is a connection pool with the SSH private key in path (the demo's).
+func PoolFromKeyFile(path string) (*conn.Pool, error) {
+	key, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	return conn.NewPool(conn.Options{PrivateKey: key})
+}

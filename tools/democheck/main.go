@@ -57,11 +57,7 @@ func check(statePath, keyPath string) error {
 	if err != nil {
 		return err
 	}
-	key, err := os.ReadFile(keyPath)
-	if err != nil {
-		return err
-	}
-	pool, err := conn.NewPool(conn.Options{PrivateKey: key})
+	pool, err := acctest.PoolFromKeyFile(keyPath)
 	if err != nil {
 		return err
 	}
