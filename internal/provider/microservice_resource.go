@@ -14,6 +14,7 @@ import (
 	dockerswarm "github.com/docker/docker/api/types/swarm"
 	"github.com/docker/docker/client"
 	"github.com/hashicorp/terraform-plugin-framework-timeouts/resource/timeouts"
+	"github.com/hashicorp/terraform-plugin-framework-validators/float64validator"
 	"github.com/hashicorp/terraform-plugin-framework-validators/int64validator"
 	"github.com/hashicorp/terraform-plugin-framework-validators/listvalidator"
 	"github.com/hashicorp/terraform-plugin-framework-validators/stringvalidator"
@@ -99,14 +100,16 @@ type proxyHostModel struct {
 var proxyHostAttrTypes = map[string]attr.Type{"host": types.StringType, "host_key": types.StringType}
 
 type colorModel struct {
-	Image       types.String `tfsdk:"image"`
-	Replicas    types.Int64  `tfsdk:"replicas"`
-	Env         types.Map    `tfsdk:"env"`
-	Labels      types.Map    `tfsdk:"labels"`
-	Command     types.List   `tfsdk:"command"`
-	Args        types.List   `tfsdk:"args"`
-	Constraints types.List   `tfsdk:"constraints"`
-	Healthcheck types.Object `tfsdk:"healthcheck"`
+	Image       types.String  `tfsdk:"image"`
+	Replicas    types.Int64   `tfsdk:"replicas"`
+	Env         types.Map     `tfsdk:"env"`
+	Labels      types.Map     `tfsdk:"labels"`
+	Command     types.List    `tfsdk:"command"`
+	Args        types.List    `tfsdk:"args"`
+	Constraints types.List    `tfsdk:"constraints"`
+	Healthcheck types.Object  `tfsdk:"healthcheck"`
+	CPULimit    types.Float64 `tfsdk:"cpu_limit"`
+	MemoryLimit types.Int64   `tfsdk:"memory_limit_mb"`
 }
 
 type healthcheckModel struct {
@@ -126,6 +129,7 @@ var colorAttrTypes = map[string]attr.Type{
 	"command": types.ListType{ElemType: types.StringType}, "args": types.ListType{ElemType: types.StringType},
 	"constraints": types.ListType{ElemType: types.StringType},
 	"healthcheck": types.ObjectType{AttrTypes: healthcheckAttrTypes},
+	"cpu_limit":   types.Float64Type, "memory_limit_mb": types.Int64Type,
 }
 
 var (
@@ -194,6 +198,16 @@ func colorSchema(c bluegreen.Color) schema.SingleNestedAttribute {
 					"timeout":  schema.StringAttribute{MarkdownDescription: "Time one check may take (Go duration).", Optional: true, Validators: []validator.String{positiveDurationValidator{}}},
 					"retries":  schema.Int64Attribute{MarkdownDescription: "Failures in a row that make the task unhealthy.", Optional: true, Validators: []validator.Int64{int64validator.Between(1, 100)}},
 				},
+			},
+			"cpu_limit": schema.Float64Attribute{
+				MarkdownDescription: "CPUs each task may use at most (e.g. `0.5`). Unset: no limit.",
+				Optional:            true,
+				Validators:          []validator.Float64{float64validator.Between(0.01, 1024)},
+			},
+			"memory_limit_mb": schema.Int64Attribute{
+				MarkdownDescription: "Memory each task may use at most, in MiB. Unset: no limit.",
+				Optional:            true,
+				Validators:          []validator.Int64{int64validator.Between(4, 1<<20)},
 			},
 			"constraints": schema.ListAttribute{
 				MarkdownDescription: "Swarm placement constraints, e.g. `node.role==worker`.",
@@ -775,6 +789,20 @@ func (r *microserviceResource) deploy(ctx context.Context, plan, state *microser
 		diags.AddError("Invalid Route", err.Error())
 		return nil
 	}
+	// A node no longer among proxy_hosts loses the label, and so its proxy.
+	wanted := map[string]bool{}
+	for _, n := range d.nodes {
+		wanted[n.nodeID] = true
+	}
+	if all, err := mgr.NodeList(ctx, dockerswarm.NodeListOptions{}); err == nil {
+		for _, n := range all {
+			if _, labelled := n.Spec.Labels[d.proxy.NodeLabel()]; labelled && !wanted[n.ID] {
+				if err := swarmservice.SetNodeLabel(ctx, mgr, n.ID, d.proxy.NodeLabel(), ""); err != nil {
+					diags.AddWarning("Could Not Unlabel Former Proxy Node", err.Error())
+				}
+			}
+		}
+	}
 	for _, n := range d.nodes {
 		if err := swarmservice.SetNodeLabel(ctx, mgr, n.nodeID, d.proxy.NodeLabel(), "true"); err != nil {
 			diags.AddError("Could Not Label Proxy Node", err.Error())
@@ -962,7 +990,8 @@ func (d *deployment) observe(ctx context.Context, m *microserviceModel) {
 }
 
 func colorSpecOf(ctx context.Context, m colorModel, diags *diag.Diagnostics) bluegreen.ColorSpec {
-	spec := bluegreen.ColorSpec{Image: m.Image.ValueString(), Replicas: uint64(max(m.Replicas.ValueInt64(), 0))}
+	spec := bluegreen.ColorSpec{Image: m.Image.ValueString(), Replicas: uint64(max(m.Replicas.ValueInt64(), 0)),
+		CPULimit: m.CPULimit.ValueFloat64(), MemoryLimitMB: m.MemoryLimit.ValueInt64()}
 	diags.Append(m.Env.ElementsAs(ctx, &spec.Env, true)...)
 	diags.Append(m.Labels.ElementsAs(ctx, &spec.Labels, true)...)
 	diags.Append(m.Command.ElementsAs(ctx, &spec.Command, true)...)
@@ -1013,14 +1042,16 @@ func colorObjectFrom(ctx context.Context, spec bluegreen.ColorSpec, diags *diag.
 		return m
 	}
 	obj, d := types.ObjectValue(colorAttrTypes, map[string]attr.Value{
-		"image":       types.StringValue(spec.Image),
-		"replicas":    types.Int64Value(int64(spec.Replicas)),
-		"env":         mapOrNull(spec.Env),
-		"labels":      mapOrNull(spec.Labels),
-		"command":     stringListOrNull(spec.Command),
-		"args":        stringListOrNull(spec.Args),
-		"constraints": stringListOrNull(spec.Constraints),
-		"healthcheck": healthcheckObject(spec.Healthcheck, diags),
+		"image":           types.StringValue(spec.Image),
+		"replicas":        types.Int64Value(int64(spec.Replicas)),
+		"env":             mapOrNull(spec.Env),
+		"labels":          mapOrNull(spec.Labels),
+		"command":         stringListOrNull(spec.Command),
+		"args":            stringListOrNull(spec.Args),
+		"constraints":     stringListOrNull(spec.Constraints),
+		"healthcheck":     healthcheckObject(spec.Healthcheck, diags),
+		"cpu_limit":       float64OrNull(spec.CPULimit),
+		"memory_limit_mb": int64OrNull(spec.MemoryLimitMB),
 	})
 	diags.Append(d...)
 	return obj
@@ -1046,6 +1077,20 @@ func readServiceSettings(m *microserviceModel, spec dockerswarm.ServiceSpec) {
 			m.Port, m.HealthPath = types.Int64Value(int64(n)), types.StringValue(v)
 		}
 	}
+}
+
+func float64OrNull(v float64) types.Float64 {
+	if v == 0 {
+		return types.Float64Null()
+	}
+	return types.Float64Value(v)
+}
+
+func int64OrNull(v int64) types.Int64 {
+	if v == 0 {
+		return types.Int64Null()
+	}
+	return types.Int64Value(v)
 }
 
 func titleColor(c bluegreen.Color) string {

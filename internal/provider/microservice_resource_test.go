@@ -55,9 +55,11 @@ resource "microswarm_microservice" "test" {
 func colors(greenEnv string) string {
 	return `
   blue = {
-    image    = "microswarm/demo-app:1.0.0"
-    replicas = 2
-    env      = { COLOR = "blue", SHUTDOWN_DELAY = "1s" }
+    image           = "microswarm/demo-app:1.0.0"
+    replicas        = 2
+    env             = { COLOR = "blue", SHUTDOWN_DELAY = "1s" }
+    cpu_limit       = 0.5
+    memory_limit_mb = 64
   }
   green = {
     image    = "microswarm/demo-app:2.0.0"
