@@ -60,7 +60,9 @@ up() {
   terraform -chdir="$EXAMPLE" apply -auto-approve -input=false -state="$STATE/terraform.tfstate" -var "active=$active"
   terraform -chdir="$EXAMPLE" output -state="$STATE/terraform.tfstate"
   check
-  log "the demo cluster is up; tear it down with: make demo-down"
+  log "the demo cluster is up. Next:"
+  log "  make demo-switch   switch the demo app to the other color (blue v1 <-> green v2), no failed request"
+  log "  make demo-down     remove everything"
 }
 
 # check proves the cluster works as a user sees it: every node runs a container through

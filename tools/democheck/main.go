@@ -8,9 +8,12 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"encoding/json"
 	"encoding/pem"
 	"flag"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"strings"
 	"time"
@@ -92,7 +95,42 @@ func check(statePath, keyPath string) error {
 	if err := checkSwarm(ctx, pool, state); err != nil {
 		return err
 	}
-	return checkRegistrator(ctx, pool, state)
+	if err := checkRegistrator(ctx, pool, state); err != nil {
+		return err
+	}
+	return checkApp(ctx, state)
+}
+
+// checkApp asks the demo app through every proxy, as a user's client would, and checks
+// that the live color answers.
+func checkApp(ctx context.Context, state acctest.TFState) error {
+	for _, a := range state.Instances("microswarm_microservice") {
+		live, _ := a["live_color"].(string)
+		endpoints, _ := a["endpoints"].([]any)
+		client := http.Client{Timeout: 5 * time.Second}
+		for _, ep := range endpoints {
+			url, _ := ep.(string)
+			req, err := http.NewRequestWithContext(ctx, http.MethodGet, url+"/", nil)
+			if err != nil {
+				return err
+			}
+			resp, err := client.Do(req)
+			if err != nil {
+				return fmt.Errorf("app through %s: %w", url, err)
+			}
+			body, err := io.ReadAll(resp.Body)
+			_ = resp.Body.Close()
+			if err != nil {
+				return err
+			}
+			var answer struct{ Version, Color string }
+			if resp.StatusCode != http.StatusOK || json.Unmarshal(body, &answer) != nil || answer.Color != live {
+				return fmt.Errorf("app through %s answered %s %s, want the live color %s", url, resp.Status, strings.TrimSpace(string(body)), live)
+			}
+			fmt.Printf("app: %s answered version %s (%s)\n", url, answer.Version, answer.Color)
+		}
+	}
+	return nil
 }
 
 // checkRegistrator counts the registrator's running tasks through the manager.
