@@ -252,12 +252,8 @@ func (r *registratorResource) Create(ctx context.Context, req resource.CreateReq
 	}
 	ctx, cancel := withTimeout(ctx, plan.Timeouts.Create, 10*time.Minute, &resp.Diagnostics)
 	defer cancel()
-	docker := r.data.managerDocker(ctx, plan.Host, &plan.HostKey, false, &resp.Diagnostics)
-	if docker == nil {
-		return
-	}
-	d := registratorDeployment(ctx, plan, &resp.Diagnostics)
-	if resp.Diagnostics.HasError() || !r.attachToken(ctx, docker, plan, &d, &resp.Diagnostics) {
+	docker, d, ok := r.prepare(ctx, &plan, &resp.Diagnostics)
+	if !ok {
 		return
 	}
 	svc, adopted, err := swarmservice.Ensure(ctx, docker, d.Spec(), registratorOwner)
@@ -321,12 +317,8 @@ func (r *registratorResource) Update(ctx context.Context, req resource.UpdateReq
 	}
 	ctx, cancel := withTimeout(ctx, plan.Timeouts.Update, 10*time.Minute, &resp.Diagnostics)
 	defer cancel()
-	docker := r.data.managerDocker(ctx, plan.Host, &plan.HostKey, false, &resp.Diagnostics)
-	if docker == nil {
-		return
-	}
-	d := registratorDeployment(ctx, plan, &resp.Diagnostics)
-	if resp.Diagnostics.HasError() || !r.attachToken(ctx, docker, plan, &d, &resp.Diagnostics) {
+	docker, d, ok := r.prepare(ctx, &plan, &resp.Diagnostics)
+	if !ok {
 		return
 	}
 	old, err := swarmservice.Get(ctx, docker, state.ID.ValueString())
@@ -395,6 +387,20 @@ func (r *registratorResource) ImportState(ctx context.Context, req resource.Impo
 	}
 	resp.Diagnostics.Append(resp.State.SetAttribute(ctx, path.Root("host"), host)...)
 	resp.Diagnostics.Append(resp.State.SetAttribute(ctx, path.Root("id"), name)...)
+}
+
+// prepare reaches the manager and builds the deployment the plan describes, its Consul
+// token stored as a swarm secret.
+func (r *registratorResource) prepare(ctx context.Context, plan *registratorModel, diags *diag.Diagnostics) (*client.Client, registrator.Deployment, bool) {
+	docker := r.data.managerDocker(ctx, plan.Host, &plan.HostKey, false, diags)
+	if docker == nil {
+		return nil, registrator.Deployment{}, false
+	}
+	d := registratorDeployment(ctx, *plan, diags)
+	if diags.HasError() || !r.attachToken(ctx, docker, *plan, &d, diags) {
+		return nil, d, false
+	}
+	return docker, d, true
 }
 
 // attachToken stores the Consul token as a swarm secret named by its hash and points
