@@ -28,7 +28,7 @@ func (p *HAProxy) Route(ctx context.Context) (Route, error) {
 	if err != nil {
 		return Route{}, err
 	}
-	return Route{Active: Color(r.Active), Canary: r.CanaryPercent}, nil
+	return Route{Active: r.Active, Canary: r.CanaryPercent}, nil
 }
 
 // SetRoute writes the canary share first when it shrinks and last when it grows, so no
@@ -44,7 +44,7 @@ func (p *HAProxy) SetRoute(ctx context.Context, r Route) error {
 		}
 	}
 	if r.Active != current.Active {
-		if err := p.Client.SetActive(ctx, p.MapPath, haproxy.Color(r.Active)); err != nil {
+		if err := p.Client.SetActive(ctx, p.MapPath, r.Active); err != nil {
 			return err
 		}
 	}
@@ -129,7 +129,7 @@ type RouteFile struct {
 
 // Persist writes r to every node; it is SwitchOptions.Persist.
 func (f RouteFile) Persist(ctx context.Context, r Route) error {
-	text, err := haproxy.RenderMap(haproxy.Color(r.Active), r.Canary)
+	text, err := haproxy.RenderMap(r.Active, r.Canary)
 	if err != nil {
 		return err
 	}

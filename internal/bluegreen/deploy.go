@@ -1,7 +1,6 @@
 package bluegreen
 
 import (
-	"fmt"
 	"maps"
 	"slices"
 	"strconv"
@@ -242,14 +241,4 @@ func (p ProxyDeployment) Spec() swarm.ServiceSpec {
 			PublishMode: swarm.PortConfigPublishModeHost,
 		}}},
 	}
-}
-
-// ParseColor checks a color name.
-func ParseColor(s string) (Color, error) {
-	for _, c := range Colors {
-		if string(c) == s {
-			return c, nil
-		}
-	}
-	return "", fmt.Errorf("color %q: want blue or green", s)
 }

@@ -13,26 +13,21 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/microswarm/terraform-provider-microswarm/internal/haproxy"
 )
 
-// Color is one of the two deployments of a service.
-type Color string
+// Color is one of the two deployments of a service: the proxy's own notion of it, so
+// routes pass to HAProxy without conversion.
+type Color = haproxy.Color
 
 const (
-	Blue  Color = "blue"
-	Green Color = "green"
+	Blue  = haproxy.Blue
+	Green = haproxy.Green
 )
 
 // Colors lists the colors, for validators and docs.
-var Colors = []Color{Blue, Green}
-
-// Other is the color that is not c.
-func (c Color) Other() Color {
-	if c == Blue {
-		return Green
-	}
-	return Blue
-}
+var Colors = haproxy.Colors
 
 // Route is what a proxy sends where: every request to Active, except Canary percent of
 // them to the other color.

@@ -423,6 +423,11 @@ func (r *microserviceResource) ValidateConfig(ctx context.Context, req resource.
 	}
 }
 
+// route is the routing the model asks for.
+func (m *microserviceModel) route() bluegreen.Route {
+	return bluegreen.Route{Active: bluegreen.Color(m.Active.ValueString()), Canary: int(m.CanaryWeight.ValueInt64())}
+}
+
 func (m *microserviceModel) colorObject(c bluegreen.Color) types.Object {
 	if c == bluegreen.Blue {
 		return m.Blue
@@ -460,7 +465,7 @@ func (r *microserviceResource) Create(ctx context.Context, req resource.CreateRe
 	if resp.Diagnostics.HasError() {
 		return
 	}
-	target := bluegreen.Route{Active: bluegreen.Color(plan.Active.ValueString()), Canary: int(plan.CanaryWeight.ValueInt64())}
+	target := plan.route()
 	if err := d.awaitGate(ctx, target.Active, int(plan.MinHealthy.ValueInt64())); err != nil {
 		resp.Diagnostics.AddError("Active Color Not Healthy", fmt.Sprintf("Service %s: %s.", plan.Name.ValueString(), err))
 		return
@@ -492,7 +497,7 @@ func (r *microserviceResource) Update(ctx context.Context, req resource.UpdateRe
 		resp.Diagnostics.AddError("Could Not Read the Proxies' Routing", fmt.Sprintf("Service %s: %s.", plan.Name.ValueString(), err))
 		return
 	}
-	to := bluegreen.Route{Active: bluegreen.Color(plan.Active.ValueString()), Canary: int(plan.CanaryWeight.ValueInt64())}
+	to := plan.route()
 	if to != from {
 		r.doSwitch(ctx, d, &plan, from, to, &resp.Diagnostics)
 	}
@@ -780,11 +785,11 @@ func (r *microserviceResource) deploy(ctx context.Context, plan, state *microser
 	}
 	// The proxy nodes: labelled for the proxy's placement, each with the directory and
 	// routing map the proxy loads at start (kept if there: it holds the live route).
-	route := bluegreen.Route{Active: bluegreen.Color(plan.Active.ValueString()), Canary: int(plan.CanaryWeight.ValueInt64())}
+	route := plan.route()
 	if state != nil {
-		route = bluegreen.Route{Active: bluegreen.Color(state.Active.ValueString()), Canary: int(state.CanaryWeight.ValueInt64())}
+		route = state.route()
 	}
-	mapText, err := haproxy.RenderMap(haproxy.Color(route.Active), route.Canary)
+	mapText, err := haproxy.RenderMap(route.Active, route.Canary)
 	if err != nil {
 		diags.AddError("Invalid Route", err.Error())
 		return nil

@@ -93,7 +93,7 @@ func Ensure(ctx context.Context, e Engine, spec swarm.ServiceSpec, owner string)
 		if existing.Spec.Labels[LabelOwner] != owner || existing.Spec.Name != spec.Name {
 			return swarm.Service{}, false, &ForeignServiceError{Name: spec.Name, ID: existing.ID}
 		}
-		if err := Update(ctx, e, existing.ID, spec, owner); err != nil {
+		if err := update(ctx, e, existing, spec); err != nil {
 			return swarm.Service{}, false, err
 		}
 		svc, err = Get(ctx, e, existing.ID)
@@ -111,11 +111,15 @@ func Ensure(ctx context.Context, e Engine, spec swarm.ServiceSpec, owner string)
 
 // Update brings the service to spec, unless it already is (the same spec hash).
 func Update(ctx context.Context, e Engine, id string, spec swarm.ServiceSpec, owner string) error {
-	spec = withOwner(spec, owner)
 	current, err := Get(ctx, e, id)
 	if err != nil {
 		return err
 	}
+	return update(ctx, e, current, withOwner(spec, owner))
+}
+
+// update brings current to spec (already labelled by withOwner), unless it already is.
+func update(ctx context.Context, e Engine, current swarm.Service, spec swarm.ServiceSpec) error {
 	if current.Spec.Labels[LabelSpecHash] == spec.Labels[LabelSpecHash] && sameJSON(coreOf(current.Spec), coreOf(spec)) {
 		return nil
 	}
