@@ -97,7 +97,9 @@ output "app_live" {
 
 output "nodes" {
   value = {
-    for n in microswarm_droplet_node.node : n.name => {
+    for i, n in microswarm_droplet_node.node : n.name => {
+      droplet_id     = n.id
+      role           = i == 0 ? "manager" : "worker"
       docker_host    = n.docker_host
       private_ip     = n.ipv4_address_private
       docker_version = n.docker_version
