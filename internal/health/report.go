@@ -1,0 +1,277 @@
+// Package health reads Consul's view of a service, a node or a whole datacenter, and keeps
+// the failure ledger behind replace_token: a counter that moves once per new failure and
+// never on recovery, so a resource that follows it is replaced exactly once per failure.
+package health
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+
+	consulapi "github.com/hashicorp/consul/api"
+)
+
+// Statuses, from best to worst.
+const (
+	Passing  = consulapi.HealthPassing
+	Warning  = consulapi.HealthWarning
+	Critical = consulapi.HealthCritical
+)
+
+// Scope is what a report covers: one service (optionally only its instances with Tag),
+// one node, or, with neither, the whole datacenter. Datacenter picks the datacenter to
+// ask; empty is the agent's own.
+type Scope struct {
+	Service    string
+	Tag        string
+	Node       string
+	Datacenter string
+}
+
+// Validate rejects combinations that name no single subject.
+func (s Scope) Validate() error {
+	switch {
+	case s.Service != "" && s.Node != "":
+		return fmt.Errorf("service and node are exclusive: a report covers one service, one node or the whole datacenter")
+	case s.Tag != "" && s.Service == "":
+		return fmt.Errorf("tag filters a service's instances: set service too")
+	}
+	return nil
+}
+
+// String names the scope, e.g. `service demo-app (tag blue)`, `node web-1`, `datacenter dc1`.
+func (s Scope) String() string {
+	dc := s.Datacenter
+	if dc == "" {
+		dc = "(agent's)"
+	}
+	switch {
+	case s.Service != "" && s.Tag != "":
+		return fmt.Sprintf("service %s (tag %s) in datacenter %s", s.Service, s.Tag, dc)
+	case s.Service != "":
+		return fmt.Sprintf("service %s in datacenter %s", s.Service, dc)
+	case s.Node != "":
+		return fmt.Sprintf("node %s in datacenter %s", s.Node, dc)
+	}
+	return "datacenter " + dc
+}
+
+// Check is one Consul health check.
+type Check struct {
+	ID, Name, Status, Output string
+}
+
+// Instance is one registered service instance and its checks (its node's checks included,
+// as Consul counts them).
+type Instance struct {
+	ID, Service, Node, Address string
+	Port                       int
+	Tags                       []string
+	Status                     string
+	Checks                     []Check
+}
+
+// Node is one catalog node and its node-level checks (serfHealth: is the agent alive).
+type Node struct {
+	ID, Name, Address, Status string
+	Checks                    []Check
+}
+
+// Report is what Read saw.
+type Report struct {
+	// Status is the worst status in scope; critical also when the subject is missing (a
+	// service with no instance, a node not in the catalog).
+	Status string
+	// Passing, Warning and Critical count instances by their aggregated status.
+	Passing, Warning, Critical int
+	Instances                  []Instance
+	Nodes                      []Node
+	// Failing names each critical subject: an instance (by service ID), a node (by name
+	// and node ID, so a replacement with the same name is a different subject) or a
+	// missing subject. A node-scope report counts node-level checks only: an app
+	// failing on a node is the app's failure, not the node's.
+	Failing []string
+	// Missing says what the scope names that Consul does not know, if anything.
+	Missing string
+}
+
+// Read asks Consul (through any agent) for the scope's health. Stale reads are allowed so
+// that a cluster that lost its leader still reports what its agents know.
+func Read(ctx context.Context, api *consulapi.Client, s Scope) (*Report, error) {
+	if err := s.Validate(); err != nil {
+		return nil, err
+	}
+	q := (&consulapi.QueryOptions{Datacenter: s.Datacenter, AllowStale: true}).WithContext(ctx)
+	r := &Report{}
+	switch {
+	case s.Service != "":
+		entries, _, err := api.Health().Service(s.Service, s.Tag, false, q)
+		if err != nil {
+			return nil, fmt.Errorf("health of %s: %w", s, err)
+		}
+		seen := map[string]bool{}
+		for _, e := range entries {
+			if !seen[e.Node.Node] {
+				seen[e.Node.Node] = true
+				r.Nodes = append(r.Nodes, nodeOf(e.Node, e.Checks))
+			}
+			in := Instance{ID: e.Service.ID, Service: e.Service.Service, Node: e.Node.Node,
+				Address: cmp.Or(e.Service.Address, e.Node.Address), Port: e.Service.Port, Tags: e.Service.Tags}
+			for _, c := range e.Checks {
+				in.Checks = append(in.Checks, checkOf(c))
+			}
+			in.Status = worst(in.Checks)
+			r.addInstance(in, true)
+		}
+		if len(entries) == 0 {
+			r.Missing = fmt.Sprintf("no instance of %s is registered", s)
+		}
+	case s.Node != "":
+		node, _, err := api.Catalog().Node(s.Node, q)
+		if err != nil {
+			return nil, fmt.Errorf("catalog entry of %s: %w", s, err)
+		}
+		if node == nil || node.Node == nil {
+			r.Missing = fmt.Sprintf("%s is not in Consul's catalog", s)
+			break
+		}
+		checks, _, err := api.Health().Node(s.Node, q)
+		if err != nil {
+			return nil, fmt.Errorf("health of %s: %w", s, err)
+		}
+		services := make([]*consulapi.AgentService, 0, len(node.Services))
+		for _, svc := range node.Services {
+			services = append(services, svc)
+		}
+		// The node is the subject: its apps' failures are reported, not counted as its own.
+		r.addNode(node.Node, checks, services, false)
+	default:
+		nodes, _, err := api.Catalog().Nodes(q)
+		if err != nil {
+			return nil, fmt.Errorf("nodes of %s: %w", s, err)
+		}
+		checks, _, err := api.Health().State(consulapi.HealthAny, q)
+		if err != nil {
+			return nil, fmt.Errorf("checks of %s: %w", s, err)
+		}
+		byNode := map[string]consulapi.HealthChecks{}
+		for _, c := range checks {
+			byNode[c.Node] = append(byNode[c.Node], c)
+		}
+		for _, cn := range nodes {
+			services, _, err := api.Catalog().NodeServiceList(cn.Node, q)
+			if err != nil {
+				return nil, fmt.Errorf("services of node %s: %w", cn.Node, err)
+			}
+			var list []*consulapi.AgentService
+			if services != nil {
+				list = services.Services
+			}
+			r.addNode(cn, byNode[cn.Node], list, true)
+		}
+		if len(nodes) == 0 {
+			r.Missing = fmt.Sprintf("%s has no node", s)
+		}
+	}
+	r.finish()
+	return r, nil
+}
+
+// addNode records a node, its node-level checks, and its service instances with the checks
+// Consul counts for them (theirs and the node's). instancesFail says whether a critical
+// instance is a failure of the scope.
+func (r *Report) addNode(cn *consulapi.Node, checks consulapi.HealthChecks, services []*consulapi.AgentService, instancesFail bool) {
+	n := nodeOf(cn, checks)
+	r.Nodes = append(r.Nodes, n)
+	slices.SortFunc(services, func(a, b *consulapi.AgentService) int { return strings.Compare(a.ID, b.ID) })
+	for _, svc := range services {
+		in := Instance{ID: svc.ID, Service: svc.Service, Node: cn.Node, Address: cmp.Or(svc.Address, cn.Address), Port: svc.Port, Tags: svc.Tags}
+		for _, c := range checks {
+			if c.ServiceID == svc.ID || c.ServiceID == "" {
+				in.Checks = append(in.Checks, checkOf(c))
+			}
+		}
+		in.Status = worst(in.Checks)
+		r.addInstance(in, instancesFail)
+	}
+}
+
+func (r *Report) addInstance(in Instance, fails bool) {
+	r.Instances = append(r.Instances, in)
+	switch in.Status {
+	case Passing:
+		r.Passing++
+	case Warning:
+		r.Warning++
+	default:
+		r.Critical++
+		if fails {
+			r.Failing = append(r.Failing, "instance:"+in.Node+"/"+in.ID)
+		}
+	}
+}
+
+// finish settles the overall status and the node failures, in a stable order.
+func (r *Report) finish() {
+	statuses := []string{Passing}
+	for _, n := range r.Nodes {
+		statuses = append(statuses, n.Status)
+		if n.Status == Critical {
+			// The node ID keeps a replacement that took the name apart from the failed node.
+			r.Failing = append(r.Failing, "node:"+n.Name+"/"+n.ID)
+		}
+	}
+	for _, in := range r.Instances {
+		statuses = append(statuses, in.Status)
+	}
+	if r.Missing != "" {
+		statuses = append(statuses, Critical)
+		r.Failing = append(r.Failing, "missing:"+r.Missing)
+	}
+	r.Status = worstOf(statuses)
+	slices.Sort(r.Failing)
+	r.Failing = slices.Compact(r.Failing)
+}
+
+func nodeOf(cn *consulapi.Node, checks consulapi.HealthChecks) Node {
+	n := Node{ID: cn.ID, Name: cn.Node, Address: cn.Address}
+	for _, c := range checks {
+		if c.ServiceID == "" && c.Node == cn.Node {
+			n.Checks = append(n.Checks, checkOf(c))
+		}
+	}
+	n.Status = worst(n.Checks)
+	return n
+}
+
+func checkOf(c *consulapi.HealthCheck) Check {
+	return Check{ID: c.CheckID, Name: c.Name, Status: c.Status, Output: strings.TrimSpace(c.Output)}
+}
+
+// worst is the aggregated status of checks, as Consul computes it: maintenance counts as
+// critical; no check at all is passing.
+func worst(checks []Check) string {
+	statuses := make([]string, 0, len(checks))
+	for _, c := range checks {
+		statuses = append(statuses, c.Status)
+	}
+	return worstOf(statuses)
+}
+
+func worstOf(statuses []string) string {
+	out := Passing
+	for _, s := range statuses {
+		switch s {
+		case Passing:
+		case Warning:
+			if out == Passing {
+				out = Warning
+			}
+		default: // critical, maintenance, or anything Consul adds later
+			out = Critical
+		}
+	}
+	return out
+}
