@@ -257,7 +257,7 @@ func (p *microswarmProvider) Resources(context.Context) []func() resource.Resour
 }
 
 func (p *microswarmProvider) DataSources(context.Context) []func() datasource.DataSource {
-	return nil
+	return []func() datasource.DataSource{NewHealthDataSource}
 }
 
 // settings are the provider's effective configuration: attributes, else environment

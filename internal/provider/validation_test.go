@@ -37,6 +37,10 @@ func dropletBlock(o map[string]string) string {
 	return block("microswarm_droplet_node", map[string]string{"name": `"n1"`, "region": `"nyc3"`, "size": `"s-1vcpu-1gb"`}, o)
 }
 
+func healthBlock(o map[string]string) string {
+	return strings.Replace(block("microswarm_health", map[string]string{"host": `"ssh://root@127.0.0.1:2201"`}, o), "resource ", "data ", 1)
+}
+
 func consulServerBlock(o map[string]string) string {
 	return block("microswarm_consul_server", map[string]string{"host": `"ssh://root@127.0.0.1:2201"`, "advertise_addr": `"10.10.0.1"`,
 		"bootstrap_expect": "3", "retry_join": `["10.10.0.1", "10.10.0.2", "10.10.0.3"]`}, o)
@@ -100,6 +104,17 @@ func TestPlanTimeValidation(t *testing.T) {
 		"droplet vpc_uuid: not a uuid":       {config: dropletBlock(map[string]string{"vpc_uuid": `"default"`}), path: "vpc_uuid"},
 		"droplet ssh_keys: not an id or md5": {config: dropletBlock(map[string]string{"ssh_keys": `["my key"]`}), path: `ssh_keys[Value("my key")]`},
 		"droplet tags: the managed tag":      {config: dropletBlock(map[string]string{"tags": `["microswarm"]`}), path: `tags[Value("microswarm")]`},
+		"droplet when_off: unknown action":   {config: dropletBlock(map[string]string{"when_off": `"reboot"`}), path: "when_off"},
+
+		// data.microswarm_health.
+		"health: service and node":       {config: healthBlock(map[string]string{"service": `"web"`, "node": `"w1"`}), path: "node"},
+		"health tag: without a service":  {config: healthBlock(map[string]string{"tag": `"blue"`}), path: "tag"},
+		"health node: not a node name":   {config: healthBlock(map[string]string{"node": `"web_1!"`}), path: "node"},
+		"health host: ftp":               {config: healthBlock(map[string]string{"host": `"ftp://10.10.0.1"`}), path: "host"},
+		"health consul_address: no port": {config: healthBlock(map[string]string{"consul_address": `"localhost"`}), path: "consul_address"},
+		"health consul_ca_pem: garbage":  {config: healthBlock(map[string]string{"consul_ca_pem": `"not a pem"`}), path: "consul_ca_pem"},
+		"health datacenter: upper case":  {config: healthBlock(map[string]string{"datacenter": `"DC1"`}), path: "datacenter"},
+		"health timeouts: words":         {config: healthBlock(map[string]string{"timeouts": `{ read = "2 minutes" }`}), path: "timeouts.read"},
 
 		// microswarm_consul_server.
 		"consul server host: tcp without TLS":       {config: consulServerBlock(map[string]string{"host": `"tcp://10.10.0.1:2376"`}), path: "host"},
