@@ -57,6 +57,15 @@ var (
 	tagPattern       = regexp.MustCompile(`^[a-zA-Z0-9_:-]{1,255}$`)
 )
 
+// What a plan does with a droplet found off.
+const (
+	whenOffReplace = "replace"
+	whenOffPowerOn = "power_on"
+	whenOffIgnore  = "ignore"
+)
+
+var whenOffActions = []string{whenOffReplace, whenOffPowerOn, whenOffIgnore}
+
 func NewDropletNodeResource() resource.Resource { return &dropletNodeResource{} }
 
 type dropletNodeResource struct {
@@ -81,6 +90,7 @@ type dropletNodeModel struct {
 	SSHHostKey         types.String   `tfsdk:"ssh_host_key"`
 	IdempotencyToken   types.String   `tfsdk:"idempotency_token"`
 	Status             types.String   `tfsdk:"status"`
+	WhenOff            types.String   `tfsdk:"when_off"`
 	Timeouts           timeouts.Value `tfsdk:"timeouts"`
 }
 
@@ -199,8 +209,19 @@ func (r *dropletNodeResource) Schema(ctx context.Context, _ resource.SchemaReque
 				PlanModifiers: []planmodifier.String{stringplanmodifier.UseStateForUnknown()},
 			},
 			"status": schema.StringAttribute{
-				MarkdownDescription: "The droplet's status: `new`, `active`, `off` or `archive`.",
+				MarkdownDescription: "The droplet's status: `new`, `active`, `off` or `archive`. A droplet found `off` is healed as `when_off` says.",
 				Computed:            true,
+			},
+			"when_off": schema.StringAttribute{
+				MarkdownDescription: "What the next plan does with a droplet a refresh finds `off` (powered off, crashed, or stopped by the " +
+					"cloud): " + describeOneOf(whenOffActions) + ". Default: `replace`, because a node that went down unannounced is the " +
+					"failure self-healing exists for: a fresh droplet comes up with a fresh, pinned host key and joins the swarm and Consul " +
+					"again through the resources that follow its `docker_host`, while its dead swarm node and Consul member are cleaned up. " +
+					"Choose `power_on` to keep the droplet (its disk, its addresses) and boot it in place; `ignore` leaves it off.",
+				Optional:   true,
+				Computed:   true,
+				Default:    stringdefault.StaticString(whenOffReplace),
+				Validators: []validator.String{stringvalidator.OneOf(whenOffActions...)},
 			},
 			"timeouts": withDurationValidators(timeouts.Attributes(ctx, timeouts.Opts{Create: true, Update: true, Delete: true,
 				CreateDescription: "How long creating may take, from the API call until SSH and Docker answer. Default: `10m`.",
@@ -224,6 +245,9 @@ func (r *dropletNodeResource) ModifyPlan(ctx context.Context, req resource.Modif
 	if r.data.cloud != nil {
 		r.checkSlugs(ctx, req, resp)
 	}
+	if !req.State.Raw.IsNull() {
+		planWhenOff(ctx, req, resp)
+	}
 	if r.data.cloud == nil {
 		resp.Diagnostics.AddError("Missing DigitalOcean Token",
 			"microswarm_droplet_node needs the provider's do_token (or the "+envToken+" environment variable).")
@@ -234,6 +258,32 @@ func (r *dropletNodeResource) ModifyPlan(ctx context.Context, req resource.Modif
 				"public half with DigitalOcean so that it can reach the node and check that Docker answers. "+
 				"ssh_keys alone are not enough, because the provider holds none of their private keys.")
 	}
+}
+
+// planWhenOff heals a droplet the refresh found off, as when_off says: a replacement, or
+// an in-place power-on. Either way the plan shows status going from off to active, and a
+// warning says why.
+func planWhenOff(ctx context.Context, req resource.ModifyPlanRequest, resp *resource.ModifyPlanResponse) {
+	var status, name, whenOff types.String
+	resp.Diagnostics.Append(req.State.GetAttribute(ctx, path.Root("status"), &status)...)
+	resp.Diagnostics.Append(req.State.GetAttribute(ctx, path.Root("name"), &name)...)
+	resp.Diagnostics.Append(req.Plan.GetAttribute(ctx, path.Root("when_off"), &whenOff)...)
+	if resp.Diagnostics.HasError() || status.ValueString() != "off" || whenOff.IsUnknown() {
+		return
+	}
+	what := "leaves it off (when_off = ignore)"
+	switch whenOff.ValueString() {
+	case whenOffReplace:
+		resp.RequiresReplace = append(resp.RequiresReplace, path.Root("status"))
+		what = "replaces it (when_off = replace); what follows its docker_host moves to the new droplet"
+	case whenOffPowerOn:
+		what = "powers it on in place (when_off = power_on)"
+	default:
+		resp.Diagnostics.Append(resp.Plan.SetAttribute(ctx, path.Root("status"), status)...)
+		return
+	}
+	resp.Diagnostics.Append(resp.Plan.SetAttribute(ctx, path.Root("status"), types.StringValue("active"))...)
+	resp.Diagnostics.AddWarning("Droplet Found Off", fmt.Sprintf("Droplet %s is off; this plan %s.", name.ValueString(), what))
 }
 
 // checkSlugs checks the region, size and image a plan creates or changes against the
@@ -475,6 +525,9 @@ func (r *dropletNodeResource) Read(ctx context.Context, req resource.ReadRequest
 	if state.Image.IsNull() || d.Image != "" {
 		state.Image = types.StringValue(d.Image)
 	}
+	if state.WhenOff.IsNull() {
+		state.WhenOff = types.StringValue(whenOffReplace) // an import: the default
+	}
 	state.Name = types.StringValue(d.Name)
 	state.Region = types.StringValue(d.Region)
 	state.Size = types.StringValue(d.Size)
@@ -529,6 +582,18 @@ func (r *dropletNodeResource) Update(ctx context.Context, req resource.UpdateReq
 	if !plan.Size.Equal(state.Size) {
 		if err := cloud.Resize(ctx, id, plan.Size.ValueString()); err != nil {
 			resp.Diagnostics.AddAttributeError(path.Root("size"), "Could Not Resize Droplet", err.Error())
+			return
+		}
+		_, ready, diags := r.waitReady(ctx, id, conn.Target{HostKey: hostKey})
+		resp.Diagnostics.Append(diags...)
+		if resp.Diagnostics.HasError() {
+			return
+		}
+		dockerVersion = ready.DockerVersion
+	}
+	if state.Status.ValueString() == "off" && plan.Status.ValueString() == "active" {
+		if err := cloud.PowerOn(ctx, id); err != nil {
+			resp.Diagnostics.AddAttributeError(path.Root("when_off"), "Could Not Power the Droplet On", err.Error())
 			return
 		}
 		_, ready, diags := r.waitReady(ctx, id, conn.Target{HostKey: hostKey})
