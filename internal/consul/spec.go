@@ -382,11 +382,16 @@ func (s Spec) VolumeName() string { return s.ContainerName + "-data" }
 
 // Hash identifies everything the container is made from. It covers the secrets too, so
 // a changed key is a changed container; a SHA-256 of high-entropy keys reveals nothing.
+//
+// RetryJoin is left out: it only says where to find the cluster when the agent starts, so
+// a running member need not restart when it changes (a replaced node's new address would
+// otherwise restart every healthy server at once, with the quorum already one short).
 func (s Spec) Hash() string {
+	s.RetryJoin = nil
 	cfg, host := s.containerConfig(), s.HostConfig()
 	h := sha256.New()
 	enc := json.NewEncoder(h)
-	_ = enc.Encode([]any{"v1", cfg.Image, cfg.Entrypoint, cfg.Cmd, host.NetworkMode, host.RestartPolicy, host.Mounts, host.LogConfig})
+	_ = enc.Encode([]any{"v2", cfg.Image, cfg.Entrypoint, cfg.Cmd, host.NetworkMode, host.RestartPolicy, host.Mounts, host.LogConfig})
 	for _, f := range s.Files() {
 		_ = enc.Encode([]any{f.Path, f.Mode, f.Content})
 	}

@@ -44,7 +44,7 @@ func (r *consulAgentResource) Metadata(_ context.Context, req resource.MetadataR
 func (r *consulAgentResource) Schema(ctx context.Context, _ resource.SchemaRequest, resp *resource.SchemaResponse) {
 	attrs := consulSchemaAttributes(ctx, consul.RoleAgent)
 	attrs["retry_join"] = schema.ListAttribute{
-		MarkdownDescription: "Addresses of the servers to join (`IP` or `IP:PORT`): their `advertise_addr`. Changes in place (the agent is recreated).",
+		MarkdownDescription: "Addresses of the servers to join (`IP` or `IP:PORT`): their `advertise_addr`. Used when the agent starts; changing it updates the state without restarting a running agent (it is a member already), and the next container made uses the new list.",
 		Required:            true,
 		ElementType:         types.StringType,
 		Validators:          consulRetryJoinValidators(),

@@ -369,9 +369,13 @@ func consulFillFromContainer(ctx context.Context, role consul.Role, m *consulCon
 	m.ClientAddr = types.StringValue(s.ClientAddr)
 	m.UI = types.BoolValue(s.UI)
 	m.Ports = consulPortsValue(role, s.Ports)
-	if len(s.RetryJoin) == 0 {
+	switch {
+	case !m.RetryJoin.IsNull() && !m.RetryJoin.IsUnknown():
+		// Kept from the state: a change of retry_join does not restart a running member
+		// (see consul.Spec.Hash), so the container may still carry the list it started with.
+	case len(s.RetryJoin) == 0:
 		m.RetryJoin = types.ListNull(types.StringType)
-	} else {
+	default:
 		v, d := types.ListValueFrom(ctx, types.StringType, s.RetryJoin)
 		diags.Append(d...)
 		m.RetryJoin = v

@@ -53,7 +53,7 @@ func (r *consulServerResource) Schema(ctx context.Context, _ resource.SchemaRequ
 	}
 	attrs["retry_join"] = schema.ListAttribute{
 		MarkdownDescription: "Addresses of the servers to join (`IP` or `IP:PORT`), usually the `advertise_addr` of every server, this one included. " +
-			"Changes in place (a rolling restart).",
+			"Used when the server starts; changing it (a replaced node's new address) updates the state without restarting a running server, which is a member already, so healthy servers are not restarted while the quorum is one short; the next container made uses the new list.",
 		Optional:    true,
 		ElementType: types.StringType,
 		Validators:  consulRetryJoinValidators(),
