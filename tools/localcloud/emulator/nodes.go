@@ -260,22 +260,32 @@ func (n *nodeBackend) startNode(ctx context.Context, id string) error {
 	return n.docker.ContainerStart(ctx, id, container.StartOptions{})
 }
 
-// stopNode stops a node; graceful gives dockerd time to stop its containers, otherwise the
-// power is cut almost at once, like DO's power_off.
+// stopNode stops a node. graceful (shutdown, reboot) gives dockerd time to stop its
+// containers; otherwise the power is cut, like DO's power_off: SIGKILL, so nothing on the
+// node gets to say goodbye (a Consul agent is failed, not left; a swarm node just goes
+// down), which is the failure self-healing must handle.
 func (n *nodeBackend) stopNode(ctx context.Context, id string, graceful bool) error {
-	return n.docker.ContainerStop(ctx, id, container.StopOptions{Timeout: stopTimeout(graceful)})
+	if !graceful {
+		waitC, errC := n.docker.ContainerWait(ctx, id, container.WaitConditionNotRunning)
+		if err := n.docker.ContainerKill(ctx, id, "KILL"); err != nil && !strings.Contains(err.Error(), "is not running") {
+			return err
+		}
+		select { // until it is down, so that a power_on right after finds it stopped
+		case <-waitC:
+			return nil
+		case err := <-errC:
+			return err
+		}
+	}
+	seconds := 20
+	return n.docker.ContainerStop(ctx, id, container.StopOptions{Timeout: &seconds})
 }
 
 func (n *nodeBackend) restartNode(ctx context.Context, id string, graceful bool) error {
-	return n.docker.ContainerRestart(ctx, id, container.StopOptions{Timeout: stopTimeout(graceful)})
-}
-
-func stopTimeout(graceful bool) *int {
-	seconds := 1
-	if graceful {
-		seconds = 20
+	if err := n.stopNode(ctx, id, graceful); err != nil {
+		return err
 	}
-	return &seconds
+	return n.startNode(ctx, id)
 }
 
 // removeNode removes a node container with its anonymous volumes; a missing one is fine.
