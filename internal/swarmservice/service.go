@@ -146,13 +146,27 @@ func Remove(ctx context.Context, e Engine, id string) error {
 			if err != nil {
 				return false, "", wait.Retryable(err)
 			}
-			live := 0
+			nodes, err := e.NodeList(ctx, swarm.NodeListOptions{})
+			if err != nil {
+				return false, "", wait.Retryable(err)
+			}
+			// A task on a node that is down can never report that it stopped: its node
+			// is gone (or stops it when it comes back), so it is not waited for.
+			ready := map[string]bool{}
+			for _, n := range nodes {
+				ready[n.ID] = n.Status.State == swarm.NodeStateReady
+			}
+			live, unreachable := 0, 0
 			for _, t := range tasks {
-				if t.ServiceID == id && !terminal(t.Status.State) {
+				switch {
+				case t.ServiceID != id || terminal(t.Status.State):
+				case t.NodeID != "" && !ready[t.NodeID]:
+					unreachable++
+				default:
 					live++
 				}
 			}
-			return live == 0, fmt.Sprintf("%d tasks still running", live), nil
+			return live == 0, fmt.Sprintf("%d tasks still running (and %d on nodes that are down)", live, unreachable), nil
 		})
 }
 
