@@ -1,9 +1,10 @@
 # The `make demo` cluster on the local cloud: three droplet nodes, a three-server Consul
 # quorum on them, a swarm over them (one manager, two workers), a registrator on every
-# node publishing its containers into Consul, and a demo app deployed blue/green behind
-# an HAProxy on every node (v1 blue live, v2 green ready). tools/demo.sh sets
-# DIGITALOCEAN_API_URL, DIGITALOCEAN_TOKEN, MICROSWARM_SSH_PRIVATE_KEY_FILE and
-# TF_VAR_gossip_key.
+# node publishing its containers into Consul, a demo app deployed blue/green behind an
+# HAProxy on every node (v1 blue live, v2 green ready), and Consul's health of it all.
+# A droplet found off is replaced by the next apply (when_off defaults to "replace").
+# tools/demo.sh sets DIGITALOCEAN_API_URL, DIGITALOCEAN_TOKEN,
+# MICROSWARM_SSH_PRIVATE_KEY_FILE and TF_VAR_gossip_key.
 terraform {
   required_providers {
     microswarm = {
@@ -85,6 +86,29 @@ resource "microswarm_microservice" "app" {
   min_healthy = 2
 
   depends_on = [microswarm_registrator.registrator]
+}
+
+# Consul's view, read through node 0's Consul server: the live color of the app, and the
+# whole datacenter (every node and instance). `make demo-break` shows them healing.
+data "microswarm_health" "app" {
+  host     = microswarm_consul_server.consul[0].host
+  host_key = microswarm_consul_server.consul[0].host_key
+  service  = microswarm_microservice.app.name
+  tag      = microswarm_microservice.app.live_color
+}
+
+data "microswarm_health" "cluster" {
+  host       = microswarm_consul_server.consul[0].host
+  host_key   = microswarm_consul_server.consul[0].host_key
+  depends_on = [microswarm_microservice.app]
+}
+
+output "health" {
+  value = {
+    app     = "${data.microswarm_health.app.id}: ${data.microswarm_health.app.status} (${data.microswarm_health.app.passing} passing, ${data.microswarm_health.app.critical} critical)"
+    cluster = "${data.microswarm_health.cluster.status}: ${length(data.microswarm_health.cluster.nodes)} nodes, ${data.microswarm_health.cluster.passing} instances passing, ${data.microswarm_health.cluster.critical} critical"
+    failing = data.microswarm_health.cluster.failing
+  }
 }
 
 output "app_endpoints" {
