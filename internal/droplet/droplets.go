@@ -32,14 +32,20 @@ type Spec struct {
 	Tags       []string // the user's tags; ManagedTag is added
 	Monitoring bool
 	UserData   string
-	// IdempotencyTag is unique to the resource instance this droplet is made for (see
-	// IdempotencyTag). Create writes it with the droplet and adopts only a droplet that
-	// carries it. Empty: nothing is adopted, and a failed create request is not retried.
+	// IdempotencyTag is unique to this create (see IdempotencyTag): when the API fails the
+	// request, Create looks for a droplet carrying it before retrying. Empty: a failed
+	// create request is not retried.
 	IdempotencyTag string
+	// PendingTag (see Stack.PendingTag) is written with the droplet until Claim removes
+	// it; Create adopts a droplet that still carries it, the one an interrupted earlier
+	// run of the same create left. Empty: nothing is adopted.
+	PendingTag string
+	// StackID, if set, is written as a StackTagPrefix tag.
+	StackID string
 }
 
-// IdempotencyTagPrefix starts the tag that ties a droplet to the resource instance that
-// created it; droplets carry it besides ManagedTag, and it is hidden like ManagedTag.
+// IdempotencyTagPrefix starts the tag that ties a droplet to the create that made it;
+// droplets carry it besides ManagedTag for their whole life, and it is hidden like ManagedTag.
 const IdempotencyTagPrefix = "microswarm-create:"
 
 // IdempotencyTag is the tag for a per-resource token.
@@ -56,10 +62,14 @@ type Droplet struct {
 	PublicIPv4  string
 	PrivateIPv4 string
 	VPCUUID     string
-	Tags        []string // without ManagedTag and the idempotency tag
+	Tags        []string // without the provider's own tags (IsProviderTag)
 	Monitoring  bool
 	// IdempotencyToken is the token of the droplet's idempotency tag, if it has one.
 	IdempotencyToken string
+	// Pending says the droplet carries a pending tag: its create has not finished.
+	Pending bool
+	// StackID is the id of the stack that created it, if that stack had one.
+	StackID string
 }
 
 func fromGodo(d *godo.Droplet) *Droplet {
@@ -81,6 +91,10 @@ func fromGodo(d *godo.Droplet) *Droplet {
 		case t == ManagedTag:
 		case strings.HasPrefix(t, IdempotencyTagPrefix):
 			out.IdempotencyToken = strings.TrimPrefix(t, IdempotencyTagPrefix)
+		case strings.HasPrefix(t, PendingTagPrefix):
+			out.Pending = true
+		case strings.HasPrefix(t, StackTagPrefix):
+			out.StackID = strings.TrimPrefix(t, StackTagPrefix)
 		default:
 			out.Tags = append(out.Tags, t)
 		}
@@ -139,24 +153,31 @@ func (c *Client) findTagged(ctx context.Context, tag, name, region string) (*Dro
 	}
 }
 
-// Create creates a droplet, or adopts the one an interrupted earlier create of the same
-// resource instance made: same idempotency tag, name and region. A droplet of the same
-// name from another stack never carries the tag, so it is never adopted.
+// Create creates a droplet, or adopts the one an interrupted earlier run of the same
+// create left: it carries spec.PendingTag (still unclaimed), the same name and region,
+// and an idempotency token (the key to the host key that create handed it). A droplet
+// another stack made, or one whose create finished (Claim), is never adopted.
 //
 // POST /v2/droplets is not idempotent: a 5xx can hide a droplet that was made. So before
 // each retry the droplets carrying the idempotency tag are listed again, and one that
 // appeared is the one this call made (adopted is false: it carries this call's user data).
 func (c *Client) Create(ctx context.Context, spec Spec) (d *Droplet, adopted bool, err error) {
 	tags := []string{ManagedTag}
-	if spec.IdempotencyTag != "" {
-		existing, err := c.findTagged(ctx, spec.IdempotencyTag, spec.Name, spec.Region)
+	if spec.PendingTag != "" {
+		existing, err := c.findTagged(ctx, spec.PendingTag, spec.Name, spec.Region)
 		if err != nil {
 			return nil, false, err
 		}
-		if existing != nil {
+		if existing != nil && existing.IdempotencyToken != "" {
 			return existing, true, nil
 		}
+		tags = append(tags, spec.PendingTag)
+	}
+	if spec.IdempotencyTag != "" {
 		tags = append(tags, spec.IdempotencyTag)
+	}
+	if spec.StackID != "" {
+		tags = append(tags, StackTagPrefix+spec.StackID)
 	}
 	req := &godo.DropletCreateRequest{
 		Name:       spec.Name,
@@ -199,6 +220,18 @@ func (c *Client) Create(ctx context.Context, spec Spec) (d *Droplet, adopted boo
 		return nil, false, err
 	}
 	return fromGodo(created), false, nil
+}
+
+// Claim marks a droplet's create as finished: it deletes the create's pending tag (which
+// only that droplet carries), so no later create adopts the droplet. Already gone is success.
+func (c *Client) Claim(ctx context.Context, id int, pendingTag string) error {
+	err := c.call(ctx, fmt.Sprintf("claim droplet %d (delete tag %s)", id, pendingTag), func(ctx context.Context) (*godo.Response, error) {
+		return c.api.Tags.Delete(ctx, pendingTag)
+	})
+	if errors.Is(err, ErrNotFound) {
+		return nil
+	}
+	return err
 }
 
 // WaitStatus waits until the droplet reports the given status ("active", "off").

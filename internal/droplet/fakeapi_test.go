@@ -13,7 +13,7 @@ import (
 )
 
 // dropletsAPI is the droplets part of the DigitalOcean API as the client uses it
-// (create, get, list by tag), holding droplets in memory. loseCreates makes the next N
+// (create, get, list by tag, delete a tag), holding droplets in memory. loseCreates makes the next N
 // creates succeed but answer 503, as when a proxy or the API fails after the droplet
 // was made.
 type dropletsAPI struct {
@@ -83,6 +83,21 @@ func (a *dropletsAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		w.WriteHeader(http.StatusNotFound)
 		_, _ = w.Write([]byte(`{"id":"not_found","message":"The resource you were accessing could not be found."}`))
+	case r.Method == http.MethodDelete && strings.HasPrefix(r.URL.Path, "/v2/tags/"):
+		tag := strings.TrimPrefix(r.URL.Path, "/v2/tags/")
+		found := false
+		for _, d := range a.droplets {
+			tags := d["tags"].([]string)
+			if i := slices.Index(tags, tag); i >= 0 {
+				d["tags"], found = slices.Delete(slices.Clone(tags), i, i+1), true
+			}
+		}
+		if !found {
+			w.WriteHeader(http.StatusNotFound)
+			_, _ = w.Write([]byte(`{"id":"not_found","message":"The resource you were accessing could not be found."}`))
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
 	default:
 		a.t.Errorf("unexpected request %s %s", r.Method, r.URL)
 		w.WriteHeader(http.StatusNotImplemented)
