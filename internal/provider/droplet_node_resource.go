@@ -147,6 +147,7 @@ func (r *dropletNodeResource) Schema(ctx context.Context, _ resource.SchemaReque
 				Validators: []validator.Set{setvalidator.ValueStringsAre(
 					stringvalidator.RegexMatches(tagPattern, "must be 1-255 letters, digits, '_', ':' or '-'"),
 					stringvalidator.NoneOf(droplet.ManagedTag),
+					providerTagValidator(),
 				)},
 			},
 			"monitoring": schema.BoolAttribute{
