@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -26,6 +27,7 @@ import (
 	"github.com/hashicorp/terraform-plugin-testing/tfjsonpath"
 
 	msacctest "github.com/microswarm/terraform-provider-microswarm/internal/acctest"
+	"github.com/microswarm/terraform-provider-microswarm/internal/droplet"
 )
 
 // Two workspaces of one configuration (same SSH key, no stack_id) in one account: each
@@ -233,4 +235,85 @@ func deleteDropletsNamed(t *testing.T, name string) {
 			t.Errorf("deleting droplet %d (%s): %v", d.ID, name, err)
 		}
 	}
+}
+
+// A droplet created before pending tags existed (the managed tag and an idempotency tag,
+// never a pending one) reads, plans and deletes as before, and is never adopted.
+func TestAccDropletNode_taggedTheOldWay(t *testing.T) {
+	// Imported: nothing pinned its key yet, so first-use trust must be allowed.
+	t.Setenv(envHostKeyPolicy, "accept-new")
+	prefix := "acc-" + acctest.RandString(6)
+	const node = "microswarm_droplet_node.test[0]"
+	config := dropletNodesConfig(prefix, []string{"old"}, "s-1vcpu-1gb", []string{"legacy"})
+	withLegacy := config + fmt.Sprintf(`
+resource "microswarm_droplet_node" "legacy" {
+  name   = "%s-old"
+  region = "nyc3"
+  size   = "s-1vcpu-1gb"
+  tags   = ["legacy"]
+}
+`, prefix)
+	var old *droplet.Droplet
+	tfresource.Test(t, tfresource.TestCase{
+		PreCheck: func() {
+			msacctest.PreCheck(t)
+			ctx := context.Background()
+			cloud := msacctest.Cloud(t)
+			providerKey, err := configuredDropletNode(t, "").registerProviderKey(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			d, _, err := cloud.Create(ctx, droplet.Spec{Name: prefix + "-old", Region: "nyc3", Size: "s-1vcpu-1gb",
+				Image: DefaultDropletImage, SSHKeys: []string{providerKey}, Tags: []string{"legacy"},
+				IdempotencyTag: droplet.IdempotencyTag("0123456789abcdef0123456789abcdef")})
+			if err == nil {
+				old, err = cloud.WaitStatus(ctx, d.ID, "active")
+			}
+			if err != nil {
+				t.Fatalf("the old droplet: %v", err)
+			}
+			t.Cleanup(func() { _ = cloud.Delete(context.Background(), d.ID) })
+		},
+		ProtoV6ProviderFactories: testAccProtoV6ProviderFactories,
+		CheckDestroy:             checkDropletNodesDestroyed,
+		Steps: []tfresource.TestStep{
+			{
+				// Adopting it would be the defect: the config creates a droplet of its own.
+				Config: config,
+				Check: func(s *terraform.State) error {
+					id, err := dropletID(s, node)
+					if err == nil && id == old.ID {
+						err = fmt.Errorf("the create adopted droplet %d, made the old way", id)
+					}
+					return err
+				},
+			},
+			{
+				// The old droplet, imported, reads as it did.
+				ResourceName:       "microswarm_droplet_node.legacy",
+				ImportState:        true,
+				ImportStateIdFunc:  func(*terraform.State) (string, error) { return strconv.Itoa(old.ID), nil },
+				ImportStatePersist: true,
+				Config:             withLegacy,
+				ImportStateCheck: func(states []*terraform.InstanceState) error {
+					i := slices.IndexFunc(states, func(s *terraform.InstanceState) bool { return s.ID == strconv.Itoa(old.ID) })
+					if i < 0 {
+						return fmt.Errorf("droplet %d is not among the imported states", old.ID)
+					}
+					a := states[i].Attributes
+					if a["idempotency_token"] != "0123456789abcdef0123456789abcdef" || a["tags.#"] != "1" || a["tags.0"] != "legacy" ||
+						!strings.HasPrefix(a["ssh_host_key"], "ssh-ed25519 ") {
+						return fmt.Errorf("the old droplet reads as token %q, tags %q %q, host key %q",
+							a["idempotency_token"], a["tags.#"], a["tags.0"], a["ssh_host_key"])
+					}
+					return nil
+				},
+			},
+			{
+				// Nothing to change; the test's end destroys both (CheckDestroy).
+				Config:   withLegacy,
+				PlanOnly: true,
+			},
+		},
+	})
 }
