@@ -141,7 +141,9 @@ func (r *dropletNodeResource) Schema(ctx context.Context, _ resource.SchemaReque
 				PlanModifiers:       []planmodifier.String{stringplanmodifier.UseStateForUnknown(), stringplanmodifier.RequiresReplaceIfConfigured()},
 			},
 			"tags": schema.SetAttribute{
-				MarkdownDescription: "Tags. Change in place. The provider also tags its droplets `" + droplet.ManagedTag + "` (not shown here), so an interrupted create finds its droplet again.",
+				MarkdownDescription: "Tags. Change in place. The provider also writes tags of its own, not shown here and not allowed here: `" + droplet.ManagedTag +
+					"`, `" + droplet.IdempotencyTagPrefix + "TOKEN`, `" + droplet.StackTagPrefix + "ID` (the provider's `stack_id`) and, until the create finishes, `" +
+					droplet.PendingTagPrefix + "...`, by which an interrupted create's droplet is found again.",
 				Optional:            true,
 				ElementType:         types.StringType,
 				Validators: []validator.Set{setvalidator.ValueStringsAre(
@@ -194,8 +196,9 @@ func (r *dropletNodeResource) Schema(ctx context.Context, _ resource.SchemaReque
 			"idempotency_token": schema.StringAttribute{
 				MarkdownDescription: "A random token made at create and written with the droplet as the tag `" +
 					droplet.IdempotencyTagPrefix + "TOKEN` (not shown in `tags`). When the API fails a create request, the provider " +
-					"looks for a droplet carrying this token before it retries, so a lost answer never makes a second droplet; a droplet " +
-					"of the same name from another stack never carries it, so it is never adopted. Fixed at create.",
+					"looks for a droplet carrying this token before it retries, so a lost answer never makes a second droplet. " +
+					"The host key handed to the droplet in user data is derived from it (and the provider's SSH key), so a droplet " +
+					"adopted after an interrupted apply is pinned like a new one (see the provider's `stack_id`). Fixed at create.",
 				Computed:      true,
 				PlanModifiers: []planmodifier.String{stringplanmodifier.UseStateForUnknown()},
 			},
