@@ -119,11 +119,12 @@ func (c *Client) Get(ctx context.Context, id int) (*Droplet, error) {
 // or nil when there is none. Names are not unique across stacks: this is for tests and
 // tools, never for adoption (see Create).
 func (c *Client) FindManaged(ctx context.Context, name, region string) (*Droplet, error) {
-	return c.findTagged(ctx, ManagedTag, name, region)
+	return c.findTagged(ctx, ManagedTag, name, region, nil)
 }
 
-// findTagged returns the first droplet carrying tag with the given name and region.
-func (c *Client) findTagged(ctx context.Context, tag, name, region string) (*Droplet, error) {
+// findTagged returns the first droplet carrying tag with the given name and region that
+// accept (if set) accepts.
+func (c *Client) findTagged(ctx context.Context, tag, name, region string, accept func(*Droplet) bool) (*Droplet, error) {
 	opt := &godo.ListOptions{Page: 1, PerPage: 200}
 	for {
 		var page []godo.Droplet
@@ -138,7 +139,7 @@ func (c *Client) findTagged(ctx context.Context, tag, name, region string) (*Dro
 		}
 		for i := range page {
 			d := fromGodo(&page[i])
-			if d.Name == name && d.Region == region {
+			if d.Name == name && d.Region == region && (accept == nil || accept(d)) {
 				return d, nil
 			}
 		}
@@ -153,10 +154,12 @@ func (c *Client) findTagged(ctx context.Context, tag, name, region string) (*Dro
 	}
 }
 
-// Create creates a droplet, or adopts the one an interrupted earlier run of the same
-// create left: it carries spec.PendingTag (still unclaimed), the same name and region,
-// and an idempotency token (the key to the host key that create handed it). A droplet
-// another stack made, or one whose create finished (Claim), is never adopted.
+// Create creates a droplet, or adopts one an interrupted earlier run of the same create
+// left: it carries spec.PendingTag (still unclaimed), the same name and region, and an
+// idempotency token (the key to the host key that create handed it). A droplet another
+// stack made, or one whose create finished (Claim), is never adopted. Within this
+// Client's run, creates that share a pending tag (resources with identical inputs, such
+// as count = 3 with one name) take turns, and no droplet is handed to two of them.
 //
 // POST /v2/droplets is not idempotent: a 5xx can hide a droplet that was made. So before
 // each retry the droplets carrying the idempotency tag are listed again, and one that
@@ -164,14 +167,24 @@ func (c *Client) findTagged(ctx context.Context, tag, name, region string) (*Dro
 func (c *Client) Create(ctx context.Context, spec Spec) (d *Droplet, adopted bool, err error) {
 	tags := []string{ManagedTag}
 	if spec.PendingTag != "" {
-		existing, err := c.findTagged(ctx, spec.PendingTag, spec.Name, spec.Region)
+		unlock := c.adopt.lock(spec.PendingTag)
+		defer unlock()
+		existing, err := c.findTagged(ctx, spec.PendingTag, spec.Name, spec.Region, func(d *Droplet) bool {
+			return d.IdempotencyToken != "" && !c.adopt.held(d.ID)
+		})
 		if err != nil {
 			return nil, false, err
 		}
-		if existing != nil && existing.IdempotencyToken != "" {
+		if existing != nil {
+			c.adopt.hold(existing.ID)
 			return existing, true, nil
 		}
 		tags = append(tags, spec.PendingTag)
+		defer func() {
+			if d != nil {
+				c.adopt.hold(d.ID)
+			}
+		}()
 	}
 	if spec.IdempotencyTag != "" {
 		tags = append(tags, spec.IdempotencyTag)
@@ -205,7 +218,7 @@ func (c *Client) Create(ctx context.Context, spec Spec) (d *Droplet, adopted boo
 		if spec.IdempotencyTag == "" {
 			return true, nil // nothing to re-check by: do not risk a duplicate
 		}
-		found, err := c.findTagged(ctx, spec.IdempotencyTag, spec.Name, spec.Region)
+		found, err := c.findTagged(ctx, spec.IdempotencyTag, spec.Name, spec.Region, nil)
 		made = found
 		return found != nil, err
 	}
@@ -222,16 +235,33 @@ func (c *Client) Create(ctx context.Context, spec Spec) (d *Droplet, adopted boo
 	return fromGodo(created), false, nil
 }
 
-// Claim marks a droplet's create as finished: it deletes the create's pending tag (which
-// only that droplet carries), so no later create adopts the droplet. Already gone is success.
+// Claim marks a droplet's create as finished: the droplet loses its pending tag, so no
+// later create adopts it, and the tag, once no droplet carries it, is deleted (tags
+// outlive their droplets). A droplet already gone is success.
 func (c *Client) Claim(ctx context.Context, id int, pendingTag string) error {
-	err := c.call(ctx, fmt.Sprintf("claim droplet %d (delete tag %s)", id, pendingTag), func(ctx context.Context) (*godo.Response, error) {
-		return c.api.Tags.Delete(ctx, pendingTag)
+	unlock := c.adopt.lock(pendingTag)
+	defer unlock()
+	resource := []godo.Resource{{ID: strconv.Itoa(id), Type: godo.DropletResourceType}}
+	err := c.call(ctx, fmt.Sprintf("claim droplet %d (untag %s)", id, pendingTag), func(ctx context.Context) (*godo.Response, error) {
+		return c.api.Tags.UntagResources(ctx, pendingTag, &godo.UntagResourcesRequest{Resources: resource})
 	})
 	if errors.Is(err, ErrNotFound) {
-		return nil
+		return nil // the droplet, or the tag, is gone
 	}
-	return err
+	if err != nil {
+		return err
+	}
+	// Tidying only: the droplet is claimed whatever happens here.
+	var left []godo.Droplet
+	if c.call(ctx, "list droplets tagged "+pendingTag, func(ctx context.Context) (r *godo.Response, err error) {
+		left, r, err = c.api.Droplets.ListByTag(ctx, pendingTag, &godo.ListOptions{PerPage: 1})
+		return r, err
+	}) == nil && len(left) == 0 {
+		_ = c.call(ctx, "delete tag "+pendingTag, func(ctx context.Context) (*godo.Response, error) {
+			return c.api.Tags.Delete(ctx, pendingTag)
+		})
+	}
+	return nil
 }
 
 // WaitStatus waits until the droplet reports the given status ("active", "off").

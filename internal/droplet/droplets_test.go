@@ -5,6 +5,9 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/pem"
+	"fmt"
+	"slices"
+	"sync"
 	"testing"
 
 	"golang.org/x/crypto/ssh"
@@ -84,7 +87,9 @@ func TestCreateAdoptsOnlyItsOwnUnfinishedCreate(t *testing.T) {
 	if adopted || theirs.ID == lost.ID {
 		t.Fatalf("another stack got droplet %d (adopted %v), the unfinished create's %d", theirs.ID, adopted, lost.ID)
 	}
-	// The same create, run again: it adopts what the lost run made, with that run's token.
+	// The same create, run again by the next apply: it adopts what the lost run made,
+	// with that run's token.
+	c = api.client()
 	again, adopted, err := c.Create(ctx, createSpec(mine, "tok-retry"))
 	if err != nil {
 		t.Fatal(err)
@@ -112,7 +117,10 @@ func TestCreateAdoptsOnlyItsOwnUnfinishedCreate(t *testing.T) {
 	if err != nil || claimed.Pending || claimed.IdempotencyToken != "tok-lost" {
 		t.Fatalf("the claimed droplet: %+v, %v; want it no longer pending, its token kept", claimed, err)
 	}
-	fresh, adopted, err := c.Create(ctx, createSpec(mine, "tok-next"))
+	if api.hasTag(createSpec(mine, "").PendingTag) {
+		t.Fatal("the pending tag outlived the last droplet carrying it")
+	}
+	fresh, adopted, err := api.client().Create(ctx, createSpec(mine, "tok-next"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -157,5 +165,84 @@ func TestCreateWritesTheStackTag(t *testing.T) {
 	}
 	if d.StackID != "prod" || !d.Pending || d.IdempotencyToken != "tok" || len(d.Tags) != 0 {
 		t.Fatalf("created droplet reads as %+v", d)
+	}
+}
+
+// Resources with identical inputs (count = 3 with one name) share a pending tag: each
+// gets a droplet of its own, whether made now or left by an interrupted run.
+func TestCreateGivesIdenticalNodesADropletEach(t *testing.T) {
+	t.Parallel()
+	api, interrupted := newDropletsAPI(t)
+	ctx := context.Background()
+	stack := testStack(t, "")
+	tag := createSpec(stack, "").PendingTag
+
+	// The interrupted run made two of the three before it died.
+	var lost []int
+	for _, tok := range []string{"tok-1", "tok-2"} {
+		d, adopted, err := interrupted.Create(ctx, createSpec(stack, tok))
+		if err != nil || adopted {
+			t.Fatalf("interrupted run: %v (adopted %v)", err, adopted)
+		}
+		lost = append(lost, d.ID)
+	}
+	if lost[0] == lost[1] {
+		t.Fatalf("two creates of one run share droplet %d", lost[0])
+	}
+
+	// The next run: three creates, none claimed yet (their nodes are still booting).
+	c := api.client()
+	var got []int
+	for i, tok := range []string{"tok-a", "tok-b", "tok-c"} {
+		d, adopted, err := c.Create(ctx, createSpec(stack, tok))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if wantAdopted := i < 2; adopted != wantAdopted || slices.Contains(got, d.ID) {
+			t.Fatalf("create %d = droplet %d (adopted %v) after %v", i, d.ID, adopted, got)
+		}
+		got = append(got, d.ID)
+	}
+	if n, _ := api.count(); n != 3 {
+		t.Fatalf("the account holds %d droplets, want 3", n)
+	}
+
+	// A claim takes the tag off its own droplet only.
+	if err := c.Claim(ctx, got[0], tag); err != nil {
+		t.Fatal(err)
+	}
+	if d, err := c.Get(ctx, got[1]); err != nil || !d.Pending {
+		t.Fatalf("claiming droplet %d claimed droplet %d too: %+v, %v", got[0], got[1], d, err)
+	}
+	for _, id := range got[1:] {
+		if err := c.Claim(ctx, id, tag); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if api.hasTag(tag) {
+		t.Fatal("the pending tag outlived the last droplet carrying it")
+	}
+}
+
+func TestConcurrentIdenticalCreatesGetADropletEach(t *testing.T) {
+	t.Parallel()
+	api, c := newDropletsAPI(t)
+	stack := testStack(t, "")
+	ids := make([]int, 8)
+	var wg sync.WaitGroup
+	for i := range ids {
+		wg.Go(func() {
+			d, _, err := c.Create(context.Background(), createSpec(stack, fmt.Sprintf("tok-%d", i)))
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			ids[i] = d.ID
+		})
+	}
+	wg.Wait()
+	slices.Sort(ids)
+	if n, _ := api.count(); n != len(ids) || len(slices.Compact(ids)) != len(ids) {
+		t.Fatalf("%d concurrent creates got droplets %v of %d in the account", len(ids), ids, n)
 	}
 }

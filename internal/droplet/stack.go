@@ -12,6 +12,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 
 	"golang.org/x/crypto/ssh"
 )
@@ -117,4 +118,43 @@ func (s *Stack) HostKey(token string) (HostKey, error) {
 	}
 	seed := s.mac("host key v1", []byte(token))
 	return hostKeyFrom(ed25519.NewKeyFromSeed(seed[:ed25519.SeedSize]))
+}
+
+// adoptions is what one Client's run knows about pending tags: a lock per tag, held
+// while a create finds or makes its droplet and while a claim untags it, and the
+// droplets creates of this run hold, which no other create may adopt.
+type adoptions struct {
+	mu    sync.Mutex
+	locks map[string]*sync.Mutex
+	taken map[int]bool
+}
+
+func (a *adoptions) lock(tag string) (unlock func()) {
+	a.mu.Lock()
+	if a.locks == nil {
+		a.locks = map[string]*sync.Mutex{}
+	}
+	l, ok := a.locks[tag]
+	if !ok {
+		l = &sync.Mutex{}
+		a.locks[tag] = l
+	}
+	a.mu.Unlock()
+	l.Lock()
+	return l.Unlock
+}
+
+func (a *adoptions) hold(id int) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.taken == nil {
+		a.taken = map[int]bool{}
+	}
+	a.taken[id] = true
+}
+
+func (a *adoptions) held(id int) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.taken[id]
 }
