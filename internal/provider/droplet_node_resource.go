@@ -141,9 +141,7 @@ func (r *dropletNodeResource) Schema(ctx context.Context, _ resource.SchemaReque
 				PlanModifiers:       []planmodifier.String{stringplanmodifier.UseStateForUnknown(), stringplanmodifier.RequiresReplaceIfConfigured()},
 			},
 			"tags": schema.SetAttribute{
-				MarkdownDescription: "Tags. Change in place. The provider also writes tags of its own, not shown here and not allowed here: `" + droplet.ManagedTag +
-					"`, `" + droplet.IdempotencyTagPrefix + "TOKEN`, `" + droplet.StackTagPrefix + "ID` (the provider's `stack_id`) and, until the create finishes, `" +
-					droplet.PendingTagPrefix + "...`, by which an interrupted create's droplet is found again.",
+				MarkdownDescription: dropletTagsDescription,
 				Optional:            true,
 				ElementType:         types.StringType,
 				Validators: []validator.Set{setvalidator.ValueStringsAre(
@@ -447,6 +445,11 @@ func (r *dropletNodeResource) rotateHostKey(ctx context.Context, d *droplet.Drop
 	}
 	return rotated, diags
 }
+
+// dropletTagsDescription describes tags, and the provider's own tags beside them.
+var dropletTagsDescription = "Tags. Change in place. The provider also writes tags of its own, not shown here and not allowed here: `" +
+	droplet.ManagedTag + "`, `" + droplet.IdempotencyTagPrefix + "TOKEN`, `" + droplet.StackTagPrefix + "ID` (the provider's `stack_id`) " +
+	"and, until the create finishes, `" + droplet.PendingTagPrefix + "...`, by which an interrupted create's droplet is found again."
 
 // newIdempotencyToken is 128 random bits, hex: unique to one node of one stack.
 func newIdempotencyToken() (string, error) {
