@@ -317,3 +317,40 @@ resource "microswarm_droplet_node" "legacy" {
 		},
 	})
 }
+
+// Nodes with identical inputs (count with one name) are created in parallel by one
+// provider run and share a pending tag: each still gets a droplet of its own.
+func TestAccDropletNode_identicalNodes(t *testing.T) {
+	prefix := "acc-" + acctest.RandString(6)
+	config := fmt.Sprintf(`
+resource "microswarm_droplet_node" "test" {
+  count  = 3
+  name   = "%s-same"
+  region = "nyc3"
+  size   = "s-1vcpu-1gb"
+}
+`, prefix)
+	node := func(i int) string { return fmt.Sprintf("microswarm_droplet_node.test[%d]", i) }
+	tfresource.Test(t, tfresource.TestCase{
+		PreCheck:                 func() { msacctest.PreCheck(t) },
+		ProtoV6ProviderFactories: testAccProtoV6ProviderFactories,
+		CheckDestroy:             checkDropletNodesDestroyed,
+		Steps: []tfresource.TestStep{{
+			Config: config,
+			Check: tfresource.ComposeAggregateTestCheckFunc(
+				checkDistinctValues("id", node(0), node(1), node(2)),
+				func(*terraform.State) error {
+					for _, d := range dropletsNamed(t, prefix+"-same") {
+						if slices.ContainsFunc(d.Tags, func(tag string) bool { return strings.HasPrefix(tag, droplet.PendingTagPrefix) }) {
+							return fmt.Errorf("droplet %d is still pending after its create: %v", d.ID, d.Tags)
+						}
+					}
+					if n := countDropletsNamed(t, prefix+"-same"); n != 3 {
+						return fmt.Errorf("%d droplets are named %s-same, want 3", n, prefix)
+					}
+					return nil
+				},
+			),
+		}},
+	})
+}
