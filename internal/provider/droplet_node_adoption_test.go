@@ -111,12 +111,14 @@ func TestAccDropletNode_interruptedCreate(t *testing.T) {
 	plan := dropletNodeModel{Name: types.StringValue(name), Region: types.StringValue("nyc3"),
 		Size: types.StringValue("s-1vcpu-1gb"), Image: types.StringValue(DefaultDropletImage), Monitoring: types.BoolValue(false)}
 
-	// green's first apply: Create up to and including the POST, then nothing.
-	creq, diags := green.prepareCreate(ctx, plan)
+	// green's first apply (a provider run of its own): Create up to and including the
+	// POST, then nothing.
+	interrupted := configuredDropletNode(t, "green")
+	creq, diags := interrupted.prepareCreate(ctx, plan)
 	if diags.HasError() {
 		t.Fatal(diags)
 	}
-	lost, adopted, err := green.data.cloud.Create(ctx, creq.spec)
+	lost, adopted, err := interrupted.data.cloud.Create(ctx, creq.spec)
 	if err != nil || adopted {
 		t.Fatalf("the interrupted create's POST: %v (adopted %v)", err, adopted)
 	}
