@@ -48,7 +48,7 @@ type Spec struct {
 // droplets carry it besides ManagedTag for their whole life, and it is hidden like ManagedTag.
 const IdempotencyTagPrefix = "microswarm-create:"
 
-// IdempotencyTag is the tag for a per-resource token.
+// IdempotencyTag is the tag for a per-create token.
 func IdempotencyTag(token string) string { return IdempotencyTagPrefix + token }
 
 // Droplet is the provider's view of a droplet.
@@ -134,6 +134,9 @@ func (c *Client) findTagged(ctx context.Context, tag, name, region string, accep
 			resp = r
 			return r, err
 		})
+		if errors.Is(err, ErrNotFound) {
+			return nil, nil // no such tag: no droplet carries it
+		}
 		if err != nil {
 			return nil, err
 		}
