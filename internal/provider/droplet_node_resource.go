@@ -310,7 +310,7 @@ func (r *dropletNodeResource) Create(ctx context.Context, req resource.CreateReq
 			resp.Diagnostics.AddError("Could Not Derive the Adopted Droplet's Host Key", fmt.Sprintf("Droplet %d: %s.", d.ID, err))
 			return
 		}
-		resp.Diagnostics.AddWarning("Adopted a Droplet From an Interrupted Create", adoptedDetail(d, creq.pinned))
+		resp.Diagnostics.AddWarning("Adopted a Droplet From an Interrupted Create", adoptedDetail(d, creq.pinned, r.data.stack.ID))
 	}
 	plan.ID = types.StringValue(strconv.Itoa(d.ID))
 	// Saved before the long waits: a failure from here on taints the droplet instead of orphaning it.
@@ -396,13 +396,17 @@ func (r *dropletNodeResource) prepareCreate(ctx context.Context, plan dropletNod
 
 // adoptedDetail explains an adoption, and how the adopted droplet's host key is checked:
 // exactly as a created droplet's, never on trust.
-func adoptedDetail(d *droplet.Droplet, pinned bool) string {
+func adoptedDetail(d *droplet.Droplet, pinned bool, stackID string) string {
 	key := "Its host key is the one that create handed it in user data (derived again from the create's token), pinned as " +
 		"for a new droplet and then rotated; if that create had rotated it already, the key is refused and the droplet is " +
 		"kept, tainted, so the next apply replaces it."
 	if !pinned {
 		key = "Its user data could not carry a host key, so its own key is checked as for a new droplet: by the provider's " +
 			"ssh_known_hosts_file or host_key_policy."
+	}
+	if stackID == "" {
+		key += " The provider sets no stack_id: if another workspace with the same configuration and SSH key is applying at " +
+			"this very moment, this droplet may be its in-flight create; give each workspace its own stack_id to rule that out."
 	}
 	return fmt.Sprintf("Droplet %d (%s in %s) was made by an earlier run of this node's create that did not finish (the apply "+
 		"stopped before Terraform saved it). It still carries that create's pending tag, which only the same stack (stack_id "+
