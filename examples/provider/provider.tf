@@ -13,6 +13,8 @@ provider "microswarm" {
   ssh_private_key_file = pathexpand("~/.ssh/microswarm_ed25519")
   host_key_policy      = "strict"
   connect_timeout      = "30s"
+  # Stacks sharing an account and SSH key tell their droplets apart by it.
+  stack_id = terraform.workspace
 }
 
 variable "do_token" {

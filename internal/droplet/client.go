@@ -69,6 +69,7 @@ type RetryPolicy struct {
 type Client struct {
 	api   *godo.Client
 	retry RetryPolicy
+	adopt adoptions
 }
 
 // NewClient builds a Client.

@@ -23,15 +23,19 @@ type HostKey struct {
 
 // NewHostKey generates an ed25519 host key.
 func NewHostKey() (HostKey, error) {
-	pub, priv, err := ed25519.GenerateKey(rand.Reader)
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
 		return HostKey{}, err
 	}
+	return hostKeyFrom(priv)
+}
+
+func hostKeyFrom(priv ed25519.PrivateKey) (HostKey, error) {
 	block, err := ssh.MarshalPrivateKey(priv, "")
 	if err != nil {
 		return HostKey{}, err
 	}
-	sshPub, err := ssh.NewPublicKey(pub)
+	sshPub, err := ssh.NewPublicKey(priv.Public())
 	if err != nil {
 		return HostKey{}, err
 	}

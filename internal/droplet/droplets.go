@@ -32,17 +32,23 @@ type Spec struct {
 	Tags       []string // the user's tags; ManagedTag is added
 	Monitoring bool
 	UserData   string
-	// IdempotencyTag is unique to the resource instance this droplet is made for (see
-	// IdempotencyTag). Create writes it with the droplet and adopts only a droplet that
-	// carries it. Empty: nothing is adopted, and a failed create request is not retried.
+	// IdempotencyTag is unique to this create (see IdempotencyTag): when the API fails the
+	// request, Create looks for a droplet carrying it before retrying. Empty: a failed
+	// create request is not retried.
 	IdempotencyTag string
+	// PendingTag (see Stack.PendingTag) is written with the droplet until Claim removes
+	// it; Create adopts a droplet that still carries it, the one an interrupted earlier
+	// run of the same create left. Empty: nothing is adopted.
+	PendingTag string
+	// StackID, if set, is written as a StackTagPrefix tag.
+	StackID string
 }
 
-// IdempotencyTagPrefix starts the tag that ties a droplet to the resource instance that
-// created it; droplets carry it besides ManagedTag, and it is hidden like ManagedTag.
+// IdempotencyTagPrefix starts the tag that ties a droplet to the create that made it;
+// droplets carry it besides ManagedTag for their whole life, and it is hidden like ManagedTag.
 const IdempotencyTagPrefix = "microswarm-create:"
 
-// IdempotencyTag is the tag for a per-resource token.
+// IdempotencyTag is the tag for a per-create token.
 func IdempotencyTag(token string) string { return IdempotencyTagPrefix + token }
 
 // Droplet is the provider's view of a droplet.
@@ -56,10 +62,14 @@ type Droplet struct {
 	PublicIPv4  string
 	PrivateIPv4 string
 	VPCUUID     string
-	Tags        []string // without ManagedTag and the idempotency tag
+	Tags        []string // without the provider's own tags (IsProviderTag)
 	Monitoring  bool
 	// IdempotencyToken is the token of the droplet's idempotency tag, if it has one.
 	IdempotencyToken string
+	// Pending says the droplet carries a pending tag: its create has not finished.
+	Pending bool
+	// StackID is the id of the stack that created it, if that stack had one.
+	StackID string
 }
 
 func fromGodo(d *godo.Droplet) *Droplet {
@@ -81,6 +91,10 @@ func fromGodo(d *godo.Droplet) *Droplet {
 		case t == ManagedTag:
 		case strings.HasPrefix(t, IdempotencyTagPrefix):
 			out.IdempotencyToken = strings.TrimPrefix(t, IdempotencyTagPrefix)
+		case strings.HasPrefix(t, PendingTagPrefix):
+			out.Pending = true
+		case strings.HasPrefix(t, StackTagPrefix):
+			out.StackID = strings.TrimPrefix(t, StackTagPrefix)
 		default:
 			out.Tags = append(out.Tags, t)
 		}
@@ -105,11 +119,12 @@ func (c *Client) Get(ctx context.Context, id int) (*Droplet, error) {
 // or nil when there is none. Names are not unique across stacks: this is for tests and
 // tools, never for adoption (see Create).
 func (c *Client) FindManaged(ctx context.Context, name, region string) (*Droplet, error) {
-	return c.findTagged(ctx, ManagedTag, name, region)
+	return c.findTagged(ctx, ManagedTag, name, region, nil)
 }
 
-// findTagged returns the first droplet carrying tag with the given name and region.
-func (c *Client) findTagged(ctx context.Context, tag, name, region string) (*Droplet, error) {
+// findTagged returns the first droplet carrying tag with the given name and region that
+// accept (if set) accepts.
+func (c *Client) findTagged(ctx context.Context, tag, name, region string, accept func(*Droplet) bool) (*Droplet, error) {
 	opt := &godo.ListOptions{Page: 1, PerPage: 200}
 	for {
 		var page []godo.Droplet
@@ -119,12 +134,15 @@ func (c *Client) findTagged(ctx context.Context, tag, name, region string) (*Dro
 			resp = r
 			return r, err
 		})
+		if errors.Is(err, ErrNotFound) {
+			return nil, nil // no such tag: no droplet carries it
+		}
 		if err != nil {
 			return nil, err
 		}
 		for i := range page {
 			d := fromGodo(&page[i])
-			if d.Name == name && d.Region == region {
+			if d.Name == name && d.Region == region && (accept == nil || accept(d)) {
 				return d, nil
 			}
 		}
@@ -139,24 +157,43 @@ func (c *Client) findTagged(ctx context.Context, tag, name, region string) (*Dro
 	}
 }
 
-// Create creates a droplet, or adopts the one an interrupted earlier create of the same
-// resource instance made: same idempotency tag, name and region. A droplet of the same
-// name from another stack never carries the tag, so it is never adopted.
+// Create creates a droplet, or adopts one an interrupted earlier run of the same create
+// left: it carries spec.PendingTag (still unclaimed), the same name and region, and an
+// idempotency token (the key to the host key that create handed it). A droplet another
+// stack made, or one whose create finished (Claim), is never adopted. Within this
+// Client's run, creates that share a pending tag (resources with identical inputs, such
+// as count = 3 with one name) take turns, and no droplet is handed to two of them.
 //
 // POST /v2/droplets is not idempotent: a 5xx can hide a droplet that was made. So before
 // each retry the droplets carrying the idempotency tag are listed again, and one that
 // appeared is the one this call made (adopted is false: it carries this call's user data).
 func (c *Client) Create(ctx context.Context, spec Spec) (d *Droplet, adopted bool, err error) {
 	tags := []string{ManagedTag}
-	if spec.IdempotencyTag != "" {
-		existing, err := c.findTagged(ctx, spec.IdempotencyTag, spec.Name, spec.Region)
+	if spec.PendingTag != "" {
+		unlock := c.adopt.lock(spec.PendingTag)
+		defer unlock()
+		existing, err := c.findTagged(ctx, spec.PendingTag, spec.Name, spec.Region, func(d *Droplet) bool {
+			return d.IdempotencyToken != "" && !c.adopt.held(d.ID)
+		})
 		if err != nil {
 			return nil, false, err
 		}
 		if existing != nil {
+			c.adopt.hold(existing.ID)
 			return existing, true, nil
 		}
+		tags = append(tags, spec.PendingTag)
+		defer func() {
+			if d != nil {
+				c.adopt.hold(d.ID)
+			}
+		}()
+	}
+	if spec.IdempotencyTag != "" {
 		tags = append(tags, spec.IdempotencyTag)
+	}
+	if spec.StackID != "" {
+		tags = append(tags, StackTagPrefix+spec.StackID)
 	}
 	req := &godo.DropletCreateRequest{
 		Name:       spec.Name,
@@ -184,7 +221,7 @@ func (c *Client) Create(ctx context.Context, spec Spec) (d *Droplet, adopted boo
 		if spec.IdempotencyTag == "" {
 			return true, nil // nothing to re-check by: do not risk a duplicate
 		}
-		found, err := c.findTagged(ctx, spec.IdempotencyTag, spec.Name, spec.Region)
+		found, err := c.findTagged(ctx, spec.IdempotencyTag, spec.Name, spec.Region, nil)
 		made = found
 		return found != nil, err
 	}
@@ -199,6 +236,35 @@ func (c *Client) Create(ctx context.Context, spec Spec) (d *Droplet, adopted boo
 		return nil, false, err
 	}
 	return fromGodo(created), false, nil
+}
+
+// Claim marks a droplet's create as finished: the droplet loses its pending tag, so no
+// later create adopts it, and the tag, once no droplet carries it, is deleted (tags
+// outlive their droplets). A droplet already gone is success.
+func (c *Client) Claim(ctx context.Context, id int, pendingTag string) error {
+	unlock := c.adopt.lock(pendingTag)
+	defer unlock()
+	resource := []godo.Resource{{ID: strconv.Itoa(id), Type: godo.DropletResourceType}}
+	err := c.call(ctx, fmt.Sprintf("claim droplet %d (untag %s)", id, pendingTag), func(ctx context.Context) (*godo.Response, error) {
+		return c.api.Tags.UntagResources(ctx, pendingTag, &godo.UntagResourcesRequest{Resources: resource})
+	})
+	if errors.Is(err, ErrNotFound) {
+		return nil // the droplet, or the tag, is gone
+	}
+	if err != nil {
+		return err
+	}
+	// Tidying only: the droplet is claimed whatever happens here.
+	var left []godo.Droplet
+	if c.call(ctx, "list droplets tagged "+pendingTag, func(ctx context.Context) (r *godo.Response, err error) {
+		left, r, err = c.api.Droplets.ListByTag(ctx, pendingTag, &godo.ListOptions{PerPage: 1})
+		return r, err
+	}) == nil && len(left) == 0 {
+		_ = c.call(ctx, "delete tag "+pendingTag, func(ctx context.Context) (*godo.Response, error) {
+			return c.api.Tags.Delete(ctx, pendingTag)
+		})
+	}
+	return nil
 }
 
 // WaitStatus waits until the droplet reports the given status ("active", "off").

@@ -2,7 +2,15 @@ package droplet
 
 import (
 	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/pem"
+	"fmt"
+	"slices"
+	"sync"
 	"testing"
+
+	"golang.org/x/crypto/ssh"
 )
 
 func TestCreateDoesNotDuplicateWhenAFailedAnswerHidesACreatedDroplet(t *testing.T) {
@@ -35,40 +43,206 @@ func TestCreateWithoutAnIdempotencyTagDoesNotRetryA5xx(t *testing.T) {
 	}
 }
 
-func TestCreateNeverAdoptsAnotherStacksDropletOfTheSameName(t *testing.T) {
+// testStack is a stack with a fresh SSH key.
+func testStack(t *testing.T, id string) *Stack {
+	t.Helper()
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	block, err := ssh.MarshalPrivateKey(priv, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := NewStack(id, pem.EncodeToMemory(block))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// createSpec is a create as the provider makes it: a fresh token, the stack's pending tag.
+func createSpec(stack *Stack, token string) Spec {
+	spec := Spec{Name: "web-0", Region: "nyc3", Size: "s-1vcpu-1gb", Image: "docker-20-04", StackID: stack.ID}
+	spec.IdempotencyTag, spec.PendingTag = IdempotencyTag(token), stack.PendingTag(spec)
+	return spec
+}
+
+func TestCreateAdoptsOnlyItsOwnUnfinishedCreate(t *testing.T) {
 	t.Parallel()
 	api, c := newDropletsAPI(t)
 	ctx := context.Background()
-	spec := Spec{Name: "web-1", Region: "nyc3", Size: "s-1vcpu-1gb", Image: "docker-20-04"}
-	stackA, stackB := spec, spec
-	stackA.IdempotencyTag, stackB.IdempotencyTag = IdempotencyTag("tok-a"), IdempotencyTag("tok-b")
-	a, _, err := c.Create(ctx, stackA)
+	mine, other := testStack(t, ""), testStack(t, "")
+
+	// An interrupted create: the POST went through, nothing recorded the droplet.
+	lost, adopted, err := c.Create(ctx, createSpec(mine, "tok-lost"))
+	if err != nil || adopted {
+		t.Fatalf("first create: %v (adopted %v)", err, adopted)
+	}
+	// Another stack, same names, its own create: a droplet of its own.
+	theirs, adopted, err := c.Create(ctx, createSpec(other, "tok-theirs"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	// A second stack in the same account, same names.
-	b, adopted, err := c.Create(ctx, stackB)
+	if adopted || theirs.ID == lost.ID {
+		t.Fatalf("another stack got droplet %d (adopted %v), the unfinished create's %d", theirs.ID, adopted, lost.ID)
+	}
+	// The same create, run again by the next apply: it adopts what the lost run made,
+	// with that run's token.
+	c = api.client()
+	again, adopted, err := c.Create(ctx, createSpec(mine, "tok-retry"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if adopted || b.ID == a.ID {
-		t.Fatalf("the second stack got droplet %d (adopted %v), the first stack's %d: destroying one would delete the other's", b.ID, adopted, a.ID)
+	if !adopted || again.ID != lost.ID || again.IdempotencyToken != "tok-lost" || !again.Pending {
+		t.Fatalf("the retried create = droplet %d (adopted %v, token %q, pending %v), want droplet %d adopted with token tok-lost",
+			again.ID, adopted, again.IdempotencyToken, again.Pending, lost.ID)
+	}
+	if len(again.Tags) != 0 {
+		t.Fatalf("the provider's tags show as user tags: %v", again.Tags)
 	}
 	if n, _ := api.count(); n != 2 {
 		t.Fatalf("the account holds %d droplets, want 2", n)
 	}
-	// The first stack's create, run again after an interruption, finds its own droplet.
-	again, adopted, err := c.Create(ctx, stackA)
+
+	// Once claimed, the droplet is nobody's to adopt: the same create (a second workspace
+	// of the same config and key, or a create_before_destroy replacement) makes a new one.
+	if err := c.Claim(ctx, lost.ID, createSpec(mine, "").PendingTag); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Claim(ctx, lost.ID, createSpec(mine, "").PendingTag); err != nil {
+		t.Fatalf("claiming twice: %v", err)
+	}
+	claimed, err := c.Get(ctx, lost.ID)
+	if err != nil || claimed.Pending || claimed.IdempotencyToken != "tok-lost" {
+		t.Fatalf("the claimed droplet: %+v, %v; want it no longer pending, its token kept", claimed, err)
+	}
+	if api.hasTag(createSpec(mine, "").PendingTag) {
+		t.Fatal("the pending tag outlived the last droplet carrying it")
+	}
+	fresh, adopted, err := api.client().Create(ctx, createSpec(mine, "tok-next"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !adopted || again.ID != a.ID {
-		t.Fatalf("re-running stack A's create = droplet %d (adopted %v), want its own droplet %d adopted", again.ID, adopted, a.ID)
+	if adopted || fresh.ID == lost.ID || fresh.ID == theirs.ID {
+		t.Fatalf("a create after the claim = droplet %d (adopted %v); want a new droplet", fresh.ID, adopted)
 	}
-	if again.IdempotencyToken != "tok-a" || len(again.Tags) != 0 {
-		t.Fatalf("adopted droplet: token %q, user tags %v; want tok-a and the provider's tags hidden", again.IdempotencyToken, again.Tags)
+}
+
+func TestCreateNeverAdoptsDropletsTaggedTheOldWay(t *testing.T) {
+	t.Parallel()
+	api, c := newDropletsAPI(t)
+	ctx := context.Background()
+	stack := testStack(t, "")
+	// Made before pending tags existed: the managed tag, with or without a token.
+	for _, tag := range []string{"", IdempotencyTag("old-token")} {
+		if _, _, err := c.Create(ctx, Spec{Name: "web-0", Region: "nyc3", Size: "s-1vcpu-1gb", Image: "docker-20-04", IdempotencyTag: tag}); err != nil {
+			t.Fatal(err)
+		}
 	}
-	if n, _ := api.count(); n != 2 {
-		t.Fatalf("the account holds %d droplets, want 2", n)
+	d, adopted, err := c.Create(ctx, createSpec(stack, "tok-new"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if adopted || d.ID < 102 {
+		t.Fatalf("Create = droplet %d (adopted %v), want a new droplet", d.ID, adopted)
+	}
+	if n, _ := api.count(); n != 3 {
+		t.Fatalf("the account holds %d droplets, want 3", n)
+	}
+	old, err := c.Get(ctx, 101)
+	if err != nil || old.IdempotencyToken != "old-token" || old.Pending || len(old.Tags) != 0 {
+		t.Fatalf("an old droplet reads as %+v, %v", old, err)
+	}
+}
+
+func TestCreateWritesTheStackTag(t *testing.T) {
+	t.Parallel()
+	_, c := newDropletsAPI(t)
+	d, _, err := c.Create(context.Background(), createSpec(testStack(t, "prod"), "tok"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.StackID != "prod" || !d.Pending || d.IdempotencyToken != "tok" || len(d.Tags) != 0 {
+		t.Fatalf("created droplet reads as %+v", d)
+	}
+}
+
+// Resources with identical inputs (count = 3 with one name) share a pending tag: each
+// gets a droplet of its own, whether made now or left by an interrupted run.
+func TestCreateGivesIdenticalNodesADropletEach(t *testing.T) {
+	t.Parallel()
+	api, interrupted := newDropletsAPI(t)
+	ctx := context.Background()
+	stack := testStack(t, "")
+	tag := createSpec(stack, "").PendingTag
+
+	// The interrupted run made two of the three before it died.
+	var lost []int
+	for _, tok := range []string{"tok-1", "tok-2"} {
+		d, adopted, err := interrupted.Create(ctx, createSpec(stack, tok))
+		if err != nil || adopted {
+			t.Fatalf("interrupted run: %v (adopted %v)", err, adopted)
+		}
+		lost = append(lost, d.ID)
+	}
+	if lost[0] == lost[1] {
+		t.Fatalf("two creates of one run share droplet %d", lost[0])
+	}
+
+	// The next run: three creates, none claimed yet (their nodes are still booting).
+	c := api.client()
+	var got []int
+	for i, tok := range []string{"tok-a", "tok-b", "tok-c"} {
+		d, adopted, err := c.Create(ctx, createSpec(stack, tok))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if wantAdopted := i < 2; adopted != wantAdopted || slices.Contains(got, d.ID) {
+			t.Fatalf("create %d = droplet %d (adopted %v) after %v", i, d.ID, adopted, got)
+		}
+		got = append(got, d.ID)
+	}
+	if n, _ := api.count(); n != 3 {
+		t.Fatalf("the account holds %d droplets, want 3", n)
+	}
+
+	// A claim takes the tag off its own droplet only.
+	if err := c.Claim(ctx, got[0], tag); err != nil {
+		t.Fatal(err)
+	}
+	if d, err := c.Get(ctx, got[1]); err != nil || !d.Pending {
+		t.Fatalf("claiming droplet %d claimed droplet %d too: %+v, %v", got[0], got[1], d, err)
+	}
+	for _, id := range got[1:] {
+		if err := c.Claim(ctx, id, tag); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if api.hasTag(tag) {
+		t.Fatal("the pending tag outlived the last droplet carrying it")
+	}
+}
+
+func TestConcurrentIdenticalCreatesGetADropletEach(t *testing.T) {
+	t.Parallel()
+	api, c := newDropletsAPI(t)
+	stack := testStack(t, "")
+	ids := make([]int, 8)
+	var wg sync.WaitGroup
+	for i := range ids {
+		wg.Go(func() {
+			d, _, err := c.Create(context.Background(), createSpec(stack, fmt.Sprintf("tok-%d", i)))
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			ids[i] = d.ID
+		})
+	}
+	wg.Wait()
+	slices.Sort(ids)
+	if n, _ := api.count(); n != len(ids) || len(slices.Compact(ids)) != len(ids) {
+		t.Fatalf("%d concurrent creates got droplets %v of %d in the account", len(ids), ids, n)
 	}
 }

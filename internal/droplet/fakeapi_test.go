@@ -13,15 +13,17 @@ import (
 )
 
 // dropletsAPI is the droplets part of the DigitalOcean API as the client uses it
-// (create, get, list by tag), holding droplets in memory. loseCreates makes the next N
+// (create, get, list by tag, untag, delete a tag), holding droplets in memory. loseCreates makes the next N
 // creates succeed but answer 503, as when a proxy or the API fails after the droplet
 // was made.
 type dropletsAPI struct {
 	t           *testing.T
 	mu          sync.Mutex
 	droplets    []map[string]any
+	tags        []string // the account's tags: made by creates, deleted only by DELETE
 	posts       int
 	loseCreates int
+	url         string
 }
 
 func newDropletsAPI(t *testing.T) (*dropletsAPI, *Client) {
@@ -29,12 +31,18 @@ func newDropletsAPI(t *testing.T) (*dropletsAPI, *Client) {
 	api := &dropletsAPI{t: t}
 	srv := httptest.NewServer(api)
 	t.Cleanup(srv.Close)
-	c, err := NewClient(ClientOptions{Token: "t", BaseURL: srv.URL,
+	api.url = srv.URL
+	return api, api.client()
+}
+
+// client is a new Client of this API: another provider run.
+func (a *dropletsAPI) client() *Client {
+	c, err := NewClient(ClientOptions{Token: "t", BaseURL: a.url,
 		Retry: RetryPolicy{MaxAttempts: 4, MinWait: 5 * time.Millisecond, MaxWait: 50 * time.Millisecond}})
 	if err != nil {
-		t.Fatal(err)
+		a.t.Fatal(err)
 	}
-	return api, c
+	return c
 }
 
 func (a *dropletsAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -53,6 +61,11 @@ func (a *dropletsAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			a.t.Errorf("create body: %v", err)
 		}
 		a.posts++
+		for _, t := range req.Tags {
+			if !slices.Contains(a.tags, t) {
+				a.tags = append(a.tags, t)
+			}
+		}
 		d := map[string]any{"id": 100 + len(a.droplets), "name": req.Name, "status": "new", "size_slug": req.Size,
 			"region": map[string]any{"slug": req.Region}, "tags": req.Tags}
 		a.droplets = append(a.droplets, d)
@@ -75,18 +88,71 @@ func (a *dropletsAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		_ = json.NewEncoder(w).Encode(map[string]any{"droplets": out, "meta": map[string]any{"total": len(out)}})
 	case r.Method == http.MethodGet && strings.HasPrefix(r.URL.Path, "/v2/droplets/"):
 		id, _ := strconv.Atoi(strings.TrimPrefix(r.URL.Path, "/v2/droplets/"))
-		for _, d := range a.droplets {
-			if d["id"] == id {
-				_ = json.NewEncoder(w).Encode(map[string]any{"droplet": d})
+		if d := a.dropletLocked(id); d != nil {
+			_ = json.NewEncoder(w).Encode(map[string]any{"droplet": d})
+			return
+		}
+		a.notFound(w)
+	case r.Method == http.MethodDelete && strings.HasPrefix(r.URL.Path, "/v2/tags/") && strings.HasSuffix(r.URL.Path, "/resources"):
+		tag := strings.TrimSuffix(strings.TrimPrefix(r.URL.Path, "/v2/tags/"), "/resources")
+		var req struct {
+			Resources []struct {
+				ID string `json:"resource_id"`
+			} `json:"resources"`
+		}
+		if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
+			a.t.Errorf("untag body: %v", err)
+		}
+		if !slices.Contains(a.tags, tag) {
+			a.notFound(w)
+			return
+		}
+		for _, res := range req.Resources {
+			id, _ := strconv.Atoi(res.ID)
+			d := a.dropletLocked(id)
+			if d == nil {
+				a.notFound(w)
 				return
 			}
+			d["tags"] = slices.DeleteFunc(slices.Clone(d["tags"].([]string)), func(t string) bool { return t == tag })
 		}
-		w.WriteHeader(http.StatusNotFound)
-		_, _ = w.Write([]byte(`{"id":"not_found","message":"The resource you were accessing could not be found."}`))
+		w.WriteHeader(http.StatusNoContent)
+	case r.Method == http.MethodDelete && strings.HasPrefix(r.URL.Path, "/v2/tags/"):
+		tag := strings.TrimPrefix(r.URL.Path, "/v2/tags/")
+		if !slices.Contains(a.tags, tag) {
+			a.notFound(w)
+			return
+		}
+		a.tags = slices.DeleteFunc(a.tags, func(t string) bool { return t == tag })
+		for _, d := range a.droplets {
+			d["tags"] = slices.DeleteFunc(slices.Clone(d["tags"].([]string)), func(t string) bool { return t == tag })
+		}
+		w.WriteHeader(http.StatusNoContent)
 	default:
 		a.t.Errorf("unexpected request %s %s", r.Method, r.URL)
 		w.WriteHeader(http.StatusNotImplemented)
 	}
+}
+
+func (a *dropletsAPI) dropletLocked(id int) map[string]any {
+	for _, d := range a.droplets {
+		if d["id"] == id {
+			return d
+		}
+	}
+	return nil
+}
+
+func (a *dropletsAPI) notFound(w http.ResponseWriter) {
+	w.WriteHeader(http.StatusNotFound)
+	_, _ = w.Write([]byte(`{"id":"not_found","message":"The resource you were accessing could not be found."}`))
+}
+
+// hasTag reports whether the account knows the tag.
+func (a *dropletsAPI) hasTag(tag string) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return slices.Contains(a.tags, tag)
 }
 
 func (a *dropletsAPI) count() (droplets, posts int) {

@@ -151,12 +151,13 @@ func (r *dropletNodeResource) Schema(ctx context.Context, _ resource.SchemaReque
 				PlanModifiers:       []planmodifier.String{stringplanmodifier.UseStateForUnknown(), stringplanmodifier.RequiresReplaceIfConfigured()},
 			},
 			"tags": schema.SetAttribute{
-				MarkdownDescription: "Tags. Change in place. The provider also tags its droplets `" + droplet.ManagedTag + "` (not shown here), so an interrupted create finds its droplet again.",
+				MarkdownDescription: dropletTagsDescription,
 				Optional:            true,
 				ElementType:         types.StringType,
 				Validators: []validator.Set{setvalidator.ValueStringsAre(
 					stringvalidator.RegexMatches(tagPattern, "must be 1-255 letters, digits, '_', ':' or '-'"),
 					stringvalidator.NoneOf(droplet.ManagedTag),
+					providerTagValidator(),
 				)},
 			},
 			"monitoring": schema.BoolAttribute{
@@ -203,8 +204,9 @@ func (r *dropletNodeResource) Schema(ctx context.Context, _ resource.SchemaReque
 			"idempotency_token": schema.StringAttribute{
 				MarkdownDescription: "A random token made at create and written with the droplet as the tag `" +
 					droplet.IdempotencyTagPrefix + "TOKEN` (not shown in `tags`). When the API fails a create request, the provider " +
-					"looks for a droplet carrying this token before it retries, so a lost answer never makes a second droplet; a droplet " +
-					"of the same name from another stack never carries it, so it is never adopted. Fixed at create.",
+					"looks for a droplet carrying this token before it retries, so a lost answer never makes a second droplet. " +
+					"The host key handed to the droplet in user data is derived from it (and the provider's SSH key), so a droplet " +
+					"adopted after an interrupted apply is pinned like a new one (see the provider's `stack_id`). Fixed at create.",
 				Computed:      true,
 				PlanModifiers: []planmodifier.String{stringplanmodifier.UseStateForUnknown()},
 			},
@@ -338,66 +340,48 @@ func (r *dropletNodeResource) Create(ctx context.Context, req resource.CreateReq
 		return
 	}
 
-	spec, diags := r.spec(ctx, plan)
+	creq, diags := r.prepareCreate(ctx, plan)
 	resp.Diagnostics.Append(diags...)
 	if resp.Diagnostics.HasError() {
 		return
 	}
-	providerKey, err := r.registerProviderKey(ctx)
-	if err != nil {
-		resp.Diagnostics.AddError("Could Not Register the Provider's SSH Key", err.Error())
-		return
-	}
-	spec.SSHKeys = append(spec.SSHKeys, providerKey)
-	// Made here, not in the plan: Terraform plans a create twice (plan, then apply) and
-	// refuses a random value that differs between the two.
-	token, err := newIdempotencyToken()
-	if err != nil {
-		resp.Diagnostics.AddError("Could Not Make an Idempotency Token", err.Error())
-		return
-	}
-	plan.IdempotencyToken = types.StringValue(token)
-	spec.IdempotencyTag = droplet.IdempotencyTag(plan.IdempotencyToken.ValueString())
+	plan.IdempotencyToken = types.StringValue(creq.token)
 
-	hostKey, err := droplet.NewHostKey()
-	if err != nil {
-		resp.Diagnostics.AddError("Could Not Generate a Host Key", err.Error())
-		return
-	}
-	userData, pinned, err := droplet.WithHostKey(spec.UserData, hostKey)
-	if err != nil {
-		resp.Diagnostics.AddAttributeError(path.Root("user_data"), "Invalid User Data", err.Error())
-		return
-	}
-	spec.UserData = userData
-
-	d, adopted, err := r.data.cloud.Create(ctx, spec)
+	d, adopted, err := r.data.cloud.Create(ctx, creq.spec)
 	if err != nil {
 		resp.Diagnostics.AddError("Could Not Create Droplet", err.Error())
 		return
 	}
+	hostKey := creq.hostKey
 	if adopted {
-		resp.Diagnostics.AddWarning("Adopted an Existing Droplet", fmt.Sprintf(
-			"Droplet %d (%s in %s) carries this node's idempotency token: an earlier, interrupted create of this node made it, "+
-				"so it was adopted rather than created again. The host key that create handed it was not saved, so its key is "+
-				"checked as the provider's host_key_policy says (strict: refused, with its fingerprint; accept-new: recorded on first use).",
-			d.ID, d.Name, d.Region))
+		// It got the host key derived from its own create's token: pin that one.
+		plan.IdempotencyToken = types.StringValue(d.IdempotencyToken)
+		if hostKey, err = r.data.stack.HostKey(d.IdempotencyToken); err != nil {
+			resp.Diagnostics.AddError("Could Not Derive the Adopted Droplet's Host Key", fmt.Sprintf("Droplet %d: %s.", d.ID, err))
+			return
+		}
+		resp.Diagnostics.AddWarning("Adopted a Droplet From an Interrupted Create", adoptedDetail(d, creq.pinned, r.data.stack.ID))
 	}
 	plan.ID = types.StringValue(strconv.Itoa(d.ID))
 	// Saved before the long waits: a failure from here on taints the droplet instead of orphaning it.
 	r.fillComputed(&plan, d, "", "")
 	resp.Diagnostics.Append(resp.State.Set(ctx, &plan)...)
 	if resp.Diagnostics.HasError() {
-		return
+		return // not in state: left pending, so the next apply adopts it
 	}
+	// In state from here, tainted if Create fails: claimed however Create ends.
+	defer r.claim(ctx, d.ID, creq.spec.PendingTag, &resp.Diagnostics)
 
-	target := createTarget(adopted, pinned, hostKey.Public)
+	target := conn.Target{} // a key user data could not carry: known_hosts or host_key_policy decide
+	if creq.pinned {
+		target.HostKey = hostKey.Public
+	}
 	d, ready, diags := r.waitReady(ctx, d.ID, target)
 	resp.Diagnostics.Append(diags...)
 	if resp.Diagnostics.HasError() {
 		return
 	}
-	if pinned && !adopted {
+	if creq.pinned {
 		// The private key handed over in user_data stays readable from the metadata
 		// service: replace it at once, over the session pinned to it, and pin the new one.
 		ready.HostKey, diags = r.rotateHostKey(ctx, d, hostKey.Public)
@@ -408,6 +392,90 @@ func (r *dropletNodeResource) Create(ctx context.Context, req resource.CreateReq
 	}
 	r.fillComputed(&plan, d, ready.HostKey, ready.DockerVersion)
 	resp.Diagnostics.Append(resp.State.Set(ctx, &plan)...)
+}
+
+// createRequest is what Create sends for a plan.
+type createRequest struct {
+	spec    droplet.Spec
+	token   string          // this create's idempotency token
+	hostKey droplet.HostKey // handed over in user data, derived from the token
+	pinned  bool            // whether user data could carry hostKey (see droplet.WithHostKey)
+}
+
+// prepareCreate builds the create request for a plan: the provider's key among the
+// account keys, a fresh idempotency token, the stack's pending tag for this create, and
+// the host key derived from the token in user data.
+func (r *dropletNodeResource) prepareCreate(ctx context.Context, plan dropletNodeModel) (createRequest, diag.Diagnostics) {
+	var creq createRequest
+	if r.data.stack == nil { // ModifyPlan refuses a plan without an SSH key
+		var diags diag.Diagnostics
+		diags.AddError("Missing SSH Private Key", "microswarm_droplet_node needs the provider's ssh_private_key or ssh_private_key_file.")
+		return creq, diags
+	}
+	spec, diags := r.spec(ctx, plan)
+	if diags.HasError() {
+		return creq, diags
+	}
+	providerKey, err := r.registerProviderKey(ctx)
+	if err != nil {
+		diags.AddError("Could Not Register the Provider's SSH Key", err.Error())
+		return creq, diags
+	}
+	spec.SSHKeys = append(spec.SSHKeys, providerKey)
+	// Made here, not in the plan: Terraform plans a create twice (plan, then apply) and
+	// refuses a random value that differs between the two.
+	if creq.token, err = newIdempotencyToken(); err != nil {
+		diags.AddError("Could Not Make an Idempotency Token", err.Error())
+		return creq, diags
+	}
+	spec.IdempotencyTag = droplet.IdempotencyTag(creq.token)
+	spec.StackID = r.data.stack.ID
+	spec.PendingTag = r.data.stack.PendingTag(spec) // of the user's user data, before the host key joins it
+
+	if creq.hostKey, err = r.data.stack.HostKey(creq.token); err != nil {
+		diags.AddError("Could Not Generate a Host Key", err.Error())
+		return creq, diags
+	}
+	if spec.UserData, creq.pinned, err = droplet.WithHostKey(spec.UserData, creq.hostKey); err != nil {
+		diags.AddAttributeError(path.Root("user_data"), "Invalid User Data", err.Error())
+		return creq, diags
+	}
+	creq.spec = spec
+	return creq, diags
+}
+
+// adoptedDetail explains an adoption, and how the adopted droplet's host key is checked:
+// exactly as a created droplet's, never on trust.
+func adoptedDetail(d *droplet.Droplet, pinned bool, stackID string) string {
+	key := "Its host key is the one that create handed it in user data (derived again from the create's token), pinned as " +
+		"for a new droplet and then rotated; if that create had rotated it already, the key is refused and the droplet is " +
+		"kept, tainted, so the next apply replaces it."
+	if !pinned {
+		key = "Its user data could not carry a host key, so its own key is checked as for a new droplet: by the provider's " +
+			"ssh_known_hosts_file or host_key_policy."
+	}
+	if stackID == "" {
+		key += " The provider sets no stack_id: if another workspace with the same configuration and SSH key is applying at " +
+			"this very moment, this droplet may be its in-flight create; give each workspace its own stack_id to rule that out."
+	}
+	return fmt.Sprintf("Droplet %d (%s in %s) was made by an earlier run of this node's create that did not finish (the apply "+
+		"stopped before Terraform saved it). It still carries that create's pending tag, which only the same stack (stack_id "+
+		"and SSH key) computes for the same name, region and settings, so it was adopted rather than created again. %s",
+		d.ID, d.Name, d.Region, key)
+}
+
+// claim ends a create: the droplet, now in state (tainted if Create fails), loses its
+// pending tag, so no later create adopts it, not another workspace's, not a
+// create_before_destroy replacement of this node (whose destroy would delete it). It runs
+// however Create ends, on a deadline of its own: the create's may have passed.
+func (r *dropletNodeResource) claim(ctx context.Context, id int, pendingTag string, diags *diag.Diagnostics) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+	defer cancel()
+	if err := r.data.cloud.Claim(ctx, id, pendingTag); err != nil {
+		diags.AddError("Could Not Claim Droplet", fmt.Sprintf("Droplet %d: %s. It is kept in state (tainted). Until its tag %s "+
+			"is deleted, a later create of this node with the same settings would adopt it: delete that tag in the DigitalOcean "+
+			"console or API, then apply again (or run terraform untaint).", id, err, pendingTag))
+	}
 }
 
 // rotateHostKey replaces the host key a new droplet got through user_data with one made
@@ -432,16 +500,10 @@ func (r *dropletNodeResource) rotateHostKey(ctx context.Context, d *droplet.Drop
 	return rotated, diags
 }
 
-// createTarget is how a node is first reached after Create. A key the provider handed the
-// droplet is pinned. Any other key (a script's droplet makes its own; an adopted droplet's
-// was handed over by a create whose key is lost) only known_hosts or host_key_policy may
-// vouch for: strict refuses it, accept-new records it. Never a silent first use.
-func createTarget(adopted, pinned bool, hostKey string) conn.Target {
-	if pinned && !adopted {
-		return conn.Target{HostKey: hostKey}
-	}
-	return conn.Target{}
-}
+// dropletTagsDescription describes tags, and the provider's own tags beside them.
+var dropletTagsDescription = "Tags. Change in place. The provider also writes tags of its own, not shown here and not allowed here: `" +
+	droplet.ManagedTag + "`, `" + droplet.IdempotencyTagPrefix + "TOKEN`, `" + droplet.StackTagPrefix + "ID` (the provider's `stack_id`) " +
+	"and, until the create finishes, `" + droplet.PendingTagPrefix + "...`, by which an interrupted create's droplet is found again."
 
 // newIdempotencyToken is 128 random bits, hex: unique to one node of one stack.
 func newIdempotencyToken() (string, error) {

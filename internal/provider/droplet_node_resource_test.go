@@ -435,6 +435,8 @@ func TestDropletNodeInputIsValidatedAtPlanTime(t *testing.T) {
 		"ssh keys are ids or md5":   {attrs: `ssh_keys = ["my key"]`, wantErr: `numeric key ID or an MD5`},
 		"vpc is a uuid":             {attrs: `vpc_uuid = "default"`, wantErr: `VPC UUID`},
 		"the managed tag is ours":   {attrs: `tags = ["microswarm"]`, wantErr: `value must be none of`},
+		"pending tags are ours":     {attrs: `tags = ["microswarm-pending:00ff"]`, wantErr: `(?s)Reserved Tag.*tags.*provider writes itself`},
+		"stack tags are ours":       {attrs: `tags = ["microswarm-stack:prod"]`, wantErr: `(?s)Reserved Tag.*provider writes itself`},
 		"tags have the api's form":  {attrs: `tags = ["has space"]`, wantErr: `letters, digits`},
 		"timeouts are go durations": {attrs: `timeouts = { create = "ten minutes" }`, wantErr: `(?i)duration`},
 	}

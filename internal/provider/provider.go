@@ -44,6 +44,7 @@ const (
 	envHostKeyPolicy  = "MICROSWARM_HOST_KEY_POLICY"
 	envConnectTimeout = "MICROSWARM_CONNECT_TIMEOUT"
 	envDockerCertPath = "DOCKER_CERT_PATH"
+	envStackID        = "MICROSWARM_STACK_ID"
 )
 
 // New returns the provider factory for providerserver.Serve and the tests.
@@ -65,6 +66,7 @@ type providerModel struct {
 	HostKeyPolicy     types.String `tfsdk:"host_key_policy"`
 	ConnectTimeout    types.String `tfsdk:"connect_timeout"`
 	DockerCertPath    types.String `tfsdk:"docker_cert_path"`
+	StackID           types.String `tfsdk:"stack_id"`
 }
 
 // providerData is what resources receive in Configure: one pool and one API client per
@@ -93,6 +95,11 @@ type providerData struct {
 
 	// dockerTLS says whether docker_cert_path gave TLS material for tcp:// hosts.
 	dockerTLS bool
+
+	// stack ties the droplets this provider creates to its stack (stack_id and a secret
+	// from the SSH key), so that only the same create of the same stack adopts a droplet
+	// an interrupted apply left. Nil without an SSH key (droplet nodes refuse to plan then).
+	stack *droplet.Stack
 }
 
 func (p *microswarmProvider) Metadata(_ context.Context, _ provider.MetadataRequest, resp *provider.MetadataResponse) {
@@ -157,6 +164,18 @@ func (p *microswarmProvider) Schema(_ context.Context, _ provider.SchemaRequest,
 				Optional:   true,
 				Validators: []validator.String{positiveDurationValidator{}},
 			},
+			"stack_id": schema.StringAttribute{
+				MarkdownDescription: "Names this stack among the stacks that share a DigitalOcean account, e.g. `stack_id = terraform.workspace`: " +
+					"1-64 letters, digits, `-` or `_`. When an apply dies between a droplet's create request and Terraform saving it, " +
+					"the next apply of the same node adopts that droplet (with a warning) instead of making a second one; it adopts " +
+					"only a droplet whose create never finished, made for the same name, region and settings by a provider with the " +
+					"same `stack_id` and the same SSH key. A droplet whose create finished is never adopted, so two stacks never share one. " +
+					"Set it when stacks with the same node names share an account and an SSH key and may apply at the same time. " +
+					"Droplets also carry it as the tag `" + droplet.StackTagPrefix + "ID` (not shown in their `tags`). " +
+					"Changing it affects only droplets created afterwards. Env: `" + envStackID + "`. Default: none.",
+				Optional:   true,
+				Validators: []validator.String{stringvalidator.RegexMatches(droplet.StackIDPattern, "must be 1-64 letters, digits, '-' or '_'")},
+			},
 			"docker_cert_path": schema.StringAttribute{
 				MarkdownDescription: "Folder with `ca.pem`, `cert.pem` and `key.pem` for `tcp://` Docker hosts (TLS). " +
 					"Env: `" + envDockerCertPath + "`.",
@@ -212,6 +231,13 @@ func (p *microswarmProvider) Configure(ctx context.Context, req provider.Configu
 			return
 		}
 		data.sshPublicKey = conn.AuthorizedKey(signer.PublicKey())
+		stack, err := droplet.NewStack(settings.stackID, opts.PrivateKey)
+		if err != nil {
+			resp.Diagnostics.AddAttributeError(settings.sshKeyPath(), "Invalid SSH Private Key",
+				"Deriving the stack's secret from the SSH private key: "+err.Error()+".")
+			return
+		}
+		data.stack = stack
 	}
 	if settings.dockerCertPath != "" {
 		material, err := conn.LoadTLSMaterial(settings.dockerCertPath)
@@ -269,6 +295,7 @@ type settings struct {
 	connectTimeoutText            string
 	connectTimeout                time.Duration
 	dockerCertPath                string
+	stackID                       string
 }
 
 func resolveSettings(cfg providerModel, getenv func(string) string) settings {
@@ -293,6 +320,7 @@ func resolveSettings(cfg providerModel, getenv func(string) string) settings {
 		hostKeyPolicy:      pick(cfg.HostKeyPolicy, envHostKeyPolicy),
 		connectTimeoutText: pick(cfg.ConnectTimeout, envConnectTimeout),
 		dockerCertPath:     pick(cfg.DockerCertPath, envDockerCertPath),
+		stackID:            pick(cfg.StackID, envStackID),
 	}
 	// An attribute wins over the environment, so a key file from the environment
 	// does not conflict with a key set in the config, and vice versa.
@@ -332,6 +360,10 @@ func (s *settings) validate(diags *diag.Diagnostics) {
 	}
 	if !userPattern.MatchString(s.sshUser) {
 		diags.AddAttributeError(path.Root("ssh_user"), "Invalid SSH User", fmt.Sprintf("%q (from %s) is not a valid user name.", s.sshUser, envSSHUser))
+	}
+	if s.stackID != "" && !droplet.StackIDPattern.MatchString(s.stackID) {
+		diags.AddAttributeError(path.Root("stack_id"), "Invalid Stack ID",
+			fmt.Sprintf("stack_id: %q (from the config or %s) must be 1-64 letters, digits, '-' or '_'.", s.stackID, envStackID))
 	}
 	s.connectTimeout = conn.DefaultConnectTimeout
 	if s.connectTimeoutText != "" {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"regexp"
+	"strings"
 	"testing"
 
 	"github.com/hashicorp/terraform-plugin-framework/providerserver"
@@ -44,6 +45,9 @@ func TestProviderConfigIsValidatedAtPlanTime(t *testing.T) {
 		"env policy is checked too":    {env: map[string]string{envHostKeyPolicy: "yolo"}, wantErr: `Invalid Host Key Policy`},
 		"env timeout is checked too":   {env: map[string]string{envConnectTimeout: "soon"}, wantErr: `Invalid Connect Timeout`},
 		"env endpoint is checked too":  {env: map[string]string{envAPIURL: "not-a-url"}, wantErr: `Invalid API Endpoint`},
+		"stack_id goes into a tag":     {config: `stack_id = "prod.eu"`, wantErr: `(?s)stack_id.*1-64 letters, digits`},
+		"stack_id is not too long":     {config: `stack_id = "` + strings.Repeat("s", 65) + `"`, wantErr: `(?s)stack_id.*1-64 letters, digits`},
+		"env stack_id is checked too":  {env: map[string]string{envStackID: "prod eu"}, wantErr: `(?s)Invalid Stack ID.*stack_id: "prod eu"`},
 		// The token would travel in clear: refused at plan time when literal...
 		"plain http to a remote host": {config: `api_endpoint = "http://api.example.invalid/"`, wantErr: `(?s)Insecure API Endpoint.*api_endpoint`},
 		"plain http to a remote IP":   {config: `api_endpoint = "http://192.0.2.7:8080"`, wantErr: `(?s)Insecure API Endpoint.*api_endpoint`},

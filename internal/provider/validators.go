@@ -22,6 +22,7 @@ import (
 
 	"github.com/microswarm/terraform-provider-microswarm/internal/conn"
 	"github.com/microswarm/terraform-provider-microswarm/internal/consul"
+	"github.com/microswarm/terraform-provider-microswarm/internal/droplet"
 	"github.com/microswarm/terraform-provider-microswarm/internal/swarm"
 )
 
@@ -424,4 +425,16 @@ func checkHostKeyBeside(at path.Path, host, hostKey types.String, diags *diag.Di
 // so that material those validators refuse is not reported twice.
 func pemIs(s, kind string) bool {
 	return consulPEMValidator(kind).(stringCheck).check(s) == nil
+}
+
+// providerTagValidator refuses, in a droplet's tags, the tags the provider writes itself
+// and hides from `tags` (an idempotency, pending or stack tag): Read could never show them.
+func providerTagValidator() validator.String {
+	return stringCheck{"Reserved Tag", "must not be one of the provider's own tags (" + droplet.IdempotencyTagPrefix + "..., " +
+		droplet.PendingTagPrefix + "..., " + droplet.StackTagPrefix + "...)", func(s string) error {
+		if droplet.IsProviderTag(s) {
+			return fmt.Errorf("%q is a tag the provider writes itself and hides from tags; choose another", s)
+		}
+		return nil
+	}}
 }
