@@ -307,7 +307,7 @@ func (fx *healFixture) recordWorkers(s *terraform.State) error {
 }
 
 // powerOffWorker powers a worker off through the cloud's API, as a failure would, and
-// waits until Consul and swarm see it gone: the next plan reads what a scheduled run sees.
+// waits until Consul sees it failed: the next plan reads what a scheduled run sees.
 func (fx *healFixture) powerOffWorker(i int) func() {
 	return func() {
 		t := fx.t
@@ -343,7 +343,8 @@ func (fx *healFixture) powerOffWorker(i int) func() {
 		if err != nil {
 			t.Fatal(err)
 		}
-		fx.waitNodeDown("m", fmt.Sprintf("w%d", i+1))
+		// Not waiting for swarm to see the node down as well: a scheduled run comes when it
+		// comes, and the replacement may get the old addresses back.
 	}
 }
 

@@ -21,8 +21,10 @@ import (
 // Plan modifiers.
 
 // sameNodeModifier keeps a node entry's node_id and hostname from state while the
-// entry names the same host and advertise address and its node was ready: anything
-// else may re-join the node, which gives it a new ID.
+// entry names the same host, advertise address and host key and its node was ready:
+// anything else may re-join the node, which gives it a new ID. The host key matters
+// because a replaced droplet can come back on the same addresses (before swarm even
+// notices the old one is down) and joins as a new node.
 type sameNodeModifier struct{}
 
 func (sameNodeModifier) Description(context.Context) string {
@@ -35,7 +37,9 @@ func (sameNodeModifier) PlanModifyString(ctx context.Context, req planmodifier.S
 		return
 	}
 	entry := req.Path.ParentPath()
-	var priorHost, plannedHost, priorAddr, plannedAddr, priorState types.String
+	var priorHost, plannedHost, priorAddr, plannedAddr, priorState, priorKey, plannedKey types.String
+	resp.Diagnostics.Append(req.State.GetAttribute(ctx, entry.AtName("host_key"), &priorKey)...)
+	resp.Diagnostics.Append(req.Plan.GetAttribute(ctx, entry.AtName("host_key"), &plannedKey)...)
 	resp.Diagnostics.Append(req.State.GetAttribute(ctx, entry.AtName("host"), &priorHost)...)
 	resp.Diagnostics.Append(req.Plan.GetAttribute(ctx, entry.AtName("host"), &plannedHost)...)
 	resp.Diagnostics.Append(req.State.GetAttribute(ctx, entry.AtName("advertise_addr"), &priorAddr)...)
@@ -44,7 +48,7 @@ func (sameNodeModifier) PlanModifyString(ctx context.Context, req planmodifier.S
 	if resp.Diagnostics.HasError() {
 		return
 	}
-	if priorHost.Equal(plannedHost) && priorAddr.Equal(plannedAddr) && priorState.ValueString() == swarm.StateReady {
+	if priorHost.Equal(plannedHost) && priorAddr.Equal(plannedAddr) && priorKey.Equal(plannedKey) && priorState.ValueString() == swarm.StateReady {
 		resp.PlanValue = req.StateValue
 		return
 	}
