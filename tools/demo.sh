@@ -97,7 +97,7 @@ gist() {
       # Terraform says "Still creating..." every 10 s: every 30 s is enough here.
       *": Still "*"s elapsed]"*)
         case "$line" in *"30s elapsed]"* | *"m0s elapsed]"*) say "  $line" ;; esac ;;
-      *"Error: "*) say "  ${line#│ }" ;;
+      *"Error: "* | *"Warning: "*) say "  ${line#│ }" ;;
       *) continue ;;
     esac
     quiet_since=$SECONDS
