@@ -63,12 +63,13 @@ require_up() {
 }
 
 # apply LOG [ARG...] runs terraform apply with its whole output in LOG and its gist on
-# stderr: the plan's summary, each resource done, a heartbeat for slow ones, errors.
+# stderr: the plan's summary, each resource done, a heartbeat for slow ones, the titles of
+# the provider's warnings, errors.
 apply() {
   local log=$1
   shift
   local rc=0
-  tf apply -auto-approve -input=false -no-color -compact-warnings -state="$STATE/terraform.tfstate" "$@" 2>&1 |
+  tf apply -auto-approve -input=false -no-color -state="$STATE/terraform.tfstate" "$@" 2>&1 |
     tee "$log" | gist || rc=$?
   if [ "$rc" -ne 0 ]; then
     say "terraform apply failed; its errors (all of it: ${log#"$ROOT/"}):"
@@ -79,6 +80,7 @@ apply() {
 
 gist() {
   local line rc started=$SECONDS quiet_since=$SECONDS
+  local -A warned=()
   while :; do
     rc=0
     IFS= read -r -t 5 line || rc=$?
@@ -97,7 +99,13 @@ gist() {
       # Terraform says "Still creating..." every 10 s: every 30 s is enough here.
       *": Still "*"s elapsed]"*)
         case "$line" in *"30s elapsed]"* | *"m0s elapsed]"*) say "  $line" ;; esac ;;
-      *"Error: "* | *"Warning: "*) say "  ${line#│ }" ;;
+      # The demo's own setup (-state, dev_overrides) warns on every run: not news.
+      *"Warning: Deprecated flag: -state"* | *"Warning: Provider development overrides"*) continue ;;
+      *"Warning: "*) # once per title: a plan and its apply may say the same
+        [ -z "${warned[$line]:-}" ] || continue
+        warned[$line]=1
+        say "  ${line#│ }" ;;
+      *"Error: "*) say "  ${line#│ }" ;;
       *) continue ;;
     esac
     quiet_since=$SECONDS
