@@ -75,6 +75,8 @@ func run(statePath, keyPath string) error {
 	for _, to := range []bluegreen.Color{other, live.Active} {
 		rep, took, err = a.underLoad(ctx, "apply", func() error {
 			cmd := exec.CommandContext(ctx, "tools/demo.sh", "switch", string(to))
+			// This bench brings its own load: none from demo.sh's live view.
+			cmd.Env = append(os.Environ(), "MICROSWARM_DEMO_LOAD=0")
 			if out, err := cmd.CombinedOutput(); err != nil {
 				return fmt.Errorf("tools/demo.sh switch %s: %w\n%s", to, err, out)
 			}

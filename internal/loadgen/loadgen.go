@@ -24,6 +24,7 @@ import (
 	"net/http"
 	"net/http/httptrace"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -348,6 +349,19 @@ func (r *Run) Mark(name string) {
 	if _, seen := r.marks[name]; !seen {
 		r.marks[name] = now
 	}
+}
+
+// Results returns the requests that have ended so far, from the from-th on (0 for all),
+// in the order they were counted (as they ended), while the run goes on: a live display
+// tails a run by passing the count it has seen. Abandoned requests are never among them; a Report holds the same
+// requests, ordered by start.
+func (r *Run) Results(from int) []Result {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if from < 0 || from >= len(r.results) {
+		return nil
+	}
+	return slices.Clone(r.results[from:])
 }
 
 // Done is closed when the run has ended, by its bounds or by Stop.

@@ -469,6 +469,48 @@ func TestMarks(t *testing.T) {
 	}
 }
 
+// TestResultsTail tails a run while it goes on, as a live display does: what the tail
+// saw, failures included, is what the Report holds.
+func TestResultsTail(t *testing.T) {
+	t.Parallel()
+	app := &demoApp{fail: func(n int64, w http.ResponseWriter, _ *http.Request) bool {
+		if n%50 != 0 {
+			return false
+		}
+		w.WriteHeader(http.StatusServiceUnavailable)
+		return true
+	}}
+	srv := startDemo(t, app)
+	run, err := Start(context.Background(), Options{Targets: []string{srv.URL}, Concurrency: 4, Rate: 2000,
+		MaxRequests: 400, MaxDuration: 20 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var seen []Result
+	polls := 0
+	for done := false; !done; polls++ {
+		select {
+		case <-run.Done():
+			done = true
+		case <-time.After(20 * time.Millisecond):
+		}
+		seen = append(seen, run.Results(len(seen))...)
+	}
+	rep := run.Wait()
+	failed := 0
+	for _, r := range seen {
+		if !r.OK() {
+			failed++
+		}
+	}
+	if len(seen) != rep.Requests || failed != rep.Failed || rep.Failed == 0 || polls < 3 {
+		t.Fatalf("the tail saw %d requests, %d failed, in %d polls; the report: %s", len(seen), failed, polls, rep)
+	}
+	if run.Results(len(seen)) != nil || run.Results(-1) != nil || len(run.Results(0)) != len(seen) {
+		t.Fatal("Results past the end, or from a negative index, is not empty; or from 0 is not all")
+	}
+}
+
 // TestKeepAlive shows what keep-alive changes on the wire: with it, each client keeps
 // its connection; without it, every request opens one.
 func TestKeepAlive(t *testing.T) {

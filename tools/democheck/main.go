@@ -13,8 +13,10 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -183,26 +185,35 @@ func checkConsul(ctx context.Context, pool *conn.Pool, state acctest.TFState) er
 		if err != nil {
 			return fmt.Errorf("consul raft configuration via %s: %w", host, err)
 		}
-		voters := 0
+		voters := map[string]bool{} // by address, without the port
 		for _, s := range raft.Servers {
 			if s.Voter {
-				voters++
+				addr, _, _ := strings.Cut(s.Address, ":")
+				voters[addr] = true
 			}
 		}
 		members, err := consul.Agent().Members(false)
 		if err != nil {
 			return fmt.Errorf("consul members via %s: %w", host, err)
 		}
-		alive := 0
+		alive := map[string]bool{}
 		for _, m := range members {
 			if m.Status == 1 { // serf's StatusAlive
-				alive++
+				alive[m.Addr] = true
 			}
 		}
 		leader, _ := consul.Status().Leader()
-		fmt.Printf("consul: leader %s, %d voters, %d alive members\n", leader, voters, alive)
-		if voters != len(r.Instances) {
-			return fmt.Errorf("consul has %d voters, want %d", voters, len(r.Instances))
+		fmt.Printf("consul: leader %s, %d voters, %d alive members\n", leader, len(voters), len(alive))
+		// Every server of the state, by its advertised address: an alive member and a voter.
+		var missing []string
+		for _, inst := range r.Instances {
+			addr, _ := inst.Attributes["advertise_addr"].(string)
+			if !alive[addr] || !voters[addr] {
+				missing = append(missing, fmt.Sprintf("%s (alive %v, voter %v)", addr, alive[addr], voters[addr]))
+			}
+		}
+		if len(missing) > 0 {
+			return fmt.Errorf("consul servers not alive voters: %s", strings.Join(missing, ", "))
 		}
 		return nil
 	}
@@ -235,15 +246,24 @@ func checkSwarm(ctx context.Context, pool *conn.Pool, state acctest.TFState) err
 			if err != nil {
 				return fmt.Errorf("swarm node list via %s: %w", host, err)
 			}
-			ready := 0
+			ready := map[string]bool{} // by address
 			for _, n := range nodes {
 				if n.Status.State == swarm.NodeStateReady {
-					ready++
+					ready[n.Status.Addr] = true
 				}
 			}
-			fmt.Printf("swarm: %d of %d nodes ready\n", ready, len(nodes))
-			if ready != len(entries) {
-				return fmt.Errorf("swarm has %d ready nodes, want %d", ready, len(entries))
+			fmt.Printf("swarm: %d of %d nodes ready\n", len(ready), len(nodes))
+			// Every entry of the state, by its advertised address: a ready node.
+			var missing []string
+			for _, name := range slices.Sorted(maps.Keys(entries)) {
+				entry, _ := entries[name].(map[string]any)
+				addr, _ := entry["advertise_addr"].(string)
+				if !ready[addr] {
+					missing = append(missing, fmt.Sprintf("%s (%s)", name, addr))
+				}
+			}
+			if len(missing) > 0 {
+				return fmt.Errorf("swarm nodes not ready: %s", strings.Join(missing, ", "))
 			}
 			return nil
 		}

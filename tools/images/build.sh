@@ -4,19 +4,44 @@
 # defaults are what users pull from Docker Hub.
 #   tools/images/build.sh            all images
 #   tools/images/build.sh node ...   only some (node, consul, demoapp, haproxy, registrator)
-# Prints nothing on stdout; progress goes to stderr.
+# Prints nothing on stdout; progress goes to stderr. A cached run prints one line. When
+# something must be built, it first lists what and about how long (a first run compiles
+# Consul and the registry from source and debootstraps the base: about a quarter of an
+# hour), then names each image as it builds it, with a heartbeat on long steps. The output
+# of the builders themselves goes to $CACHE/logs/ (debootstrap's to $CACHE/debootstrap.log),
+# and its end is shown if a step fails.
 set -euo pipefail
 cd "$(dirname "$0")"
 HERE=$(pwd)
+PROGRESS_TAG=images
+# shellcheck source=tools/progress.sh
+source "$HERE/../progress.sh"
 
 CACHE="${MICROSWARM_CACHE:-$HOME/.cache/microswarm}"
 CONSUL_VERSION="${CONSUL_VERSION:-1.20.5}"
 NODE_IMAGE="${MICROSWARM_NODE_IMAGE:-microswarm/node:bookworm}"
+CONSUL_IMAGE="hashicorp/consul:$CONSUL_VERSION"
+HAPROXY_IMAGE=haproxy:2.6
+DEMOAPP_VERSIONS="1.0.0 2.0.0"
+# The registrator's tag is the provider's default image, so the two cannot drift apart.
+REGISTRATOR_IMAGE=$(grep -o 'microswarm/registrator:[0-9A-Za-z.-]*' "$HERE/../../internal/registrator/image.go")
 export DOCKER_BUILDKIT=0
-mkdir -p "$CACHE"
+LOGS="$CACHE/logs"
+mkdir -p "$CACHE" "$LOGS"
 
-log() { echo "[images] $*" >&2; }
 have_image() { docker image inspect "$1" >/dev/null 2>&1; }
+stdout_to_stderr() { "$@" >&2; }
+
+# step LOG WHAT CMD...: runs CMD with a heartbeat and its stderr in LOG (stdout untouched);
+# if it fails, shows the end of LOG and exits.
+step() {
+  local log=$1 what=$2
+  shift 2
+  run_long -l "$log" "$what" "$@" && return 0
+  say "failed: $what; the end of $log:"
+  tail -20 "$log" >&2
+  exit 1
+}
 
 # Pushes IMAGE into the registry that serves the droplets, as 127.0.0.1:PORT/IMAGE.
 PUSH_LIST=()
@@ -33,84 +58,93 @@ build_rootfs() {
   if ! have_image "$rootfs_image"; then
     local tarball="$CACHE/rootfs/bookworm-$ROOTFS_KEY.tar"
     if [ ! -s "$tarball" ]; then
-      log "debootstrap bookworm (first run only, about a minute)"
+      say "base root filesystem: debootstrap of Debian bookworm (first run only)"
       local dir
       dir=$(mktemp -d)
-      debootstrap --variant=minbase --include="$ROOTFS_PACKAGES" \
-        bookworm "$dir" >"$CACHE/debootstrap.log" 2>&1 || { tail -20 "$CACHE/debootstrap.log" >&2; exit 1; }
+      # debootstrap reports on stdout: all of it goes to the log.
+      step "$CACHE/debootstrap.log" "running debootstrap" \
+        stdout_to_stderr debootstrap --variant=minbase --include="$ROOTFS_PACKAGES" bookworm "$dir"
       mkdir -p "$CACHE/rootfs"
       tar -C "$dir" -c . >"$tarball.tmp" && mv "$tarball.tmp" "$tarball"
       rm -rf "$dir"
     fi
-    log "importing $rootfs_image"
-    docker import "$tarball" "$rootfs_image" >/dev/null
+    say "base root filesystem: importing $rootfs_image"
+    step "$LOGS/import.log" "importing $rootfs_image" docker import "$tarball" "$rootfs_image" >/dev/null
   fi
 }
 
 build_node() {
   build_rootfs
-  log "building $NODE_IMAGE"
-  docker build -q -t "$NODE_IMAGE" --build-arg BASE="$ROOTFS_IMAGE" "$HERE/node" >/dev/null
+  begin_image "$NODE_IMAGE"
+  step "$LOGS/node.log" "building $NODE_IMAGE" \
+    docker build -q -t "$NODE_IMAGE" --build-arg BASE="$ROOTFS_IMAGE" "$HERE/node" >/dev/null
+  end_image
 }
 
 build_haproxy() {
-  local image=haproxy:2.6
+  local image=$HAPROXY_IMAGE
   build_rootfs
-  log "building $image"
-  docker build -q -t "$image" --build-arg BASE="$ROOTFS_IMAGE" "$HERE/haproxy" >/dev/null
+  begin_image "$image"
+  step "$LOGS/haproxy.log" "building $image" \
+    docker build -q -t "$image" --build-arg BASE="$ROOTFS_IMAGE" "$HERE/haproxy" >/dev/null
+  end_image
   queue_push "$image"
 }
 
 build_consul() {
-  local image="hashicorp/consul:$CONSUL_VERSION"
+  local image=$CONSUL_IMAGE
+  begin_image "$image"
   local bin
-  bin=$("$HERE/gobin.sh" consul)
+  bin=$(step "$LOGS/consul-source.log" "building Consul $CONSUL_VERSION from source" "$HERE/gobin.sh" consul)
   local ctx
   ctx=$(mktemp -d)
   cp "$HERE/consul/Dockerfile" "$ctx/"
   cp "$bin" "$ctx/consul"
-  log "building $image"
-  docker build -q -t "$image" "$ctx" >/dev/null
+  step "$LOGS/consul.log" "building $image" docker build -q -t "$image" "$ctx" >/dev/null
   rm -rf "$ctx"
+  end_image
   queue_push "$image"
 }
 
 build_demoapp() {
   # Two versions, so blue/green has something to switch between.
   local version
-  for version in 1.0.0 2.0.0; do
+  for version in $DEMOAPP_VERSIONS; do
     local image="microswarm/demo-app:$version"
+    begin_image "$image"
     local ctx
     ctx=$(mktemp -d)
-    (cd "$HERE/../.." && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=$version" \
-      -o "$ctx/demo-app" ./tools/images/demoapp)
+    step "$LOGS/demoapp.log" "compiling the demo app $version" \
+      env CGO_ENABLED=0 go -C "$HERE/../.." build -trimpath -ldflags "-s -w -X main.version=$version" -o "$ctx/demo-app" ./tools/images/demoapp
     cp "$HERE/demoapp/Dockerfile" "$ctx/"
-    log "building $image"
-    docker build -q -t "$image" "$ctx" >/dev/null
+    step "$LOGS/demoapp.log" "building $image" docker build -q -t "$image" "$ctx" >/dev/null
     rm -rf "$ctx"
+    end_image
     queue_push "$image"
   done
 }
 
 build_registrator() {
-  # The tag is the provider's default image, so the two cannot drift apart.
-  local image
-  image=$(grep -o 'microswarm/registrator:[0-9A-Za-z.-]*' "$HERE/../../internal/registrator/image.go")
+  local image=$REGISTRATOR_IMAGE
+  begin_image "$image"
   local ctx
   ctx=$(mktemp -d)
-  (cd "$HERE/../.." && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=${image##*:}" \
-    -o "$ctx/registrator" ./cmd/registrator)
+  step "$LOGS/registrator.log" "compiling the registrator" \
+    env CGO_ENABLED=0 go -C "$HERE/../.." build -trimpath -ldflags "-s -w -X main.version=${image##*:}" -o "$ctx/registrator" ./cmd/registrator
   cp "$HERE/registrator/Dockerfile" "$ctx/"
-  log "building $image"
-  docker build -q -t "$image" "$ctx" >/dev/null
+  step "$LOGS/registrator.log" "building $image" docker build -q -t "$image" "$ctx" >/dev/null
   rm -rf "$ctx"
+  end_image
   queue_push "$image"
 }
 
 push_all() {
   [ ${#PUSH_LIST[@]} -gt 0 ] || return 0
   local registry port pid=""
-  registry=$("$HERE/gobin.sh" registry)
+  if ! "$HERE/gobin.sh" -n registry; then
+    say "the local registry: compiling it from source (first run only)"
+  fi
+  registry=$(step "$LOGS/registry-source.log" "building the registry from source" "$HERE/gobin.sh" registry)
   port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' 2>/dev/null || echo 5099)
   mkdir -p "$CACHE/registry"
   cat >"$CACHE/registry/push-config.yml" <<CFG
@@ -137,15 +171,118 @@ CFG
     # path a registry mirror is asked for.
     repo=$image
     case "$image" in */*) ;; *) repo="library/$image" ;; esac
-    log "pushing $image into the local registry"
     docker tag "$image" "127.0.0.1:$port/$repo"
-    docker push -q "127.0.0.1:$port/$repo" >/dev/null
+    step "$LOGS/push.log" "pushing $image into the local registry" docker push -q "127.0.0.1:$port/$repo" >/dev/null
     docker rmi "127.0.0.1:$port/$repo" >/dev/null
   done
 }
 
+# About how long each part takes when nothing is cached, in seconds on 2 cores. Measured
+# here: debootstrap about 1 min (more on a slow mirror), Consul 4-5 min and the registry
+# 2 min from source with their modules already downloaded; a whole first run 458 s
+# (bench/results.md). A fresh machine also downloads the modules: hence the margins.
+EST_DEBOOTSTRAP=120
+EST_IMPORT=15
+EST_CONSUL_SOURCE=360
+EST_REGISTRY_SOURCE=150
+EST_GO_IMAGE=45 # compiling a small Go program of this module with a cold build cache
+EST_DOCKER_BUILD=15
+
+# The plan: what must be built, each part with its estimate; COLD marks the images.
+declare -A COLD=()
+PLAN=()
+PLAN_SECS=0
+FROM_SOURCE=""
+IMAGE_N=0
+approx() { # seconds -> "20 s" or "3 min", rounded up
+  if (($1 < 60)); then echo "$1 s"; else echo "$((($1 + 59) / 60)) min"; fi
+}
+plan() { # SECONDS TEXT
+  PLAN+=("$2 (about $(approx "$1"))")
+  PLAN_SECS=$((PLAN_SECS + $1))
+}
+plan_image() { # IMAGE SECONDS WHAT [rebuild]: counts IMAGE, plans it unless it is there
+  IMAGE_N=$((IMAGE_N + 1))
+  if [ -z "${4:-}" ] && have_image "$1"; then return 0; fi
+  COLD[$1]=1
+  plan "$2" "@i/@n $1: $3" # numbered once all are counted
+  PLAN[-1]=${PLAN[-1]//@i/$IMAGE_N}
+}
+
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=(node consul demoapp haproxy registrator)
+rootfs="" # the base root filesystem must be made (node and haproxy are built on it)
+pushes=""
+for target in "${targets[@]}"; do
+  case "$target" in node | haproxy) have_image "$ROOTFS_IMAGE" || rootfs=1 ;; esac
+done
+if [ -n "$rootfs" ]; then
+  if [ -s "$CACHE/rootfs/bookworm-$ROOTFS_KEY.tar" ]; then
+    plan "$EST_IMPORT" "the base root filesystem: importing the cached one"
+  else
+    FROM_SOURCE=1
+    plan "$((EST_DEBOOTSTRAP + EST_IMPORT))" "the base root filesystem: Debian bookworm via debootstrap"
+  fi
+fi
+for target in "${targets[@]}"; do
+  case "$target" in
+    node)
+      plan_image "$NODE_IMAGE" "$EST_DOCKER_BUILD" "dockerd and sshd on the base root filesystem" "$rootfs" ;;
+    haproxy)
+      pushes=1
+      plan_image "$HAPROXY_IMAGE" "$EST_DOCKER_BUILD" "HAProxy from the base root filesystem" "$rootfs" ;;
+    consul)
+      pushes=1
+      if "$HERE/gobin.sh" -n consul; then
+        plan_image "$CONSUL_IMAGE" "$EST_DOCKER_BUILD" "the cached Consul $CONSUL_VERSION binary"
+      else
+        FROM_SOURCE=1
+        plan_image "$CONSUL_IMAGE" "$EST_CONSUL_SOURCE" "Consul $CONSUL_VERSION compiled from source" rebuild
+      fi ;;
+    demoapp)
+      pushes=1
+      est=$EST_GO_IMAGE
+      for v in $DEMOAPP_VERSIONS; do
+        plan_image "microswarm/demo-app:$v" "$est" "the demo app $v, compiled"
+        est=$EST_DOCKER_BUILD # the second compiles from a warm build cache
+      done ;;
+    registrator)
+      pushes=1
+      plan_image "$REGISTRATOR_IMAGE" "$EST_GO_IMAGE" "cmd/registrator, compiled" ;;
+    *) echo "unknown image: $target" >&2; exit 2 ;;
+  esac
+done
+if [ -n "$pushes" ] && ! "$HERE/gobin.sh" -n registry; then
+  FROM_SOURCE=1
+  plan "$EST_REGISTRY_SOURCE" "the local registry the images go into: distribution v3 compiled from source"
+fi
+
+if [ ${#PLAN[@]} -gt 0 ]; then
+  if [ -n "$FROM_SOURCE" ]; then
+    say "first run: building the images from source takes about $(approx "$PLAN_SECS") (later runs take seconds; cache: $CACHE)"
+  else
+    say "building what is not cached, about $(approx "$PLAN_SECS"):"
+  fi
+  for line in "${PLAN[@]}"; do say "  ${line//@n/$IMAGE_N}"; done
+fi
+
+# begin_image IMAGE counts IMAGE and, if it is not cached, says it is being built;
+# end_image says it is done.
+IMAGE_I=0
+IMAGE_STARTED=0
+begin_image() {
+  IMAGE_I=$((IMAGE_I + 1))
+  CURRENT_IMAGE=""
+  [ -n "${COLD[$1]:-}" ] || return 0
+  CURRENT_IMAGE=$1
+  IMAGE_STARTED=$SECONDS
+  say "$IMAGE_I/$IMAGE_N $1: building"
+}
+end_image() {
+  [ -n "$CURRENT_IMAGE" ] || return 0
+  say "$IMAGE_I/$IMAGE_N $CURRENT_IMAGE: built in $(dur $((SECONDS - IMAGE_STARTED)))"
+}
+
 for target in "${targets[@]}"; do
   case "$target" in
     node) build_node ;;
@@ -153,8 +290,11 @@ for target in "${targets[@]}"; do
     demoapp) build_demoapp ;;
     haproxy) build_haproxy ;;
     registrator) build_registrator ;;
-    *) echo "unknown image: $target" >&2; exit 2 ;;
   esac
 done
 push_all
-log "done"
+if [ ${#PLAN[@]} -gt 0 ]; then
+  say "done: $IMAGE_N image(s) ready, in $(dur "$SECONDS")"
+else
+  say "$IMAGE_N image(s) ready (cached)"
+fi

@@ -1,16 +1,21 @@
 #!/usr/bin/env bash
 # Builds a Go program from the module proxy once per version and caches the binary,
 # so only the first run on a machine pays for it.
-# usage: tools/images/gobin.sh consul|registry  -> prints the cached binary's path
+# usage: tools/images/gobin.sh consul|registry     -> prints the cached binary's path
+#        tools/images/gobin.sh -n consul|registry  -> only says whether it is cached (exit 0) or not
 set -euo pipefail
 
 CACHE="${MICROSWARM_CACHE:-$HOME/.cache/microswarm}"
 CONSUL_VERSION="${CONSUL_VERSION:-1.20.5}"
 REGISTRY_VERSION="${REGISTRY_VERSION:-3.1.2}"
 
+CHECK_ONLY=""
+if [ "${1:-}" = -n ]; then CHECK_ONLY=1; shift; fi
+
 build() { # name version module-path package
   local name=$1 version=$2 module=$3 pkg=$4
   local out="$CACHE/bin/$name-$version"
+  if [ -n "$CHECK_ONLY" ]; then if [ -x "$out" ]; then return 0; else return 1; fi; fi
   if [ -x "$out" ]; then echo "$out"; return; fi
   local work
   work=$(mktemp -d)
@@ -32,5 +37,5 @@ build() { # name version module-path package
 case "${1:-}" in
   consul) build consul "$CONSUL_VERSION" github.com/hashicorp/consul github.com/hashicorp/consul ;;
   registry) build registry "$REGISTRY_VERSION" github.com/distribution/distribution/v3 github.com/distribution/distribution/v3/cmd/registry ;;
-  *) echo "usage: $0 consul|registry" >&2; exit 2 ;;
+  *) echo "usage: $0 [-n] consul|registry" >&2; exit 2 ;;
 esac
