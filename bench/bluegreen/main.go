@@ -139,8 +139,11 @@ func reach(ctx context.Context, statePath, keyPath string) (*app, error) {
 	attrs := instances[0]
 	name, _ := attrs["name"].(string)
 	a := &app{}
-	for _, ep := range attrs["endpoints"].([]any) {
-		a.endpoints = append(a.endpoints, ep.(string))
+	endpoints, _ := attrs["endpoints"].([]any)
+	for _, ep := range endpoints {
+		if s, ok := ep.(string); ok {
+			a.endpoints = append(a.endpoints, s)
+		}
 	}
 	manager, err := pool.Open(ctx, acctest.Target(attrs, "host", "host_key"))
 	if err != nil {
@@ -153,8 +156,10 @@ func reach(ctx context.Context, statePath, keyPath string) (*app, error) {
 	a.health = &bluegreen.ConsulHealth{API: api, Service: name}
 	deployment := bluegreen.ProxyDeployment{Service: bluegreen.Service{Name: name}}
 	a.routeFile.Path = deployment.MapFile()
-	for _, ph := range attrs["proxy_hosts"].([]any) {
-		h, err := pool.Open(ctx, acctest.Target(ph.(map[string]any), "host", "host_key"))
+	proxyHosts, _ := attrs["proxy_hosts"].([]any)
+	for _, ph := range proxyHosts {
+		entry, _ := ph.(map[string]any)
+		h, err := pool.Open(ctx, acctest.Target(entry, "host", "host_key"))
 		if err != nil {
 			return nil, err
 		}

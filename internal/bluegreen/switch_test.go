@@ -23,10 +23,10 @@ func (h *fakeHealth) Instances(_ context.Context, c Color) ([]Instance, error) {
 	return append([]Instance(nil), h.instances[c]...), nil
 }
 
-func (h *fakeHealth) set(c Color, in ...Instance) {
+func (h *fakeHealth) setGreen(in ...Instance) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	h.instances[c] = in
+	h.instances[Green] = in
 }
 
 type fakeProxy struct {
@@ -122,12 +122,12 @@ func TestGateRefusesAndChangesNothing(t *testing.T) {
 	t.Parallel()
 	cases := map[string]func(h *fakeHealth, fakes []*fakeProxy){
 		"critical in consul": func(h *fakeHealth, _ []*fakeProxy) {
-			h.set(Green, append(healthy("10.0.1.1", "10.0.1.2"), Instance{ID: "id-10.0.1.3", Address: "10.0.1.3", Why: "HTTP GET /health: 503"})...)
+			h.setGreen(append(healthy("10.0.1.1", "10.0.1.2"), Instance{ID: "id-10.0.1.3", Address: "10.0.1.3", Why: "HTTP GET /health: 503"})...)
 		},
 		"down in one proxy": func(_ *fakeHealth, fakes []*fakeProxy) {
 			fakes[1].servers[Green] = healthy("10.0.1.1", "10.0.1.2")
 		},
-		"too few instances": func(h *fakeHealth, _ []*fakeProxy) { h.set(Green, healthy("10.0.1.1")...) },
+		"too few instances": func(h *fakeHealth, _ []*fakeProxy) { h.setGreen(healthy("10.0.1.1")...) },
 	}
 	for name, breakIt := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -170,7 +170,7 @@ func TestWatchRollsBack(t *testing.T) {
 	t.Parallel()
 	cases := map[string]func(h *fakeHealth, fakes []*fakeProxy){
 		"instances turn critical": func(h *fakeHealth, _ []*fakeProxy) {
-			h.set(Green, Instance{ID: "g1", Address: "10.0.1.1", Why: "503"}, Instance{ID: "g2", Address: "10.0.1.2", Why: "503"})
+			h.setGreen(Instance{ID: "g1", Address: "10.0.1.1", Why: "503"}, Instance{ID: "g2", Address: "10.0.1.2", Why: "503"})
 		},
 		"error rate": func(_ *fakeHealth, fakes []*fakeProxy) {
 			fakes[0].add(Green, Counters{Requests: 100, Failed: 30})
@@ -255,13 +255,13 @@ func TestCurrentRouteNamesDisagreeingProxies(t *testing.T) {
 func TestCanaryNeedsOneHealthyInstanceOfTheOtherColor(t *testing.T) {
 	t.Parallel()
 	h, fakes, proxies := world()
-	h.set(Green)
+	h.setGreen()
 	_, err := Switch(context.Background(), h, proxies, Route{Active: Blue}, Route{Active: Blue, Canary: 20}, SwitchOptions{MinHealthy: 3})
 	var gate *GateError
 	if !errors.As(err, &gate) || gate.Target != Green || gate.MinHealthy != 1 {
 		t.Fatalf("want a gate error on green needing 1, got %v", err)
 	}
-	h.set(Green, healthy("10.0.1.1")...)
+	h.setGreen(healthy("10.0.1.1")...)
 	fakes[1].servers[Green] = healthy("10.0.1.1")
 	fakes[0].servers[Green] = healthy("10.0.1.1")
 	if _, err := Switch(context.Background(), h, proxies, Route{Active: Blue}, Route{Active: Blue, Canary: 20}, SwitchOptions{MinHealthy: 3}); err != nil {

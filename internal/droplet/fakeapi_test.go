@@ -81,7 +81,7 @@ func (a *dropletsAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		tag := r.URL.Query().Get("tag_name")
 		var out []map[string]any
 		for _, d := range a.droplets {
-			if tag == "" || slices.Contains(d["tags"].([]string), tag) {
+			if tag == "" || slices.Contains(tagsOf(d), tag) {
 				out = append(out, d)
 			}
 		}
@@ -114,7 +114,7 @@ func (a *dropletsAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				a.notFound(w)
 				return
 			}
-			d["tags"] = slices.DeleteFunc(slices.Clone(d["tags"].([]string)), func(t string) bool { return t == tag })
+			d["tags"] = slices.DeleteFunc(slices.Clone(tagsOf(d)), func(t string) bool { return t == tag })
 		}
 		w.WriteHeader(http.StatusNoContent)
 	case r.Method == http.MethodDelete && strings.HasPrefix(r.URL.Path, "/v2/tags/"):
@@ -125,7 +125,7 @@ func (a *dropletsAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		a.tags = slices.DeleteFunc(a.tags, func(t string) bool { return t == tag })
 		for _, d := range a.droplets {
-			d["tags"] = slices.DeleteFunc(slices.Clone(d["tags"].([]string)), func(t string) bool { return t == tag })
+			d["tags"] = slices.DeleteFunc(slices.Clone(tagsOf(d)), func(t string) bool { return t == tag })
 		}
 		w.WriteHeader(http.StatusNoContent)
 	default:
@@ -159,4 +159,10 @@ func (a *dropletsAPI) count() (droplets, posts int) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	return len(a.droplets), a.posts
+}
+
+// tagsOf is a fake droplet's tags.
+func tagsOf(d map[string]any) []string {
+	tags, _ := d["tags"].([]string)
+	return tags
 }

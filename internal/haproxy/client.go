@@ -202,7 +202,7 @@ func (c *Client) ShowStat(ctx context.Context) ([]StatRow, error) {
 	if err != nil {
 		return nil, err
 	}
-	return parseShowStat("show stat", out)
+	return parseShowStat(out)
 }
 
 // ShowServersState returns the state of every server of a backend ("" for all).

@@ -107,7 +107,8 @@ func (r StatRow) Healthy() bool {
 	return false
 }
 
-func parseShowStat(cmd, out string) ([]StatRow, error) {
+func parseShowStat(out string) ([]StatRow, error) {
+	const cmd = "show stat"
 	if !strings.HasPrefix(out, "# ") {
 		return nil, complaint(cmd, out)
 	}

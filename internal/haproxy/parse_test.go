@@ -89,7 +89,7 @@ func checkErr(t *testing.T, err error, want string) {
 
 func TestParseShowStat(t *testing.T) {
 	t.Parallel()
-	rows, err := parseShowStat("show stat", captured(t, "show_stat.csv"))
+	rows, err := parseShowStat(captured(t, "show_stat.csv"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -179,11 +179,11 @@ func TestParseShowStatErrors(t *testing.T) {
 	for name, tt := range tests {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
-			_, err := parseShowStat("show stat", tt.answer)
+			_, err := parseShowStat(tt.answer)
 			checkErr(t, err, tt.wantErr)
 		})
 	}
-	if _, err := parseShowStat("show stat", "# pxname,svname,status,type\nweb,FRONTEND,OPEN,zero\n"); err == nil {
+	if _, err := parseShowStat("# pxname,svname,status,type\nweb,FRONTEND,OPEN,zero\n"); err == nil {
 		t.Error("a non-numeric type parsed without error")
 	}
 }

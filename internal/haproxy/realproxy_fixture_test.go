@@ -66,7 +66,7 @@ func newProxyFixture(t *testing.T) *proxyFixture {
 }
 
 // runApp starts one instance of a color, answering as version.
-func (f *proxyFixture) runApp(name string, color Color, image string, env ...string) string {
+func (f *proxyFixture) runApp(name string, color Color, image string, env ...string) {
 	t := f.t
 	t.Helper()
 	ctx := context.Background()
@@ -87,7 +87,6 @@ func (f *proxyFixture) runApp(name string, color Color, image string, env ...str
 		t.Fatal(err)
 	}
 	f.apps[name] = created.ID
-	return created.ID
 }
 
 // appAddress is an app's address on the test network.
@@ -259,7 +258,11 @@ type load struct {
 	done    sync.WaitGroup
 }
 
-func startLoad(url string, clients, maxRequests int, maxDuration time.Duration) *load {
+// loadClients is how many clients startLoad runs.
+const loadClients = 4
+
+func startLoad(url string, maxRequests int, maxDuration time.Duration) *load {
+	clients := loadClients
 	ctx, cancel := context.WithTimeout(context.Background(), maxDuration)
 	l := &load{cancel: cancel}
 	httpClient := &http.Client{

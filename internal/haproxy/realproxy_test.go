@@ -116,7 +116,7 @@ func TestRealProxy(t *testing.T) {
 		if n := f.healthy(Green); n != 2 {
 			t.Fatalf("show stat: %d healthy green servers before the switch, want 2", n)
 		}
-		traffic := startLoad(f.url, 4, 20000, 30*time.Second)
+		traffic := startLoad(f.url, 20000, 30*time.Second)
 		traffic.awaitCount(t, 200, 10*time.Second)
 
 		switchTo := func(color Color) (time.Time, time.Time) {
@@ -178,7 +178,7 @@ func TestRealProxy(t *testing.T) {
 		}
 		t.Cleanup(func() { _ = f.api.SetCanary(ctx, mapPath, 0) })
 		const requests = 2000
-		traffic := startLoad(f.url, 4, requests, 60*time.Second)
+		traffic := startLoad(f.url, requests, 60*time.Second)
 		traffic.awaitCount(t, requests, 60*time.Second)
 		answers := traffic.Stop()
 		if failed := failures(answers); len(failed) > 0 {
@@ -224,7 +224,7 @@ func TestRealProxy(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer func() { _ = f.api.SetCanary(ctx, mapPath, 0) }()
-		traffic := startLoad(f.url, 4, 500, 30*time.Second)
+		traffic := startLoad(f.url, 500, 30*time.Second)
 		traffic.awaitCount(t, 500, 30*time.Second)
 		answers := traffic.Stop()
 		if failed := failures(answers); len(failed) > 0 {
@@ -297,7 +297,7 @@ func TestRealProxy(t *testing.T) {
 				t.Error(err)
 			}
 		}()
-		traffic := startLoad(f.url, 4, 20000, 30*time.Second)
+		traffic := startLoad(f.url, 20000, 30*time.Second)
 		traffic.awaitCount(t, 200, 10*time.Second)
 		stopped := time.Now()
 		grace := 5
@@ -321,7 +321,7 @@ func TestRealProxy(t *testing.T) {
 	})
 
 	t.Run("killing one of two blue instances fails no request", func(t *testing.T) {
-		traffic := startLoad(f.url, 4, 20000, 30*time.Second)
+		traffic := startLoad(f.url, 20000, 30*time.Second)
 		traffic.awaitCount(t, 200, 10*time.Second)
 		killed := time.Now()
 		if err := f.docker.ContainerKill(ctx, f.apps["blue2"], "KILL"); err != nil {
@@ -398,7 +398,7 @@ func TestRealProxy(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		traffic := startLoad(f.url, 4, 100000, 30*time.Second)
+		traffic := startLoad(f.url, 100000, 30*time.Second)
 		traffic.awaitCount(t, 200, 10*time.Second)
 		state, err := f.api.ServersStateFile(ctx)
 		if err != nil {
@@ -446,7 +446,7 @@ func TestRealProxyBeforeTheOtherColorExists(t *testing.T) {
 	if err := f.api.SetCanary(ctx, f.config.MapPath, 30); err != nil {
 		t.Fatal(err)
 	}
-	traffic := startLoad(f.url, 4, 1000, 30*time.Second)
+	traffic := startLoad(f.url, 1000, 30*time.Second)
 	traffic.awaitCount(t, 1000, 30*time.Second)
 	answers := traffic.Stop()
 	if failed := failures(answers); len(failed) > 0 {

@@ -69,7 +69,10 @@ func TestReadAndObserve(t *testing.T) {
 	var nodeName string
 	if err := wait.Until(ctx, wait.Options{What: "the dev agent's leader", MaxInterval: 200 * time.Millisecond}, func(ctx context.Context) (bool, string, error) {
 		leader, err := api.Status().Leader()
-		if err != nil || leader == "" {
+		if err != nil {
+			return false, "", wait.Retryable(err)
+		}
+		if leader == "" {
 			return false, "no leader yet", nil
 		}
 		nodeName, err = api.Agent().NodeName()

@@ -43,9 +43,9 @@ func startDemo(t *testing.T, app *demoApp) *httptest.Server {
 			return
 		}
 		w.Header().Set("Content-Type", "application/json")
-		_ = json.NewEncoder(w).Encode(map[string]string{
-			"version": app.version.Load().(string), "color": app.color.Load().(string), "hostname": "test",
-		})
+		version, _ := app.version.Load().(string)
+		color, _ := app.color.Load().(string)
+		_ = json.NewEncoder(w).Encode(map[string]string{"version": version, "color": color, "hostname": "test"})
 	}))
 	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
 		if s == http.StateNew {
@@ -151,7 +151,11 @@ func TestFailures(t *testing.T) {
 				if n%4 != 0 {
 					return false
 				}
-				conn, _, err := w.(http.Hijacker).Hijack()
+				hijacker, ok := w.(http.Hijacker)
+				if !ok {
+					return false
+				}
+				conn, _, err := hijacker.Hijack()
 				if err == nil {
 					_ = conn.Close()
 				}
@@ -223,7 +227,11 @@ func TestRetriedCounted(t *testing.T) {
 		if n%4 != 0 {
 			return false
 		}
-		conn, _, err := w.(http.Hijacker).Hijack()
+		hijacker, ok := w.(http.Hijacker)
+		if !ok {
+			return false
+		}
+		conn, _, err := hijacker.Hijack()
 		if err == nil {
 			_ = conn.Close()
 		}

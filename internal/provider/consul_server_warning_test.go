@@ -33,7 +33,10 @@ func TestConsulServerWarnsOfAnEvenBootstrapExpect(t *testing.T) {
 	r := &consulServerResource{}
 	var sr resource.SchemaResponse
 	r.Schema(ctx, resource.SchemaRequest{}, &sr)
-	typ := sr.Schema.Type().TerraformType(ctx).(tftypes.Object)
+	typ, ok := sr.Schema.Type().TerraformType(ctx).(tftypes.Object)
+	if !ok {
+		t.Fatal("the schema's type is not an object")
+	}
 	server := func(n int64) tftypes.Value {
 		return objectWith(typ, map[string]tftypes.Value{
 			"host":             tftypes.NewValue(tftypes.String, "ssh://root@127.0.0.1:2201"),

@@ -178,7 +178,11 @@ func configuredDropletNode(t *testing.T, stackID string) *dropletNodeResource {
 	if cresp.Diagnostics.HasError() {
 		t.Fatal(cresp.Diagnostics)
 	}
-	return &dropletNodeResource{data: cresp.ResourceData.(*providerData)}
+	data, ok := cresp.ResourceData.(*providerData)
+	if !ok {
+		t.Fatalf("provider data is %T", cresp.ResourceData)
+	}
+	return &dropletNodeResource{data: data}
 }
 
 // runCreate runs the resource's Create for a plan, as terraform apply would, and

@@ -273,14 +273,14 @@ func planWhenOff(ctx context.Context, req resource.ModifyPlanRequest, resp *reso
 	if resp.Diagnostics.HasError() || status.ValueString() != "off" || whenOff.IsUnknown() {
 		return
 	}
-	what := "leaves it off (when_off = ignore)"
+	var what string
 	switch whenOff.ValueString() {
 	case whenOffReplace:
 		resp.RequiresReplace = append(resp.RequiresReplace, path.Root("status"))
 		what = "replaces it (when_off = replace); what follows its docker_host moves to the new droplet"
 	case whenOffPowerOn:
 		what = "powers it on in place (when_off = power_on)"
-	default:
+	default: // ignore: it stays off
 		resp.Diagnostics.Append(resp.Plan.SetAttribute(ctx, path.Root("status"), status)...)
 		return
 	}

@@ -199,7 +199,7 @@ resource "microswarm_droplet_node" "test" {
 			{
 				ConfigStateChecks: []statecheck.StateCheck{sameID.AddStateValue(node, tfjsonpath.New("id"))},
 				Config:            config("a"),
-				Check:             checkSSHKey(t, node, keys, "a"),
+				Check:             checkSSHKey(node, keys, "a"),
 			},
 			{
 				Config: config("b"),
@@ -207,7 +207,7 @@ resource "microswarm_droplet_node" "test" {
 					plancheck.ExpectResourceAction(node, plancheck.ResourceActionUpdate),
 				}},
 				ConfigStateChecks: []statecheck.StateCheck{sameID.AddStateValue(node, tfjsonpath.New("id"))},
-				Check:             checkSSHKey(t, node, keys, "b"),
+				Check:             checkSSHKey(node, keys, "b"),
 			},
 		},
 	})
@@ -243,7 +243,7 @@ func registerAccountKey(t *testing.T, name string) accountKey {
 }
 
 // checkSSHKey proves that of the keys, exactly the named one logs in as root.
-func checkSSHKey(t *testing.T, name string, keys map[string]accountKey, want string) resource.TestCheckFunc {
+func checkSSHKey(name string, keys map[string]accountKey, want string) resource.TestCheckFunc {
 	return func(s *terraform.State) error {
 		rs, ok := s.RootModule().Resources[stateKey(name)]
 		if !ok {

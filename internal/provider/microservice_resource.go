@@ -891,7 +891,7 @@ func (d *deployment) awaitGate(ctx context.Context, c bluegreen.Color, minHealth
 		func(ctx context.Context) (bool, string, error) {
 			err := bluegreen.Gate(ctx, d.health, d.proxies, c, minHealthy)
 			if err != nil {
-				return false, err.Error(), nil
+				return false, err.Error(), nil //nolint:nilerr // not yet: the reason is the state a timeout reports
 			}
 			return true, "", nil
 		})
@@ -930,7 +930,7 @@ func (d *deployment) ensureRoute(ctx context.Context, r bluegreen.Route) error {
 		func(ctx context.Context) (bool, string, error) {
 			current, err := bluegreen.CurrentRoute(ctx, d.proxies)
 			if err != nil {
-				return false, err.Error(), nil
+				return false, err.Error(), nil //nolint:nilerr // not yet: the reason is the state a timeout reports
 			}
 			if current == r {
 				return true, "", nil

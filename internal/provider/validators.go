@@ -424,7 +424,8 @@ func checkHostKeyBeside(at path.Path, host, hostKey types.String, diags *diag.Di
 // pemIs reports whether s holds a PEM block of the kind (as consulPEMValidator checks),
 // so that material those validators refuse is not reported twice.
 func pemIs(s, kind string) bool {
-	return consulPEMValidator(kind).(stringCheck).check(s) == nil
+	check, ok := consulPEMValidator(kind).(stringCheck)
+	return ok && check.check(s) == nil
 }
 
 // providerTagValidator refuses, in a droplet's tags, the tags the provider writes itself

@@ -124,7 +124,7 @@ func checkTargets(targets []string) error {
 		if u.Hostname() == "localhost" {
 			ip = net.IPv4(127, 0, 0, 1)
 		}
-		if ip == nil || !(ip.IsLoopback() || ip.IsPrivate()) {
+		if ip == nil || (!ip.IsLoopback() && !ip.IsPrivate()) {
 			return fmt.Errorf("%s is not a loopback or private address: demoload only asks the local cloud's nodes", u.Host)
 		}
 	}

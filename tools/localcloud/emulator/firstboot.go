@@ -150,7 +150,7 @@ func (n *nodeBackend) firstBoot(ctx context.Context, id string, plan bootPlan) e
 		return fmt.Errorf("writing the first-boot files: %w", err)
 	}
 	run := fmt.Sprintf("%s >>%s 2>&1; rc=$?; echo \"$(date -u +%%s) exit $rc\" > %s", bootScriptPath, bootOutputPath, bootFinishedPath)
-	exec, err := n.docker.ContainerExecCreate(ctx, id, container.ExecOptions{Cmd: []string{"/bin/sh", "-c", run}, Detach: true})
+	exec, err := n.docker.ContainerExecCreate(ctx, id, container.ExecOptions{Cmd: []string{"/bin/sh", "-c", run}})
 	if err != nil {
 		return fmt.Errorf("starting the first-boot script: %w", err)
 	}
