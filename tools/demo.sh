@@ -198,6 +198,10 @@ finale() {
     \$ curl $endpoint/
     $answer
 
+  Health, as Consul sees it (data.microswarm_health):
+    app        $(output -raw health_app)
+    cluster    $(output -raw health_cluster)
+
   Next:
     make demo-switch   switch the app to the other color (blue v1 <-> green v2) under a live
                        load, no failed request; run it again to switch back

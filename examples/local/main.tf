@@ -103,12 +103,12 @@ data "microswarm_health" "cluster" {
   depends_on = [microswarm_microservice.app]
 }
 
-output "health" {
-  value = {
-    app     = "${data.microswarm_health.app.id}: ${data.microswarm_health.app.status} (${data.microswarm_health.app.passing} passing, ${data.microswarm_health.app.critical} critical)"
-    cluster = "${data.microswarm_health.cluster.status}: ${length(data.microswarm_health.cluster.nodes)} nodes, ${data.microswarm_health.cluster.passing} instances passing, ${data.microswarm_health.cluster.critical} critical"
-    failing = data.microswarm_health.cluster.failing
-  }
+output "health_app" {
+  value = "${data.microswarm_health.app.status}: ${data.microswarm_health.app.passing} of ${length(data.microswarm_health.app.instances)} instances of ${data.microswarm_health.app.id} passing"
+}
+
+output "health_cluster" {
+  value = "${data.microswarm_health.cluster.status}: ${length(data.microswarm_health.cluster.nodes)} nodes, ${data.microswarm_health.cluster.passing} instances passing, ${data.microswarm_health.cluster.critical} critical${length(data.microswarm_health.cluster.failing) > 0 ? " (failing: ${join(", ", data.microswarm_health.cluster.failing)})" : ""}"
 }
 
 output "app_endpoints" {

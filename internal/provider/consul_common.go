@@ -458,7 +458,7 @@ func (d *providerData) consulOpenHost(ctx context.Context, m *consulContainerMod
 	if !tolerateUnreachable {
 		h = d.openHost(ctx, path.Root("host"), host, hostKey, diags)
 	} else {
-		h, err = d.pool.Open(ctx, conn.Target{Host: host, HostKey: hostKey})
+		h, err = d.openTolerant(ctx, conn.Target{Host: host, HostKey: hostKey}, true)
 	}
 	switch {
 	case h == nil && err == nil:

@@ -93,6 +93,12 @@ type providerData struct {
 	catalogMu sync.Mutex
 	catalog   *droplet.Catalog
 
+	// unreachableMu guards unreachable: hosts a tolerant probe found dead in this run, so
+	// that the next resource on the same dead node (refreshes run in dependency order) does
+	// not wait again.
+	unreachableMu sync.Mutex
+	unreachable   map[string]error
+
 	// dockerTLS says whether docker_cert_path gave TLS material for tcp:// hosts.
 	dockerTLS bool
 

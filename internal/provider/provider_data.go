@@ -95,6 +95,36 @@ func (d *providerData) managerDocker(ctx context.Context, host types.String, hos
 	return docker
 }
 
+// unreachableProbeTimeout bounds reaching a node whose absence is only a warning (a refresh,
+// a delete): a dead node must not hold every plan up for the whole connect timeout.
+const unreachableProbeTimeout = 10 * time.Second
+
+// openTolerant opens a connection; with tolerateUnreachable, within unreachableProbeTimeout,
+// and at once with the same error for a host such a probe already found dead in this run.
+func (d *providerData) openTolerant(ctx context.Context, t conn.Target, tolerateUnreachable bool) (*conn.Host, error) {
+	if !tolerateUnreachable {
+		return d.pool.Open(ctx, t)
+	}
+	d.unreachableMu.Lock()
+	known := d.unreachable[t.Host]
+	d.unreachableMu.Unlock()
+	if known != nil {
+		return nil, known
+	}
+	ctx, cancel := context.WithTimeout(ctx, unreachableProbeTimeout)
+	defer cancel()
+	h, err := d.pool.Open(ctx, t)
+	if err != nil && consulUnreachable(err) {
+		d.unreachableMu.Lock()
+		if d.unreachable == nil {
+			d.unreachable = map[string]error{}
+		}
+		d.unreachable[t.Host] = err
+		d.unreachableMu.Unlock()
+	}
+	return h, err
+}
+
 // openNode reaches a node, recording in hostKey the key the host-key policy accepted
 // when none was pinned.
 func (d *providerData) openNode(ctx context.Context, at path.Path, host string, hostKey *types.String, tolerateUnreachable bool, diags *diag.Diagnostics) *conn.Host {
@@ -102,7 +132,7 @@ func (d *providerData) openNode(ctx context.Context, at path.Path, host string, 
 	if !hostKey.IsUnknown() {
 		pinned = hostKey.ValueString()
 	}
-	h, err := d.pool.Open(ctx, conn.Target{Host: host, HostKey: pinned})
+	h, err := d.openTolerant(ctx, conn.Target{Host: host, HostKey: pinned}, tolerateUnreachable)
 	if err != nil {
 		if tolerateUnreachable && consulUnreachable(err) {
 			diags.AddWarning("Node Unreachable", fmt.Sprintf(

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Time to heal on the `make demo` cluster: a worker droplet powered off through the local
+# cloud's API (make demo-break), then `make demo` (tools/demo.sh up), whose apply replaces
+# it, until its checks pass (every node over SSH, Consul voters and members, swarm nodes,
+# registrator tasks, the app through every proxy) and Consul's health reads passing.
+#   bench/heal.sh [rounds]    default 3; prints one line per round and the medians
+# Brings the demo up first if it is not (and takes it down again afterwards).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+rounds=${1:-3}
+now() { date +%s.%N; }
+secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", b - a }'; }
+median() { sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+
+was_up=""
+[ -s .demo/terraform.tfstate ] && was_up=1
+tools/demo.sh up >/dev/null 2>&1
+log=$(mktemp)
+totals=() applies=()
+for round in $(seq 1 "$rounds"); do
+  t0=$(now)
+  tools/demo.sh break >/dev/null 2>&1
+  if ! tools/demo.sh up >"$log" 2>&1; then
+    tail -30 "$log" >&2
+    echo "round $round: make demo did not heal the cluster" >&2
+    exit 1
+  fi
+  t1=$(now)
+  grep -q '\] healed: ' "$log" || { tail -30 "$log" >&2; echo "round $round: make demo did not say it healed" >&2; exit 1; }
+  cluster=$(terraform -chdir=examples/local output -state="$PWD/.demo/terraform.tfstate" -raw health_cluster)
+  case "$cluster" in passing*) ;; *) echo "round $round: health after the heal: $cluster" >&2; exit 1 ;; esac
+  # The apply alone: from "terraform apply" to "Apply complete", on demo.sh's clock.
+  start=$(grep -m1 '\] terraform apply' "$log" | sed -E 's/^\[demo ([0-9]+):([0-9]+)\].*/\1 \2/' | awk '{ print $1 * 60 + $2 }')
+  end=$(grep -m1 'Apply complete' "$log" | sed -E 's/^\[demo ([0-9]+):([0-9]+)\].*/\1 \2/' | awk '{ print $1 * 60 + $2 }')
+  total=$(secs "$t0" "$t1")
+  totals+=("$total") applies+=("$((end - start))")
+  echo "round $round: power-off -> healed and checked: ${total} s (terraform plan + apply: $((end - start)) s); $(grep -m1 'Plan:' "$log" | sed 's/.*Plan:/plan:/'); health: $cluster"
+done
+rm -f "$log"
+echo "median over $rounds rounds: power-off -> healed and checked $(printf '%s\n' "${totals[@]}" | median) s; terraform plan + apply $(printf '%s\n' "${applies[@]}" | median) s"
+[ -n "$was_up" ] || tools/demo.sh down >/dev/null 2>&1
