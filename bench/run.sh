@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Benchmarks of the local cloud, written to bench/results.md.
-#   bench/run.sh           cached image build, droplet time-to-ready (median of 5), then on
-#                          the `make demo` cluster the registrator's latencies and the
-#                          blue/green switch under load
-#   FIRST_RUN=1 bench/run.sh   also the first-run image build, with an empty cache
-#                              (rebuilds Consul from source: about 5 minutes)
+#   bench/run.sh           cached image build, droplet time-to-ready (median of 5), `make demo`
+#                          from nothing with cached images, then on the demo cluster the
+#                          registrator's latencies, the blue/green switch under load and the
+#                          time to heal a powered-off worker (bench/heal.sh); the demo is
+#                          left down
+#   FIRST_RUN=1 bench/run.sh   also `make demo` on a first run: empty image and Go build
+#                              caches (debootstrap, Consul and the registry from source)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tools/ensure-engine.sh
@@ -20,18 +22,21 @@ secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", b - a }'; }
 } >"$out"
 
 if [ -n "${FIRST_RUN:-}" ]; then
+  tools/demo.sh down >/dev/null 2>&1 || true
   fresh=$(mktemp -d)
   docker images -q microswarm/node-rootfs | xargs -r docker rmi -f >/dev/null 2>&1 || true
-  docker rmi -f microswarm/node:bookworm haproxy:2.6 hashicorp/consul:1.20.5 \
+  docker rmi -f microswarm/node:bookworm haproxy:2.6 hashicorp/consul:1.20.5 microswarm/registrator:0.1.0 \
     microswarm/demo-app:1.0.0 microswarm/demo-app:2.0.0 >/dev/null 2>&1 || true
   t0=$(now)
-  # An empty Go build cache too, so Consul and the registry compile from scratch.
-  MICROSWARM_CACHE="$fresh" GOCACHE="$fresh/go-build" tools/images/build.sh
+  # Empty image and Go build caches, so the node image, Consul and the registry build from
+  # scratch; Go modules are already downloaded.
+  MICROSWARM_CACHE="$fresh" GOCACHE="$fresh/go-build" tools/demo.sh up >"$fresh.log" 2>&1
   t1=$(now)
-  echo "- first-run image build (empty image and Go build caches: debootstrap, Consul and the registry compiled from source; Go modules already downloaded): $(secs "$t0" "$t1") s" >>"$out"
+  echo "- \`make demo\` on a first run (empty image and Go build caches; Go modules already downloaded): $(secs "$t0" "$t1") s" >>"$out"
+  MICROSWARM_CACHE="$fresh" tools/demo.sh down >/dev/null 2>&1
   # Keep the images the fresh run pushed where the default cache serves them from.
-  tools/images/build.sh
-  rm -rf "$fresh"
+  tools/images/build.sh >/dev/null 2>&1
+  rm -rf "$fresh" "$fresh.log"
 fi
 
 tools/images/build.sh >/dev/null 2>&1 # warm
@@ -44,10 +49,12 @@ echo '```' >>"$out"
 go run ./bench/nodeready -rounds 5 | tee -a "$out"
 echo '```' >>"$out"
 
-# The registrator on the demo cluster (brought up if it is not, and taken down again).
-demo_was_up=""
-[ -s .demo/terraform.tfstate ] && demo_was_up=1
+# `make demo` from nothing, with cached images; the rest runs on that cluster.
+tools/demo.sh down >/dev/null 2>&1
+t0=$(now)
 tools/demo.sh up >/dev/null 2>&1
+t1=$(now)
+echo "- \`make demo\` with cached images, from nothing to the app answering and every check passed: $(secs "$t0" "$t1") s" >>"$out"
 {
   echo
   echo "Registrator (\`go run ./bench/registrator\` on the \`make demo\` cluster: 3 nodes, a registrator on each):"
@@ -62,5 +69,12 @@ echo '```' >>"$out"
 } >>"$out"
 go run ./bench/bluegreen | tee -a "$out"
 echo '```' >>"$out"
-[ -n "$demo_was_up" ] || tools/demo.sh down >/dev/null 2>&1
+{
+  echo
+  echo "Time to heal (\`bench/heal.sh\`: \`make demo-break\` powers a worker off, then \`make demo\` replaces it, with its Consul server and swarm membership, until every check passes and Consul's health reads passing):"
+  echo '```'
+} >>"$out"
+bench/heal.sh 3 | tee -a "$out"
+echo '```' >>"$out"
+tools/demo.sh down >/dev/null 2>&1
 cat "$out"
