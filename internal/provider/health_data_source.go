@@ -26,8 +26,9 @@ import (
 )
 
 var (
-	_ datasource.DataSource              = &healthDataSource{}
-	_ datasource.DataSourceWithConfigure = &healthDataSource{}
+	_ datasource.DataSource                   = &healthDataSource{}
+	_ datasource.DataSourceWithConfigure      = &healthDataSource{}
+	_ datasource.DataSourceWithValidateConfig = &healthDataSource{}
 )
 
 func NewHealthDataSource() datasource.DataSource { return &healthDataSource{} }
@@ -130,15 +131,12 @@ func (d *healthDataSource) Schema(ctx context.Context, _ datasource.SchemaReques
 			"service": schema.StringAttribute{
 				MarkdownDescription: "Report one service: its instances, as the registrator publishes them. Conflicts with `node`.",
 				Optional:            true,
-				Validators: []validator.String{
-					stringvalidator.LengthAtLeast(1),
-					stringvalidator.ConflictsWith(path.MatchRoot("node")),
-				},
+				Validators:          []validator.String{stringvalidator.LengthAtLeast(1)},
 			},
 			"tag": schema.StringAttribute{
 				MarkdownDescription: "Only the service's instances with this tag, e.g. a color (`blue`) of a `microswarm_microservice`. Needs `service`.",
 				Optional:            true,
-				Validators:          []validator.String{stringvalidator.LengthAtLeast(1), stringvalidator.AlsoRequires(path.MatchRoot("service"))},
+				Validators:          []validator.String{stringvalidator.LengthAtLeast(1)},
 			},
 			"node": schema.StringAttribute{
 				MarkdownDescription: "Report one node by its Consul node name (the droplet's name by default). Only the node's own checks " +
@@ -201,6 +199,24 @@ func (d *healthDataSource) Schema(ctx context.Context, _ datasource.SchemaReques
 
 func (d *healthDataSource) Configure(_ context.Context, req datasource.ConfigureRequest, resp *datasource.ConfigureResponse) {
 	d.data = providerDataFrom(req.ProviderData, &resp.Diagnostics)
+}
+
+// ValidateConfig rejects a scope that names no single subject, at plan time.
+func (d *healthDataSource) ValidateConfig(ctx context.Context, req datasource.ValidateConfigRequest, resp *datasource.ValidateConfigResponse) {
+	var service, tag, node types.String
+	resp.Diagnostics.Append(req.Config.GetAttribute(ctx, path.Root("service"), &service)...)
+	resp.Diagnostics.Append(req.Config.GetAttribute(ctx, path.Root("tag"), &tag)...)
+	resp.Diagnostics.Append(req.Config.GetAttribute(ctx, path.Root("node"), &node)...)
+	if resp.Diagnostics.HasError() {
+		return
+	}
+	if !service.IsNull() && !node.IsNull() {
+		attrError(&resp.Diagnostics, path.Root("node"), "Conflicting Health Scope",
+			"set service or node, not both: a report covers one service, one node, or (with neither) the whole datacenter.")
+	}
+	if !tag.IsNull() && service.IsNull() && !service.IsUnknown() {
+		attrError(&resp.Diagnostics, path.Root("tag"), "Tag Without a Service", "tag filters a service's instances: set service too.")
+	}
 }
 
 func (d *healthDataSource) Read(ctx context.Context, req datasource.ReadRequest, resp *datasource.ReadResponse) {

@@ -210,7 +210,13 @@ func TestAccSwarmCluster_partialFailure(t *testing.T) {
   data_path_port    = 4790
   timeouts          = { create = "5m", update = "5m" }
 `
-	config := swarmClusterConfig(prefix, []string{"a", "b", "c"}, entries, options)
+	// The droplet that goes off stays off (when_off = ignore): what is under test is how
+	// the swarm copes with a node it cannot reach, not the droplet's own healing.
+	ignoreOff := func(cfg string) string {
+		return strings.Replace(cfg, `region = "nyc3"`, "region = \"nyc3\"\n  when_off = \"ignore\"", 1)
+	}
+	partialFailureDroplets := ignoreOff(dropletNodesConfig(prefix, []string{"a", "b", "c"}, "s-1vcpu-1gb", nil))
+	config := ignoreOff(swarmClusterConfig(prefix, []string{"a", "b", "c"}, entries, options))
 	var firstSwarmID string
 	drainC := slices.Clone(entries)
 	drainC[2].extra = `availability   = "drain"`
@@ -221,7 +227,7 @@ func TestAccSwarmCluster_partialFailure(t *testing.T) {
 		CheckDestroy:             checkDropletNodesDestroyed,
 		Steps: []resource.TestStep{
 			{
-				Config: dropletNodesConfig(prefix, []string{"a", "b", "c"}, "s-1vcpu-1gb", nil),
+				Config: partialFailureDroplets,
 				Check:  fx.rememberDroplets([]string{"a", "b", "c"}),
 			},
 			{
@@ -267,13 +273,13 @@ func TestAccSwarmCluster_partialFailure(t *testing.T) {
 					fx.powerOff("c")
 					fx.waitNodeDown("a", "c")
 				},
-				Config:      swarmClusterConfig(prefix, []string{"a", "b", "c"}, drainC, options),
+				Config:      ignoreOff(swarmClusterConfig(prefix, []string{"a", "b", "c"}, drainC, options)),
 				ExpectError: regexp.MustCompile(`(?s)Swarm Node Unreachable.*recover\s+c\s`),
 			},
 			{
 				// ...and once the node is back, the next apply finishes the change.
 				PreConfig: func() { fx.powerOn("c") },
-				Config:    swarmClusterConfig(prefix, []string{"a", "b", "c"}, drainC, options),
+				Config:    ignoreOff(swarmClusterConfig(prefix, []string{"a", "b", "c"}, drainC, options)),
 				ConfigPlanChecks: resource.ConfigPlanChecks{PreApply: []plancheck.PlanCheck{
 					plancheck.ExpectResourceAction(swarmResource, plancheck.ResourceActionUpdate),
 				}},
