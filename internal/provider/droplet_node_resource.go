@@ -642,28 +642,16 @@ func (r *dropletNodeResource) Update(ctx context.Context, req resource.UpdateReq
 		}
 	}
 	if !plan.Size.Equal(state.Size) {
-		if err := cloud.Resize(ctx, id, plan.Size.ValueString()); err != nil {
-			resp.Diagnostics.AddAttributeError(path.Root("size"), "Could Not Resize Droplet", err.Error())
+		resize := func(ctx context.Context) error { return cloud.Resize(ctx, id, plan.Size.ValueString()) }
+		if !r.bootThen(ctx, id, hostKey, resize, path.Root("size"), "Could Not Resize Droplet", &dockerVersion, &resp.Diagnostics) {
 			return
 		}
-		_, ready, diags := r.waitReady(ctx, id, conn.Target{HostKey: hostKey})
-		resp.Diagnostics.Append(diags...)
-		if resp.Diagnostics.HasError() {
-			return
-		}
-		dockerVersion = ready.DockerVersion
 	}
 	if state.Status.ValueString() == "off" && plan.Status.ValueString() == "active" {
-		if err := cloud.PowerOn(ctx, id); err != nil {
-			resp.Diagnostics.AddAttributeError(path.Root("when_off"), "Could Not Power the Droplet On", err.Error())
+		powerOn := func(ctx context.Context) error { return cloud.PowerOn(ctx, id) }
+		if !r.bootThen(ctx, id, hostKey, powerOn, path.Root("when_off"), "Could Not Power the Droplet On", &dockerVersion, &resp.Diagnostics) {
 			return
 		}
-		_, ready, diags := r.waitReady(ctx, id, conn.Target{HostKey: hostKey})
-		resp.Diagnostics.Append(diags...)
-		if resp.Diagnostics.HasError() {
-			return
-		}
-		dockerVersion = ready.DockerVersion
 	}
 	d, err := cloud.Get(ctx, id)
 	if err != nil {
@@ -673,6 +661,22 @@ func (r *dropletNodeResource) Update(ctx context.Context, req resource.UpdateReq
 	plan.IdempotencyToken = state.IdempotencyToken
 	r.fillComputed(&plan, d, hostKey, dockerVersion)
 	resp.Diagnostics.Append(resp.State.Set(ctx, &plan)...)
+}
+
+// bootThen runs an action that ends with the droplet booting (a resize, a power-on) and
+// waits until SSH, with the pinned key, and Docker answer again, recording Docker's version.
+func (r *dropletNodeResource) bootThen(ctx context.Context, id int, hostKey string, action func(context.Context) error, at path.Path, summary string, dockerVersion *string, diags *diag.Diagnostics) bool {
+	if err := action(ctx); err != nil {
+		diags.AddAttributeError(at, summary, err.Error())
+		return false
+	}
+	_, ready, waitDiags := r.waitReady(ctx, id, conn.Target{HostKey: hostKey})
+	diags.Append(waitDiags...)
+	if diags.HasError() {
+		return false
+	}
+	*dockerVersion = ready.DockerVersion
+	return true
 }
 
 // updateSSHKeys moves root's authorized keys from the state's ssh_keys to the plan's, over
