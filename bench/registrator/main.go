@@ -14,6 +14,7 @@ import (
 	"slices"
 	"time"
 
+	cerrdefs "github.com/containerd/errdefs"
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/api/types/network"
@@ -251,6 +252,9 @@ func (c cluster) measureStops(ctx context.Context, name string) (leads, afterSig
 				break
 			}
 			time.Sleep(100 * time.Millisecond)
+		}
+		if cerrdefs.IsNotFound(err) {
+			continue // swarm already removed the stopped container: its death time is gone with it
 		}
 		if err != nil {
 			return nil, nil, err
