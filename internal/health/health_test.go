@@ -2,6 +2,7 @@ package health
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"testing"
 	"time"
@@ -67,7 +68,9 @@ func TestReadAndObserve(t *testing.T) {
 	}
 	ctx := t.Context()
 	var nodeName string
-	if err := wait.Until(ctx, wait.Options{What: "the dev agent's leader", MaxInterval: 200 * time.Millisecond}, func(ctx context.Context) (bool, string, error) {
+	startCtx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	if err := wait.Until(startCtx, wait.Options{What: "the dev agent's leader", MaxInterval: 200 * time.Millisecond}, func(ctx context.Context) (bool, string, error) {
 		leader, err := api.Status().Leader()
 		if err != nil {
 			return false, "", wait.Retryable(err)
@@ -201,6 +204,12 @@ func TestReadAndObserve(t *testing.T) {
 	}
 	if tok := observe(read(blue).Failing); tok != "2" {
 		t.Fatalf("a later read moved the token: %s", tok)
+	}
+	// A ledger that cannot be read gives no token (a wrong one would replace resources):
+	// that is not a mere write failure.
+	var writeErr *WriteError
+	if _, err := Observe(ctx, api, Scope{Service: "web", Datacenter: "nowhere"}, nil); err == nil || errors.As(err, &writeErr) {
+		t.Fatalf("an unreadable ledger: %v", err)
 	}
 	// The ledger is per scope.
 	if e, err := Observe(ctx, api, Scope{Service: "web", Tag: "green"}, nil); err != nil || e.Token() != "0" {

@@ -54,11 +54,18 @@ func LedgerKey(s Scope) string {
 	return LedgerPrefix + hex.EncodeToString(sum[:8])
 }
 
+// WriteError is a ledger that was read but could not be written: the entry returned with
+// it is still the right one for this run.
+type WriteError struct{ Err error }
+
+func (e *WriteError) Error() string { return e.Err.Error() }
+func (e *WriteError) Unwrap() error { return e.Err }
+
 // Observe folds failing into the scope's ledger with a check-and-set, so concurrent runs
-// (a plan beside a scheduled apply) count one failure once. When the write fails (no
-// leader, no ACL permission) it still returns the entry the write would have made, with
-// the error: the token is then right for this run, and the next run that can write
-// records it.
+// (a plan beside a scheduled apply) count one failure once. When only the write fails (no
+// leader, no ACL permission) it still returns the entry the write would have made, with a
+// *WriteError: the token is then right for this run, and the next run that can write
+// records it. Any other error means there is no token to trust.
 func Observe(ctx context.Context, api *consulapi.Client, s Scope, failing []string) (Entry, error) {
 	key := LedgerKey(s)
 	kv := api.KV()
@@ -88,11 +95,11 @@ func Observe(ctx context.Context, api *consulapi.Client, s Scope, failing []stri
 		ok, _, err := kv.CAS(&consulapi.KVPair{Key: key, Value: value, ModifyIndex: index}, w)
 		switch {
 		case err != nil:
-			return next, fmt.Errorf("recording the failure ledger %s: %w", key, err)
+			return next, &WriteError{fmt.Errorf("recording the failure ledger %s: %w", key, err)}
 		case ok:
 			return next, nil
 		case attempt >= 9:
-			return next, fmt.Errorf("recording the failure ledger %s: it kept changing under ten attempts", key)
+			return next, &WriteError{fmt.Errorf("recording the failure ledger %s: it kept changing under ten attempts", key)}
 		}
 	}
 }

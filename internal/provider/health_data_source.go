@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -258,11 +259,17 @@ func (d *healthDataSource) Read(ctx context.Context, req datasource.ReadRequest,
 		return
 	}
 	entry, err := health.Observe(ctx, api, scope, report.Failing)
-	if err != nil {
+	var writeErr *health.WriteError
+	switch {
+	case errors.As(err, &writeErr):
 		// The token is still right for this run; the next run that can write records it.
 		resp.Diagnostics.AddWarning("Could Not Record the Failure Ledger", fmt.Sprintf(
 			"%s. replace_token is computed from what was read, but until the ledger can be written a failure could be counted again "+
 				"after it heals. Give the Consul token write on key prefix %q.", err, health.LedgerPrefix))
+	case err != nil:
+		// Without the ledger there is no token to trust: a wrong one would replace resources.
+		resp.Diagnostics.AddError("Could Not Read the Failure Ledger", fmt.Sprintf("Through %s: %s.", m.Host.ValueString(), err))
+		return
 	}
 	tflog.Debug(ctx, "health read", map[string]any{"scope": scope.String(), "status": report.Status, "failing": report.Failing, "token": entry.Token()})
 
