@@ -193,7 +193,9 @@ func (d *healthDataSource) Schema(ctx context.Context, _ datasource.SchemaReques
 				Computed: true,
 			},
 			"failures": schema.Int64Attribute{MarkdownDescription: "How many failures the ledger has counted for this scope (the number in `replace_token`).", Computed: true},
-			"timeouts": withReadDurationValidator(timeouts.Attributes(ctx)),
+			"timeouts": withReadDurationValidator(timeouts.AttributesWithOpts(ctx, timeouts.Opts{
+				ReadDescription: "How long reading Consul (and writing the ledger) may take, as a Go duration such as `30s` or `2m`. Default: `2m`.",
+			})),
 		},
 	}
 }
