@@ -9,8 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/docker/docker/api/types/container"
-	"github.com/docker/docker/api/types/filters"
 	dockerswarm "github.com/docker/docker/api/types/swarm"
 	consulapi "github.com/hashicorp/consul/api"
 	"github.com/hashicorp/terraform-plugin-testing/helper/acctest"
@@ -247,13 +245,12 @@ func TestAccHealth_selfHealing(t *testing.T) {
 
 type healFixture struct {
 	microserviceFixture
-	workerIDs       []string
-	workerNames     []string
-	failedID        string
-	failedContainer string
-	blueToken       string
-	tokens          []int
-	powerOffAt      time.Time
+	workerIDs   []string
+	workerNames []string
+	failedID    string
+	blueToken   string
+	tokens      []int
+	powerOffAt  time.Time
 }
 
 // recordTokens remembers the tokens the workers' terraform_data follow.
@@ -470,31 +467,11 @@ func (fx *healFixture) failOneInstance(version string) func() {
 		fx.startLoad("fail")()
 		ctx, cancel := fx.ctx()
 		defer cancel()
-		for key := range fx.targets {
-			docker, err := fx.docker(key)
-			if err != nil {
-				t.Fatal(err)
-			}
-			list, err := docker.ContainerList(ctx, container.ListOptions{Filters: filters.NewArgs(filters.Arg("label", "microswarm.version="+version))})
-			if err != nil {
-				t.Fatal(err)
-			}
-			if len(list) == 0 {
-				continue
-			}
-			exec, err := docker.ContainerExecCreate(ctx, list[0].ID, container.ExecOptions{Cmd: []string{"/demo-app", "-post", "http://127.0.0.1:8080/fail"}})
-			if err == nil {
-				err = docker.ContainerExecStart(ctx, exec.ID, container.ExecStartOptions{})
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			fx.failedContainer = list[0].ID
-			break
-		}
-		if fx.failedContainer == "" {
+		containers := fx.containersOf(ctx, version)
+		if len(containers) == 0 {
 			t.Fatalf("no container of version %s on any node", version)
 		}
+		fx.tellFail(ctx, containers[0])
 		err := wait.Until(ctx, wait.Options{What: "the failed instance critical in Consul", Interval: 200 * time.Millisecond}, func(context.Context) (bool, string, error) {
 			now, err := fx.instances()
 			if err != nil {

@@ -15,6 +15,7 @@ import (
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/filters"
 	dockerswarm "github.com/docker/docker/api/types/swarm"
+	"github.com/docker/docker/client"
 	"github.com/hashicorp/terraform-plugin-testing/helper/acctest"
 	"github.com/hashicorp/terraform-plugin-testing/helper/resource"
 	"github.com/hashicorp/terraform-plugin-testing/knownvalue"
@@ -274,33 +275,54 @@ func (fx *microserviceFixture) checkLoad() resource.TestCheckFunc {
 	}
 }
 
+// nodeContainer is a container and the engine of the node it runs on.
+type nodeContainer struct {
+	docker *client.Client
+	id     string
+}
+
+// containersOf lists the containers of a version of the app on every node.
+func (fx *microserviceFixture) containersOf(ctx context.Context, version string) []nodeContainer {
+	fx.t.Helper()
+	var out []nodeContainer
+	for key := range fx.targets {
+		docker, err := fx.docker(key)
+		if err != nil {
+			fx.t.Fatal(err)
+		}
+		list, err := docker.ContainerList(ctx, container.ListOptions{Filters: filters.NewArgs(filters.Arg("label", "microswarm.version="+version))})
+		if err != nil {
+			fx.t.Fatal(err)
+		}
+		for _, c := range list {
+			out = append(out, nodeContainer{docker: docker, id: c.ID})
+		}
+	}
+	return out
+}
+
+// tellFail makes the demo app in a container fail its health check from now on.
+func (fx *microserviceFixture) tellFail(ctx context.Context, c nodeContainer) {
+	fx.t.Helper()
+	exec, err := c.docker.ContainerExecCreate(ctx, c.id, container.ExecOptions{Cmd: []string{"/demo-app", "-post", "http://127.0.0.1:8080/fail"}})
+	if err == nil {
+		err = c.docker.ContainerExecStart(ctx, exec.ID, container.ExecStartOptions{})
+	}
+	if err != nil {
+		fx.t.Fatal(err)
+	}
+}
+
 // failColor makes every instance of a version fail its health check.
 func (fx *microserviceFixture) failColor(version string) func() {
 	return func() {
-		for key := range fx.targets {
-			docker, err := fx.docker(key)
-			if err != nil {
-				fx.t.Fatal(err)
-			}
-			ctx, cancel := fx.ctx()
-			list, err := docker.ContainerList(ctx, container.ListOptions{Filters: filters.NewArgs(filters.Arg("label", "microswarm.version="+version))})
-			if err != nil {
-				cancel()
-				fx.t.Fatal(err)
-			}
-			for _, c := range list {
-				exec, err := docker.ContainerExecCreate(ctx, c.ID, container.ExecOptions{Cmd: []string{"/demo-app", "-post", "http://127.0.0.1:8080/fail"}})
-				if err == nil {
-					err = docker.ContainerExecStart(ctx, exec.ID, container.ExecStartOptions{})
-				}
-				if err != nil {
-					fx.t.Fatal(err)
-				}
-			}
-			cancel()
-		}
-		// Until Consul sees them critical (the gate reads Consul and the proxies).
 		ctx, cancel := fx.ctx()
+		for _, c := range fx.containersOf(ctx, version) {
+			fx.tellFail(ctx, c)
+		}
+		cancel()
+		// Until Consul sees them critical (the gate reads Consul and the proxies).
+		ctx, cancel = fx.ctx()
 		defer cancel()
 		err := wait.Until(ctx, wait.Options{What: "green critical in Consul", Interval: 200 * time.Millisecond}, func(context.Context) (bool, string, error) {
 			now, err := fx.instances()
@@ -360,20 +382,10 @@ func (fx *microserviceFixture) driftOutOfBand(color string) func() {
 // restartColor kills every container of a version; swarm starts fresh ones.
 func (fx *microserviceFixture) restartColor(version string) func() {
 	return func() {
-		for key := range fx.targets {
-			docker, err := fx.docker(key)
-			if err != nil {
-				fx.t.Fatal(err)
-			}
-			ctx, cancel := fx.ctx()
-			list, err := docker.ContainerList(ctx, container.ListOptions{Filters: filters.NewArgs(filters.Arg("label", "microswarm.version="+version))})
-			for _, c := range list {
-				if err == nil {
-					err = docker.ContainerKill(ctx, c.ID, "SIGKILL")
-				}
-			}
-			cancel()
-			if err != nil {
+		ctx, cancel := fx.ctx()
+		defer cancel()
+		for _, c := range fx.containersOf(ctx, version) {
+			if err := c.docker.ContainerKill(ctx, c.id, "SIGKILL"); err != nil {
 				fx.t.Fatal(err)
 			}
 		}
