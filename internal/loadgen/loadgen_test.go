@@ -146,21 +146,8 @@ func TestFailures(t *testing.T) {
 		"connection dropped": {
 			// Without keep-alive no request rides a reused connection, which the
 			// transport would retry on its own; so every drop is seen.
-			opts: Options{DisableKeepAlive: true},
-			fail: func(n int64, w http.ResponseWriter, _ *http.Request) bool {
-				if n%4 != 0 {
-					return false
-				}
-				hijacker, ok := w.(http.Hijacker)
-				if !ok {
-					return false
-				}
-				conn, _, err := hijacker.Hijack()
-				if err == nil {
-					_ = conn.Close()
-				}
-				return true
-			},
+			opts:       Options{DisableKeepAlive: true},
+			fail:       dropEveryFourth,
 			wantFailed: 25,
 			wantErrors: map[string]int{"EOF": 25},
 		},
@@ -223,20 +210,7 @@ func TestFailures(t *testing.T) {
 // either a retry or a failure.
 func TestRetriedCounted(t *testing.T) {
 	t.Parallel()
-	app := &demoApp{fail: func(n int64, w http.ResponseWriter, _ *http.Request) bool {
-		if n%4 != 0 {
-			return false
-		}
-		hijacker, ok := w.(http.Hijacker)
-		if !ok {
-			return false
-		}
-		conn, _, err := hijacker.Hijack()
-		if err == nil {
-			_ = conn.Close()
-		}
-		return true
-	}}
+	app := &demoApp{fail: dropEveryFourth}
 	srv := startDemo(t, app)
 	run, err := Start(context.Background(), Options{Targets: []string{srv.URL}, Concurrency: 4, MaxRequests: 100, MaxDuration: 20 * time.Second})
 	if err != nil {
@@ -586,4 +560,20 @@ func BenchmarkKeepAlive(b *testing.B) {
 			b.ReportMetric(sum/float64(len(rates)), "req/s")
 		})
 	}
+}
+
+// dropEveryFourth closes the connection of every fourth request without an answer.
+func dropEveryFourth(n int64, w http.ResponseWriter, _ *http.Request) bool {
+	if n%4 != 0 {
+		return false
+	}
+	hijacker, ok := w.(http.Hijacker)
+	if !ok {
+		return false
+	}
+	conn, _, err := hijacker.Hijack()
+	if err == nil {
+		_ = conn.Close()
+	}
+	return true
 }
