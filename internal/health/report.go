@@ -30,13 +30,21 @@ type Scope struct {
 	Datacenter string
 }
 
-// Validate rejects combinations that name no single subject.
+// ScopeError is a scope that names no single subject; Field is the setting at fault.
+type ScopeError struct {
+	Field, Summary, Reason string
+}
+
+func (e *ScopeError) Error() string { return e.Field + ": " + e.Reason }
+
+// Validate rejects combinations that name no single subject, as a *ScopeError.
 func (s Scope) Validate() error {
 	switch {
 	case s.Service != "" && s.Node != "":
-		return fmt.Errorf("service and node are exclusive: a report covers one service, one node or the whole datacenter")
+		return &ScopeError{Field: "node", Summary: "Conflicting Health Scope",
+			Reason: "set service or node, not both: a report covers one service, one node, or (with neither) the whole datacenter"}
 	case s.Tag != "" && s.Service == "":
-		return fmt.Errorf("tag filters a service's instances: set service too")
+		return &ScopeError{Field: "tag", Summary: "Tag Without a Service", Reason: "tag filters a service's instances: set service too"}
 	}
 	return nil
 }

@@ -213,12 +213,16 @@ func (d *healthDataSource) ValidateConfig(ctx context.Context, req datasource.Va
 	if resp.Diagnostics.HasError() {
 		return
 	}
-	if !service.IsNull() && !node.IsNull() {
-		attrError(&resp.Diagnostics, path.Root("node"), "Conflicting Health Scope",
-			"set service or node, not both: a report covers one service, one node, or (with neither) the whole datacenter.")
+	// A value known only at apply is set all the same.
+	set := func(v types.String) string {
+		if v.IsUnknown() {
+			return "(known after apply)"
+		}
+		return v.ValueString()
 	}
-	if !tag.IsNull() && service.IsNull() && !service.IsUnknown() {
-		attrError(&resp.Diagnostics, path.Root("tag"), "Tag Without a Service", "tag filters a service's instances: set service too.")
+	var scopeErr *health.ScopeError
+	if err := (health.Scope{Service: set(service), Tag: set(tag), Node: set(node)}).Validate(); errors.As(err, &scopeErr) {
+		attrError(&resp.Diagnostics, path.Root(scopeErr.Field), scopeErr.Summary, scopeErr.Reason+".")
 	}
 }
 
