@@ -10,6 +10,8 @@ cd "$(dirname "$0")/.."
 rounds=${1:-3}
 now() { date +%s.%N; }
 secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", b - a }'; }
+# clock_at PATTERN FILE: the seconds on demo.sh's clock ([demo m:ss]) of the first line matching.
+clock_at() { grep -m1 "$1" "$2" | sed -E 's/^\[demo ([0-9]+):([0-9]+)\].*/\1 \2/' | awk '{ print $1 * 60 + $2 }'; }
 median() { sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
 was_up=""
@@ -30,8 +32,8 @@ for round in $(seq 1 "$rounds"); do
   cluster=$(terraform -chdir=examples/local output -state="$PWD/.demo/terraform.tfstate" -raw health_cluster)
   case "$cluster" in passing*) ;; *) echo "round $round: health after the heal: $cluster" >&2; exit 1 ;; esac
   # The apply alone: from "terraform apply" to "Apply complete", on demo.sh's clock.
-  start=$(grep -m1 '\] terraform apply' "$log" | sed -E 's/^\[demo ([0-9]+):([0-9]+)\].*/\1 \2/' | awk '{ print $1 * 60 + $2 }')
-  end=$(grep -m1 'Apply complete' "$log" | sed -E 's/^\[demo ([0-9]+):([0-9]+)\].*/\1 \2/' | awk '{ print $1 * 60 + $2 }')
+  start=$(clock_at '\] terraform apply' "$log")
+  end=$(clock_at 'Apply complete' "$log")
   total=$(secs "$t0" "$t1")
   totals+=("$total") applies+=("$((end - start))")
   echo "round $round: power-off -> healed and checked: ${total} s (terraform plan + apply: $((end - start)) s); $(grep -m1 'Plan:' "$log" | sed 's/.*Plan:/plan:/'); health: $cluster"
