@@ -39,7 +39,7 @@ type app struct {
 	endpoints []string
 	proxies   []bluegreen.Proxy
 	health    bluegreen.Health
-	routeFile bluegreen.RouteFile
+	routeFile bluegreen.MapFiles
 }
 
 func run(statePath, keyPath string) error {
@@ -163,7 +163,7 @@ func reach(ctx context.Context, statePath, keyPath string) (*app, error) {
 		if err != nil {
 			return nil, err
 		}
-		a.routeFile.Nodes = append(a.routeFile.Nodes, h)
+		a.routeFile.Nodes = append(a.routeFile.Nodes, bluegreen.ProxyNode{Name: h.Endpoint().Host, Files: bluegreen.SSHFiles{Host: h}})
 		socket := deployment.AdminSocket()
 		a.proxies = append(a.proxies, &bluegreen.HAProxy{
 			Node:    h.Endpoint().Host,

@@ -120,24 +120,32 @@ func (h *ConsulHealth) Instances(ctx context.Context, c Color) ([]Instance, erro
 	return out, nil
 }
 
-// RouteFile writes the routing map that every proxy node's HAProxy loads at start, over
-// each node's SSH connection, atomically (a temporary file renamed over it).
-type RouteFile struct {
-	Nodes []*conn.Host
-	Path  string
+// SSHFiles is a node's file system through its SSH connection (NodeFiles). Paths are
+// the provider's own (no user input reaches them unquoted).
+type SSHFiles struct {
+	Host *conn.Host
 }
 
-// Persist writes r to every node; it is SwitchOptions.Persist.
-func (f RouteFile) Persist(ctx context.Context, r Route) error {
-	text, err := haproxy.RenderMap(r.Active, r.Canary)
-	if err != nil {
-		return err
-	}
-	script := fmt.Sprintf("cat > %[1]s.tmp && mv %[1]s.tmp %[1]s", f.Path)
-	for _, h := range f.Nodes {
-		if _, err := h.Run(ctx, script, strings.NewReader(text)); err != nil {
-			return fmt.Errorf("node %s: %w", h.Endpoint().Host, err)
-		}
-	}
-	return nil
+var _ NodeFiles = SSHFiles{}
+
+func (f SSHFiles) Prepare(ctx context.Context, dir string, uid, gid int, file, content string) error {
+	script := fmt.Sprintf("mkdir -p %[1]s && chown %[3]d:%[4]d %[1]s && if [ ! -s %[2]s ]; then cat > %[2]s.tmp && mv %[2]s.tmp %[2]s; fi",
+		shellQuote(dir), shellQuote(file), uid, gid)
+	_, err := f.Host.Run(ctx, script, strings.NewReader(content))
+	return err
+}
+
+func (f SSHFiles) Write(ctx context.Context, file, content string) error {
+	_, err := f.Host.Run(ctx, fmt.Sprintf("cat > %[1]s.tmp && mv %[1]s.tmp %[1]s", shellQuote(file)), strings.NewReader(content))
+	return err
+}
+
+func (f SSHFiles) RemoveAll(ctx context.Context, dir string) error {
+	_, err := f.Host.Run(ctx, "rm -rf -- "+shellQuote(dir), nil)
+	return err
+}
+
+// shellQuote quotes s as one word for sh.
+func shellQuote(s string) string {
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }

@@ -18,7 +18,24 @@ const (
 	LabelService = "microswarm.service"
 	LabelColor   = "microswarm.color"
 	LabelVersion = "microswarm.version"
+	// LabelPort, on a color's service, is the service's port: which SERVICE_<port>_* keys
+	// on its containers are the provider's.
+	LabelPort = "microswarm.port"
 )
+
+// OwnedLabels are the container labels the provider sets on a color's tasks: the
+// registrator's keys for the service's port and its own microswarm.* labels. A user's
+// labels may not set them (they would be overwritten), and reading a service back
+// leaves exactly these out.
+func OwnedLabels(port int) []string {
+	p := "SERVICE_" + strconv.Itoa(port) + "_"
+	return []string{p + "NAME", p + "CHECK_HTTP", p + "CHECK_INTERVAL", p + "CHECK_TIMEOUT", LabelColor, LabelVersion, LabelService}
+}
+
+// IsOwnedLabel says whether key is one of OwnedLabels(port) or any microswarm.* label.
+func IsOwnedLabel(key string, port int) bool {
+	return strings.HasPrefix(key, "microswarm.") || slices.Contains(OwnedLabels(port), key)
+}
 
 // EndpointModes are the ways a color's tasks are found: dnsrr (tasks.NAME answers every
 // task; what the proxy's server-template resolves) or vip.
@@ -121,7 +138,7 @@ func (s Service) ColorServiceSpec(c Color, spec ColorSpec) swarm.ServiceSpec {
 	delay := time.Second
 	return swarm.ServiceSpec{
 		Annotations: swarm.Annotations{Name: s.ServiceName(c), Labels: map[string]string{
-			LabelService: s.Name, LabelColor: string(c), LabelVersion: version,
+			LabelService: s.Name, LabelColor: string(c), LabelVersion: version, LabelPort: port,
 		}},
 		Mode: swarm.ServiceMode{Replicated: &swarm.ReplicatedService{Replicas: &replicas}},
 		TaskTemplate: swarm.TaskSpec{
@@ -138,7 +155,34 @@ func (s Service) ColorServiceSpec(c Color, spec ColorSpec) swarm.ServiceSpec {
 	}
 }
 
-// ColorFromServiceSpec reads a color's deployment back from its live swarm service.
+// ServicePort is the port a color's live service was deployed for: its LabelPort, or,
+// for a service deployed before that label, the lowest port with a SERVICE_<port>_NAME
+// label naming the service (deterministic, whatever the label order).
+func ServicePort(spec swarm.ServiceSpec) (int, bool) {
+	if p, err := strconv.Atoi(spec.Labels[LabelPort]); err == nil {
+		return p, true
+	}
+	cs := spec.TaskTemplate.ContainerSpec
+	if cs == nil {
+		return 0, false
+	}
+	best := 0
+	for k, v := range cs.Labels {
+		rest, ok := strings.CutPrefix(k, "SERVICE_")
+		port, key, found := strings.Cut(rest, "_")
+		n, err := strconv.Atoi(port)
+		if !ok || !found || key != "NAME" || err != nil || v != spec.Labels[LabelService] {
+			continue
+		}
+		if best == 0 || n < best {
+			best = n
+		}
+	}
+	return best, best != 0
+}
+
+// ColorFromServiceSpec reads a color's deployment back from its live swarm service: the
+// user's labels (SERVICE_* keys included) are kept, only the provider's own are left out.
 func ColorFromServiceSpec(spec swarm.ServiceSpec) ColorSpec {
 	var out ColorSpec
 	cs := spec.TaskTemplate.ContainerSpec
@@ -156,8 +200,9 @@ func ColorFromServiceSpec(spec swarm.ServiceSpec) ColorSpec {
 		}
 		out.Env[k] = v
 	}
+	port, _ := ServicePort(spec)
 	for k, v := range cs.Labels {
-		if strings.HasPrefix(k, "SERVICE_") || strings.HasPrefix(k, "microswarm.") {
+		if IsOwnedLabel(k, port) {
 			continue
 		}
 		if out.Labels == nil {
@@ -211,6 +256,9 @@ func (p ProxyDeployment) ContainerDir() string { return proxyContainerDir }
 // Runtime API socket.
 func (p ProxyDeployment) MapFile() string     { return p.NodeDir() + "/bluegreen.map" }
 func (p ProxyDeployment) AdminSocket() string { return p.NodeDir() + "/admin.sock" }
+
+// ServerStateFile is where, on the node, a starting proxy finds its servers' state.
+func (p ProxyDeployment) ServerStateFile() string { return p.NodeDir() + "/server-state" }
 
 // Spec is the proxy's swarm service.
 func (p ProxyDeployment) Spec() swarm.ServiceSpec {

@@ -140,4 +140,3 @@ func Drain(ctx context.Context, proxies []Proxy, c Color, every time.Duration) e
 		}
 	}
 }
-

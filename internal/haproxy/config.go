@@ -330,11 +330,14 @@ frontend {{.Service}}
   acl canary_hit var(txn.roll),sub(txn.canary) lt 0
   acl blue_up nbsrv(blue) gt 0
   acl green_up nbsrv(green) gt 0
-  # A canary share never goes to a color with no usable server: it would only fail. The
-  # active color gets no such fallback; the switch is gated on its health instead.
-  use_backend green if active_is_green !canary_hit
+  # No share goes to a color with no usable server while the other has one: a canary
+  # share would only fail, and an active color whose every server went down (a release
+  # that degraded after the switch) would answer 503 until it is rolled back. With no
+  # usable server in either color, the active one answers.
+  use_backend green if active_is_green !canary_hit green_up
   use_backend green if active_is_green !blue_up
   use_backend green if !active_is_green canary_hit green_up
+  use_backend green if !active_is_green !blue_up green_up
   default_backend blue
 {{range colors}}
 backend {{.}}

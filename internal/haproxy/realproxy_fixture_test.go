@@ -208,6 +208,11 @@ func (f *proxyFixture) tempDir() string {
 	if err != nil {
 		f.t.Fatal(err)
 	}
+	// The official image runs HAProxy as haproxy (99:99): it creates its admin socket
+	// here, as the provider's proxy nodes' directories let it.
+	if err := os.Chown(dir, 99, 99); err != nil {
+		f.t.Fatal(err)
+	}
 	f.t.Cleanup(func() { _ = os.RemoveAll(dir) })
 	return dir
 }

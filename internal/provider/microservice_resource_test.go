@@ -2,6 +2,7 @@ package provider
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -9,6 +10,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -25,6 +27,7 @@ import (
 	"github.com/hashicorp/terraform-plugin-testing/tfjsonpath"
 
 	msacctest "github.com/microswarm/terraform-provider-microswarm/internal/acctest"
+	"github.com/microswarm/terraform-provider-microswarm/internal/bluegreen"
 	"github.com/microswarm/terraform-provider-microswarm/internal/haproxy"
 	"github.com/microswarm/terraform-provider-microswarm/internal/loadgen"
 	"github.com/microswarm/terraform-provider-microswarm/internal/wait"
@@ -32,15 +35,15 @@ import (
 
 const microserviceResourceName = "microswarm_microservice.test"
 
-// microserviceConfig is the registrator stack plus a blue/green demo app behind proxies
-// on the manager and the first worker.
+// microserviceConfig is the registrator stack plus a blue/green demo app behind a proxy
+// on each of the three nodes.
 func microserviceConfig(prefix, body string) string {
 	return registratorStackConfig(prefix, fmt.Sprintf("  resync = %d\n", testRegistratorResync)) + `
 resource "microswarm_microservice" "test" {
   name     = "accweb"
   host     = microswarm_droplet_node.test[0].docker_host
   host_key = microswarm_droplet_node.test[0].ssh_host_key
-  proxy_hosts = [for n in slice(microswarm_droplet_node.test, 0, 2) : {
+  proxy_hosts = [for n in microswarm_droplet_node.test : {
     host     = n.docker_host
     host_key = n.ssh_host_key
   }]
@@ -59,6 +62,7 @@ func colors(greenEnv string) string {
     image           = "microswarm/demo-app:1.0.0"
     replicas        = 2
     env             = { COLOR = "blue", SHUTDOWN_DELAY = "1s" }
+    labels          = { SERVICE_TAGS = "acc", team = "web" }
     cpu_limit       = 0.5
     memory_limit_mb = 64
   }
@@ -87,7 +91,7 @@ func TestAccMicroservice_blueGreen(t *testing.T) {
 				ConfigStateChecks: []statecheck.StateCheck{
 					statecheck.ExpectKnownValue(microserviceResourceName, tfjsonpath.New("live_color"), knownvalue.StringExact("blue")),
 					statecheck.ExpectKnownValue(microserviceResourceName, tfjsonpath.New("live_version"), knownvalue.StringExact("1.0.0")),
-					statecheck.ExpectKnownValue(microserviceResourceName, tfjsonpath.New("endpoints"), knownvalue.ListSizeExact(2)),
+					statecheck.ExpectKnownValue(microserviceResourceName, tfjsonpath.New("endpoints"), knownvalue.ListSizeExact(3)),
 					statecheck.ExpectKnownValue(microserviceResourceName, tfjsonpath.New("blue_passing"), knownvalue.Int64Exact(2)),
 					statecheck.ExpectKnownValue(microserviceResourceName, tfjsonpath.New("green_passing"), knownvalue.Int64Exact(2)),
 				},
@@ -123,6 +127,30 @@ func TestAccMicroservice_blueGreen(t *testing.T) {
 					"timeouts", "blue_passing", "green_passing", "blue_running", "green_running"},
 			},
 			{
+				// The imported resource replaces the one in state, and an apply of the same
+				// configuration takes it over: it reads the route from the proxies, changes
+				// nothing in the swarm, and the plan after it is empty.
+				Config:             microserviceConfig(prefix, active("blue")),
+				ResourceName:       microserviceResourceName,
+				ImportState:        true,
+				ImportStatePersist: true,
+				ImportStateIdFunc: func(s *terraform.State) (string, error) {
+					host, err := entryAttr(s, "m", "host")
+					return host + ",accweb", err
+				},
+			},
+			{
+				Config: microserviceConfig(prefix, active("blue")),
+				ConfigPlanChecks: resource.ConfigPlanChecks{PreApply: []plancheck.PlanCheck{
+					plancheck.ExpectResourceAction(microserviceResourceName, plancheck.ResourceActionUpdate),
+				}},
+				ConfigStateChecks: []statecheck.StateCheck{
+					statecheck.ExpectKnownValue(microserviceResourceName, tfjsonpath.New("live_color"), knownvalue.StringExact("blue")),
+					statecheck.ExpectKnownValue(microserviceResourceName, tfjsonpath.New("active"), knownvalue.StringExact("blue")),
+				},
+				Check: fx.checkAnswers("1.0.0"),
+			},
+			{
 				// A switch made out of band and a color scaled out of band show as drift, and
 				// the apply puts both back.
 				PreConfig: fx.driftOutOfBand("green"),
@@ -154,18 +182,100 @@ func TestAccMicroservice_blueGreen(t *testing.T) {
 				Check:  fx.checkCanaryShare("green", 0.20, 0.05),
 			},
 			{
-				// A green release that degrades after taking traffic is rolled back and the
-				// apply fails saying so.
+				// One proxy of three fails every set during a switch, under load: every proxy
+				// is sent back to blue, the apply fails saying so, and no request fails.
+				PreConfig: func() {
+					fx.startLoadFor("faults", 2_000_000, 8*time.Minute)()
+					setProxyFault(t, "w1", func(bluegreen.Route, int) error { return errors.New("injected: admin socket closed") })
+				},
+				Config:      microserviceConfig(prefix, active("green")),
+				ExpectError: regexp.MustCompile(`Switch Failed`),
+			},
+			{
+				// Blue answers through every proxy; with the fault gone the same configuration
+				// applies again and converges on green, and the plan after it is empty.
+				PreConfig: func() {
+					setProxyFault(t, "", nil)
+					if err := fx.checkAnswers("1.0.0")(nil); err != nil {
+						t.Fatalf("after the failed switch: %v", err)
+					}
+				},
+				Config: microserviceConfig(prefix, active("green")),
+				ConfigStateChecks: []statecheck.StateCheck{
+					statecheck.ExpectKnownValue(microserviceResourceName, tfjsonpath.New("live_color"), knownvalue.StringExact("green")),
+				},
+				Check: fx.checkAnswers("2.0.0"),
+			},
+			{
+				// Back to blue before the rollback test.
+				Config: microserviceConfig(prefix, active("blue")),
+				Check:  fx.checkAnswers("1.0.0"),
+			},
+			{
+				// A green release that degrades after taking traffic is rolled back, though one
+				// proxy fails its first restore (it is retried), and the apply fails saying so.
+				PreConfig: func() {
+					// Route changes on w1: 1 is the switch to green, 2 the first restore.
+					setProxyFault(t, "w1", func(r bluegreen.Route, call int) error {
+						if r.Active == bluegreen.Blue && call == 2 {
+							return errors.New("injected: EOF")
+						}
+						return nil
+					})
+				},
 				Config:      microserviceConfig(prefix, colors(`, FAIL_AFTER = "15s"`)+"  active = \"green\"\n  auto_rollback = \"40s\"\n"),
 				ExpectError: regexp.MustCompile(`Switch Rolled Back`),
 			},
 			{
-				// Traffic is back on blue, which the configuration now says too.
-				Config: microserviceConfig(prefix, colors(`, FAIL_AFTER = "15s"`)+"  active = \"blue\"\n  auto_rollback = \"40s\"\n"),
-				Check:  fx.checkAnswers("1.0.0"),
+				// Traffic is back on blue on every proxy, which the configuration now says too,
+				// and no request failed through the failed switch and the rollback.
+				PreConfig: func() { setProxyFault(t, "", nil) },
+				Config:    microserviceConfig(prefix, colors(`, FAIL_AFTER = "15s"`)+"  active = \"blue\"\n  auto_rollback = \"40s\"\n"),
+				Check:     resource.ComposeAggregateTestCheckFunc(fx.checkAnswers("1.0.0"), fx.checkNoFailures(20000)),
 			},
 		},
 	})
+}
+
+// setProxyFault makes route changes on the proxy whose node name ends in node fail as
+// fail says (call counts that proxy's route changes from 1); nil clears it.
+func setProxyFault(t *testing.T, node string, fail func(r bluegreen.Route, call int) error) {
+	if fail == nil {
+		proxyFault = nil
+		return
+	}
+	var mu sync.Mutex
+	calls := 0
+	proxyFault = func(name string, r bluegreen.Route) error {
+		if !strings.HasSuffix(name, node) {
+			return nil
+		}
+		mu.Lock()
+		calls++
+		n := calls
+		mu.Unlock()
+		err := fail(r, n)
+		if err != nil {
+			t.Logf("proxy fault on %s, route change %d to %s: %v", name, n, r.Active, err)
+		}
+		return err
+	}
+	t.Cleanup(func() { proxyFault = nil })
+}
+
+// checkNoFailures ends the load: not one request failed, and at least min were sent.
+func (fx *microserviceFixture) checkNoFailures(minRequests int) resource.TestCheckFunc {
+	return func(*terraform.State) error {
+		rep := fx.load.Stop()
+		fx.t.Logf("load through the faults: %s", rep)
+		if rep.Failed != 0 {
+			return fmt.Errorf("%d of %d requests failed: %v %v", rep.Failed, rep.Requests, rep.Errors, rep.Examples)
+		}
+		if rep.Requests < minRequests {
+			return fmt.Errorf("only %d requests, want at least %d", rep.Requests, minRequests)
+		}
+		return nil
+	}
 }
 
 type microserviceFixture struct {
@@ -216,9 +326,14 @@ func (fx *microserviceFixture) checkAnswers(version string) resource.TestCheckFu
 
 // startLoad starts the bounded load through every endpoint and marks the first switch.
 func (fx *microserviceFixture) startLoad(mark string) func() {
+	return fx.startLoadFor(mark, 200000, 4*time.Minute)
+}
+
+// startLoadFor is startLoad bounded by maxRequests and maxDuration.
+func (fx *microserviceFixture) startLoadFor(mark string, maxRequests int, maxDuration time.Duration) func() {
 	return func() {
 		run, err := loadgen.Start(context.Background(), loadgen.Options{
-			Targets: fx.endpoints, Concurrency: 16, MaxRequests: 200000, MaxDuration: 4 * time.Minute,
+			Targets: fx.endpoints, Concurrency: 16, MaxRequests: maxRequests, MaxDuration: maxDuration,
 			// A new connection per request: no silent resend can hide a dropped one.
 			DisableKeepAlive: true,
 		})
@@ -348,7 +463,7 @@ func (fx *microserviceFixture) driftOutOfBand(color string) func() {
 	return func() {
 		ctx, cancel := fx.ctx()
 		defer cancel()
-		for _, key := range []string{"m", "w1"} {
+		for _, key := range []string{"m", "w1", "w2"} {
 			h, err := fx.pool.Open(ctx, fx.targets[key])
 			if err != nil {
 				fx.t.Fatal(err)
@@ -441,6 +556,8 @@ func TestMicroserviceInputIsValidatedAtPlanTime(t *testing.T) {
 		"endpoint mode is an enum":         {body: blue + `  active = "blue"` + "\n  endpoint_mode = \"mesh\"", wantErr: `value must be one of`},
 		"proxy hosts are hosts":            {body: blue + `  active = "blue"` + "\n  proxy_hosts = [{ host = \"192.0.2.1\" }]", wantErr: `Invalid Host`},
 		"constraints are constraints":      {body: `  blue = { image = "a:1", constraints = ["worker"] }` + "\n" + `  active = "blue"`, wantErr: `must be a swarm constraint`},
+		"the provider's own labels":        {body: `  blue = { image = "a:1", labels = { SERVICE_8080_CHECK_HTTP = "/x" } }` + "\n" + `  active = "blue"`, wantErr: `Label Owned by the Provider`},
+		"replicas fit the proxies' slots":  {body: `  blue = { image = "a:1", replicas = 101 }` + "\n" + `  active = "blue"`, wantErr: `between 0 and 100`},
 		"healthcheck needs a test command": {body: `  blue = { image = "a:1", healthcheck = { test = [] } }` + "\n" + `  active = "blue"`, wantErr: `at least 1`},
 	}
 	for name, tc := range cases {

@@ -1,0 +1,317 @@
+package bluegreen
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/docker/docker/api/types/swarm"
+
+	"github.com/microswarm/terraform-provider-microswarm/internal/haproxy"
+	"github.com/microswarm/terraform-provider-microswarm/internal/swarmservice"
+)
+
+// Engine is a swarm manager's Docker API, as a deployment uses it (a *client.Client).
+type Engine interface {
+	swarmservice.Engine
+	swarmservice.ConfigEngine
+	swarmservice.NetworkEngine
+	swarmservice.NodeEngine
+}
+
+// NodeFiles is one proxy node's file system, reached over its SSH connection.
+type NodeFiles interface {
+	// Prepare makes dir, owned by uid:gid, and writes file with content unless the file
+	// exists and is not empty (it holds the live route a restarted proxy loads).
+	Prepare(ctx context.Context, dir string, uid, gid int, file, content string) error
+	// Write replaces file with content atomically (a temporary file renamed over it).
+	Write(ctx context.Context, file, content string) error
+	// RemoveAll removes dir and everything in it; a missing dir is success.
+	RemoveAll(ctx context.Context, dir string) error
+}
+
+// ProxyNode is one node that runs the proxy: its swarm node ID, its files and its proxy.
+type ProxyNode struct {
+	Name    string
+	SwarmID string
+	Files   NodeFiles
+	Proxy   Proxy
+	// ServersState, when set, reads the running proxy's servers' state in the format
+	// of HAProxy's server-state-file (haproxy.Client.ServersStateFile).
+	ServersState func(ctx context.Context) (string, error)
+}
+
+// MaxReplicas is the most tasks a color may have; every proxy has a server slot for each.
+const MaxReplicas = 100
+
+// ProxyUID and ProxyGID are the official haproxy image's user (`USER haproxy`, 99:99):
+// the proxy's node directory belongs to it, so it can create its admin socket there.
+const (
+	ProxyUID = 99
+	ProxyGID = 99
+)
+
+// Desired is what a deployment brings the swarm to.
+type Desired struct {
+	Service Service
+	// Colors holds each color's spec; a color that is absent has no block, and its
+	// service is removed (the active one never is).
+	Colors map[Color]ColorSpec
+	// Route is the route a proxy node that has no map yet starts with: the live one.
+	Route      Route
+	ProxyImage string
+	ListenPort int
+	Owner      string
+}
+
+// DeployError says which step of a deployment failed; nothing after it was done.
+type DeployError struct {
+	// Step is one of the Step* constants.
+	Step  string
+	Color Color
+	Err   error
+}
+
+// The steps of a deployment, for DeployError.
+const (
+	StepNetwork       = "network"
+	StepLabel         = "label"
+	StepPrepare       = "prepare"
+	StepActiveRemoved = "active-removed"
+	StepColor         = "color"
+	StepProxyConfig   = "proxy-config"
+	StepProxy         = "proxy"
+	StepConverge      = "converge"
+)
+
+func (e *DeployError) Error() string { return e.Err.Error() }
+func (e *DeployError) Unwrap() error { return e.Err }
+
+// ProxyConfig is the proxy's haproxy.cfg settings for a service.
+func ProxyConfig(svc Service, listenPort int) haproxy.Config {
+	dir := proxyContainerDir
+	return haproxy.Config{
+		Service: svc.Name, ServicePort: svc.Port, ListenPort: listenPort, HealthPath: svc.HealthPath,
+		MapPath: dir + "/bluegreen.map", ServerStateFile: dir + "/server-state", AdminSocketPath: dir + "/admin.sock",
+		MaxInstancesPerColor: MaxReplicas,
+	}
+}
+
+// Deploy brings the network, the proxy nodes' labels and files, the colors' services and
+// the proxy to want, and waits until they run. It does not switch: the route is
+// Rollout's. changed says which colors' services it created or changed. Every step finds
+// what a previous, interrupted run left and continues from it, so Deploy is safe to run
+// again after any failure.
+func Deploy(ctx context.Context, eng Engine, nodes []ProxyNode, want Desired) (changed map[Color]bool, err error) {
+	svc := want.Service
+	proxy := ProxyDeployment{Service: svc, ListenPort: want.ListenPort, Image: want.ProxyImage}
+	changed = map[Color]bool{}
+	if _, err := swarmservice.EnsureOverlay(ctx, eng, svc.Network, want.Owner); err != nil {
+		return nil, &DeployError{Step: StepNetwork, Err: err}
+	}
+	mapText, err := haproxy.RenderMap(want.Route.Active, want.Route.Canary)
+	if err != nil {
+		return nil, &DeployError{Step: StepPrepare, Err: err}
+	}
+	// A node no longer among the proxy nodes loses the label, and so its proxy.
+	wanted := map[string]bool{}
+	for _, n := range nodes {
+		wanted[n.SwarmID] = true
+	}
+	all, err := eng.NodeList(ctx, swarm.NodeListOptions{})
+	if err != nil {
+		return nil, &DeployError{Step: StepLabel, Err: err}
+	}
+	for _, n := range all {
+		if _, labelled := n.Spec.Labels[proxy.NodeLabel()]; labelled && !wanted[n.ID] {
+			if err := swarmservice.SetNodeLabel(ctx, eng, n.ID, proxy.NodeLabel(), ""); err != nil {
+				return nil, &DeployError{Step: StepLabel, Err: fmt.Errorf("unlabelling former proxy node %s: %w", n.Description.Hostname, err)}
+			}
+		}
+	}
+	// The proxy nodes: the directory (the proxy's own) and the routing map it loads at
+	// start, kept if there: it holds the live route.
+	for _, n := range nodes {
+		if err := n.Files.Prepare(ctx, proxy.NodeDir(), ProxyUID, ProxyGID, proxy.MapFile(), mapText); err != nil {
+			return nil, &DeployError{Step: StepPrepare, Err: fmt.Errorf("node %s: %w", n.Name, err)}
+		}
+		if err := swarmservice.SetNodeLabel(ctx, eng, n.SwarmID, proxy.NodeLabel(), "true"); err != nil {
+			return nil, &DeployError{Step: StepLabel, Err: fmt.Errorf("node %s: %w", n.Name, err)}
+		}
+	}
+	// Colors: create or update what want has; remove an inactive color it dropped.
+	for _, c := range Colors {
+		spec, ok := want.Colors[c]
+		if !ok {
+			if c == want.Route.Active {
+				return nil, &DeployError{Step: StepActiveRemoved, Color: c, Err: fmt.Errorf("%s takes the traffic; switch to %s before removing it", c, c.Other())}
+			}
+			if live, err := swarmservice.Get(ctx, eng, svc.ServiceName(c)); err == nil {
+				if err := swarmservice.Remove(ctx, eng, live.ID); err != nil {
+					return nil, &DeployError{Step: StepColor, Color: c, Err: err}
+				}
+			}
+			continue
+		}
+		before, _ := swarmservice.Get(ctx, eng, svc.ServiceName(c))
+		live, _, err := swarmservice.Ensure(ctx, eng, svc.ColorServiceSpec(c, spec), want.Owner)
+		if err != nil {
+			return nil, &DeployError{Step: StepColor, Color: c, Err: fmt.Errorf("%s: %w", svc.ServiceName(c), err)}
+		}
+		changed[c] = before.Version.Index != live.Version.Index
+	}
+	// The proxy: its config as a content-named swarm config, then the global service.
+	cfgText, err := ProxyConfig(svc, want.ListenPort).Render()
+	if err != nil {
+		return nil, &DeployError{Step: StepProxyConfig, Err: err}
+	}
+	proxy.ConfigName = swarmservice.SecretName(svc.Name+"-proxy", []byte(cfgText))
+	if proxy.ConfigID, err = swarmservice.EnsureConfig(ctx, eng, proxy.ConfigName, []byte(cfgText), want.Owner); err != nil {
+		return nil, &DeployError{Step: StepProxyConfig, Err: err}
+	}
+	if err := ensureProxy(ctx, eng, proxy, nodes, want.Owner); err != nil {
+		return nil, &DeployError{Step: StepProxy, Err: fmt.Errorf("%s: %w", proxy.ProxyName(), err)}
+	}
+	for _, service := range []string{svc.ServiceName(Blue), svc.ServiceName(Green), proxy.ProxyName()} {
+		live, err := swarmservice.Get(ctx, eng, service)
+		if errors.Is(err, swarmservice.ErrNotFound) {
+			continue
+		}
+		if err == nil {
+			_, err = swarmservice.WaitConverged(ctx, eng, live.ID)
+		}
+		if err != nil {
+			return nil, &DeployError{Step: StepConverge, Err: fmt.Errorf("%s: %w", service, err)}
+		}
+	}
+	// Old configs are only litter: one left behind is removed by the next apply.
+	_ = swarmservice.RemoveConfigs(ctx, eng, svc.Name+"-proxy-", want.Owner, proxy.ConfigID)
+	return changed, nil
+}
+
+// ensureProxy brings the proxy's global service to its spec. Before a running proxy is
+// replaced, each node's proxy writes its servers' state where the new one loads it
+// (server-state-file), so the new proxy starts with every server's address and state
+// rather than empty slots that answer 503 until DNS fills them. A new listen port is
+// rolled out start-first (the new task binds a port the old one does not hold, so both
+// answer for a moment and neither port is ever closed while the other is not yet open);
+// the update order then goes back to stop-first, which changes no task.
+func ensureProxy(ctx context.Context, eng Engine, proxy ProxyDeployment, nodes []ProxyNode, owner string) error {
+	spec := proxy.Spec()
+	live, err := swarmservice.Get(ctx, eng, proxy.ProxyName())
+	switch {
+	case errors.Is(err, swarmservice.ErrNotFound):
+		_, _, err = swarmservice.Ensure(ctx, eng, spec, owner)
+		return err
+	case err != nil:
+		return err
+	}
+	for _, n := range nodes {
+		if n.ServersState == nil {
+			continue
+		}
+		// A proxy that cannot say is only slower to fill its slots: not an error.
+		if state, err := n.ServersState(ctx); err == nil {
+			_ = n.Files.Write(ctx, proxy.ServerStateFile(), state)
+		}
+	}
+	if publishedPort(live.Spec) == proxy.ListenPort {
+		_, _, err = swarmservice.Ensure(ctx, eng, spec, owner)
+		return err
+	}
+	startFirst := proxy.Spec()
+	startFirst.UpdateConfig.Order = swarm.UpdateOrderStartFirst
+	updated, _, err := swarmservice.Ensure(ctx, eng, startFirst, owner)
+	if err == nil {
+		_, err = swarmservice.WaitConverged(ctx, eng, updated.ID)
+	}
+	if err != nil {
+		return err
+	}
+	_, _, err = swarmservice.Ensure(ctx, eng, spec, owner)
+	return err
+}
+
+func publishedPort(spec swarm.ServiceSpec) int {
+	if ep := spec.EndpointSpec; ep != nil && len(ep.Ports) > 0 {
+		return int(ep.Ports[0].PublishedPort)
+	}
+	return 0
+}
+
+// Undeploy removes the proxy, both colors, the proxy's configs, the nodes' labels, the
+// proxy nodes' directories and the network. It tolerates what is already gone and
+// reports, joined, everything it could not remove: a delete that succeeds has left
+// nothing of the service behind.
+func Undeploy(ctx context.Context, eng Engine, svc Service, nodes []ProxyNode, owner string) error {
+	proxy := ProxyDeployment{Service: svc}
+	for _, service := range []string{proxy.ProxyName(), svc.ServiceName(Blue), svc.ServiceName(Green)} {
+		live, err := swarmservice.Get(ctx, eng, service)
+		if errors.Is(err, swarmservice.ErrNotFound) {
+			continue
+		}
+		if err == nil {
+			err = swarmservice.Remove(ctx, eng, live.ID)
+		}
+		if err != nil {
+			return fmt.Errorf("removing service %s: %w", service, err)
+		}
+	}
+	var errs []error
+	if err := swarmservice.RemoveConfigs(ctx, eng, svc.Name+"-proxy-", owner, ""); err != nil {
+		errs = append(errs, fmt.Errorf("proxy configs: %w", err))
+	}
+	all, err := eng.NodeList(ctx, swarm.NodeListOptions{})
+	if err != nil {
+		errs = append(errs, fmt.Errorf("listing nodes for the proxy label: %w", err))
+	}
+	for _, n := range all {
+		if _, ok := n.Spec.Labels[proxy.NodeLabel()]; ok {
+			if err := swarmservice.SetNodeLabel(ctx, eng, n.ID, proxy.NodeLabel(), ""); err != nil {
+				errs = append(errs, fmt.Errorf("label on node %s: %w", n.Description.Hostname, err))
+			}
+		}
+	}
+	for _, n := range nodes {
+		if err := n.Files.RemoveAll(ctx, proxy.NodeDir()); err != nil {
+			errs = append(errs, fmt.Errorf("directory %s on node %s: %w", proxy.NodeDir(), n.Name, err))
+		}
+	}
+	// Swarm releases a network a moment after its last task stopped.
+	var netErr error
+	for {
+		if netErr = swarmservice.RemoveOverlay(ctx, eng, svc.Network, owner); netErr == nil {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			errs = append(errs, fmt.Errorf("network %s: %w", svc.Network, netErr))
+			return errors.Join(errs...)
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// MapFiles writes the routing map every proxy node's HAProxy loads at start, on every
+// node; Persist is SwitchOptions.Persist.
+type MapFiles struct {
+	Nodes []ProxyNode
+	Path  string
+}
+
+// Persist writes r to every node, and names the nodes it could not write.
+func (f MapFiles) Persist(ctx context.Context, r Route) error {
+	text, err := haproxy.RenderMap(r.Active, r.Canary)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, n := range f.Nodes {
+		if err := n.Files.Write(ctx, f.Path, text); err != nil {
+			errs = append(errs, fmt.Errorf("node %s: %w", n.Name, err))
+		}
+	}
+	return errors.Join(errs...)
+}
