@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"strings"
+	"time"
 
 	consulapi "github.com/hashicorp/consul/api"
 
@@ -12,11 +13,38 @@ import (
 	"github.com/microswarm/terraform-provider-microswarm/internal/haproxy"
 )
 
-// HAProxy is one proxy instance reached through its Runtime API.
+// HAProxy is one proxy instance reached through its Runtime API (Client, a worker's
+// admin socket) and its master CLI (Master).
 type HAProxy struct {
 	Node    string
 	Client  *haproxy.Client
+	Master  *haproxy.Client
 	MapPath string // the map as HAProxy names it (its path in the container)
+}
+
+// Reload asks the master to reload the configuration and waits (at most 15 s) until a
+// new worker answers on the admin socket; the old one hands it the listening sockets
+// and finishes its connections.
+func (p *HAProxy) Reload(ctx context.Context) error {
+	before, err := p.Client.ShowInfo(ctx)
+	if err != nil {
+		return err
+	}
+	if _, err := p.Master.Execute(ctx, "reload"); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	for {
+		if info, err := p.Client.ShowInfo(ctx); err == nil && info.Pid != before.Pid {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("no new worker after the reload (the configuration may be invalid: see the proxy's log): %w", ctx.Err())
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }
 
 var _ Proxy = (*HAProxy)(nil)
@@ -138,6 +166,10 @@ func (f SSHFiles) Prepare(ctx context.Context, dir string, uid, gid int, file, c
 func (f SSHFiles) Write(ctx context.Context, file, content string) error {
 	_, err := f.Host.Run(ctx, fmt.Sprintf("cat > %[1]s.tmp && mv %[1]s.tmp %[1]s", shellQuote(file)), strings.NewReader(content))
 	return err
+}
+
+func (f SSHFiles) Read(ctx context.Context, file string) (string, error) {
+	return f.Host.Run(ctx, fmt.Sprintf("if [ -f %[1]s ]; then cat %[1]s; fi", shellQuote(file)), nil)
 }
 
 func (f SSHFiles) RemoveAll(ctx context.Context, dir string) error {

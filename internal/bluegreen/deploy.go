@@ -229,14 +229,15 @@ type ProxyDeployment struct {
 	Service    Service
 	Image      string
 	ListenPort int
-	// ConfigID and ConfigName name the swarm config holding haproxy.cfg.
-	ConfigID, ConfigName string
 }
 
 // Where the proxy keeps its state, on the node and in the container.
 const (
 	proxyContainerDir = "/var/lib/haproxy-bg"
-	proxyConfigPath   = "/usr/local/etc/haproxy/haproxy.cfg"
+	// proxyPort is the port the proxy binds inside its container; the node's listen
+	// port is published to it, so the configuration does not depend on the listen port
+	// and a listen port change changes only the service's published port.
+	proxyPort = 8000
 )
 
 // ProxyName is the proxy's swarm service name.
@@ -257,10 +258,17 @@ func (p ProxyDeployment) ContainerDir() string { return proxyContainerDir }
 func (p ProxyDeployment) MapFile() string     { return p.NodeDir() + "/bluegreen.map" }
 func (p ProxyDeployment) AdminSocket() string { return p.NodeDir() + "/admin.sock" }
 
-// ServerStateFile is where, on the node, a starting proxy finds its servers' state.
+// ServerStateFile is where, on the node, a starting proxy finds its servers' state;
+// ConfigFile holds its haproxy.cfg; MasterSocket is the master CLI, which reloads it.
 func (p ProxyDeployment) ServerStateFile() string { return p.NodeDir() + "/server-state" }
+func (p ProxyDeployment) ConfigFile() string      { return p.NodeDir() + "/haproxy.cfg" }
+func (p ProxyDeployment) MasterSocket() string    { return p.NodeDir() + "/master.sock" }
 
-// Spec is the proxy's swarm service.
+// Spec is the proxy's swarm service. Its configuration is a file in the node directory,
+// not part of the spec: a configuration change is a seamless reload of the running
+// proxy (master-worker mode; the new worker takes the listening sockets over), not a
+// new task. The arguments start with an option, so the official image's entrypoint
+// runs them as `haproxy -W -db ARGS`.
 func (p ProxyDeployment) Spec() swarm.ServiceSpec {
 	grace := 10 * time.Second
 	delay := time.Second
@@ -269,23 +277,21 @@ func (p ProxyDeployment) Spec() swarm.ServiceSpec {
 		Mode:        swarm.ServiceMode{Global: &swarm.GlobalService{}},
 		TaskTemplate: swarm.TaskSpec{
 			ContainerSpec: &swarm.ContainerSpec{
-				Image:  p.Image,
-				Labels: map[string]string{LabelService: p.Service.Name, "SERVICE_NAME": p.ProxyName()},
-				Mounts: []mount.Mount{{Type: mount.TypeBind, Source: p.NodeDir(), Target: proxyContainerDir}},
-				Configs: []*swarm.ConfigReference{{
-					File:     &swarm.ConfigReferenceFileTarget{Name: proxyConfigPath, UID: "0", GID: "0", Mode: 0o444},
-					ConfigID: p.ConfigID, ConfigName: p.ConfigName,
-				}},
+				Image:           p.Image,
+				Args:            []string{"-f", proxyContainerDir + "/haproxy.cfg", "-S", proxyContainerDir + "/master.sock"},
+				Labels:          map[string]string{LabelService: p.Service.Name, "SERVICE_NAME": p.ProxyName()},
+				Mounts:          []mount.Mount{{Type: mount.TypeBind, Source: p.NodeDir(), Target: proxyContainerDir}},
 				StopGracePeriod: &grace,
 			},
 			Placement:     &swarm.Placement{Constraints: []string{"node.labels." + p.NodeLabel() + "==true"}},
 			Networks:      []swarm.NetworkAttachmentConfig{{Target: p.Service.Network}},
 			RestartPolicy: &swarm.RestartPolicy{Condition: swarm.RestartPolicyConditionAny, Delay: &delay},
 		},
-		// A host-mode port cannot be bound twice on a node: the old proxy stops first.
+		// A host-mode port cannot be bound twice on a node: the old proxy stops first
+		// (ensureProxy rolls a new port start-first).
 		UpdateConfig: &swarm.UpdateConfig{Parallelism: 1, Order: swarm.UpdateOrderStopFirst, FailureAction: swarm.UpdateFailureActionRollback},
 		EndpointSpec: &swarm.EndpointSpec{Ports: []swarm.PortConfig{{
-			Protocol: swarm.PortConfigProtocolTCP, TargetPort: uint32(p.ListenPort), PublishedPort: uint32(p.ListenPort),
+			Protocol: swarm.PortConfigProtocolTCP, TargetPort: proxyPort, PublishedPort: uint32(p.ListenPort),
 			PublishMode: swarm.PortConfigPublishModeHost,
 		}}},
 	}

@@ -27,6 +27,8 @@ type NodeFiles interface {
 	Prepare(ctx context.Context, dir string, uid, gid int, file, content string) error
 	// Write replaces file with content atomically (a temporary file renamed over it).
 	Write(ctx context.Context, file, content string) error
+	// Read returns file's content, "" when there is no such file.
+	Read(ctx context.Context, file string) (string, error)
 	// RemoveAll removes dir and everything in it; a missing dir is success.
 	RemoveAll(ctx context.Context, dir string) error
 }
@@ -40,6 +42,9 @@ type ProxyNode struct {
 	// ServersState, when set, reads the running proxy's servers' state in the format
 	// of HAProxy's server-state-file (haproxy.Client.ServersStateFile).
 	ServersState func(ctx context.Context) (string, error)
+	// Reload, when set, reloads the running proxy's configuration without dropping a
+	// connection and returns once the new worker answers (HAProxy.Reload).
+	Reload func(ctx context.Context) error
 }
 
 // MaxReplicas is the most tasks a color may have; every proxy has a server slot for each.
@@ -88,11 +93,12 @@ const (
 func (e *DeployError) Error() string { return e.Err.Error() }
 func (e *DeployError) Unwrap() error { return e.Err }
 
-// ProxyConfig is the proxy's haproxy.cfg settings for a service.
-func ProxyConfig(svc Service, listenPort int) haproxy.Config {
+// ProxyConfig is the proxy's haproxy.cfg settings for a service. The proxy binds
+// proxyPort in its container; the node's listen port is published to it.
+func ProxyConfig(svc Service) haproxy.Config {
 	dir := proxyContainerDir
 	return haproxy.Config{
-		Service: svc.Name, ServicePort: svc.Port, ListenPort: listenPort, HealthPath: svc.HealthPath,
+		Service: svc.Name, ServicePort: svc.Port, ListenPort: proxyPort, HealthPath: svc.HealthPath,
 		MapPath: dir + "/bluegreen.map", ServerStateFile: dir + "/server-state", AdminSocketPath: dir + "/admin.sock",
 		MaxInstancesPerColor: MaxReplicas,
 	}
@@ -161,13 +167,13 @@ func Deploy(ctx context.Context, eng Engine, nodes []ProxyNode, want Desired) (c
 		}
 		changed[c] = before.Version.Index != live.Version.Index
 	}
-	// The proxy: its config as a content-named swarm config, then the global service.
-	cfgText, err := ProxyConfig(svc, want.ListenPort).Render()
+	// The proxy: its configuration on every node (a running proxy reloads it in place),
+	// then the global service.
+	cfgText, err := ProxyConfig(svc).Render()
 	if err != nil {
 		return nil, &DeployError{Step: StepProxyConfig, Err: err}
 	}
-	proxy.ConfigName = swarmservice.SecretName(svc.Name+"-proxy", []byte(cfgText))
-	if proxy.ConfigID, err = swarmservice.EnsureConfig(ctx, eng, proxy.ConfigName, []byte(cfgText), want.Owner); err != nil {
+	if err := writeProxyConfig(ctx, eng, proxy, nodes, cfgText); err != nil {
 		return nil, &DeployError{Step: StepProxyConfig, Err: err}
 	}
 	if err := ensureProxy(ctx, eng, proxy, nodes, want.Owner); err != nil {
@@ -185,9 +191,42 @@ func Deploy(ctx context.Context, eng Engine, nodes []ProxyNode, want Desired) (c
 			return nil, &DeployError{Step: StepConverge, Err: fmt.Errorf("%s: %w", service, err)}
 		}
 	}
-	// Old configs are only litter: one left behind is removed by the next apply.
-	_ = swarmservice.RemoveConfigs(ctx, eng, svc.Name+"-proxy-", want.Owner, proxy.ConfigID)
+	// Swarm configs of earlier versions, which held haproxy.cfg, are only litter now.
+	_ = swarmservice.RemoveConfigs(ctx, eng, svc.Name+"-proxy-", want.Owner, "")
 	return changed, nil
+}
+
+// writeProxyConfig writes haproxy.cfg on every node where it differs, and reloads the
+// proxy running there: the servers' state first (so the new worker keeps every server's
+// address and state), then the master CLI's reload, which hands the listening sockets to
+// the new worker, so no connection is refused or dropped. A node with no running proxy
+// loads the file when its proxy starts.
+func writeProxyConfig(ctx context.Context, eng Engine, proxy ProxyDeployment, nodes []ProxyNode, cfgText string) error {
+	_, err := swarmservice.Get(ctx, eng, proxy.ProxyName())
+	running := err == nil
+	for _, n := range nodes {
+		old, err := n.Files.Read(ctx, proxy.ConfigFile())
+		if err != nil {
+			return fmt.Errorf("node %s: %w", n.Name, err)
+		}
+		if old == cfgText {
+			continue
+		}
+		if running && old != "" && n.ServersState != nil {
+			if state, err := n.ServersState(ctx); err == nil {
+				_ = n.Files.Write(ctx, proxy.ServerStateFile(), state)
+			}
+		}
+		if err := n.Files.Write(ctx, proxy.ConfigFile(), cfgText); err != nil {
+			return fmt.Errorf("node %s: %w", n.Name, err)
+		}
+		if running && old != "" && n.Reload != nil {
+			if err := n.Reload(ctx); err != nil {
+				return fmt.Errorf("reloading the proxy on node %s: %w", n.Name, err)
+			}
+		}
+	}
+	return nil
 }
 
 // ensureProxy brings the proxy's global service to its spec. Before a running proxy is

@@ -90,8 +90,9 @@ func (r *microserviceResource) reach(ctx context.Context, mgr *client.Client, m 
 	var hosts []proxyHostModel
 	diags.Append(m.ProxyHosts.ElementsAs(ctx, &hosts, false)...)
 	listen := strconv.Itoa(int(m.ListenPort.ValueInt64()))
-	mapPath := bluegreen.ProxyConfig(svc, 0).MapPath
-	socket := bluegreen.ProxyDeployment{Service: svc}.AdminSocket()
+	mapPath := bluegreen.ProxyConfig(svc).MapPath
+	layout := bluegreen.ProxyDeployment{Service: svc}
+	socket, master := layout.AdminSocket(), layout.MasterSocket()
 	for i, ph := range hosts {
 		at := path.Root("proxy_hosts").AtListIndex(i).AtName("host")
 		if ep, err := conn.ParseEndpoint(ph.Host.ValueString()); err == nil {
@@ -122,11 +123,12 @@ func (r *microserviceResource) reach(ctx context.Context, mgr *client.Client, m 
 			diags.AddAttributeError(at, "Could Not Reach the Docker API", fmt.Sprintf("%s: %s", ph.Host.ValueString(), err))
 			return nil
 		}
-		proxy := &bluegreen.HAProxy{Node: info.name, MapPath: mapPath, Client: &haproxy.Client{
-			Dial: func(ctx context.Context) (net.Conn, error) { return h.DialContext(ctx, "unix", socket) },
-		}}
+		proxy := &bluegreen.HAProxy{Node: info.name, MapPath: mapPath,
+			Client: &haproxy.Client{Dial: func(ctx context.Context) (net.Conn, error) { return h.DialContext(ctx, "unix", socket) }},
+			Master: &haproxy.Client{Dial: func(ctx context.Context) (net.Conn, error) { return h.DialContext(ctx, "unix", master) }},
+		}
 		d.nodes = append(d.nodes, bluegreen.ProxyNode{Name: info.name, SwarmID: info.nodeID, Files: bluegreen.SSHFiles{Host: h},
-			Proxy: faultyProxy{proxy}, ServersState: proxy.Client.ServersStateFile})
+			Proxy: faultyProxy{proxy}, ServersState: proxy.Client.ServersStateFile, Reload: proxy.Reload})
 	}
 	if len(d.nodes) == 0 && len(hosts) > 0 {
 		diags.AddAttributeError(path.Root("proxy_hosts"), "No Proxy Node Reachable", fmt.Sprintf(
