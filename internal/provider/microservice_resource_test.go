@@ -5,10 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
+	"net/url"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -233,6 +236,33 @@ func TestAccMicroservice_blueGreen(t *testing.T) {
 				Config:    microserviceConfig(prefix, colors(`, FAIL_AFTER = "15s"`)+"  active = \"blue\"\n  auto_rollback = \"40s\"\n"),
 				Check:     resource.ComposeAggregateTestCheckFunc(fx.checkAnswers("1.0.0"), fx.checkNoFailures(20000)),
 			},
+			{
+				// A proxy configuration change (health_path: every proxy's checks and the
+				// colors' Consul checks) under load: the proxies reload in place (the same
+				// containers before and after), the colors roll, and no request fails.
+				PreConfig: func() {
+					fx.recordProxies()
+					fx.startLoadFor("config", 2_000_000, 5*time.Minute)()
+				},
+				Config: microserviceConfig(prefix, colors("")+"  active = \"blue\"\n  health_path = \"/\"\n"),
+				Check:  resource.ComposeAggregateTestCheckFunc(fx.checkNoFailures(10000), fx.checkSameProxies(), fx.checkAnswers("1.0.0")),
+			},
+			{
+				// A listen port change rolls the proxies start-first: on every node the new
+				// port answers before the old one stops, so one of them always answers.
+				PreConfig: fx.startPortLoads(8081),
+				Config:    microserviceConfig(prefix, colors("")+"  active = \"blue\"\n  health_path = \"/\"\n  listen_port = 8081\n"),
+				Check:     resource.ComposeAggregateTestCheckFunc(fx.checkPortHandover(), fx.recordEndpoints, fx.checkAnswers("1.0.0")),
+			},
+			{
+				// A proxy image change (the same image by its full name) replaces each node's proxy
+				// (stop-first: a host port cannot be bound twice); it starts from the servers'
+				// state the old one saved. The requests refused meanwhile are counted.
+				PreConfig: func() { fx.startLoadFor("image", 2_000_000, 5*time.Minute)() },
+				Config: microserviceConfig(prefix, colors("")+"  active = \"blue\"\n  health_path = \"/\"\n  listen_port = 8081\n"+
+					"  proxy_image = \"docker.io/library/haproxy:2.6\"\n"),
+				Check: resource.ComposeAggregateTestCheckFunc(fx.logLoad("proxy image change"), fx.checkAnswers("1.0.0")),
+			},
 		},
 	})
 }
@@ -282,6 +312,118 @@ type microserviceFixture struct {
 	registratorFixture
 	endpoints []string
 	load      *loadgen.Run
+	// proxies are the proxy containers by node, oldLoad and newLoad a port change's loads.
+	proxies          map[string]string
+	oldLoad, newLoad *loadgen.Run
+}
+
+// proxyContainers lists the running proxy container of every node.
+func (fx *microserviceFixture) proxyContainers() map[string]string {
+	ctx, cancel := fx.ctx()
+	defer cancel()
+	out := map[string]string{}
+	for key := range fx.targets {
+		docker, err := fx.docker(key)
+		if err != nil {
+			fx.t.Fatal(err)
+		}
+		list, err := docker.ContainerList(ctx, container.ListOptions{Filters: filters.NewArgs(filters.Arg("label", "com.docker.swarm.service.name=accweb-proxy"))})
+		if err != nil {
+			fx.t.Fatal(err)
+		}
+		for _, c := range list {
+			out[key] = c.ID
+		}
+	}
+	return out
+}
+
+func (fx *microserviceFixture) recordProxies() { fx.proxies = fx.proxyContainers() }
+
+// checkSameProxies: every node still runs the proxy container it ran before the step.
+func (fx *microserviceFixture) checkSameProxies() resource.TestCheckFunc {
+	return func(*terraform.State) error {
+		now := fx.proxyContainers()
+		if len(now) != len(fx.targets) || !maps.Equal(now, fx.proxies) {
+			return fmt.Errorf("proxy containers were %v, now %v: the change restarted them", fx.proxies, now)
+		}
+		return nil
+	}
+}
+
+// startPortLoads loads the current endpoints and the same nodes on port newPort at once.
+func (fx *microserviceFixture) startPortLoads(newPort int) func() {
+	return func() {
+		var next []string
+		for _, ep := range fx.endpoints {
+			u, err := url.Parse(ep)
+			if err != nil {
+				fx.t.Fatal(err)
+			}
+			next = append(next, "http://"+net.JoinHostPort(u.Hostname(), strconv.Itoa(newPort)))
+		}
+		start := func(targets []string) *loadgen.Run {
+			run, err := loadgen.Start(context.Background(), loadgen.Options{Targets: targets, Concurrency: 8, MaxRequests: 2_000_000,
+				MaxDuration: 5 * time.Minute, DisableKeepAlive: true})
+			if err != nil {
+				fx.t.Fatal(err)
+			}
+			fx.t.Cleanup(func() { run.Stop() })
+			return run
+		}
+		fx.oldLoad, fx.newLoad = start(fx.endpoints), start(next)
+		time.Sleep(2 * time.Second)
+	}
+}
+
+// checkPortHandover: on every node the new port answered before the old one last did,
+// the old port failed nothing before that, and the new one nothing after.
+func (fx *microserviceFixture) checkPortHandover() resource.TestCheckFunc {
+	return func(*terraform.State) error {
+		time.Sleep(2 * time.Second)
+		oldRep, newRep := fx.oldLoad.Stop(), fx.newLoad.Stop()
+		host := func(target string) string { u, _ := url.Parse(target); return u.Hostname() }
+		firstNew, lastOld := map[string]time.Time{}, map[string]time.Time{}
+		for _, r := range newRep.Results {
+			if h := host(r.Target); r.OK() && (firstNew[h].IsZero() || r.Start.Before(firstNew[h])) {
+				firstNew[h] = r.Start
+			}
+		}
+		for _, r := range oldRep.Results {
+			if h := host(r.Target); r.OK() && r.End.After(lastOld[h]) {
+				lastOld[h] = r.End
+			}
+		}
+		for _, r := range oldRep.Results {
+			if h := host(r.Target); !r.OK() && (firstNew[h].IsZero() || r.Start.Before(firstNew[h])) {
+				return fmt.Errorf("%s failed on the old port before the new one answered: %s", r.Target, r.Err)
+			}
+		}
+		for _, r := range newRep.Results {
+			if h := host(r.Target); !r.OK() && !firstNew[h].IsZero() && r.Start.After(firstNew[h]) {
+				return fmt.Errorf("%s failed on the new port after it answered: %s", r.Target, r.Err)
+			}
+		}
+		for h, first := range firstNew {
+			if !first.Before(lastOld[h]) {
+				return fmt.Errorf("node %s: the new port first answered at %s, after the old one last did at %s", h, first.Format(time.StampMilli), lastOld[h].Format(time.StampMilli))
+			}
+			fx.t.Logf("node %s: both ports answered for %s", h, lastOld[h].Sub(first).Round(time.Millisecond))
+		}
+		if len(firstNew) != len(fx.endpoints) {
+			return fmt.Errorf("the new port answered on %d of %d nodes", len(firstNew), len(fx.endpoints))
+		}
+		return nil
+	}
+}
+
+// logLoad ends the load and logs what it saw, failures included: a measurement.
+func (fx *microserviceFixture) logLoad(what string) resource.TestCheckFunc {
+	return func(*terraform.State) error {
+		rep := fx.load.Stop()
+		fx.t.Logf("load through the %s: %s", what, rep)
+		return nil
+	}
 }
 
 func (fx *microserviceFixture) recordEndpoints(s *terraform.State) error {
