@@ -71,6 +71,11 @@ func run(statePath, keyPath string) error {
 	fmt.Printf("rollback step %s -> %s: first %s answer %s after the step began (step %s); %d requests at %.0f/s, %d failed\n",
 		other, live.Active, live.Active, first.Round(time.Millisecond), took.Round(time.Millisecond), rep.Requests, rep.RatePerSecond, rep.Failed)
 
+	// A switch and the rollback inside one sustained load of at least 100,000 requests.
+	if err := a.sustained(ctx, live.Active, other, 100000); err != nil {
+		return err
+	}
+
 	// The whole apply a user runs, there and back.
 	for _, to := range []bluegreen.Color{other, live.Active} {
 		rep, took, err = a.underLoad(ctx, "apply", func() error {
@@ -114,6 +119,46 @@ func (a *app) underLoad(ctx context.Context, mark string, step func() error) (lo
 		return rep, took, fmt.Errorf("%s: %d of %d requests failed: %v", mark, rep.Failed, rep.Requests, rep.Examples)
 	}
 	return rep, took, nil
+}
+
+// sustained runs one load through every endpoint until it has sent at least total
+// requests, switching to `to` once a third were sent and back once two thirds were, and
+// fails on any failed request.
+func (a *app) sustained(ctx context.Context, from, to bluegreen.Color, total int) error {
+	load, err := loadgen.Start(ctx, loadgen.Options{Targets: a.endpoints, Concurrency: 8, MaxRequests: total,
+		MaxDuration: 10 * time.Minute, DisableKeepAlive: true})
+	if err != nil {
+		return err
+	}
+	// Results(n-1) is empty until the n-th request ended; a load that ends first ends the wait.
+	awaitCount := func(n int) {
+		for len(load.Results(n-1)) == 0 {
+			select {
+			case <-load.Done():
+				return
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+	}
+	awaitCount(total / 3)
+	load.Mark("switch")
+	if err := a.switchStep(ctx, from, to); err != nil {
+		load.Stop()
+		return err
+	}
+	awaitCount(2 * total / 3)
+	load.Mark("rollback")
+	if err := a.switchStep(ctx, to, from); err != nil {
+		load.Stop()
+		return err
+	}
+	rep := load.Wait()
+	fmt.Printf("switch %s -> %s and rollback inside one load: %d requests at %.0f/s, %d failed\n",
+		from, to, rep.Requests, rep.RatePerSecond, rep.Failed)
+	if rep.Failed != 0 {
+		return fmt.Errorf("sustained: %d of %d requests failed: %v", rep.Failed, rep.Requests, rep.Examples)
+	}
+	return nil
 }
 
 func (a *app) switchStep(ctx context.Context, from, to bluegreen.Color) error {
