@@ -130,20 +130,27 @@ func TestAccMicroservice_blueGreen(t *testing.T) {
 					"timeouts", "blue_passing", "green_passing", "blue_running", "green_running"},
 			},
 			{
-				// The imported resource replaces the one in state, and an apply of the same
-				// configuration takes it over: it reads the route from the proxies, changes
-				// nothing in the swarm, and the plan after it is empty.
-				Config:             microserviceConfig(prefix, active("blue")),
-				ResourceName:       microserviceResourceName,
-				ImportState:        true,
-				ImportStatePersist: true,
-				ImportStateIdFunc: func(s *terraform.State) (string, error) {
-					host, err := entryAttr(s, "m", "host")
-					return host + ",accweb", err
-				},
+				// Terraform forgets the microservice (a removed block) and leaves it running...
+				Config: registratorStackConfig(prefix, fmt.Sprintf("  resync = %d\n", testRegistratorResync)) + `
+removed {
+  from = microswarm_microservice.test
+  lifecycle {
+    destroy = false
+  }
+}
+`,
+				Check: fx.checkAnswers("1.0.0"),
 			},
 			{
-				Config: microserviceConfig(prefix, active("blue")),
+				// ...and imports it again with an import block: the apply takes it over, reads
+				// the route from the proxies, changes nothing in the swarm, and the plan after
+				// it is empty. (An import has no host key to pin: the policy vouches for it.)
+				Config: "provider \"microswarm\" {\n  host_key_policy = \"accept-new\"\n}\n" + microserviceConfig(prefix, active("blue")) + `
+import {
+  to = microswarm_microservice.test
+  id = "${microswarm_droplet_node.test[0].docker_host},accweb"
+}
+`,
 				ConfigPlanChecks: resource.ConfigPlanChecks{PreApply: []plancheck.PlanCheck{
 					plancheck.ExpectResourceAction(microserviceResourceName, plancheck.ResourceActionUpdate),
 				}},
