@@ -2,12 +2,14 @@ package bluegreen
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"strings"
 	"time"
 
 	consulapi "github.com/hashicorp/consul/api"
+	"golang.org/x/crypto/ssh"
 
 	"github.com/microswarm/terraform-provider-microswarm/internal/conn"
 	"github.com/microswarm/terraform-provider-microswarm/internal/haproxy"
@@ -159,22 +161,42 @@ var _ NodeFiles = SSHFiles{}
 func (f SSHFiles) Prepare(ctx context.Context, dir string, uid, gid int, file, content string) error {
 	script := fmt.Sprintf("mkdir -p %[1]s && chown %[3]d:%[4]d %[1]s && if [ ! -s %[2]s ]; then cat > %[2]s.tmp && mv %[2]s.tmp %[2]s; fi",
 		shellQuote(dir), shellQuote(file), uid, gid)
-	_, err := f.Host.Run(ctx, script, strings.NewReader(content))
+	_, err := f.run(ctx, script, content)
 	return err
 }
 
 func (f SSHFiles) Write(ctx context.Context, file, content string) error {
-	_, err := f.Host.Run(ctx, fmt.Sprintf("cat > %[1]s.tmp && mv %[1]s.tmp %[1]s", shellQuote(file)), strings.NewReader(content))
+	_, err := f.run(ctx, fmt.Sprintf("cat > %[1]s.tmp && mv %[1]s.tmp %[1]s", shellQuote(file)), content)
 	return err
 }
 
 func (f SSHFiles) Read(ctx context.Context, file string) (string, error) {
-	return f.Host.Run(ctx, fmt.Sprintf("if [ -f %[1]s ]; then cat %[1]s; fi", shellQuote(file)), nil)
+	return f.run(ctx, fmt.Sprintf("if [ -f %[1]s ]; then cat %[1]s; fi", shellQuote(file)), "")
 }
 
 func (f SSHFiles) RemoveAll(ctx context.Context, dir string) error {
-	_, err := f.Host.Run(ctx, "rm -rf -- "+shellQuote(dir), nil)
+	_, err := f.run(ctx, "rm -rf -- "+shellQuote(dir), "")
 	return err
+}
+
+// run runs script with stdin. Every script here is safe to repeat, so one whose session
+// broke (an EOF or a reset before the command reported its exit) is tried again, up to
+// three times; a command that ran and failed is not.
+func (f SSHFiles) run(ctx context.Context, script, stdin string) (string, error) {
+	var out string
+	var err error
+	for try := 1; ; try++ {
+		out, err = f.Host.Run(ctx, script, strings.NewReader(stdin))
+		var exit *ssh.ExitError
+		if err == nil || errors.As(err, &exit) || try == 3 || ctx.Err() != nil {
+			return out, err
+		}
+		select {
+		case <-ctx.Done():
+			return out, err
+		case <-time.After(time.Duration(try) * 200 * time.Millisecond):
+		}
+	}
 }
 
 // shellQuote quotes s as one word for sh.
