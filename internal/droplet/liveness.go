@@ -21,13 +21,14 @@ func (e *DownError) Error() string {
 	return fmt.Sprintf("droplet %d (%s) at %s is %s, says the DigitalOcean API", e.Droplet.ID, e.Droplet.Name, e.Address, e.Droplet.Status)
 }
 
-// Liveness tells, from one listing of the droplets this provider manages shared for
-// MaxAge, whether the droplet at an address is down. A refresh or a delete asks it before
-// probing a node over SSH, so a node the API reports off costs no connect timeout. The
-// zero value is ready.
+// Liveness tells whether the droplet at an address is down. A refresh or a delete asks it
+// before probing a node over SSH, so a node the API reports off costs no connect timeout.
+// A listing of the droplets this provider manages is shared for MaxAge to say a node is
+// up; a node is said down only from a listing made for the question, since an apply that
+// replaces a droplet may hand its address to the new one a moment later. The zero value is
+// ready.
 type Liveness struct {
-	// MaxAge is how long a listing answers (default 5 s): an apply that replaces a node
-	// may give its address to the new droplet.
+	// MaxAge is how long a listing may say an address is up (default 5 s).
 	MaxAge time.Duration
 
 	mu     sync.Mutex
@@ -42,25 +43,30 @@ func (l *Liveness) Down(ctx context.Context, c *Client, addr string) error {
 	if l == nil || c == nil || addr == "" {
 		return nil
 	}
-	byAddr, err := l.listing(ctx, c)
-	if err != nil {
-		return nil
+	for _, fresh := range []bool{false, true} {
+		byAddr, err := l.listing(ctx, c, fresh)
+		if err != nil {
+			return nil
+		}
+		d, ok := byAddr[addr]
+		if !ok || (d.Status != "off" && d.Status != "archive") {
+			return nil
+		}
+		if fresh {
+			return &DownError{Address: addr, Droplet: d}
+		}
 	}
-	d, ok := byAddr[addr]
-	if !ok || (d.Status != "off" && d.Status != "archive") {
-		return nil
-	}
-	return &DownError{Address: addr, Droplet: d}
+	return nil
 }
 
-func (l *Liveness) listing(ctx context.Context, c *Client) (map[string]*Droplet, error) {
+func (l *Liveness) listing(ctx context.Context, c *Client, fresh bool) (map[string]*Droplet, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	maxAge := l.MaxAge
 	if maxAge <= 0 {
 		maxAge = 5 * time.Second
 	}
-	if l.byAddr != nil && time.Since(l.at) < maxAge {
+	if !fresh && l.byAddr != nil && time.Since(l.at) < maxAge {
 		return l.byAddr, nil
 	}
 	byAddr := map[string]*Droplet{}

@@ -112,13 +112,14 @@ func (d *providerData) openTolerant(ctx context.Context, t conn.Target, tolerate
 	if known != nil {
 		return nil, known
 	}
-	err := d.nodeDown(ctx, t.Host)
-	var h *conn.Host
-	if err == nil {
-		probeCtx, cancel := context.WithTimeout(ctx, unreachableProbeTimeout)
-		h, err = d.pool.Open(probeCtx, t)
-		cancel()
+	// Not remembered in unreachable: a replacement droplet may take the address later in
+	// the run, and the API is asked again each time.
+	if down := d.nodeDown(ctx, t.Host); down != nil {
+		return nil, down
 	}
+	probeCtx, cancel := context.WithTimeout(ctx, unreachableProbeTimeout)
+	h, err := d.pool.Open(probeCtx, t)
+	cancel()
 	if err != nil && consulUnreachable(err) {
 		d.unreachableMu.Lock()
 		if d.unreachable == nil {
