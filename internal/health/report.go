@@ -10,6 +10,7 @@ import (
 	"maps"
 	"slices"
 	"strings"
+	"time"
 
 	consulapi "github.com/hashicorp/consul/api"
 )
@@ -117,10 +118,32 @@ type Report struct {
 
 // Read asks Consul (through any agent) for the scope's health. Stale reads are allowed so
 // that a cluster that lost its leader still reports what its agents know.
+// A failed read is tried again a few times: a client agent whose chosen server just died
+// answers from another one on the next call.
 func Read(ctx context.Context, api *consulapi.Client, s Scope) (*Report, error) {
 	if err := s.Validate(); err != nil {
 		return nil, err
 	}
+	var err error
+	for attempt := 1; ; attempt++ {
+		var r *Report
+		if r, err = readOnce(ctx, api, s); err == nil || attempt == readAttempts {
+			return r, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(readRetryPause):
+		}
+	}
+}
+
+const (
+	readAttempts   = 3
+	readRetryPause = 500 * time.Millisecond
+)
+
+func readOnce(ctx context.Context, api *consulapi.Client, s Scope) (*Report, error) {
 	q := (&consulapi.QueryOptions{Datacenter: s.Datacenter, AllowStale: true}).WithContext(ctx)
 	r := &Report{instancesFail: true}
 	leader := func(meta *consulapi.QueryMeta) {
