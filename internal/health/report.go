@@ -7,8 +7,10 @@ import (
 	"cmp"
 	"context"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
+	"time"
 
 	consulapi "github.com/hashicorp/consul/api"
 )
@@ -103,22 +105,59 @@ type Report struct {
 	Failing []string
 	// Missing says what the scope names that Consul does not know, if anything.
 	Missing string
+	// Subjects maps every subject in scope (the names Failing uses) to whether it is
+	// failing: what the ledger needs to tell a failure from a start. A scope's presence is
+	// a subject too (`missing:SCOPE`), failing while the scope names nothing Consul knows.
+	Subjects map[string]bool
+	// Leaderless: Consul had no leader, so the catalog may be stale; node states then come
+	// from the agent's gossip view (a node the survivors see failed is critical).
+	Leaderless bool
+
+	instancesFail bool
 }
 
 // Read asks Consul (through any agent) for the scope's health. Stale reads are allowed so
 // that a cluster that lost its leader still reports what its agents know.
+// A failed read is tried again a few times: a client agent whose chosen server just died
+// answers from another one on the next call.
 func Read(ctx context.Context, api *consulapi.Client, s Scope) (*Report, error) {
 	if err := s.Validate(); err != nil {
 		return nil, err
 	}
+	var err error
+	for attempt := 1; ; attempt++ {
+		var r *Report
+		if r, err = readOnce(ctx, api, s); err == nil || attempt == readAttempts {
+			return r, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(readRetryPause):
+		}
+	}
+}
+
+const (
+	readAttempts   = 3
+	readRetryPause = 500 * time.Millisecond
+)
+
+func readOnce(ctx context.Context, api *consulapi.Client, s Scope) (*Report, error) {
 	q := (&consulapi.QueryOptions{Datacenter: s.Datacenter, AllowStale: true}).WithContext(ctx)
-	r := &Report{}
+	r := &Report{instancesFail: true}
+	leader := func(meta *consulapi.QueryMeta) {
+		if meta != nil && !meta.KnownLeader {
+			r.Leaderless = true
+		}
+	}
 	switch {
 	case s.Service != "":
-		entries, _, err := api.Health().Service(s.Service, s.Tag, false, q)
+		entries, meta, err := api.Health().Service(s.Service, s.Tag, false, q)
 		if err != nil {
 			return nil, fmt.Errorf("health of %s: %w", s, err)
 		}
+		leader(meta)
 		seen := map[string]bool{}
 		for _, e := range entries {
 			if !seen[e.Node.Node] {
@@ -130,17 +169,17 @@ func Read(ctx context.Context, api *consulapi.Client, s Scope) (*Report, error) 
 			for _, c := range e.Checks {
 				in.Checks = append(in.Checks, checkOf(c))
 			}
-			in.Status = worst(in.Checks)
-			r.addInstance(in, true)
+			r.Instances = append(r.Instances, in)
 		}
 		if len(entries) == 0 {
 			r.Missing = fmt.Sprintf("no instance of %s is registered", s)
 		}
 	case s.Node != "":
-		node, _, err := api.Catalog().Node(s.Node, q)
+		node, meta, err := api.Catalog().Node(s.Node, q)
 		if err != nil {
 			return nil, fmt.Errorf("catalog entry of %s: %w", s, err)
 		}
+		leader(meta)
 		if node == nil || node.Node == nil {
 			r.Missing = fmt.Sprintf("%s is not in Consul's catalog", s)
 			break
@@ -154,12 +193,14 @@ func Read(ctx context.Context, api *consulapi.Client, s Scope) (*Report, error) 
 			services = append(services, svc)
 		}
 		// The node is the subject: its apps' failures are reported, not counted as its own.
-		r.addNode(node.Node, checks, services, false)
+		r.instancesFail = false
+		r.addNode(node.Node, checks, services)
 	default:
-		nodes, _, err := api.Catalog().Nodes(q)
+		nodes, meta, err := api.Catalog().Nodes(q)
 		if err != nil {
 			return nil, fmt.Errorf("nodes of %s: %w", s, err)
 		}
+		leader(meta)
 		checks, _, err := api.Health().State(consulapi.HealthAny, q)
 		if err != nil {
 			return nil, fmt.Errorf("checks of %s: %w", s, err)
@@ -177,20 +218,39 @@ func Read(ctx context.Context, api *consulapi.Client, s Scope) (*Report, error) 
 			if services != nil {
 				list = services.Services
 			}
-			r.addNode(cn, byNode[cn.Node], list, true)
+			r.addNode(cn, byNode[cn.Node], list)
 		}
 		if len(nodes) == 0 {
 			r.Missing = fmt.Sprintf("%s has no node", s)
 		}
 	}
-	r.finish()
+	r.finish(s, gossipDown(api))
 	return r, nil
 }
 
+// gossipDown names the members the local agent's gossip sees failed or gone, with their
+// node IDs: without a leader the catalog keeps saying they pass. Best effort: a report
+// without it is the catalog's.
+func gossipDown(api *consulapi.Client) map[string]string {
+	members, err := api.Agent().Members(false)
+	if err != nil {
+		return nil
+	}
+	down := map[string]string{}
+	for _, m := range members {
+		if m.Status != int(serfAlive) {
+			down[m.Name] = m.Tags["id"]
+		}
+	}
+	return down
+}
+
+// serfAlive is a gossip member's status when it is alive (serf.StatusAlive).
+const serfAlive = 1
+
 // addNode records a node, its node-level checks, and its service instances with the checks
-// Consul counts for them (theirs and the node's). instancesFail says whether a critical
-// instance is a failure of the scope.
-func (r *Report) addNode(cn *consulapi.Node, checks consulapi.HealthChecks, services []*consulapi.AgentService, instancesFail bool) {
+// Consul counts for them (theirs and the node's).
+func (r *Report) addNode(cn *consulapi.Node, checks consulapi.HealthChecks, services []*consulapi.AgentService) {
 	n := nodeOf(cn, checks)
 	r.Nodes = append(r.Nodes, n)
 	slices.SortFunc(services, func(a, b *consulapi.AgentService) int { return strings.Compare(a.ID, b.ID) })
@@ -201,47 +261,66 @@ func (r *Report) addNode(cn *consulapi.Node, checks consulapi.HealthChecks, serv
 				in.Checks = append(in.Checks, checkOf(c))
 			}
 		}
-		in.Status = worst(in.Checks)
-		r.addInstance(in, instancesFail)
+		r.Instances = append(r.Instances, in)
 	}
 }
 
-func (r *Report) addInstance(in Instance, fails bool) {
-	r.Instances = append(r.Instances, in)
-	switch in.Status {
-	case Passing:
-		r.Passing++
-	case Warning:
-		r.Warning++
-	default:
-		r.Critical++
-		if fails {
-			r.Failing = append(r.Failing, "instance:"+in.Node+"/"+in.ID)
+// finish applies the gossip view to the nodes (down: name -> node ID of members that are
+// not alive), settles every status and count, the subjects and the failures, in a stable
+// order.
+func (r *Report) finish(s Scope, down map[string]string) {
+	downIDs := map[string]bool{}
+	for i := range r.Nodes {
+		n := &r.Nodes[i]
+		if id, ok := down[n.Name]; ok && (id == "" || n.ID == "" || id == n.ID) {
+			n.Checks = append(n.Checks, gossipCheck)
+			downIDs[n.Name] = true
+		}
+		n.Status = worst(n.Checks)
+	}
+	r.Subjects = map[string]bool{}
+	statuses := []string{Passing}
+	for i := range r.Instances {
+		in := &r.Instances[i]
+		if downIDs[in.Node] {
+			in.Checks = append(in.Checks, gossipCheck)
+		}
+		in.Status = worst(in.Checks)
+		statuses = append(statuses, in.Status)
+		switch in.Status {
+		case Passing:
+			r.Passing++
+		case Warning:
+			r.Warning++
+		default:
+			r.Critical++
+		}
+		if r.instancesFail {
+			r.Subjects["instance:"+in.Node+"/"+in.ID] = in.Status == Critical
 		}
 	}
-}
-
-// finish settles the overall status and the node failures, in a stable order.
-func (r *Report) finish() {
-	statuses := []string{Passing}
 	for _, n := range r.Nodes {
 		statuses = append(statuses, n.Status)
-		if n.Status == Critical {
-			// The node ID keeps a replacement that took the name apart from the failed node.
-			r.Failing = append(r.Failing, "node:"+n.Name+"/"+n.ID)
-		}
+		// The node ID keeps a replacement that took the name apart from the failed node.
+		r.Subjects["node:"+n.Name+"/"+n.ID] = n.Status == Critical
 	}
-	for _, in := range r.Instances {
-		statuses = append(statuses, in.Status)
-	}
+	r.Subjects["missing:"+s.String()] = r.Missing != ""
 	if r.Missing != "" {
 		statuses = append(statuses, Critical)
-		r.Failing = append(r.Failing, "missing:"+r.Missing)
 	}
 	r.Status = worstOf(statuses)
-	slices.Sort(r.Failing)
-	r.Failing = slices.Compact(r.Failing)
+	r.Failing = nil
+	for _, name := range slices.Sorted(maps.Keys(r.Subjects)) {
+		if r.Subjects[name] {
+			r.Failing = append(r.Failing, name)
+		}
+	}
 }
+
+// gossipCheck stands for what the catalog cannot say without a leader: the agent's
+// gossip sees the node failed or gone.
+var gossipCheck = Check{ID: "gossip", Name: "Gossip Membership", Status: Critical,
+	Output: "the local agent's gossip sees this member failed or gone"}
 
 func nodeOf(cn *consulapi.Node, checks consulapi.HealthChecks) Node {
 	n := Node{ID: cn.ID, Name: cn.Node, Address: cn.Address}
@@ -250,7 +329,6 @@ func nodeOf(cn *consulapi.Node, checks consulapi.HealthChecks) Node {
 			n.Checks = append(n.Checks, checkOf(c))
 		}
 	}
-	n.Status = worst(n.Checks)
 	return n
 }
 

@@ -31,6 +31,7 @@ import (
 
 	"github.com/microswarm/terraform-provider-microswarm/internal/conn"
 	"github.com/microswarm/terraform-provider-microswarm/internal/consul"
+	"github.com/microswarm/terraform-provider-microswarm/internal/droplet"
 	"github.com/microswarm/terraform-provider-microswarm/internal/wait"
 )
 
@@ -482,11 +483,12 @@ func (d *providerData) consulOpenHost(ctx context.Context, m *consulContainerMod
 	return h
 }
 
-// consulUnreachable tells a node that does not answer from one that answered wrongly
-// (a changed host key, a refused login).
+// consulUnreachable tells a node that does not answer (or whose droplet the API reports
+// off) from one that answered wrongly (a changed host key, a refused login).
 func consulUnreachable(err error) bool {
 	var opErr *net.OpError
-	return errors.As(err, &opErr) || errors.Is(err, context.DeadlineExceeded)
+	var down *droplet.DownError
+	return errors.As(err, &opErr) || errors.Is(err, context.DeadlineExceeded) || errors.As(err, &down)
 }
 
 // consulDocker returns the node's Docker client.

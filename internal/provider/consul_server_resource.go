@@ -147,6 +147,13 @@ func (r *consulServerResource) Create(ctx context.Context, req resource.CreateRe
 		resp.Diagnostics.AddAttributeError(path.Root("tls"), "Invalid Consul TLS Settings", err.Error())
 		return
 	}
+	// Before waiting to vote: a server joining a running cluster is promoted only after
+	// autopilot's stabilization time. Best effort: the wait below says what is wrong.
+	tuneCtx, tuneCancel := context.WithTimeout(ctx, 30*time.Second)
+	if err := consul.TuneAutopilot(tuneCtx, api); err != nil {
+		tflog.Warn(ctx, "could not tune autopilot's server stabilization time", map[string]any{"host": host, "error": err.Error()})
+	}
+	tuneCancel()
 	st, err := consul.WaitServerReady(ctx, api, func(ctx context.Context) error { return consul.CheckAlive(ctx, docker, c) })
 	if err != nil {
 		addConsulWaitError(&resp.Diagnostics, consul.RoleServer, host, name, "create", err)

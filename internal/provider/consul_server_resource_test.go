@@ -119,6 +119,9 @@ func TestAccConsul_cluster(t *testing.T) {
 		)
 	}
 
+	// 2 of the 3 servers stopped: the plan still reads health, and heals (health_quorum_test.go).
+	quorumLoss := quorumLossSteps(t, consulClusterConfig(prefix, key, testConsulImage, 2), recorded)
+
 	resource.Test(t, resource.TestCase{
 		PreCheck:                 func() { msacctest.PreCheck(t) },
 		ProtoV6ProviderFactories: testAccProtoV6ProviderFactories,
@@ -155,6 +158,7 @@ func TestAccConsul_cluster(t *testing.T) {
 				},
 				Check: checkConsulCluster(t, 3, 5),
 			},
+			quorumLoss[0], quorumLoss[1], quorumLoss[2],
 			{
 				// A new image on every server: a rolling restart, one server at a time, while
 				// the leader is polled through an agent.

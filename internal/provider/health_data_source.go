@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/terraform-plugin-framework-timeouts/datasource/timeouts"
+	"github.com/hashicorp/terraform-plugin-framework-timetypes/timetypes"
 	"github.com/hashicorp/terraform-plugin-framework-validators/stringvalidator"
 	"github.com/hashicorp/terraform-plugin-framework/attr"
 	"github.com/hashicorp/terraform-plugin-framework/datasource"
@@ -39,26 +40,27 @@ type healthDataSource struct {
 }
 
 type healthModel struct {
-	ID            types.String   `tfsdk:"id"`
-	Host          types.String   `tfsdk:"host"`
-	HostKey       types.String   `tfsdk:"host_key"`
-	ConsulAddress types.String   `tfsdk:"consul_address"`
-	ConsulCAPEM   types.String   `tfsdk:"consul_ca_pem"`
-	ConsulToken   types.String   `tfsdk:"consul_token"`
-	Service       types.String   `tfsdk:"service"`
-	Tag           types.String   `tfsdk:"tag"`
-	Node          types.String   `tfsdk:"node"`
-	Datacenter    types.String   `tfsdk:"datacenter"`
-	Status        types.String   `tfsdk:"status"`
-	Passing       types.Int64    `tfsdk:"passing"`
-	Warning       types.Int64    `tfsdk:"warning"`
-	Critical      types.Int64    `tfsdk:"critical"`
-	Instances     types.List     `tfsdk:"instances"`
-	Nodes         types.List     `tfsdk:"nodes"`
-	Failing       types.List     `tfsdk:"failing"`
-	ReplaceToken  types.String   `tfsdk:"replace_token"`
-	Failures      types.Int64    `tfsdk:"failures"`
-	Timeouts      timeouts.Value `tfsdk:"timeouts"`
+	ID            types.String         `tfsdk:"id"`
+	Host          types.String         `tfsdk:"host"`
+	HostKey       types.String         `tfsdk:"host_key"`
+	ConsulAddress types.String         `tfsdk:"consul_address"`
+	ConsulCAPEM   types.String         `tfsdk:"consul_ca_pem"`
+	ConsulToken   types.String         `tfsdk:"consul_token"`
+	Service       types.String         `tfsdk:"service"`
+	Tag           types.String         `tfsdk:"tag"`
+	Node          types.String         `tfsdk:"node"`
+	Datacenter    types.String         `tfsdk:"datacenter"`
+	GracePeriod   timetypes.GoDuration `tfsdk:"grace_period"`
+	Status        types.String         `tfsdk:"status"`
+	Passing       types.Int64          `tfsdk:"passing"`
+	Warning       types.Int64          `tfsdk:"warning"`
+	Critical      types.Int64          `tfsdk:"critical"`
+	Instances     types.List           `tfsdk:"instances"`
+	Nodes         types.List           `tfsdk:"nodes"`
+	Failing       types.List           `tfsdk:"failing"`
+	ReplaceToken  types.String         `tfsdk:"replace_token"`
+	Failures      types.Int64          `tfsdk:"failures"`
+	Timeouts      timeouts.Value       `tfsdk:"timeouts"`
 }
 
 var (
@@ -94,10 +96,18 @@ func (d *healthDataSource) Schema(ctx context.Context, _ datasource.SchemaReques
 			"datacenter, read through a node's SSH connection like the resources (no Consul port needs to be exposed).\n\n" +
 			"`replace_token` drives self-healing: put it in a `terraform_data`'s `input` and list that `terraform_data` in " +
 			"`lifecycle { replace_triggered_by = [...] }` of what should be replaced when the subject fails. The token moves once " +
-			"per failure (a subject that starts failing) and never on recovery, so the failure replaces its resource exactly once and " +
-			"the plan after a successful heal is empty. To remember what it has seen, the data source keeps a small failure ledger " +
-			"in Consul's KV store under `" + health.LedgerPrefix + "` (an ACL token needs `key_prefix \"" + health.LedgerPrefix +
-			"\" { policy = \"write\" }`); it is the only thing it writes.",
+			"per failure and never on recovery, so the failure replaces its resource exactly once and the plan after a successful " +
+			"heal is empty. A failure is a subject (an instance, a node, or the scope's presence) that was seen passing and now is " +
+			"critical, or one never seen passing that stays critical longer than `grace_period`: a task starting, a scale-up or " +
+			"scale-down, a rolling update, a blue/green switch and swarm replacing a task move nothing.\n\n" +
+			"To remember what it has seen, the data source keeps a small failure ledger in Consul's KV store under `" + health.LedgerPrefix +
+			"` (an ACL token needs `key_prefix \"" + health.LedgerPrefix + "\" { policy = \"write\" }`); it is the only thing it writes. " +
+			"There is one ledger per service (or node, or datacenter): `tag` is not part of it, so `tag = live_color` keeps its " +
+			"token across a switch, and data sources on one service with different tags share one count.\n\n" +
+			"Consul without a leader does not fail the read: the catalog is read from any server (stale), nodes that the agent's " +
+			"gossip sees failed are reported critical (the catalog, which only a leader updates, would still say they pass), and " +
+			"since the ledger cannot be written, `replace_token` keeps its last recorded value, with a warning; the resources' own " +
+			"drift detection heals in that apply, and the next run with a leader counts what is still failing.",
 		Attributes: map[string]schema.Attribute{
 			"id": schema.StringAttribute{MarkdownDescription: "The scope, e.g. `service demo-app (tag blue) in datacenter dc1`.", Computed: true},
 			"host": schema.StringAttribute{
@@ -150,6 +160,13 @@ func (d *healthDataSource) Schema(ctx context.Context, _ datasource.SchemaReques
 				Optional:            true,
 				Validators:          []validator.String{stringvalidator.RegexMatches(consul.DatacenterPattern, "must be lower-case letters, digits, '_' and '-'")},
 			},
+			"grace_period": schema.StringAttribute{
+				MarkdownDescription: "How long a subject never seen passing (a new task, a new node) may stay critical before it counts as a failure, " +
+					"as a Go duration. A subject seen passing fails at once. Default: `" + health.DefaultGrace.String() + "`.",
+				CustomType: timetypes.GoDurationType{},
+				Optional:   true,
+				Validators: []validator.String{positiveDurationValidator{}},
+			},
 			"status": schema.StringAttribute{
 				MarkdownDescription: "The worst status in scope: `passing`, `warning` or `critical`. A service with no instance, or a node missing from the catalog, is `critical`.",
 				Computed:            true,
@@ -183,12 +200,12 @@ func (d *healthDataSource) Schema(ctx context.Context, _ datasource.SchemaReques
 				}},
 			},
 			"failing": schema.ListAttribute{
-				MarkdownDescription: "What is failing now, one entry per subject: `instance:NODE/ID`, `node:NAME/NODE_ID` or `missing:...`.",
+				MarkdownDescription: "What is critical now, one entry per subject: `instance:NODE/ID`, `node:NAME/NODE_ID` or `missing:SCOPE` (the scope names nothing Consul knows). A subject listed here is not necessarily a counted failure yet (see `grace_period`).",
 				Computed:            true,
 				ElementType:         types.StringType,
 			},
 			"replace_token": schema.StringAttribute{
-				MarkdownDescription: "Moves (`\"0\"`, `\"1\"`, ...) once each time a subject in scope starts failing, and never when it recovers. " +
+				MarkdownDescription: "Moves (`\"0\"`, `\"1\"`, ...) once each time a subject in scope that passed fails (or one that never passed outlives `grace_period`), never when it recovers, starts, goes away or the tag changes. " +
 					"Follow it with `terraform_data` + `replace_triggered_by` to replace exactly once per failure.",
 				Computed: true,
 			},
@@ -264,14 +281,28 @@ func (d *healthDataSource) Read(ctx context.Context, req datasource.ReadRequest,
 		resp.Diagnostics.AddError("Could Not Read Health", fmt.Sprintf("Through %s: %s.", m.Host.ValueString(), err))
 		return
 	}
-	entry, err := health.Observe(ctx, api, scope, report.Failing)
+	if report.Leaderless {
+		resp.Diagnostics.AddWarning("Consul Has No Leader", fmt.Sprintf(
+			"Through %s: the catalog was read from a server without a leader and may be stale; nodes the agent's gossip sees failed "+
+				"are reported critical. Restore a quorum of Consul servers (replace the failed ones).", m.Host.ValueString()))
+	}
+	grace := health.DefaultGrace
+	if !m.GracePeriod.IsNull() {
+		var diags diag.Diagnostics
+		grace, diags = m.GracePeriod.ValueGoDuration()
+		resp.Diagnostics.Append(diags...)
+		if resp.Diagnostics.HasError() {
+			return
+		}
+	}
+	entry, err := health.Observe(ctx, api, scope, health.Observation{Subjects: report.Subjects, Grace: grace})
 	var writeErr *health.WriteError
 	switch {
 	case errors.As(err, &writeErr):
-		// The token is still right for this run; the next run that can write records it.
+		// The last recorded token stands; the next run that can write counts what still fails.
 		resp.Diagnostics.AddWarning("Could Not Record the Failure Ledger", fmt.Sprintf(
-			"%s. replace_token is computed from what was read, but until the ledger can be written a failure could be counted again "+
-				"after it heals. Give the Consul token write on key prefix %q.", err, health.LedgerPrefix))
+			"%s. replace_token keeps its last recorded value (%s) until the ledger can be written; what still fails then is counted "+
+				"by that run. If Consul has a leader, give the Consul token write on key prefix %q.", err, entry.Token(), health.LedgerPrefix))
 	case err != nil:
 		// Without the ledger there is no token to trust: a wrong one would replace resources.
 		resp.Diagnostics.AddError("Could Not Read the Failure Ledger", fmt.Sprintf("Through %s: %s.", m.Host.ValueString(), err))

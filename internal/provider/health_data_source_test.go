@@ -1,6 +1,7 @@
 package provider
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"slices"
@@ -31,7 +32,23 @@ import (
 // Blue's Docker HEALTHCHECK is slow (about 30 s to unhealthy) and Consul also checks
 // /health every second (SERVICE_CHECK_HTTP, run by the registrator's registration): a
 // failing instance is critical in Consul well before swarm replaces it.
-func healStackConfig(prefix string) string {
+//
+// The app's own tokens follow the guide too: one service-scoped, one scoped to the active
+// color's tag, both followed by one terraform_data (what a user would put in
+// replace_triggered_by), so a planned update of it is a planned replacement.
+func healStackConfig(prefix string) string { return healStackConfigWith(prefix, healApp{}) }
+
+// healApp is what later steps change in the app: replicas per color, a release note in
+// blue's env (a rolling update), the active color. Zero values are the first step's.
+type healApp struct {
+	blue, green int
+	release     string
+	active      string
+}
+
+func healStackConfigWith(prefix string, app healApp) string {
+	app.blue, app.green = cmp.Or(app.blue, 3), cmp.Or(app.green, 1)
+	app.release, app.active = cmp.Or(app.release, "1"), cmp.Or(app.active, "blue")
 	return fmt.Sprintf(`
 resource "microswarm_droplet_node" "m" {
   name   = "%[1]s-m"
@@ -121,9 +138,10 @@ resource "microswarm_microservice" "test" {
   }]
   blue = {
     image    = "microswarm/demo-app:1.0.0"
-    replicas = 3
+    replicas = %[3]d
     env = {
       COLOR                  = "blue"
+      RELEASE                = %[5]q
       SHUTDOWN_DELAY         = "1s"
       SERVICE_CHECK_HTTP     = "/health"
       SERVICE_CHECK_INTERVAL = "1s"
@@ -132,10 +150,10 @@ resource "microswarm_microservice" "test" {
   }
   green = {
     image    = "microswarm/demo-app:2.0.0"
-    replicas = 1
+    replicas = %[4]d
     env      = { COLOR = "green", SHUTDOWN_DELAY = "1s" }
   }
-  active      = "blue"
+  active      = %[6]q
   min_healthy = 2
   depends_on  = [microswarm_registrator.test]
 }
@@ -147,7 +165,26 @@ data "microswarm_health" "blue" {
   tag        = "blue"
   depends_on = [microswarm_microservice.test]
 }
-`, prefix, testRegistratorResync)
+
+# The app's tokens, read at plan time (stable dependencies): the whole service, and the
+# active color (as tag = var.active would be).
+data "microswarm_health" "app" {
+  host     = microswarm_consul_server.s.host
+  host_key = microswarm_consul_server.s.host_key
+  service  = "accheal"
+}
+
+data "microswarm_health" "live" {
+  host     = microswarm_consul_server.s.host
+  host_key = microswarm_consul_server.s.host_key
+  service  = "accheal"
+  tag      = %[6]q
+}
+
+resource "terraform_data" "app_health" {
+  input = "${data.microswarm_health.app.replace_token}/${data.microswarm_health.live.replace_token}"
+}
+`, prefix, testRegistratorResync, app.blue, app.green, app.release, app.active)
 }
 
 // TestAccHealth_selfHealing is the loop: a worker powered off is replaced by the next
@@ -206,7 +243,7 @@ func TestAccHealth_selfHealing(t *testing.T) {
 					statecheck.ExpectKnownValue(worker(0), tfjsonpath.New("status"), knownvalue.StringExact("active")),
 					statecheck.ExpectKnownValue("data.microswarm_health.worker[0]", tfjsonpath.New("status"), knownvalue.StringExact("critical")),
 				},
-				Check: resource.ComposeAggregateTestCheckFunc(fx.record, fx.checkWorkerReplaced(0), fx.checkTokenMovedOnce(0),
+				Check: resource.ComposeAggregateTestCheckFunc(fx.record, fx.checkWorkerReplaced(0), fx.checkTokenMovedOnce(0), fx.recordAppTokens,
 					fx.checkClusterWhole(3), fx.checkAnswers("1.0.0")),
 			},
 			{
@@ -225,19 +262,33 @@ func TestAccHealth_selfHealing(t *testing.T) {
 					statecheck.ExpectKnownValue(blue, tfjsonpath.New("passing"), knownvalue.Int64Exact(2)),
 					statecheck.ExpectKnownValue(blue, tfjsonpath.New("failing"), knownvalue.ListSizeExact(1)),
 				},
-				Check: fx.checkFailingNamed(blue),
+				// The app's tokens (service and active color) move once for it.
+				Check: resource.ComposeAggregateTestCheckFunc(fx.checkFailingNamed(blue), fx.checkAppTokens(1)),
 			},
 			{
 				// Swarm replaced it (its Docker HEALTHCHECK failed too): all three pass again,
 				// the token stays where the failure moved it, and no request failed.
-				PreConfig: fx.awaitReplaced(),
-				Config:    cfg,
+				// The plan after the heal is empty: nothing follows a token that moved back.
+				PreConfig:        fx.awaitReplaced(),
+				Config:           cfg,
+				ConfigPlanChecks: resource.ConfigPlanChecks{PreApply: []plancheck.PlanCheck{plancheck.ExpectEmptyPlan()}},
 				ConfigStateChecks: []statecheck.StateCheck{
 					statecheck.ExpectKnownValue(blue, tfjsonpath.New("status"), knownvalue.StringExact("passing")),
 					statecheck.ExpectKnownValue(blue, tfjsonpath.New("passing"), knownvalue.Int64Exact(3)),
 					statecheck.ExpectKnownValue(blue, tfjsonpath.New("failing"), knownvalue.ListSizeExact(0)),
 				},
-				Check: resource.ComposeAggregateTestCheckFunc(fx.checkTokenKept(blue), fx.checkNoFailedRequest()),
+				Check: resource.ComposeAggregateTestCheckFunc(fx.checkTokenKept(blue), fx.checkNoFailedRequest(), fx.checkAppTokens(0)),
+			},
+			// Routine deploys under the app's tokens: a scale-up (new tasks start critical), a
+			// rolling update, a switch (the tagged read follows the new color): no token
+			// moves, nothing that follows them is replaced.
+			appDeployStep(prefix, healApp{blue: 4, green: 2}, fx),
+			appDeployStep(prefix, healApp{blue: 4, green: 2, release: "2"}, fx),
+			appDeployStep(prefix, healApp{blue: 4, green: 2, release: "2", active: "green"}, fx),
+			{
+				// Read right after the switch and the tasks it started: still nothing.
+				Config:   healStackConfigWith(prefix, healApp{blue: 4, green: 2, release: "2", active: "green"}),
+				PlanOnly: true,
 			},
 		},
 	})
@@ -250,7 +301,63 @@ type healFixture struct {
 	failedID    string
 	blueToken   string
 	tokens      []int
+	appTokens   map[string]int
 	powerOffAt  time.Time
+}
+
+// appDeployStep applies a routine change of the app: the microservice updates in place,
+// and the terraform_data that follows its tokens does not change.
+func appDeployStep(prefix string, app healApp, fx *healFixture) resource.TestStep {
+	return resource.TestStep{
+		Config: healStackConfigWith(prefix, app),
+		ConfigPlanChecks: resource.ConfigPlanChecks{PreApply: []plancheck.PlanCheck{
+			plancheck.ExpectResourceAction(microserviceResourceName, plancheck.ResourceActionUpdate),
+			plancheck.ExpectResourceAction("terraform_data.app_health", plancheck.ResourceActionNoop),
+		}},
+		Check: fx.checkAppTokens(0),
+	}
+}
+
+// recordAppTokens remembers the app's tokens as terraform_data.app_health holds them.
+func (fx *healFixture) recordAppTokens(s *terraform.State) error {
+	got, err := appTokensOf(s)
+	fx.appTokens = got
+	return err
+}
+
+// checkAppTokens: both app tokens moved by exactly moved since they were recorded.
+func (fx *healFixture) checkAppTokens(moved int) resource.TestCheckFunc {
+	return func(s *terraform.State) error {
+		got, err := appTokensOf(s)
+		if err != nil {
+			return err
+		}
+		for k, before := range fx.appTokens {
+			if got[k] != before+moved {
+				return fmt.Errorf("the %s token went %d -> %d, want %d", k, before, got[k], before+moved)
+			}
+		}
+		fx.appTokens = got
+		return nil
+	}
+}
+
+func appTokensOf(s *terraform.State) (map[string]int, error) {
+	rs, ok := s.RootModule().Resources["terraform_data.app_health"]
+	if !ok {
+		return nil, fmt.Errorf("terraform_data.app_health not in state")
+	}
+	input := rs.Primary.Attributes["input"]
+	service, live, _ := strings.Cut(input, "/")
+	out := map[string]int{}
+	for k, v := range map[string]string{"service": service, "live": live} {
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			return nil, fmt.Errorf("app token %s in %q: %w", k, input, err)
+		}
+		out[k] = n
+	}
+	return out, nil
 }
 
 // recordTokens remembers the tokens the workers' terraform_data follow.

@@ -98,6 +98,9 @@ type providerData struct {
 	// not wait again.
 	unreachableMu sync.Mutex
 	unreachable   map[string]error
+	// liveness knows which droplets the API reports off, so refreshes and deletes do not
+	// probe them over SSH.
+	liveness droplet.Liveness
 
 	// dockerTLS says whether docker_cert_path gave TLS material for tcp:// hosts.
 	dockerTLS bool

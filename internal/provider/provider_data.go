@@ -100,7 +100,8 @@ func (d *providerData) managerDocker(ctx context.Context, host types.String, hos
 const unreachableProbeTimeout = 10 * time.Second
 
 // openTolerant opens a connection; with tolerateUnreachable, within unreachableProbeTimeout,
-// and at once with the same error for a host such a probe already found dead in this run.
+// at once with the same error for a host such a probe already found dead in this run, and
+// without probing at all a node whose droplet the API reports off (a *droplet.DownError).
 func (d *providerData) openTolerant(ctx context.Context, t conn.Target, tolerateUnreachable bool) (*conn.Host, error) {
 	if !tolerateUnreachable {
 		return d.pool.Open(ctx, t)
@@ -111,9 +112,14 @@ func (d *providerData) openTolerant(ctx context.Context, t conn.Target, tolerate
 	if known != nil {
 		return nil, known
 	}
-	ctx, cancel := context.WithTimeout(ctx, unreachableProbeTimeout)
-	defer cancel()
-	h, err := d.pool.Open(ctx, t)
+	// Not remembered in unreachable: a replacement droplet may take the address later in
+	// the run, and the API is asked again each time.
+	if down := d.nodeDown(ctx, t.Host); down != nil {
+		return nil, down
+	}
+	probeCtx, cancel := context.WithTimeout(ctx, unreachableProbeTimeout)
+	h, err := d.pool.Open(probeCtx, t)
+	cancel()
 	if err != nil && consulUnreachable(err) {
 		d.unreachableMu.Lock()
 		if d.unreachable == nil {
@@ -124,6 +130,24 @@ func (d *providerData) openTolerant(ctx context.Context, t conn.Target, tolerate
 	}
 	return h, err
 }
+
+// nodeDown asks the DigitalOcean API (briefly; no answer is no verdict) whether host is a
+// managed droplet that is off or archived.
+func (d *providerData) nodeDown(ctx context.Context, host string) error {
+	if d.cloud == nil {
+		return nil
+	}
+	ep, err := conn.ParseEndpoint(host)
+	if err != nil || ep.Scheme != conn.SchemeSSH {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, nodeDownTimeout)
+	defer cancel()
+	return d.liveness.Down(ctx, d.cloud, ep.Host)
+}
+
+// nodeDownTimeout bounds asking the API about a node before probing it.
+const nodeDownTimeout = 5 * time.Second
 
 // openNode reaches a node, recording in hostKey the key the host-key policy accepted
 // when none was pinned.

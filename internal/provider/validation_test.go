@@ -115,6 +115,7 @@ func TestPlanTimeValidation(t *testing.T) {
 		"health consul_ca_pem: garbage":  {config: healthBlock(map[string]string{"consul_ca_pem": `"not a pem"`}), path: "consul_ca_pem"},
 		"health datacenter: upper case":  {config: healthBlock(map[string]string{"datacenter": `"DC1"`}), path: "datacenter"},
 		"health timeouts: words":         {config: healthBlock(map[string]string{"timeouts": `{ read = "2 minutes" }`}), path: "timeouts.read"},
+		"health grace_period: negative":  {config: healthBlock(map[string]string{"grace_period": `"-30s"`}), path: "grace_period"},
 
 		// microswarm_consul_server.
 		"consul server host: tcp without TLS":       {config: consulServerBlock(map[string]string{"host": `"tcp://10.10.0.1:2376"`}), path: "host"},

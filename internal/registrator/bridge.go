@@ -365,6 +365,39 @@ func (b *Bridge) refreshHealth() {
 	}
 }
 
+// refresh re-inspects a registered container: one no longer running is deregistered, and
+// a Docker health state that differs from the mirrored one is mirrored now. A container
+// whose registrations changed (it cannot, short of a restart, which is an event) is not
+// registered again here, so its checks keep their state.
+func (b *Bridge) refresh(ctx context.Context, id string) {
+	inspect, err := b.engine.ContainerInspect(ctx, id)
+	if err != nil {
+		b.cfg.Logf("inspect %s: %v", short(id), err)
+		return
+	}
+	if inspect.State == nil || !inspect.State.Running {
+		b.remove(id, "not running")
+		return
+	}
+	if !hasHealthcheck(inspect.Config) {
+		return
+	}
+	status, output := HealthStatus(inspect)
+	if st, ok := b.health[id]; ok && st.status == status {
+		return
+	}
+	b.cfg.Logf("%s: docker health %s (missed its event)", short(id), status)
+	b.health[id] = healthState{status, output}
+	for _, r := range b.registered[id] {
+		if r.HealthCheckID == "" {
+			continue
+		}
+		if err := b.agent.UpdateTTL(r.HealthCheckID, output, status); err != nil {
+			b.cfg.Logf("health %s: %v", r.Service.ID, err)
+		}
+	}
+}
+
 func (b *Bridge) remove(id, why string) {
 	regs, ok := b.registered[id]
 	if !ok {
@@ -396,9 +429,10 @@ func (b *Bridge) deregister(serviceID string) {
 	}
 }
 
-// Resync re-reads every running container: new ones are registered, gone ones
-// deregistered, and with Cleanup this node's registrations of containers no longer here
-// are removed from the agent.
+// Resync re-reads every running container: new ones are registered, known ones
+// re-inspected (a health event missed while the event stream was down must not leave a
+// stale state refreshed for ever), gone ones deregistered, and with Cleanup this node's
+// registrations of containers no longer here are removed from the agent.
 func (b *Bridge) Resync(ctx context.Context) error {
 	clear(b.services)
 	list, err := b.engine.ContainerList(ctx, container.ListOptions{})
@@ -411,7 +445,9 @@ func (b *Bridge) Resync(ctx context.Context) error {
 		if b.stopping[c.ID] {
 			continue
 		}
-		if _, known := b.registered[c.ID]; !known {
+		if _, known := b.registered[c.ID]; known {
+			b.refresh(ctx, c.ID)
+		} else {
 			b.add(ctx, c.ID)
 		}
 	}

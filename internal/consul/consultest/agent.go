@@ -87,7 +87,7 @@ func (a *DevAgent) Start() {
 	a.cmd = exec.Command(a.bin, "agent", "-dev", "-bind=127.0.0.1", "-client=127.0.0.1",
 		"-http-port="+strconv.Itoa(a.HTTPPort), "-dns-port="+strconv.Itoa(a.ports[0]),
 		"-serf-lan-port="+strconv.Itoa(a.ports[1]), "-server-port="+strconv.Itoa(a.ports[2]),
-		"-grpc-port=-1", "-serf-wan-port=-1", "-data-dir="+a.t.TempDir())
+		"-grpc-port=-1", "-grpc-tls-port=-1", "-serf-wan-port=-1", "-data-dir="+a.t.TempDir())
 	if err := a.cmd.Start(); err != nil {
 		a.t.Fatal(err)
 	}
