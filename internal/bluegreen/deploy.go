@@ -155,6 +155,18 @@ func (s Service) ColorServiceSpec(c Color, spec ColorSpec) swarm.ServiceSpec {
 	}
 }
 
+// SameImage says whether two image references name the same image: the engine stores
+// `docker.io/library/haproxy:2.6` as `haproxy:2.6`, and the configuration's spelling must
+// not show as drift.
+func SameImage(a, b string) bool {
+	if a == b {
+		return true
+	}
+	na, errA := reference.ParseNormalizedNamed(a)
+	nb, errB := reference.ParseNormalizedNamed(b)
+	return errA == nil && errB == nil && reference.TagNameOnly(na).String() == reference.TagNameOnly(nb).String()
+}
+
 // ServicePort is the port a color's live service was deployed for: its LabelPort, or,
 // for a service deployed before that label, the lowest port with a SERVICE_<port>_NAME
 // label naming the service (deterministic, whatever the label order).

@@ -2,6 +2,7 @@ package bluegreen
 
 import (
 	"maps"
+	"strings"
 	"testing"
 )
 
@@ -39,6 +40,20 @@ func TestOwnedLabels(t *testing.T) {
 	} {
 		if IsOwnedLabel(key, 8080) != owned {
 			t.Errorf("%s: owned %v, want %v", key, !owned, owned)
+		}
+	}
+}
+
+func TestSameImage(t *testing.T) {
+	t.Parallel()
+	for pair, same := range map[[2]string]bool{
+		{"haproxy:2.6", "docker.io/library/haproxy:2.6"}:                 true,
+		{"haproxy", "haproxy:latest"}:                                    true,
+		{"haproxy:2.6", "haproxy:2.8"}:                                   false,
+		{"haproxy:2.6", "haproxy:2.6@sha256:" + strings.Repeat("a", 64)}: false,
+	} {
+		if SameImage(pair[0], pair[1]) != same {
+			t.Errorf("SameImage(%q, %q) = %v", pair[0], pair[1], !same)
 		}
 	}
 }

@@ -308,7 +308,13 @@ func (r *microserviceResource) Read(ctx context.Context, req resource.ReadReques
 			return
 		default:
 			anything = true
-			state.setColorObject(c, colorObjectFrom(ctx, bluegreen.ColorFromServiceSpec(live.Spec), &resp.Diagnostics))
+			spec := bluegreen.ColorFromServiceSpec(live.Spec)
+			if was := state.colorObject(c); !was.IsNull() && !was.IsUnknown() {
+				if img, ok := was.Attributes()["image"].(types.String); ok && bluegreen.SameImage(img.ValueString(), spec.Image) {
+					spec.Image = img.ValueString() // the configuration's spelling of the same image
+				}
+			}
+			state.setColorObject(c, colorObjectFrom(ctx, spec, &resp.Diagnostics))
 			readServiceSettings(&state, live.Spec)
 		}
 	}
@@ -318,7 +324,9 @@ func (r *microserviceResource) Read(ctx context.Context, req resource.ReadReques
 		state.ProxyImage = types.StringNull()
 	case err == nil && proxy.Spec.TaskTemplate.ContainerSpec != nil:
 		anything = true
-		state.ProxyImage = types.StringValue(proxy.Spec.TaskTemplate.ContainerSpec.Image)
+		if live := proxy.Spec.TaskTemplate.ContainerSpec.Image; !bluegreen.SameImage(state.ProxyImage.ValueString(), live) {
+			state.ProxyImage = types.StringValue(live)
+		}
 		if ep := proxy.Spec.EndpointSpec; ep != nil && len(ep.Ports) > 0 {
 			state.ListenPort = types.Int64Value(int64(ep.Ports[0].PublishedPort))
 		}
