@@ -76,6 +76,22 @@ func run(statePath, keyPath string) error {
 		return err
 	}
 
+	// A proxy configuration change: every proxy saves its servers' state and reloads in
+	// place through its master CLI, as the provider does for a changed haproxy.cfg.
+	rep, took, err = a.underLoad(ctx, "reload", func() error {
+		for _, n := range a.routeFile.Nodes {
+			if err := n.Reload(ctx); err != nil {
+				return fmt.Errorf("reloading the proxy on %s: %w", n.Name, err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	fmt.Printf("proxy reload on every node, one after another (step %s): %d requests at %.0f/s, %d failed\n",
+		took.Round(time.Millisecond), rep.Requests, rep.RatePerSecond, rep.Failed)
+
 	// The whole apply a user runs, there and back.
 	for _, to := range []bluegreen.Color{other, live.Active} {
 		rep, took, err = a.underLoad(ctx, "apply", func() error {
@@ -208,15 +224,30 @@ func reach(ctx context.Context, statePath, keyPath string) (*app, error) {
 		if err != nil {
 			return nil, err
 		}
-		a.routeFile.Nodes = append(a.routeFile.Nodes, bluegreen.ProxyNode{Name: h.Endpoint().Host, Files: bluegreen.SSHFiles{Host: h}})
-		socket := deployment.AdminSocket()
-		a.proxies = append(a.proxies, &bluegreen.HAProxy{
+		socket, master := deployment.AdminSocket(), deployment.MasterSocket()
+		proxy := &bluegreen.HAProxy{
 			Node:    h.Endpoint().Host,
 			MapPath: deployment.ContainerDir() + "/bluegreen.map",
 			Client: &haproxy.Client{Dial: func(ctx context.Context) (net.Conn, error) {
 				return h.DialContext(ctx, "unix", socket)
 			}},
-		})
+			Master: &haproxy.Client{Dial: func(ctx context.Context) (net.Conn, error) {
+				return h.DialContext(ctx, "unix", master)
+			}},
+		}
+		a.proxies = append(a.proxies, proxy)
+		files := bluegreen.SSHFiles{Host: h}
+		a.routeFile.Nodes = append(a.routeFile.Nodes, bluegreen.ProxyNode{Name: h.Endpoint().Host, Files: files, Proxy: proxy,
+			Reload: func(ctx context.Context) error {
+				state, err := proxy.Client.ServersStateFile(ctx)
+				if err != nil {
+					return err
+				}
+				if err := files.Write(ctx, deployment.ServerStateFile(), state); err != nil {
+					return err
+				}
+				return proxy.Reload(ctx)
+			}})
 	}
 	return a, nil
 }

@@ -278,7 +278,7 @@ import {
 				},
 				Config: microserviceConfig(prefix, colors("")+"  active = \"blue\"\n  health_path = \"/\"\n  listen_port = 8081\n"+
 					"  proxy_image = \"haproxy:2.6-acc\"\n"),
-				Check: resource.ComposeAggregateTestCheckFunc(fx.logLoad("proxy image change"), fx.checkNewProxies(), fx.checkAnswers("1.0.0")),
+				Check: resource.ComposeAggregateTestCheckFunc(fx.checkNewProxies(), fx.logLoad("proxy image change"), fx.checkAnswers("1.0.0")),
 			},
 		},
 	})
@@ -371,13 +371,20 @@ func (fx *microserviceFixture) checkSameProxies() resource.TestCheckFunc {
 // checkNewProxies: every node runs a proxy container it did not run before the step.
 func (fx *microserviceFixture) checkNewProxies() resource.TestCheckFunc {
 	return func(*terraform.State) error {
-		now := fx.proxyContainers()
-		for key, id := range fx.proxies {
-			if now[key] == "" || now[key] == id {
-				return fmt.Errorf("node %s: proxy container %q, before %q: the image change did not replace it", key, now[key], id)
+		// The last node's old proxy may still be finishing its requests (soft stop).
+		var err error
+		for deadline := time.Now().Add(time.Minute); ; time.Sleep(time.Second) {
+			err = nil
+			now := fx.proxyContainers()
+			for key, id := range fx.proxies {
+				if now[key] == "" || now[key] == id {
+					err = fmt.Errorf("node %s: proxy container %q, before %q: the image change did not replace it", key, now[key], id)
+				}
+			}
+			if err == nil || time.Now().After(deadline) {
+				return err
 			}
 		}
-		return nil
 	}
 }
 
