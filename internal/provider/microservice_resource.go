@@ -142,7 +142,6 @@ func (r *microserviceResource) Create(ctx context.Context, req resource.CreateRe
 	d.changed = changed
 	// Saved whatever happened after the network: a failed wait taints rather than orphans.
 	d.observe(ctx, &plan)
-	plan.LiveColor = types.StringNull()
 	if err != nil {
 		deployDiag(plan.Name.ValueString(), err, &resp.Diagnostics)
 		resp.Diagnostics.Append(resp.State.Set(ctx, &plan)...)
@@ -205,10 +204,8 @@ func (r *microserviceResource) Update(ctx context.Context, req resource.UpdateRe
 	}
 	changed, err := bluegreen.Deploy(ctx, mgr, d.nodes, want)
 	if err != nil {
+		// The state keeps what it had: the next plan shows the same change again.
 		deployDiag(name, err, &resp.Diagnostics)
-		plan.Active, plan.CanaryWeight = types.StringValue(string(recorded.Active)), types.Int64Value(int64(recorded.Canary))
-		d.observe(ctx, &plan)
-		resp.Diagnostics.Append(resp.State.Set(ctx, &plan)...)
 		return
 	}
 	d.changed = changed
