@@ -355,3 +355,27 @@ func TestRepairConvergesStrays(t *testing.T) {
 		t.Errorf("after repair: %+v", s)
 	}
 }
+
+func TestAFlipInterruptedSendsEveryProxyBack(t *testing.T) {
+	t.Parallel()
+	h, fakes, proxies := world3()
+	ctx, cancel := context.WithCancel(context.Background())
+	// node-c's set hangs; terraform is interrupted while it does (SIGINT cancels ctx).
+	fakes[2].setFault = func(r Route, _ int) (bool, error) {
+		if r.Active != Green {
+			return true, nil
+		}
+		cancel()
+		return false, context.Canceled
+	}
+	_, err := Switch(ctx, h, proxies, Route{Active: Blue}, Route{Active: Green}, fast(SwitchOptions{}))
+	var flip *FlipError
+	if !errors.As(err, &flip) || len(flip.NotRestored) != 0 {
+		t.Fatalf("want a flip error with every proxy restored, got %v", err)
+	}
+	for n, c := range routesOf(fakes) {
+		if c != Blue {
+			t.Errorf("%s left on %s after the interrupt", n, c)
+		}
+	}
+}
