@@ -29,8 +29,10 @@ func firewallAttribute() schema.StringAttribute {
 			"DigitalOcean's `docker-20-04` image enables UFW at first boot and allows only `ssh` (rate-limited) and 2375-2376/tcp, so a stack's nodes " +
 			"could not reach each other. `stack` allows, in on the private (VPC) interface only, exactly the ports the stack's nodes use between them: " +
 			strings.Join(ports, ", ") + ". Advertise Consul and the swarm on `ipv4_address_private`. " +
-			"Nothing is opened publicly: the proxy's listen port, and any port a swarm service publishes, is forwarded by Docker's own iptables chains, " +
-			"which UFW's rules do not filter, and the provider reaches Consul's API through SSH. Images without UFW (`debian-12-x64`) are left as they are; " +
+			"Publicly, it only lets SSH (22/tcp on the public interface) past DigitalOcean's rate limit, which refuses a sixth new connection from one " +
+			"address within 30 seconds: every terraform command starts the provider anew, and each opens a connection per node. " +
+			"The proxy's listen port, and any port a swarm service publishes, needs no rule: Docker forwards it through its own iptables chains, " +
+			"which UFW's rules do not filter. The provider reaches Consul's API through SSH. Images without UFW (`debian-12-x64`) are left as they are; " +
 			"on images where UFW is installed but off (`ubuntu-*`) the rules are recorded and take effect if UFW is enabled. " +
 			"`none` changes nothing. Changes in place: switching to `none` removes the rules `stack` added. The rules are not read back: one added or removed by hand is not seen.",
 		Optional:   true,

@@ -78,8 +78,9 @@ func TestAccDropletNode_firewall(t *testing.T) {
 					statecheck.ExpectKnownValue(node, tfjsonpath.New("firewall"), knownvalue.StringExact("stack")),
 				},
 				Check: resource.ComposeAggregateTestCheckFunc(
-					checkUFW(pool, node, "Status: active", "22/tcp", "LIMIT", "2375/tcp", "2376/tcp", "8300:8302/tcp on eth1", "4789/udp on eth1"),
+					checkUFW(pool, node, "Status: active", "22/tcp", "LIMIT", "2375/tcp", "2376/tcp", "8300:8302/tcp on eth1", "4789/udp on eth1", "22/tcp on eth0"),
 					checkReachable(pool, node, opened),
+					checkSSHBurst(node, true),
 				),
 			},
 			{
@@ -89,8 +90,10 @@ func TestAccDropletNode_firewall(t *testing.T) {
 				}},
 				Check: resource.ComposeAggregateTestCheckFunc(
 					checkUFW(pool, node, "Status: active", "22/tcp", "2375/tcp"),
-					checkNoUFWRule(pool, node, "8300", "2377", "7946", "4789"),
+					checkNoUFWRule(pool, node, "8300", "2377", "7946", "4789", "22/tcp on eth0"),
 					checkReachable(pool, node, closed),
+					// Last: it trips DigitalOcean's limit for this process's address.
+					checkSSHBurst(node, false),
 				),
 			},
 		},
@@ -251,4 +254,37 @@ func reach(ctx context.Context, h *conn.Host, p probe, addr, logFile, side strin
 		time.Sleep(200 * time.Millisecond)
 	}
 	return false, nil
+}
+
+// checkSSHBurst opens ten new connections to the node's SSH port in a row, as ten
+// terraform commands would, and checks that all of them are accepted (the rule "stack"
+// adds) or that DigitalOcean's `limit ssh` refuses some (without it).
+func checkSSHBurst(name string, wantAll bool) resource.TestCheckFunc {
+	return func(s *terraform.State) error {
+		rs, ok := s.RootModule().Resources[stateKey(name)]
+		if !ok {
+			return fmt.Errorf("%s not in state", name)
+		}
+		target := net.JoinHostPort(rs.Primary.Attributes["ipv4_address"], "22")
+		accepted := 0
+		for range 10 {
+			c, err := net.DialTimeout("tcp", target, 2*time.Second)
+			if err != nil {
+				continue
+			}
+			banner := make([]byte, 7)
+			_ = c.SetDeadline(time.Now().Add(2 * time.Second))
+			if n, _ := c.Read(banner); string(banner[:n]) == "SSH-2.0" {
+				accepted++
+			}
+			_ = c.Close()
+		}
+		if wantAll && accepted != 10 {
+			return fmt.Errorf("%s: %d of 10 SSH connections in a row were accepted, want all", name, accepted)
+		}
+		if !wantAll && accepted == 10 {
+			return fmt.Errorf("%s: all 10 SSH connections in a row were accepted: DigitalOcean's limit ssh is not in force", name)
+		}
+		return nil
+	}
 }
