@@ -127,7 +127,9 @@ up() {
   else
     rm -f "$STATE/localcloud.env"
     say "starting the local cloud"
-    setsid bin/localcloud -name demo -env-file "$STATE/localcloud.env" >"$STATE/localcloud.log" 2>&1 </dev/null &
+    # MICROSWARM_DEMO_NAME: another name for the local cloud's Docker objects, so that two
+    # checkouts on one machine can each run their demo.
+    setsid bin/localcloud -name "${MICROSWARM_DEMO_NAME:-demo}" -env-file "$STATE/localcloud.env" >"$STATE/localcloud.log" 2>&1 </dev/null &
     echo $! >"$STATE/localcloud.pid"
     for _ in $(seq 1 300); do [ -s "$STATE/localcloud.env" ] && break; sleep 0.2; done
     [ -s "$STATE/localcloud.env" ] || { tail -20 "$STATE/localcloud.log" >&2; exit 1; }

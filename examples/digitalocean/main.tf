@@ -174,15 +174,12 @@ resource "microswarm_droplet_node" "node" {
   ssh_keys   = concat(var.ssh_keys, digitalocean_ssh_key.login[*].fingerprint)
   monitoring = true
 
-  # DigitalOcean's Docker image turns on UFW with only 22, 2375 and 2376 open, which would
-  # block Consul and swarm between the nodes. Open the VPC's range (the cloud firewall
-  # above still decides what reaches a node) before sshd starts, on every boot.
-  user_data = <<-EOT
-    #cloud-config
-    bootcmd:
-      - [ufw, allow, from, ${digitalocean_vpc.cluster.ip_range}]
-      - [ufw, allow, ${local.app_port}/tcp]
-  EOT
+  # DigitalOcean's Docker image turns on UFW with only ssh (rate-limited), 2375 and 2376
+  # open, which would block Consul and swarm between the nodes. firewall = "stack" (the
+  # default) opens exactly their ports on the private interface, and SSH past the rate
+  # limit; the app's port needs no rule, Docker forwards it past UFW. The cloud firewall
+  # above still decides what reaches a node.
+  firewall = "stack"
 
   depends_on = [digitalocean_firewall.cluster]
 }

@@ -47,15 +47,8 @@ func startAgent(t *testing.T, bin string, spec Spec) *consulapi.Client {
 			}
 		}
 	}
-	args := spec.Args()
-	for i, a := range args {
-		switch a {
-		case "-data-dir=" + DataDir:
-			args[i] = "-data-dir=" + dataDir
-		case "-config-dir=" + ConfigDir:
-			args[i] = "-config-dir=" + configDir
-		}
-	}
+	// As the image's entrypoint runs `agent ARGS`: the two directories go first.
+	args := append([]string{"agent", "-data-dir=" + dataDir, "-config-dir=" + configDir}, spec.Args()[1:]...)
 	cmd := exec.Command(bin, args...)
 	out := &lockedBuffer{}
 	cmd.Stdout, cmd.Stderr = out, out

@@ -306,7 +306,9 @@ func LogTail(ctx context.Context, e Engine, id string, lines int) string {
 	return strings.TrimRight(out.String(), "\n")
 }
 
-// tarFiles packs files, with their parent directories, for CopyToContainer at "/".
+// tarFiles packs files, with their parent directories, for CopyToContainer at "/". Every
+// entry belongs to UID:GID, the user Consul runs as: the engine unpacks a tar with the
+// owners it names, and the entrypoint only hands the two directories themselves over.
 func tarFiles(files []File) (io.Reader, error) {
 	dirs := map[string]bool{}
 	for _, f := range files {
@@ -322,12 +324,12 @@ func tarFiles(files []File) (io.Reader, error) {
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
 	for _, d := range sortedDirs {
-		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: d + "/", Mode: 0o755}); err != nil {
+		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: d + "/", Mode: 0o755, Uid: UID, Gid: GID}); err != nil {
 			return nil, err
 		}
 	}
 	for _, f := range files {
-		hdr := &tar.Header{Typeflag: tar.TypeReg, Name: strings.TrimPrefix(f.Path, "/"), Mode: f.Mode, Size: int64(len(f.Content))}
+		hdr := &tar.Header{Typeflag: tar.TypeReg, Name: strings.TrimPrefix(f.Path, "/"), Mode: f.Mode, Size: int64(len(f.Content)), Uid: UID, Gid: GID}
 		if err := tw.WriteHeader(hdr); err != nil {
 			return nil, err
 		}

@@ -44,8 +44,12 @@ const (
 	LabelConfigHash = "io.microswarm.config-hash"
 )
 
-// Paths inside the container. The image is FROM scratch with the binary at the path the
-// official image uses, so nothing else (no shell) can be relied on.
+// Paths inside the container, as the official image (hashicorp/consul) lays them out. Its
+// entrypoint, docker-entrypoint.sh, runs `agent ARGS` as
+// `consul agent -data-dir=DataDir -config-dir=ConfigDir ARGS`, hands both directories to
+// the consul user and drops to that user (su-exec) before Consul starts; so the provider
+// passes neither directory, and what it copies into the container belongs to that user.
+// tools/images/README.md lists what the image does and how the local one matches it.
 const (
 	Binary     = "/bin/consul"
 	DataDir    = "/consul/data"
@@ -55,6 +59,15 @@ const (
 	CAFile     = TLSDir + "/ca.pem"
 	CertFile   = TLSDir + "/cert.pem"
 	KeyFile    = TLSDir + "/key.pem"
+)
+
+// The user Consul runs as: the official image's consul user (uid 100, gid 1000, made by
+// Alpine's adduser -S and addgroup). The container gets them as CONSUL_UID/CONSUL_GID, which
+// the entrypoint drops to, so the files copied in with this owner are readable by Consul
+// even from an image whose consul user has other ids.
+const (
+	UID = 100
+	GID = 1000
 )
 
 // PortDisabled turns a listener off, as in Consul's own config.
@@ -247,12 +260,12 @@ func (s Spec) Args() []string {
 	if s.NodeName != "" {
 		args = append(args, "-node="+s.NodeName)
 	}
+	// The image's entrypoint adds -data-dir and -config-dir (see DataDir): passing
+	// -config-dir again would load every file in it twice.
 	args = append(args,
 		"-bind="+s.AdvertiseAddr,
 		"-advertise="+s.AdvertiseAddr,
 		"-client="+s.ClientAddr,
-		"-data-dir="+DataDir,
-		"-config-dir="+ConfigDir,
 	)
 	if s.TLS != nil {
 		args = append(args, "-http-port=-1", "-https-port="+strconv.Itoa(s.Ports.HTTP))
@@ -325,7 +338,8 @@ func ParseArgs(args []string) (spec Spec, https bool, err error) {
 		case "retry-join":
 			spec.RetryJoin = append(spec.RetryJoin, value)
 		case "bind", "data-dir", "config-dir":
-			// Fixed by this package, or equal to another flag.
+			// Equal to another flag, or (from containers made before the image's entrypoint
+			// was used) fixed by this package.
 		default:
 			return Spec{}, false, fmt.Errorf("unknown flag %q", arg)
 		}
@@ -391,7 +405,7 @@ func (s Spec) Hash() string {
 	cfg, host := s.containerConfig(), s.HostConfig()
 	h := sha256.New()
 	enc := json.NewEncoder(h)
-	_ = enc.Encode([]any{"v2", cfg.Image, cfg.Entrypoint, cfg.Cmd, host.NetworkMode, host.RestartPolicy, host.Mounts, host.LogConfig})
+	_ = enc.Encode([]any{"v3", cfg.Image, cfg.Entrypoint, cfg.Cmd, cfg.Env, host.NetworkMode, host.RestartPolicy, host.Mounts, host.LogConfig})
 	for _, f := range s.Files() {
 		_ = enc.Encode([]any{f.Path, f.Mode, f.Content})
 	}
@@ -407,11 +421,14 @@ func (s Spec) Labels() map[string]string {
 	}
 }
 
+// containerConfig runs the image's own entrypoint (no Entrypoint here), which runs Consul
+// as UID:GID; CLI commands the provider execs in the container run as root and read the
+// same files.
 func (s Spec) containerConfig() *container.Config {
 	return &container.Config{
-		Image:      s.Image,
-		Entrypoint: []string{Binary},
-		Cmd:        s.Args(),
+		Image: s.Image,
+		Cmd:   s.Args(),
+		Env:   []string{"CONSUL_UID=" + strconv.Itoa(UID), "CONSUL_GID=" + strconv.Itoa(GID)},
 	}
 }
 

@@ -54,7 +54,6 @@ func TestArgsRenderTheAgentCommandLine(t *testing.T) {
 			spec: serverSpec(),
 			want: []string{"agent", "-server", "-bootstrap-expect=3", "-datacenter=dc1",
 				"-bind=10.10.0.2", "-advertise=10.10.0.2", "-client=127.0.0.1",
-				"-data-dir=/consul/data", "-config-dir=/consul/config",
 				"-http-port=8500", "-https-port=-1", "-dns-port=8600", "-serf-lan-port=8301",
 				"-server-port=8300", "-serf-wan-port=8302", "-grpc-tls-port=8503",
 				"-retry-join=10.10.0.2", "-retry-join=10.10.0.3", "-retry-join=10.10.0.4"},
@@ -63,7 +62,6 @@ func TestArgsRenderTheAgentCommandLine(t *testing.T) {
 			spec: func() Spec { s := agentSpec(); s.NodeName = "web-1"; s.UI = true; return s }(),
 			want: []string{"agent", "-datacenter=dc1", "-node=web-1",
 				"-bind=10.10.0.5", "-advertise=10.10.0.5", "-client=127.0.0.1",
-				"-data-dir=/consul/data", "-config-dir=/consul/config",
 				"-http-port=8500", "-https-port=-1", "-dns-port=8600", "-serf-lan-port=8301",
 				"-retry-join=10.10.0.2", "-ui"},
 		},
@@ -71,7 +69,6 @@ func TestArgsRenderTheAgentCommandLine(t *testing.T) {
 			spec: func() Spec { s := agentSpec(); s.TLS = &TLS{}; s.Ports.HTTP = 9500; return s }(),
 			want: []string{"agent", "-datacenter=dc1",
 				"-bind=10.10.0.5", "-advertise=10.10.0.5", "-client=127.0.0.1",
-				"-data-dir=/consul/data", "-config-dir=/consul/config",
 				"-http-port=-1", "-https-port=9500", "-dns-port=8600", "-serf-lan-port=8301",
 				"-retry-join=10.10.0.2"},
 		},
@@ -318,8 +315,18 @@ func TestContainerRunsOnTheHostNetworkWithItsVolume(t *testing.T) {
 	t.Parallel()
 	s := serverSpec()
 	cfg, host := s.ContainerConfig(), s.HostConfig()
-	if !slices.Equal(cfg.Entrypoint, []string{"/bin/consul"}) {
-		t.Errorf("entrypoint %q", cfg.Entrypoint)
+	// The image's own entrypoint runs the agent (it adds the data and config directories
+	// and drops to the consul user), told which user the copied files belong to.
+	if cfg.Entrypoint != nil {
+		t.Errorf("entrypoint %q overrides the image's", cfg.Entrypoint)
+	}
+	if !slices.Equal(cfg.Env, []string{"CONSUL_UID=100", "CONSUL_GID=1000"}) {
+		t.Errorf("env %q", cfg.Env)
+	}
+	for _, a := range cfg.Cmd {
+		if strings.HasPrefix(a, "-data-dir") || strings.HasPrefix(a, "-config-dir") {
+			t.Errorf("command line %q has %s, which the entrypoint adds", cfg.Cmd, a)
+		}
 	}
 	if cfg.Labels[LabelManagedBy] != ManagedByValue || cfg.Labels[LabelRole] != "consul-server" || cfg.Labels[LabelConfigHash] != s.Hash() {
 		t.Errorf("labels %v", cfg.Labels)
@@ -383,6 +390,9 @@ func TestTarFilesHasParentsFirst(t *testing.T) {
 			t.Fatal(err)
 		}
 		names = append(names, hdr.Name)
+		if hdr.Uid != UID || hdr.Gid != GID {
+			t.Errorf("%s belongs to %d:%d, not to the consul user %d:%d", hdr.Name, hdr.Uid, hdr.Gid, UID, GID)
+		}
 	}
 	want := []string{"consul/", "consul/config/", "consul/tls/", "consul/config/microswarm.json", "consul/tls/ca.pem", "consul/tls/cert.pem", "consul/tls/key.pem"}
 	if !slices.Equal(names, want) {

@@ -176,7 +176,8 @@ func consulSchemaAttributes(ctx context.Context, role consul.Role) map[string]sc
 			PlanModifiers:       []planmodifier.String{stringplanmodifier.RequiresReplace()},
 		},
 		"image": schema.StringAttribute{
-			MarkdownDescription: "The Consul image; its binary must be at `/bin/consul`, as in the official image. Pulled if the node lacks it. " +
+			MarkdownDescription: "The Consul image. It must work like the official one: its entrypoint runs `agent ARGS` as `consul agent -data-dir=/consul/data -config-dir=/consul/config ARGS`, " +
+				"as the user that `CONSUL_UID`/`CONSUL_GID` name (the provider sets 100/1000, the official image's `consul` user, and copies the agent's files in as theirs), and its binary is at `/bin/consul`. Pulled if the node lacks it. " +
 				"Default: `" + consul.DefaultImage + "`. " + inPlace,
 			Optional:   true,
 			Computed:   true,

@@ -253,10 +253,11 @@ func TestAccDropletNode_taggedTheOldWay(t *testing.T) {
 	config := dropletNodesConfig(prefix, []string{"old"}, "s-1vcpu-1gb", []string{"legacy"})
 	withLegacy := config + fmt.Sprintf(`
 resource "microswarm_droplet_node" "legacy" {
-  name   = "%s-old"
-  region = "nyc3"
-  size   = "s-1vcpu-1gb"
-  tags   = ["legacy"]
+  name     = "%s-old"
+  region   = "nyc3"
+  size     = "s-1vcpu-1gb"
+  tags     = ["legacy"]
+  firewall = "none" # as imported: the provider never set its firewall
 }
 `, prefix)
 	var old *droplet.Droplet

@@ -91,6 +91,7 @@ type dropletNodeModel struct {
 	IdempotencyToken   types.String   `tfsdk:"idempotency_token"`
 	Status             types.String   `tfsdk:"status"`
 	WhenOff            types.String   `tfsdk:"when_off"`
+	Firewall           types.String   `tfsdk:"firewall"`
 	Timeouts           timeouts.Value `tfsdk:"timeouts"`
 }
 
@@ -225,6 +226,7 @@ func (r *dropletNodeResource) Schema(ctx context.Context, _ resource.SchemaReque
 				Default:    stringdefault.StaticString(whenOffReplace),
 				Validators: []validator.String{stringvalidator.OneOf(whenOffActions...)},
 			},
+			"firewall": firewallAttribute(),
 			"timeouts": withDurationValidators(timeouts.Attributes(ctx, timeouts.Opts{Create: true, Update: true, Delete: true,
 				CreateDescription: "How long creating may take, from the API call until SSH and Docker answer. Default: `10m`.",
 				UpdateDescription: "How long a rename, retag or resize may take. Default: `10m`.",
@@ -386,6 +388,12 @@ func (r *dropletNodeResource) Create(ctx context.Context, req resource.CreateReq
 		// service: replace it at once, over the session pinned to it, and pin the new one.
 		ready.HostKey, diags = r.rotateHostKey(ctx, d, hostKey.Public)
 		resp.Diagnostics.Append(diags...)
+		if resp.Diagnostics.HasError() {
+			return
+		}
+	}
+	if plan.Firewall.ValueString() == droplet.FirewallStack {
+		resp.Diagnostics.Append(r.applyFirewall(ctx, d, ready.HostKey, droplet.FirewallStack)...)
 		if resp.Diagnostics.HasError() {
 			return
 		}
@@ -590,6 +598,11 @@ func (r *dropletNodeResource) Read(ctx context.Context, req resource.ReadRequest
 	if state.WhenOff.IsNull() {
 		state.WhenOff = types.StringValue(whenOffReplace) // an import: the default
 	}
+	if state.Firewall.IsNull() {
+		// An import: what the node's firewall holds is not read back, so say nothing was
+		// done; a configuration asking for "stack" opens the ports in the next apply.
+		state.Firewall = types.StringValue(droplet.FirewallNone)
+	}
 	state.Name = types.StringValue(d.Name)
 	state.Region = types.StringValue(d.Region)
 	state.Size = types.StringValue(d.Size)
@@ -657,6 +670,12 @@ func (r *dropletNodeResource) Update(ctx context.Context, req resource.UpdateReq
 	if err != nil {
 		resp.Diagnostics.AddError("Could Not Read Droplet", err.Error())
 		return
+	}
+	if !plan.Firewall.Equal(state.Firewall) {
+		resp.Diagnostics.Append(r.applyFirewall(ctx, d, hostKey, plan.Firewall.ValueString())...)
+		if resp.Diagnostics.HasError() {
+			return
+		}
 	}
 	plan.IdempotencyToken = state.IdempotencyToken
 	r.fillComputed(&plan, d, hostKey, dockerVersion)

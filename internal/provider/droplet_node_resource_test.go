@@ -102,7 +102,7 @@ func TestAccDropletNode_basic(t *testing.T) {
 				ImportStateIdFunc:       stateID(node(1)),
 				ImportState:             true,
 				ImportStateVerify:       true,
-				ImportStateVerifyIgnore: []string{"user_data", "ssh_keys", "timeouts"},
+				ImportStateVerifyIgnore: []string{"user_data", "ssh_keys", "timeouts", "firewall"},
 			},
 			{
 				// Rename in place.

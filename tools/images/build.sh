@@ -30,6 +30,18 @@ LOGS="$CACHE/logs"
 mkdir -p "$CACHE" "$LOGS"
 
 have_image() { docker image inspect "$1" >/dev/null 2>&1; }
+
+# Images built from a directory here carry a key of what they are built from (the files of
+# the directory, the root filesystem's package list and EXTRA), so that a changed
+# Dockerfile or entrypoint rebuilds the image rather than the cache serving the old one.
+INPUTS_LABEL=io.microswarm.inputs
+inputs_key() { # DIR [EXTRA]
+  { (cd "$1" && for f in $(ls | sort); do echo "$f"; cat "$f"; done); echo "$ROOTFS_KEY ${2:-}"; } | sha256sum | cut -c1-12
+}
+# stale IMAGE KEY prints "rebuild" unless IMAGE is there and was built from KEY.
+stale() {
+  [ "$(docker image inspect -f "{{index .Config.Labels \"$INPUTS_LABEL\"}}" "$1" 2>/dev/null)" = "$2" ] || echo rebuild
+}
 stdout_to_stderr() { "$@" >&2; }
 
 # step LOG WHAT CMD...: runs CMD with a heartbeat and its stderr in LOG (stdout untouched);
@@ -48,8 +60,10 @@ PUSH_LIST=()
 queue_push() { PUSH_LIST+=("$1"); }
 
 # The Debian packages of the root filesystem every image here is built from. The cache
-# is keyed by the list, so changing it rebuilds the root filesystem.
-ROOTFS_PACKAGES=docker.io,openssh-server,iptables,iproute2,ca-certificates,procps,curl,haproxy
+# is keyed by the list, so changing it rebuilds the root filesystem. ufw is the droplets'
+# firewall (docker-20-04 enables it, as DigitalOcean's image does); busybox-static,
+# dumb-init and gosu are what the consul image's entrypoint runs on (tools/images/README.md).
+ROOTFS_PACKAGES=docker.io,openssh-server,iptables,iproute2,ca-certificates,procps,curl,haproxy,ufw,busybox-static,dumb-init,gosu
 ROOTFS_KEY=$(printf '%s' "$ROOTFS_PACKAGES" | sha256sum | cut -c1-12)
 ROOTFS_IMAGE="microswarm/node-rootfs:bookworm-$ROOTFS_KEY"
 
@@ -77,7 +91,7 @@ build_node() {
   build_rootfs
   begin_image "$NODE_IMAGE"
   step "$LOGS/node.log" "building $NODE_IMAGE" \
-    docker build -q -t "$NODE_IMAGE" --build-arg BASE="$ROOTFS_IMAGE" "$HERE/node" >/dev/null
+    docker build -q -t "$NODE_IMAGE" --build-arg BASE="$ROOTFS_IMAGE" --label "$INPUTS_LABEL=$NODE_KEY" "$HERE/node" >/dev/null
   end_image
 }
 
@@ -93,14 +107,16 @@ build_haproxy() {
 
 build_consul() {
   local image=$CONSUL_IMAGE
+  build_rootfs
   begin_image "$image"
   local bin
   bin=$(step "$LOGS/consul-source.log" "building Consul $CONSUL_VERSION from source" "$HERE/gobin.sh" consul)
   local ctx
   ctx=$(mktemp -d)
-  cp "$HERE/consul/Dockerfile" "$ctx/"
+  cp "$HERE/consul/Dockerfile" "$HERE/consul/docker-entrypoint.sh" "$ctx/"
   cp "$bin" "$ctx/consul"
-  step "$LOGS/consul.log" "building $image" docker build -q -t "$image" "$ctx" >/dev/null
+  step "$LOGS/consul.log" "building $image" \
+    docker build -q -t "$image" --build-arg BASE="$ROOTFS_IMAGE" --label "$INPUTS_LABEL=$CONSUL_KEY" "$ctx" >/dev/null
   rm -rf "$ctx"
   end_image
   queue_push "$image"
@@ -209,12 +225,14 @@ plan_image() { # IMAGE SECONDS WHAT [rebuild]: counts IMAGE, plans it unless it 
   PLAN[-1]=${PLAN[-1]//@i/$IMAGE_N}
 }
 
+NODE_KEY=$(inputs_key "$HERE/node")
+CONSUL_KEY=$(inputs_key "$HERE/consul" "$CONSUL_VERSION")
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=(node consul demoapp haproxy registrator)
-rootfs="" # the base root filesystem must be made (node and haproxy are built on it)
+rootfs="" # the base root filesystem must be made (node, haproxy and consul are built on it)
 pushes=""
 for target in "${targets[@]}"; do
-  case "$target" in node | haproxy) have_image "$ROOTFS_IMAGE" || rootfs=1 ;; esac
+  case "$target" in node | haproxy | consul) have_image "$ROOTFS_IMAGE" || rootfs=1 ;; esac
 done
 if [ -n "$rootfs" ]; then
   if [ -s "$CACHE/rootfs/bookworm-$ROOTFS_KEY.tar" ]; then
@@ -227,14 +245,14 @@ fi
 for target in "${targets[@]}"; do
   case "$target" in
     node)
-      plan_image "$NODE_IMAGE" "$EST_DOCKER_BUILD" "dockerd and sshd on the base root filesystem" "$rootfs" ;;
+      plan_image "$NODE_IMAGE" "$EST_DOCKER_BUILD" "dockerd and sshd on the base root filesystem" "$rootfs$(stale "$NODE_IMAGE" "$NODE_KEY")" ;;
     haproxy)
       pushes=1
       plan_image "$HAPROXY_IMAGE" "$EST_DOCKER_BUILD" "HAProxy from the base root filesystem" "$rootfs" ;;
     consul)
       pushes=1
       if "$HERE/gobin.sh" -n consul; then
-        plan_image "$CONSUL_IMAGE" "$EST_DOCKER_BUILD" "the cached Consul $CONSUL_VERSION binary"
+        plan_image "$CONSUL_IMAGE" "$EST_DOCKER_BUILD" "the cached Consul $CONSUL_VERSION binary" "$rootfs$(stale "$CONSUL_IMAGE" "$CONSUL_KEY")"
       else
         FROM_SOURCE=1
         plan_image "$CONSUL_IMAGE" "$EST_CONSUL_SOURCE" "Consul $CONSUL_VERSION compiled from source" rebuild

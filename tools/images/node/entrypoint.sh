@@ -43,6 +43,33 @@ fi
 mkdir -p /etc/docker
 if [ -f "$seed/daemon.json" ]; then cp "$seed/daemon.json" /etc/docker/daemon.json; fi
 
+# The firewall, as the droplet's image ships it (the emulator says which image in
+# MICROSWARM_IMAGE_SLUG; tools/images/README.md):
+# - docker-20-04: DigitalOcean's Docker image (digitalocean/droplet-1-clicks,
+#   docker-20-04/scripts/014-ufw-rules, baked into the image, and the per-once cloud-init
+#   script 001-docker-populate, `ufw --force enable`): UFW on, incoming denied but for a
+#   rate-limited ssh and 2375-2376/tcp, forwarding accepted (Docker's published ports).
+# - ubuntu-*: UFW installed and off, no rules.
+# - debian-*: no UFW at all.
+if [ ! -f "$seed/.firewall-done" ]; then
+  case "${MICROSWARM_IMAGE_SLUG:-}" in
+    docker-20-04)
+      sed -e 's|DEFAULT_FORWARD_POLICY=.*|DEFAULT_FORWARD_POLICY="ACCEPT"|g' -i /etc/default/ufw
+      ufw limit ssh >/dev/null
+      ufw allow 2375/tcp >/dev/null
+      ufw allow 2376/tcp >/dev/null
+      ufw --force enable >/dev/null
+      ;;
+    debian-*)
+      rm -f /usr/sbin/ufw
+      ;;
+  esac
+  touch "$seed/.firewall-done"
+elif [ -x /lib/ufw/ufw-init ] && grep -q '^ENABLED=yes' /etc/ufw/ufw.conf 2>/dev/null; then
+  # Every later boot, like ufw.service, before the network and Docker come up.
+  /lib/ufw/ufw-init start quiet >/dev/null
+fi
+
 mkdir -p /run/sshd
 /usr/sbin/sshd -E /var/log/sshd.log
 

@@ -3,6 +3,7 @@
 package emulator
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -30,7 +31,8 @@ type Config struct {
 	Listen string
 	// Token is the bearer token the API accepts. Default: random.
 	Token string
-	// NodeImage backs every droplet. Default "microswarm/node:bookworm".
+	// NodeImage backs every droplet. Default: env MICROSWARM_NODE_IMAGE (the name
+	// tools/images/build.sh builds it under), else "microswarm/node:bookworm".
 	NodeImage string
 	// StateDir holds state.json and the registry's config. Default <cache>/localcloud/<Name>.
 	StateDir string
@@ -77,7 +79,7 @@ func (cfg Config) withDefaults() Config {
 		cfg.Token = "dop_v1_" + hex.EncodeToString(b)
 	}
 	if cfg.NodeImage == "" {
-		cfg.NodeImage = "microswarm/node:bookworm"
+		cfg.NodeImage = cmp.Or(os.Getenv("MICROSWARM_NODE_IMAGE"), "microswarm/node:bookworm")
 	}
 	if cfg.StateDir == "" {
 		cfg.StateDir = filepath.Join(DefaultCacheDir(), "localcloud", cfg.Name)

@@ -1,7 +1,6 @@
 package emulator
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -19,6 +18,7 @@ import (
 	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/api/types/network"
 	"github.com/docker/docker/client"
+	"github.com/docker/docker/pkg/stdcopy"
 )
 
 // Labels on every Docker object the emulator makes. The droplet labels let a restarted
@@ -205,6 +205,8 @@ func (n *nodeBackend) createNode(ctx context.Context, spec nodeSpec) (string, er
 		Image:    n.image,
 		Hostname: hostnameFor(d.Name),
 		Labels:   n.labels(d),
+		// The node's entrypoint sets the droplet up as this image ships (its firewall).
+		Env: []string{"MICROSWARM_IMAGE_SLUG=" + d.Image},
 		// The inner engine needs a real filesystem, not the overlay of the node itself.
 		Volumes: map[string]struct{}{"/var/lib/docker": {}},
 	}
@@ -342,9 +344,9 @@ func (n *nodeBackend) inspectNode(ctx context.Context, id string) (nodeState, er
 	return st, nil
 }
 
-// nodeReady reports whether a node is what DO calls active: running, sshd answering on the
-// public address and the node's own Docker engine answering.
-func (n *nodeBackend) nodeReady(ctx context.Context, id, publicIP string) (bool, string) {
+// nodeReady reports whether a node is what DO calls active: running, sshd answering and
+// the node's own Docker engine answering (both seen from inside: nodeProbe).
+func (n *nodeBackend) nodeReady(ctx context.Context, id string) (bool, string) {
 	st, err := n.inspectNode(ctx, id)
 	switch {
 	case err != nil:
@@ -354,42 +356,28 @@ func (n *nodeBackend) nodeReady(ctx context.Context, id, publicIP string) (bool,
 	case !st.running:
 		return false, "container is not running"
 	}
-	if err := sshBanner(ctx, publicIP); err != nil {
-		return false, err.Error()
-	}
-	if err := n.innerDockerAnswers(ctx, id); err != nil {
+	if err := n.innerServicesAnswer(ctx, id); err != nil {
 		return false, err.Error()
 	}
 	return true, ""
 }
 
-func sshBanner(ctx context.Context, ip string) error {
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-	defer cancel()
-	var dialer net.Dialer
-	conn, err := dialer.DialContext(ctx, "tcp", net.JoinHostPort(ip, "22"))
-	if err != nil {
-		return fmt.Errorf("sshd: %w", err)
-	}
-	defer conn.Close()
-	deadline, _ := ctx.Deadline()
-	_ = conn.SetDeadline(deadline)
-	line, err := bufio.NewReader(conn).ReadString('\n')
-	if err != nil {
-		return fmt.Errorf("sshd banner: %w", err)
-	}
-	if !strings.HasPrefix(line, "SSH-2.0") {
-		return fmt.Errorf("sshd banner: unexpected %q", line)
-	}
-	return nil
-}
+// nodeProbe checks, inside the node, that sshd sends its banner and that the inner dockerd
+// answers. From inside, because a probe from the host is a client of the node like the
+// provider: DigitalOcean's docker-20-04 firewall (`ufw limit ssh`) refuses a sixth new SSH
+// connection from one address within 30 seconds, so polling the banner from outside would
+// lock the host out of a node with that firewall.
+const nodeProbe = `exec 3<>/dev/tcp/127.0.0.1/22 || { echo "sshd does not answer" >&2; exit 1; }
+read -t 2 -r banner <&3 || true
+case "$banner" in SSH-2.0*) ;; *) echo "sshd banner: unexpected '$banner'" >&2; exit 1 ;; esac
+docker version --format '{{.Server.Version}}' >/dev/null 2>&1 || { echo "inner dockerd does not answer yet" >&2; exit 1; }`
 
-// innerDockerAnswers runs `docker version` inside the node through the host's engine.
-func (n *nodeBackend) innerDockerAnswers(ctx context.Context, id string) error {
+// innerServicesAnswer runs nodeProbe inside the node through the host's engine.
+func (n *nodeBackend) innerServicesAnswer(ctx context.Context, id string) error {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	exec, err := n.docker.ContainerExecCreate(ctx, id, container.ExecOptions{
-		Cmd:          []string{"docker", "version", "--format", "{{.Server.Version}}"},
+		Cmd:          []string{"bash", "-c", nodeProbe},
 		AttachStdout: true,
 		AttachStderr: true,
 	})
@@ -402,14 +390,15 @@ func (n *nodeBackend) innerDockerAnswers(ctx context.Context, id string) error {
 	}
 	deadline, _ := ctx.Deadline()
 	_ = attached.Conn.SetDeadline(deadline)
-	_, _ = io.Copy(io.Discard, attached.Reader)
+	var output bytes.Buffer
+	_, _ = stdcopy.StdCopy(io.Discard, &output, attached.Reader)
 	attached.Close()
 	result, err := n.docker.ContainerExecInspect(ctx, exec.ID)
 	if err != nil {
 		return fmt.Errorf("exec inspect: %w", err)
 	}
 	if result.Running || result.ExitCode != 0 {
-		return errors.New("inner dockerd does not answer yet")
+		return fmt.Errorf("node not ready: %s", strings.TrimSpace(output.String()))
 	}
 	return nil
 }

@@ -29,7 +29,7 @@ func (c *Cloud) awaitActiveLocked(d *droplet) {
 	c.tasks.Go(func() {
 		defer cancel()
 		started := time.Now()
-		ready, reason := c.pollReady(ctx, containerID, ip)
+		ready, reason := c.pollReady(ctx, containerID)
 
 		c.mu.Lock()
 		defer c.mu.Unlock()
@@ -91,11 +91,11 @@ func (c *Cloud) stopWaitingLocked(id int) {
 }
 
 // pollReady checks the node until it is ready or ctx ends; reason says what was missing last.
-func (c *Cloud) pollReady(ctx context.Context, containerID, ip string) (bool, string) {
+func (c *Cloud) pollReady(ctx context.Context, containerID string) (bool, string) {
 	ticker := time.NewTicker(readyPoll)
 	defer ticker.Stop()
 	for {
-		ready, reason := c.nodes.nodeReady(ctx, containerID, ip)
+		ready, reason := c.nodes.nodeReady(ctx, containerID)
 		if ready {
 			return true, ""
 		}
