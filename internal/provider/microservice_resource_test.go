@@ -175,6 +175,21 @@ import {
 				Check: fx.checkAnswers("1.0.0"),
 			},
 			{
+				// One proxy of three routes to green, as a switch killed mid-flip (SIGKILL of
+				// the provider) leaves them: the refresh reads live_color "mixed", the plan
+				// updates with no configuration change, and the apply converges every proxy
+				// to blue; the plan after it is empty.
+				PreConfig: func() { fx.setActiveOn("green", "w2") },
+				Config:    microserviceConfig(prefix, active("blue")),
+				ConfigPlanChecks: resource.ConfigPlanChecks{PreApply: []plancheck.PlanCheck{
+					plancheck.ExpectResourceAction(microserviceResourceName, plancheck.ResourceActionUpdate),
+				}},
+				ConfigStateChecks: []statecheck.StateCheck{
+					statecheck.ExpectKnownValue(microserviceResourceName, tfjsonpath.New("live_color"), knownvalue.StringExact("blue")),
+				},
+				Check: fx.checkAnswers("1.0.0"),
+			},
+			{
 				// A switch to a color whose instances fail their checks is refused; traffic stays.
 				PreConfig:   fx.failColor("2.0.0"),
 				Config:      microserviceConfig(prefix, active("green")),
@@ -661,23 +676,12 @@ func (fx *microserviceFixture) failColor(version string) func() {
 // at a shell could, and scales blue down to one task.
 func (fx *microserviceFixture) driftOutOfBand(color string) func() {
 	return func() {
-		ctx, cancel := fx.ctx()
-		defer cancel()
-		for _, key := range []string{"m", "w1", "w2"} {
-			h, err := fx.pool.Open(ctx, fx.targets[key])
-			if err != nil {
-				fx.t.Fatal(err)
-			}
-			client := &haproxy.Client{Dial: func(ctx context.Context) (net.Conn, error) {
-				return h.DialContext(ctx, "unix", "/var/lib/microswarm/proxy/accweb/admin.sock")
-			}}
-			if err := client.SetActive(ctx, "/var/lib/haproxy-bg/bluegreen.map", haproxy.Color(color)); err != nil {
-				fx.t.Fatal(err)
-			}
-		}
+		fx.setActiveOn(color, "m", "w1", "w2")
 		if err := fx.checkAnswers("2.0.0")(nil); err != nil {
 			fx.t.Fatal(err)
 		}
+		ctx, cancel := fx.ctx()
+		defer cancel()
 		docker, err := fx.docker("m")
 		if err != nil {
 			fx.t.Fatal(err)
@@ -689,6 +693,25 @@ func (fx *microserviceFixture) driftOutOfBand(color string) func() {
 		one := uint64(1)
 		svc.Spec.Mode.Replicated.Replicas = &one
 		if _, err := docker.ServiceUpdate(ctx, svc.ID, svc.Version, svc.Spec, dockerswarm.ServiceUpdateOptions{}); err != nil {
+			fx.t.Fatal(err)
+		}
+	}
+}
+
+// setActiveOn switches the proxies of the nodes named to color through their admin
+// sockets, as an operator at a shell could, or as a switch killed mid-flip leaves them.
+func (fx *microserviceFixture) setActiveOn(color string, keys ...string) {
+	ctx, cancel := fx.ctx()
+	defer cancel()
+	for _, key := range keys {
+		h, err := fx.pool.Open(ctx, fx.targets[key])
+		if err != nil {
+			fx.t.Fatal(err)
+		}
+		client := &haproxy.Client{Dial: func(ctx context.Context) (net.Conn, error) {
+			return h.DialContext(ctx, "unix", "/var/lib/microswarm/proxy/accweb/admin.sock")
+		}}
+		if err := client.SetActive(ctx, "/var/lib/haproxy-bg/bluegreen.map", haproxy.Color(color)); err != nil {
 			fx.t.Fatal(err)
 		}
 	}
