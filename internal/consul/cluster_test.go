@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -175,6 +176,44 @@ func TestAgainstARealAgent(t *testing.T) {
 			}
 		case <-ctx.Done():
 			t.Fatal("the second holder never got the lock")
+		}
+	})
+
+	t.Run("a gossip key rotation leaves the new key alone in every member's keyring", func(t *testing.T) {
+		const newKey = "5yD9+jHbAKFX8z5x9pNRYl0WQvV7bTg8tB9m7DCHXq4="
+		// Through both agents at once, as two resources of one cluster would.
+		results := make(chan error, 2)
+		for _, api := range []*consulapi.Client{server, agent} {
+			go func() {
+				_, err := RotateGossipKey(ctx, api.Operator(), newKey)
+				results <- err
+			}()
+		}
+		for range 2 {
+			if err := <-results; err != nil {
+				t.Fatal(err)
+			}
+		}
+		list, err := server.Operator().KeyringList(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, pool := range list {
+			if len(pool.Keys) != 1 || pool.Keys[newKey] != pool.NumNodes || pool.PrimaryKeys[newKey] != pool.NumNodes {
+				t.Errorf("pool (wan %v) of %d nodes: %d keys, the new key on %d, primary on %d; want it alone on every node",
+					pool.WAN, pool.NumNodes, len(pool.Keys), pool.Keys[newKey], pool.PrimaryKeys[newKey])
+			}
+		}
+		again, err := RotateGossipKey(ctx, server.Operator(), newKey)
+		if err != nil || again.Installed || again.Removed != 0 {
+			t.Errorf("a second rotation to the same key did %+v (%v), want nothing", again, err)
+		}
+		// The client still gossips with the server, now under the new key.
+		if st, err := WaitAgentJoined(ctx, agent, alive); err != nil || st.MemberStatus != "alive" {
+			t.Errorf("after the rotation the client is %+v (%v)", st, err)
+		}
+		if _, err := RotateGossipKey(ctx, server.Operator(), "not-a-key"); err == nil || strings.Contains(err.Error(), "not-a-key") {
+			t.Errorf("a bad key gave %v, want an error that does not repeat it", err)
 		}
 	})
 }

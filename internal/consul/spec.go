@@ -107,7 +107,11 @@ type Spec struct {
 	Ports           Ports
 	// Encrypt is the gossip key (base64); it goes into the config file, never the command line.
 	Encrypt string
-	TLS     *TLS
+	// EncryptWriteOnly says the key comes from a write-only attribute: the plan does not
+	// have it, and a new key is rotated into the running cluster's keyring (RotateGossipKey)
+	// rather than put into a new container, so Hash covers only that a key is set.
+	EncryptWriteOnly bool
+	TLS              *TLS
 }
 
 var (
@@ -209,6 +213,8 @@ func (s Spec) Validate() error {
 		if err := ValidateGossipKey(s.Encrypt); err != nil {
 			errs = append(errs, err)
 		}
+	} else if s.EncryptWriteOnly {
+		errs = append(errs, errors.New("the write-only gossip key is missing (encrypt_wo is set only in the configuration, never in the plan or state)"))
 	}
 	if s.TLS != nil {
 		if err := ValidateTLS(*s.TLS); err != nil {
@@ -388,6 +394,9 @@ func (s Spec) VolumeName() string { return s.ContainerName + "-data" }
 // otherwise restart every healthy server at once, with the quorum already one short).
 func (s Spec) Hash() string {
 	s.RetryJoin = nil
+	if s.EncryptWriteOnly {
+		s.Encrypt = writeOnlyKeyMarker
+	}
 	cfg, host := s.containerConfig(), s.HostConfig()
 	h := sha256.New()
 	enc := json.NewEncoder(h)
@@ -397,6 +406,9 @@ func (s Spec) Hash() string {
 	}
 	return hex.EncodeToString(h.Sum(nil))
 }
+
+// writeOnlyKeyMarker stands for a write-only gossip key in Hash.
+const writeOnlyKeyMarker = "(write-only)"
 
 // Labels mark the container as this provider's, with its role and config hash.
 func (s Spec) Labels() map[string]string {

@@ -394,3 +394,32 @@ func newTestTLS(t *testing.T) TLS {
 	m := consultest.NewTLS(t)
 	return TLS{CAPEM: m.CAPEM, CertPEM: m.CertPEM, KeyPEM: m.KeyPEM}
 }
+
+// A write-only key is not in the plan, and a new one is rotated into the keyring rather
+// than into a new container: the hash says only that a key is set, and the container
+// still gets the key itself.
+func TestWriteOnlyKeyHashesAsAMarker(t *testing.T) {
+	t.Parallel()
+	planned := serverSpec()
+	planned.EncryptWriteOnly = true
+	applied := planned
+	applied.Encrypt = testGossipKey
+	rotated := planned
+	rotated.Encrypt = "5yD9+jHbAKFX8z5x9pNRYl0WQvV7bTg8tB9m7DCHXq4="
+	if planned.Hash() != applied.Hash() || applied.Hash() != rotated.Hash() {
+		t.Error("the hash of a write-only key depends on the key: the plan (no key) and the apply disagree, or a rotation recreates the container")
+	}
+	if applied.Hash() == serverSpec().Hash() {
+		t.Error("a write-only key hashes like no key: turning encryption on would not reach the container")
+	}
+	var cfg map[string]any
+	if err := json.Unmarshal(applied.Files()[0].Content, &cfg); err != nil || cfg["encrypt"] != testGossipKey {
+		t.Errorf("the config file holds %v (%v), want the write-only key", cfg["encrypt"], err)
+	}
+	if err := planned.Validate(); err == nil {
+		t.Error("a write-only spec with no key validates: a container would start without encryption")
+	}
+	if err := applied.Validate(); err != nil {
+		t.Error(err)
+	}
+}
