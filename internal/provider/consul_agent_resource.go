@@ -105,7 +105,7 @@ func (r *consulAgentResource) Create(ctx context.Context, req resource.CreateReq
 	}
 	ctx, cancel := withTimeout(ctx, plan.Timeouts.Create, 10*time.Minute, &resp.Diagnostics)
 	defer cancel()
-	spec, h, docker, ok := r.data.consulPrepare(ctx, consul.RoleAgent, &plan.consulContainerModel, consulAgentNoBootstrap, &resp.Diagnostics)
+	spec, h, docker, ok := r.data.consulPrepare(ctx, consul.RoleAgent, &plan.consulContainerModel, consulAgentNoBootstrap, req.Config, &resp.Diagnostics)
 	if !ok {
 		return
 	}
@@ -186,7 +186,7 @@ func (r *consulAgentResource) Update(ctx context.Context, req resource.UpdateReq
 	}
 	ctx, cancel := withTimeout(ctx, plan.Timeouts.Update, 20*time.Minute, &resp.Diagnostics)
 	defer cancel()
-	spec, h, docker, ok := r.data.consulPrepare(ctx, consul.RoleAgent, &plan.consulContainerModel, consulAgentNoBootstrap, &resp.Diagnostics)
+	spec, h, docker, ok := r.data.consulPrepare(ctx, consul.RoleAgent, &plan.consulContainerModel, consulAgentNoBootstrap, req.Config, &resp.Diagnostics)
 	if !ok {
 		return
 	}
@@ -202,6 +202,11 @@ func (r *consulAgentResource) Update(ctx context.Context, req resource.UpdateReq
 	plan.ContainerID, plan.Running = types.StringValue(c.ID), types.BoolValue(true)
 	plan.NodeID, plan.MemberStatus = state.NodeID, types.StringNull()
 	r.waitJoined(ctx, h, docker, c, spec, &plan, "update", &resp.Diagnostics)
+	if !resp.Diagnostics.HasError() {
+		if api, err := consulAPI(h, spec); err == nil {
+			consulRotateGossipKey(ctx, api, spec, &plan.consulContainerModel, &state.consulContainerModel, &resp.Diagnostics)
+		}
+	}
 	resp.Diagnostics.Append(resp.State.Set(ctx, &plan)...)
 }
 

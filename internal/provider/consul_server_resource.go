@@ -123,7 +123,7 @@ func (r *consulServerResource) Create(ctx context.Context, req resource.CreateRe
 	}
 	ctx, cancel := withTimeout(ctx, plan.Timeouts.Create, 10*time.Minute, &resp.Diagnostics)
 	defer cancel()
-	spec, h, docker, ok := r.data.consulPrepare(ctx, consul.RoleServer, &plan.consulContainerModel, plan.BootstrapExpect, &resp.Diagnostics)
+	spec, h, docker, ok := r.data.consulPrepare(ctx, consul.RoleServer, &plan.consulContainerModel, plan.BootstrapExpect, req.Config, &resp.Diagnostics)
 	if !ok {
 		return
 	}
@@ -200,7 +200,7 @@ func (r *consulServerResource) Update(ctx context.Context, req resource.UpdateRe
 	}
 	ctx, cancel := withTimeout(ctx, plan.Timeouts.Update, 20*time.Minute, &resp.Diagnostics)
 	defer cancel()
-	spec, h, docker, ok := r.data.consulPrepare(ctx, consul.RoleServer, &plan.consulContainerModel, plan.BootstrapExpect, &resp.Diagnostics)
+	spec, h, docker, ok := r.data.consulPrepare(ctx, consul.RoleServer, &plan.consulContainerModel, plan.BootstrapExpect, req.Config, &resp.Diagnostics)
 	if !ok {
 		return
 	}
@@ -241,6 +241,7 @@ func (r *consulServerResource) Update(ctx context.Context, req resource.UpdateRe
 		return
 	}
 	plan.NodeID, plan.Leader = types.StringValue(st.NodeID), nullIfEmpty(st.Leader)
+	consulRotateGossipKey(ctx, api, spec, &plan.consulContainerModel, &state.consulContainerModel, &resp.Diagnostics)
 	resp.Diagnostics.Append(resp.State.Set(ctx, &plan)...)
 }
 
