@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"net"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -112,6 +113,8 @@ type Spec struct {
 	// rather than put into a new container, so Hash covers only that a key is set.
 	EncryptWriteOnly bool
 	TLS              *TLS
+	// ACL turns ACLs on; nil leaves them off.
+	ACL *ACL
 }
 
 var (
@@ -218,6 +221,14 @@ func (s Spec) Validate() error {
 	}
 	if s.TLS != nil {
 		if err := ValidateTLS(*s.TLS); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if s.ACL != nil {
+		if !slices.Contains(ACLPolicies, s.ACL.DefaultPolicy) {
+			errs = append(errs, fmt.Errorf("acl default policy %q is not one of %v", s.ACL.DefaultPolicy, ACLPolicies))
+		}
+		if err := ValidateACLToken(s.ACL.Token); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -378,6 +389,18 @@ func (s Spec) Files() []File {
 			File{Path: KeyFile, Mode: 0o600, Content: []byte(s.TLS.KeyPEM)},
 		)
 	}
+	if s.ACL != nil {
+		acl := map[string]any{
+			"enabled":        true,
+			"default_policy": s.ACL.DefaultPolicy,
+			// The agent token the provider sets through the API survives restarts.
+			"enable_token_persistence": true,
+		}
+		if s.Role == RoleServer {
+			acl["tokens"] = map[string]any{"initial_management": s.ACL.Token}
+		}
+		cfg["acl"] = acl
+	}
 	// encoding/json sorts map keys, so the file, and the hash, are stable.
 	body, _ := json.MarshalIndent(cfg, "", "  ")
 	return append([]File{{Path: ConfigFile, Mode: 0o600, Content: append(body, '\n')}}, files...)
@@ -396,6 +419,11 @@ func (s Spec) Hash() string {
 	s.RetryJoin = nil
 	if s.EncryptWriteOnly {
 		s.Encrypt = writeOnlyKeyMarker
+	}
+	if s.ACL != nil {
+		acl := *s.ACL
+		acl.Token = writeOnlyKeyMarker
+		s.ACL = &acl
 	}
 	cfg, host := s.containerConfig(), s.HostConfig()
 	h := sha256.New()
