@@ -53,6 +53,10 @@ type consulContainerModel struct {
 	Encrypt       types.String   `tfsdk:"encrypt"`
 	EncryptWO     types.String   `tfsdk:"encrypt_wo"`
 	EncryptWOVer  types.Int64    `tfsdk:"encrypt_wo_version"`
+	ACL           types.Object   `tfsdk:"acl"`
+	ACLTokenWO    types.String   `tfsdk:"acl_token_wo"`
+	ACLTokenWOVer types.Int64    `tfsdk:"acl_token_wo_version"`
+	ACLAgentToken types.String   `tfsdk:"acl_agent_token_accessor"`
 	TLS           types.Object   `tfsdk:"tls"`
 	Ports         types.Object   `tfsdk:"ports"`
 	ContainerID   types.String   `tfsdk:"container_id"`
@@ -61,6 +65,10 @@ type consulContainerModel struct {
 	Running       types.Bool     `tfsdk:"running"`
 	ConfigHash    types.String   `tfsdk:"config_hash"`
 	Timeouts      timeouts.Value `tfsdk:"timeouts"`
+}
+
+type consulACLModel struct {
+	DefaultPolicy types.String `tfsdk:"default_policy"`
 }
 
 type consulTLSModel struct {
@@ -147,7 +155,7 @@ func consulSchemaAttributes(ctx context.Context, role consul.Role) map[string]sc
 			Default: int64default.StaticInt64(int64(def)), Validators: validators,
 		}
 	}
-	return map[string]schema.Attribute{
+	attrs := map[string]schema.Attribute{
 		"id": schema.StringAttribute{
 			MarkdownDescription: "`HOST,CONTAINER_NAME`, also the import ID.",
 			Computed:            true,
@@ -219,39 +227,6 @@ func consulSchemaAttributes(ctx context.Context, role consul.Role) map[string]sc
 			Computed:            true,
 			Default:             booldefault.StaticBool(false),
 		},
-		"encrypt": schema.StringAttribute{
-			MarkdownDescription: "Gossip encryption key, as `consul keygen` prints it (base64 of 32 bytes). **Stored in the Terraform state** (`Sensitive` " +
-				"only hides it in output): prefer `encrypt_wo` with Terraform 1.11 or later. Written into a config file in the container, " +
-				"never on the command line or in a label. Consul keeps the key in its data from the first start on, so changing it replaces the " + noun +
-				" (and its data); rotate the key of a live cluster with `encrypt_wo` and `encrypt_wo_version` instead. Moving the same key from `encrypt` " +
-				"to `encrypt_wo` recreates the container in place. Not read back after an import. Conflicts with `encrypt_wo`.",
-			Optional:      true,
-			Sensitive:     true,
-			Validators:    []validator.String{consulGossipKeyValidator(), stringvalidator.ConflictsWith(path.MatchRoot("encrypt_wo"))},
-			PlanModifiers: []planmodifier.String{stringplanmodifier.RequiresReplaceIf(consulReplaceEncrypt, "Replaces the agent when the key changes (not when an import left it unset, nor when the key moves to encrypt_wo).", "Replaces the agent when the key changes (not when an import left it unset, nor when the key moves to `encrypt_wo`).")},
-		},
-		"encrypt_wo": schema.StringAttribute{
-			MarkdownDescription: "Gossip encryption key, as `consul keygen` prints it, **write-only**: Terraform (1.11 or later) passes it to the provider " +
-				"at apply and never stores it in the state or the plan; feed it from an `ephemeral = true` variable or an ephemeral resource. " +
-				"Requires `encrypt_wo_version`. A new " + noun + " starts with this key. Since Terraform cannot see a write-only value change, " +
-				"a new key takes effect only when `encrypt_wo_version` changes: the provider then rotates the running cluster's keyring to it " +
-				"(see `encrypt_wo_version`), without restarting any container.",
-			Optional:   true,
-			WriteOnly:  true,
-			Sensitive:  true,
-			Validators: []validator.String{consulGossipKeyValidator(), stringvalidator.AlsoRequires(path.MatchRoot("encrypt_wo_version"))},
-		},
-		"encrypt_wo_version": schema.Int64Attribute{
-			MarkdownDescription: "Version of `encrypt_wo`, any number you choose; change it (`1` to `2`) together with `encrypt_wo` to rotate the gossip key " +
-				"in place. The rotation is Consul's keyring rotation, done through this agent's API for the whole cluster: the new key is installed on " +
-				"every member (they then read both keys), made the primary key on every member, then every other key is removed; each step needs every " +
-				"member to answer, so a member that is down fails the apply before any key is removed, and the next apply resumes. One resource of the " +
-				"cluster does the work, the others find it done; give every server and agent of a cluster the same key and version. A member that was " +
-				"down during a rotation still has only the old key: replace it. Turning `encrypt_wo` on for a cluster that has no gossip encryption " +
-				"recreates the container, as for `encrypt`.",
-			Optional:   true,
-			Validators: []validator.Int64{int64validator.AlsoRequires(path.MatchRoot("encrypt_wo"))},
-		},
 		"tls": schema.SingleNestedAttribute{
 			MarkdownDescription: "TLS for RPC between agents and for the HTTP API, which is then HTTPS on `ports.http` (gossip is protected by `encrypt`). The PEMs are copied into the container; the provider " +
 				"verifies the API with `ca_pem` and presents `cert_pem` as its client certificate, so the certificate must be valid for `127.0.0.1` " +
@@ -320,23 +295,15 @@ func consulSchemaAttributes(ctx context.Context, role consul.Role) map[string]sc
 			UpdateDescription: "How long an update may take, including waiting for the rolling-restart lock. Default: `20m`.",
 			DeleteDescription: "How long the graceful leave and removal may take. Default: `5m`."})),
 	}
-}
-
-// consulReplaceEncrypt replaces on a changed key, except when the prior state has none
-// because an import could not read it back, and when the key moves to encrypt_wo (the
-// container's keyring already holds it; a different key is rotated in by Update).
-func consulReplaceEncrypt(ctx context.Context, req planmodifier.StringRequest, resp *stringplanmodifier.RequiresReplaceIfFuncResponse) {
-	if req.StateValue.IsNull() || req.PlanValue.Equal(req.StateValue) {
-		return
+	for name, a := range consulSecretAttributes(noun) {
+		attrs[name] = a
 	}
-	var version types.Int64
-	resp.Diagnostics.Append(req.Plan.GetAttribute(ctx, path.Root("encrypt_wo_version"), &version)...)
-	resp.RequiresReplace = !(req.PlanValue.IsNull() && !version.IsNull())
+	return attrs
 }
 
 // consulSpecOf maps a model to a spec. ok is false while a value is unknown (at plan time).
 func consulSpecOf(ctx context.Context, role consul.Role, m consulContainerModel, bootstrapExpect types.Int64, diags *diag.Diagnostics) (spec consul.Spec, ok bool) {
-	values := []attr.Value{m.ContainerName, m.Image, m.Datacenter, m.NodeName, m.AdvertiseAddr, m.ClientAddr, m.RetryJoin, m.UI, m.Encrypt, m.EncryptWOVer, m.TLS, m.Ports, bootstrapExpect}
+	values := []attr.Value{m.ContainerName, m.Image, m.Datacenter, m.NodeName, m.AdvertiseAddr, m.ClientAddr, m.RetryJoin, m.UI, m.Encrypt, m.EncryptWOVer, m.TLS, m.ACL, m.ACLTokenWOVer, m.Ports, bootstrapExpect}
 	for _, v := range values {
 		if v.IsUnknown() {
 			return consul.Spec{}, false
@@ -378,6 +345,15 @@ func consulSpecOf(ctx context.Context, role consul.Role, m consulContainerModel,
 				*p.get(&spec.Ports) = int(v.ValueInt64())
 			}
 		}
+	}
+	if !m.ACL.IsNull() {
+		var a consulACLModel
+		diags.Append(m.ACL.As(ctx, &a, basetypes.ObjectAsOptions{})...)
+		if a.DefaultPolicy.IsUnknown() {
+			return consul.Spec{}, false
+		}
+		// The token itself is write-only: consulPrepare adds it.
+		spec.ACL = &consul.ACL{DefaultPolicy: a.DefaultPolicy.ValueString()}
 	}
 	if !m.TLS.IsNull() {
 		var t consulTLSModel
@@ -460,6 +436,14 @@ func consulPlan(ctx context.Context, role consul.Role, plan, state *consulContai
 		plan.ConfigHash = types.StringUnknown()
 		plan.HTTPAddr = types.StringUnknown()
 	}
+	switch {
+	case plan.ACL.IsNull():
+		plan.ACLAgentToken = types.StringNull()
+	case state != nil && !state.ACLAgentToken.IsNull() && plan.ACL.Equal(state.ACL) && plan.ACLTokenWOVer.Equal(state.ACLTokenWOVer):
+		plan.ACLAgentToken = state.ACLAgentToken
+	default:
+		plan.ACLAgentToken = types.StringUnknown()
+	}
 	if state == nil {
 		plan.ContainerID, plan.NodeID = types.StringUnknown(), types.StringUnknown()
 		return
@@ -539,6 +523,9 @@ func consulAPI(h *conn.Host, spec consul.Spec) (*consulapi.Client, error) {
 	cfg, err := consul.APIConfig(spec)
 	if err != nil {
 		return nil, err
+	}
+	if spec.ACL != nil {
+		cfg.Token = spec.ACL.Token
 	}
 	return h.Consul(cfg)
 }
@@ -677,7 +664,10 @@ func consulImportState(ctx context.Context, req resource.ImportStateRequest, res
 func (d *providerData) consulPrepare(ctx context.Context, role consul.Role, m *consulContainerModel, bootstrapExpect types.Int64, cfg tfsdk.Config, diags *diag.Diagnostics) (spec consul.Spec, h *conn.Host, docker *client.Client, ok bool) {
 	spec, known := consulSpecOf(ctx, role, *m, bootstrapExpect, diags)
 	if spec.EncryptWriteOnly {
-		spec.Encrypt = consulWriteOnlyKey(ctx, cfg, diags)
+		spec.Encrypt = consulWriteOnly(ctx, cfg, "encrypt_wo", diags)
+	}
+	if spec.ACL != nil {
+		spec.ACL.Token = consulWriteOnly(ctx, cfg, "acl_token_wo", diags)
 	}
 	if diags.HasError() {
 		return spec, nil, nil, false
@@ -694,36 +684,6 @@ func (d *providerData) consulPrepare(ctx context.Context, role consul.Role, m *c
 		return spec, nil, nil, false
 	}
 	return spec, h, docker, true
-}
-
-// consulWriteOnlyKey reads encrypt_wo from the configuration: a write-only value is there
-// during an apply, and in no plan or state.
-func consulWriteOnlyKey(ctx context.Context, cfg tfsdk.Config, diags *diag.Diagnostics) string {
-	var key types.String
-	diags.Append(cfg.GetAttribute(ctx, path.Root("encrypt_wo"), &key)...)
-	return key.ValueString()
-}
-
-// consulRotateGossipKey rotates the cluster's gossip keyring to the write-only key when
-// encrypt_wo_version changed. On a container that has just started with that key (gossip
-// encryption turned on) there is nothing to rotate, and RotateGossipKey only lists. A
-// failed rotation keeps the old version in plan, so the next plan asks for it again.
-func consulRotateGossipKey(ctx context.Context, api *consulapi.Client, spec consul.Spec, plan, state *consulContainerModel, diags *diag.Diagnostics) {
-	if !spec.EncryptWriteOnly || plan.EncryptWOVer.Equal(state.EncryptWOVer) {
-		return
-	}
-	res, err := consul.RotateGossipKey(ctx, api.Operator(), spec.Encrypt)
-	if err != nil {
-		plan.EncryptWOVer = state.EncryptWOVer
-		diags.AddAttributeError(path.Root("encrypt_wo_version"), "Gossip Key Rotation Failed", fmt.Sprintf(
-			"Rotating the gossip keyring to version %d of encrypt_wo through %s on %s: %s.\n\nEvery member of the cluster must answer each step "+
-				"(install, use, remove the old keys); nothing after the failed step ran, so the members still understand each other. Bring back "+
-				"the members that are down (or replace them), then apply again: the rotation resumes where it stopped.",
-			plan.EncryptWOVer.ValueInt64(), spec.ContainerName, plan.Host.ValueString(), err))
-		return
-	}
-	tflog.Info(ctx, "rotated the consul gossip key", map[string]any{"container": spec.ContainerName, "version": plan.EncryptWOVer.ValueInt64(),
-		"installed": res.Installed, "old_keys_removed": res.Removed})
 }
 
 // consulReadContainer refreshes the container part of a Consul resource's state. It

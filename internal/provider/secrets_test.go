@@ -4,6 +4,7 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -17,6 +18,7 @@ import (
 	"github.com/docker/docker/api/types/container"
 	dockerswarm "github.com/docker/docker/api/types/swarm"
 	"github.com/docker/docker/client"
+	"github.com/docker/docker/pkg/stdcopy"
 	consulapi "github.com/hashicorp/consul/api"
 	"github.com/hashicorp/terraform-plugin-testing/helper/acctest"
 
@@ -26,8 +28,9 @@ import (
 )
 
 // secretsConfig has every resource that handles a secret: a Consul server and agent with a
-// write-only gossip key from an ephemeral variable, and a swarm with autolock (join
-// tokens, unlock key), on two droplet nodes.
+// write-only gossip key and ACL management token from ephemeral variables (ACLs on,
+// default deny, each agent given its own token by the provider), and a swarm with
+// autolock (join tokens, unlock key), on two droplet nodes.
 const secretsConfig = `
 terraform {
   required_providers {
@@ -47,6 +50,12 @@ variable "gossip_key" {
 
 variable "gossip_key_version" { type = number }
 
+variable "acl_token" {
+  type      = string
+  ephemeral = true
+  sensitive = true
+}
+
 resource "microswarm_droplet_node" "n" {
   count  = 2
   name   = "${var.prefix}-${count.index}"
@@ -62,6 +71,10 @@ resource "microswarm_consul_server" "s" {
   retry_join         = [microswarm_droplet_node.n[0].ipv4_address_private]
   encrypt_wo         = var.gossip_key
   encrypt_wo_version = var.gossip_key_version
+
+  acl                  = { default_policy = "deny" }
+  acl_token_wo         = var.acl_token
+  acl_token_wo_version = 1
 }
 
 resource "microswarm_consul_agent" "a" {
@@ -71,7 +84,12 @@ resource "microswarm_consul_agent" "a" {
   retry_join         = [microswarm_droplet_node.n[0].ipv4_address_private]
   encrypt_wo         = var.gossip_key
   encrypt_wo_version = var.gossip_key_version
-  depends_on         = [microswarm_consul_server.s]
+
+  acl                  = { default_policy = "deny" }
+  acl_token_wo         = var.acl_token
+  acl_token_wo_version = 1
+
+  depends_on = [microswarm_consul_server.s]
 }
 
 resource "microswarm_swarm_cluster" "sw" {
@@ -107,7 +125,8 @@ func TestAccSecrets_neverWrittenDown(t *testing.T) {
 	started := time.Now()
 	cli := newTerraformCLI(t, secretsConfig)
 	key1, key2 := newConsulGossipKey(t), newConsulGossipKey(t)
-	cli.vars = map[string]string{"prefix": "acc-sec-" + acctest.RandString(5), "gossip_key": key1, "gossip_key_version": "1"}
+	management := newACLToken(t)
+	cli.vars = map[string]string{"prefix": "acc-sec-" + acctest.RandString(5), "gossip_key": key1, "gossip_key_version": "1", "acl_token": management}
 	t.Cleanup(func() { cli.run(context.Background(), "destroy", "destroy", "-auto-approve") })
 
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
@@ -115,11 +134,12 @@ func TestAccSecrets_neverWrittenDown(t *testing.T) {
 	cli.mustRun(ctx, "plan 1", "plan")
 	cli.mustRun(ctx, "apply 1", "apply", "-auto-approve")
 	t.Logf("created in %s", time.Since(started).Round(time.Second))
-	state, err := msacctest.ReadTFState(cli.statePath())
+	tfstate, err := msacctest.ReadTFState(cli.statePath())
 	if err != nil {
 		t.Fatal(err)
 	}
-	nodes := newSecretsNodes(t, state)
+	state := secretsState{tfstate}
+	nodes := newSecretsNodes(t, tfstate)
 
 	// Rotate the gossip key: version 2 of encrypt_wo, in place.
 	cli.vars["gossip_key"], cli.vars["gossip_key_version"] = key2, "2"
@@ -134,16 +154,22 @@ func TestAccSecrets_neverWrittenDown(t *testing.T) {
 	cli.mustRun(ctx, "show -json", "show", "-json")
 
 	// The rotation, seen from the cluster: the new key alone in every member's keyring.
-	nodes.checkKeyring(ctx, key2)
+	nodes.checkKeyring(ctx, key2, management)
+	// ACLs, seen from the nodes: anonymous writes refused from the node and from a container.
+	nodes.checkAnonymousRefused(ctx)
 
 	secrets := msacctest.Secrets{
-		"gossip key 1":       key1,
-		"gossip key 2":       key2,
-		"ssh private key":    os.Getenv(envSSHKey),
-		"digitalocean token": os.Getenv(envToken),
-		"worker join token":  "",
-		"manager join token": "",
-		"swarm unlock key":   "",
+		"gossip key 1":         key1,
+		"gossip key 2":         key2,
+		"ssh private key":      os.Getenv(envSSHKey),
+		"digitalocean token":   os.Getenv(envToken),
+		"worker join token":    "",
+		"manager join token":   "",
+		"swarm unlock key":     "",
+		"acl management token": management,
+	}
+	for i, accessor := range state.agentTokenAccessors(t) {
+		secrets[fmt.Sprintf("agent token %d", i)] = nodes.tokenSecret(ctx, management, accessor)
 	}
 	sw, unlock := nodes.swarmSecrets(ctx)
 	secrets["worker join token"], secrets["manager join token"], secrets["swarm unlock key"] = sw.JoinTokens.Worker, sw.JoinTokens.Manager, unlock
@@ -318,11 +344,106 @@ func (n *secretsNodes) open(ctx context.Context, name string) (*conn.Host, *clie
 	return h, docker
 }
 
+// secretsState reads what the test needs from the state file.
+type secretsState struct{ msacctest.TFState }
+
+// agentTokenAccessors are the accessor IDs of the agent tokens the provider made.
+func (s secretsState) agentTokenAccessors(t *testing.T) []string {
+	var out []string
+	for _, typ := range []string{"microswarm_consul_server", "microswarm_consul_agent"} {
+		for _, a := range s.Instances(typ) {
+			id, _ := a["acl_agent_token_accessor"].(string)
+			if id == "" {
+				t.Fatalf("%s has no acl_agent_token_accessor", typ)
+			}
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
+// tokenSecret reads a token's secret through the server with the management token.
+func (n *secretsNodes) tokenSecret(ctx context.Context, management, accessor string) string {
+	n.t.Helper()
+	tok, _, err := n.consul(ctx, n.server, management).ACL().TokenRead(accessor, (&consulapi.QueryOptions{}).WithContext(ctx))
+	if err != nil {
+		n.t.Fatal(err)
+	}
+	return tok.SecretID
+}
+
+func (n *secretsNodes) consul(ctx context.Context, node, token string) *consulapi.Client {
+	n.t.Helper()
+	h, _ := n.open(ctx, node)
+	api, err := h.Consul(conn.ConsulConfig{Token: token})
+	if err != nil {
+		n.t.Fatal(err)
+	}
+	return api
+}
+
+// checkAnonymousRefused tries, without a token, to forge the health ledger and to
+// register a service: through the agent's API from the node itself, and from a
+// container on the node's network, as any app with host networking could.
+func (n *secretsNodes) checkAnonymousRefused(ctx context.Context) {
+	n.t.Helper()
+	for name := range n.targets {
+		api := n.consul(ctx, name, "")
+		_, err := api.KV().Put(&consulapi.KVPair{Key: consul.HealthLedgerPrefix + "forged", Value: []byte("{}")}, nil)
+		if err == nil || !strings.Contains(err.Error(), "403") {
+			n.t.Errorf("an anonymous write to the health ledger from %s: %v, want 403", name, err)
+		}
+		err = api.Agent().ServiceRegister(&consulapi.AgentServiceRegistration{Name: "forged", Port: 80})
+		if err == nil || !strings.Contains(err.Error(), "403") {
+			n.t.Errorf("an anonymous service registration from %s: %v, want 403", name, err)
+		}
+		out := n.runConsulCLI(ctx, name, "kv", "put", consul.HealthLedgerPrefix+"forged", "{}")
+		if !strings.Contains(out, "Permission denied") {
+			n.t.Errorf("an anonymous `consul kv put` from a container on %s printed %q, want Permission denied", name, out)
+		}
+		out = n.runConsulCLI(ctx, name, "services", "register", "-name=forged", "-port=80")
+		if !strings.Contains(out, "Permission denied") {
+			n.t.Errorf("an anonymous `consul services register` from a container on %s printed %q, want Permission denied", name, out)
+		}
+	}
+}
+
+// runConsulCLI runs the consul CLI in a throwaway container on the node's network.
+func (n *secretsNodes) runConsulCLI(ctx context.Context, node string, args ...string) string {
+	n.t.Helper()
+	_, docker := n.open(ctx, node)
+	created, err := docker.ContainerCreate(ctx, &container.Config{Image: consul.DefaultImage, Entrypoint: []string{consul.Binary}, Cmd: args},
+		&container.HostConfig{NetworkMode: "host"}, nil, nil, "")
+	if err != nil {
+		n.t.Fatal(err)
+	}
+	defer func() {
+		_ = docker.ContainerRemove(context.WithoutCancel(ctx), created.ID, container.RemoveOptions{Force: true})
+	}()
+	waitC, errC := docker.ContainerWait(ctx, created.ID, container.WaitConditionNextExit)
+	if err := docker.ContainerStart(ctx, created.ID, container.StartOptions{}); err != nil {
+		n.t.Fatal(err)
+	}
+	select {
+	case <-waitC:
+	case err := <-errC:
+		n.t.Fatal(err)
+	}
+	logs, err := docker.ContainerLogs(ctx, created.ID, container.LogsOptions{ShowStdout: true, ShowStderr: true})
+	if err != nil {
+		n.t.Fatal(err)
+	}
+	defer logs.Close()
+	var out bytes.Buffer
+	_, _ = stdcopy.StdCopy(&out, &out, logs)
+	return out.String()
+}
+
 // checkKeyring asks the server for every member's keyring: key alone, primary everywhere.
-func (n *secretsNodes) checkKeyring(ctx context.Context, key string) {
+func (n *secretsNodes) checkKeyring(ctx context.Context, key, token string) {
 	n.t.Helper()
 	h, _ := n.open(ctx, n.server)
-	api, err := h.Consul(conn.ConsulConfig{})
+	api, err := h.Consul(conn.ConsulConfig{Token: token})
 	if err != nil {
 		n.t.Fatal(err)
 	}
@@ -408,4 +529,14 @@ func (n *secretsNodes) inspectAll(ctx context.Context) map[string][]byte {
 		}
 	}
 	return out
+}
+
+// newACLToken is a random UUID (version 4), as `uuidgen` prints.
+func newACLToken(t *testing.T) string {
+	b := make([]byte, 16)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	b[6], b[8] = b[6]&0x0f|0x40, b[8]&0x3f|0x80
+	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:])
 }
