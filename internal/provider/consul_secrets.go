@@ -3,6 +3,7 @@ package provider
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	consulapi "github.com/hashicorp/consul/api"
@@ -20,6 +21,7 @@ import (
 	"github.com/hashicorp/terraform-plugin-framework/types"
 	"github.com/hashicorp/terraform-plugin-log/tflog"
 
+	"github.com/microswarm/terraform-provider-microswarm/internal/conn"
 	"github.com/microswarm/terraform-provider-microswarm/internal/consul"
 	"github.com/microswarm/terraform-provider-microswarm/internal/wait"
 )
@@ -175,4 +177,47 @@ func consulRotateGossipKey(ctx context.Context, api *consulapi.Client, spec cons
 	}
 	tflog.Info(ctx, "rotated the consul gossip key", map[string]any{"container": spec.ContainerName, "version": plan.EncryptWOVer.ValueInt64(),
 		"installed": res.Installed, "old_keys_removed": res.Removed})
+}
+
+// registratorACLTokenAttribute is microswarm_registrator's management token.
+func registratorACLTokenAttribute() schema.StringAttribute {
+	return schema.StringAttribute{
+		MarkdownDescription: "A Consul ACL management token (a UUID), **write-only**: never stored in the state or the plan; feed it from an " +
+			"`ephemeral = true` variable. With it the provider makes (or finds again) the registrator's own least-privilege token, " +
+			"`microswarm-registrator-NAME`: write on services (register and deregister them and their checks), read on nodes and agents, " +
+			"nothing on the KV store, ACLs or the operator API. It makes it through the Consul agent `backend` names, on `host`, and hands " +
+			"it to the tasks as a swarm secret. Requires `acl_token_wo_version` and a `consul://` backend.",
+		Optional:   true,
+		WriteOnly:  true,
+		Sensitive:  true,
+		Validators: []validator.String{stringCheck{"Invalid ACL Token", "must be a UUID", consul.ValidateACLToken}, stringvalidator.AlsoRequires(path.MatchRoot("acl_token_wo_version"))},
+	}
+}
+
+// registratorToken makes (or finds) the registrator's least-privilege token through the
+// Consul agent its backend names, on its manager, and returns the token's secret.
+func (d *providerData) registratorToken(ctx context.Context, m registratorModel, management string, diags *diag.Diagnostics) string {
+	backend := m.Backend.ValueString()
+	addr, ok := strings.CutPrefix(backend, "consul://")
+	if !ok {
+		diags.AddAttributeError(path.Root("acl_token_wo"), "Backend Not Supported With acl_token_wo", fmt.Sprintf(
+			"The provider makes the registrator's token through a plain consul:// backend; %s is not one. Make a token with the rules "+
+				"of consul.RegistratorRules yourself and pass it as consul_token.", backend))
+		return ""
+	}
+	h := d.openHost(ctx, path.Root("host"), m.Host.ValueString(), m.HostKey.ValueString(), diags)
+	if h == nil {
+		return ""
+	}
+	api, err := h.Consul(conn.ConsulConfig{Address: addr, Token: management})
+	if err == nil {
+		var tok consul.ManagedToken
+		if tok, err = consul.EnsureToken(ctx, api, "registrator-"+m.Name.ValueString(), consul.RegistratorRules); err == nil {
+			return tok.SecretID
+		}
+	}
+	diags.AddAttributeError(path.Root("acl_token_wo"), "Could Not Make the Registrator's Consul Token", fmt.Sprintf(
+		"Through the Consul agent at %s on %s: %s. Check that acl_token_wo is a management token of this cluster and that the agent "+
+			"answers, then apply again.", addr, m.Host.ValueString(), err))
+	return ""
 }

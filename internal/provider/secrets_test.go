@@ -30,7 +30,8 @@ import (
 // secretsConfig has every resource that handles a secret: a Consul server and agent with a
 // write-only gossip key and ACL management token from ephemeral variables (ACLs on,
 // default deny, each agent given its own token by the provider), and a swarm with
-// autolock (join tokens, unlock key), on two droplet nodes.
+// autolock (join tokens, unlock key), and a registrator whose least-privilege token the
+// provider makes (a swarm secret on the nodes), on two droplet nodes.
 const secretsConfig = `
 terraform {
   required_providers {
@@ -90,6 +91,14 @@ resource "microswarm_consul_agent" "a" {
   acl_token_wo_version = 1
 
   depends_on = [microswarm_consul_server.s]
+}
+
+resource "microswarm_registrator" "r" {
+  host                 = microswarm_droplet_node.n[0].docker_host
+  host_key             = microswarm_droplet_node.n[0].ssh_host_key
+  acl_token_wo         = var.acl_token
+  acl_token_wo_version = 1
+  depends_on           = [microswarm_swarm_cluster.sw, microswarm_consul_agent.a]
 }
 
 resource "microswarm_swarm_cluster" "sw" {
@@ -171,6 +180,7 @@ func TestAccSecrets_neverWrittenDown(t *testing.T) {
 	for i, accessor := range state.agentTokenAccessors(t) {
 		secrets[fmt.Sprintf("agent token %d", i)] = nodes.tokenSecret(ctx, management, accessor)
 	}
+	secrets["registrator token"] = nodes.checkRegistratorToken(ctx, management)
 	sw, unlock := nodes.swarmSecrets(ctx)
 	secrets["worker join token"], secrets["manager join token"], secrets["swarm unlock key"] = sw.JoinTokens.Worker, sw.JoinTokens.Manager, unlock
 	for name, v := range secrets {
@@ -380,6 +390,32 @@ func (n *secretsNodes) consul(ctx context.Context, node, token string) *consulap
 		n.t.Fatal(err)
 	}
 	return api
+}
+
+// checkRegistratorToken finds the token the provider made for the registrator, checks it
+// may register services but not write the KV store, and returns its secret.
+func (n *secretsNodes) checkRegistratorToken(ctx context.Context, management string) string {
+	n.t.Helper()
+	admin := n.consul(ctx, n.server, management)
+	policy, _, err := admin.ACL().PolicyReadByName("microswarm-registrator-registrator", nil)
+	if err != nil || policy == nil {
+		n.t.Fatalf("the registrator's policy: %v, %v", policy, err)
+	}
+	tokens, _, err := admin.ACL().TokenListFiltered(consulapi.ACLTokenFilterOptions{Policy: policy.ID}, nil)
+	if err != nil || len(tokens) != 1 {
+		n.t.Fatalf("the registrator's tokens: %d, %v; want 1", len(tokens), err)
+	}
+	secret := n.tokenSecret(ctx, management, tokens[0].AccessorID)
+	reg := n.consul(ctx, n.server, secret)
+	if _, err := reg.KV().Put(&consulapi.KVPair{Key: consul.HealthLedgerPrefix + "forged", Value: []byte("{}")}, nil); err == nil || !strings.Contains(err.Error(), "403") {
+		n.t.Errorf("the registrator's token writing the health ledger: %v, want 403", err)
+	}
+	if err := reg.Agent().ServiceRegister(&consulapi.AgentServiceRegistration{ID: "acc-probe", Name: "acc-probe", Port: 80}); err != nil {
+		n.t.Errorf("the registrator's token cannot register a service: %v", err)
+	} else if err := reg.Agent().ServiceDeregister("acc-probe"); err != nil {
+		n.t.Errorf("the registrator's token cannot deregister a service: %v", err)
+	}
+	return secret
 }
 
 // checkAnonymousRefused tries, without a token, to forge the health ledger and to
