@@ -244,7 +244,7 @@ func consulSchemaAttributes(ctx context.Context, role consul.Role) map[string]sc
 					Validators:          []validator.String{consulPEMValidator("certificate")},
 				},
 				"key_pem": schema.StringAttribute{
-					MarkdownDescription: "PEM private key of `cert_pem`.",
+					MarkdownDescription: "PEM private key of `cert_pem`. **Stored in the Terraform state** (`Sensitive` only hides it in output); a write-only form is not there yet.",
 					Required:            true,
 					Sensitive:           true,
 					Validators:          []validator.String{consulPEMValidator("private key")},
