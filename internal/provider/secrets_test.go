@@ -160,6 +160,9 @@ func TestAccSecrets_neverWrittenDown(t *testing.T) {
 	cli.mustRun(ctx, "apply 2", "apply", "-auto-approve")
 	t.Logf("rotated in %s", time.Since(rotated).Round(time.Second))
 	cli.mustRun(ctx, "plan 3 (empty)", "plan", "-detailed-exitcode")
+	if !strings.Contains(cli.outputs["plan 3 (empty)"], "No changes.") {
+		t.Errorf("the plan after the rotation is not empty:\n%s", cli.outputs["plan 3 (empty)"])
+	}
 	cli.mustRun(ctx, "show -json", "show", "-json")
 
 	// The rotation, seen from the cluster: the new key alone in every member's keyring.
