@@ -21,10 +21,18 @@ variable "active" {
   description = "The color of the demo app that takes the traffic: blue (v1) or green (v2)."
 }
 
+# Ephemeral: Terraform never writes it into the state or a plan file; encrypt_wo takes it.
 variable "gossip_key" {
   type        = string
+  ephemeral   = true
   sensitive   = true
-  description = "Consul gossip encryption key: 32 random bytes, base64."
+  description = "Consul gossip encryption key: 32 random bytes, base64 (`consul keygen` or `openssl rand -base64 32`)."
+}
+
+variable "gossip_key_version" {
+  type        = number
+  default     = 1
+  description = "Raise it, with a new gossip_key, to rotate the gossip key of the running cluster."
 }
 
 resource "microswarm_droplet_node" "node" {
@@ -43,7 +51,9 @@ resource "microswarm_consul_server" "consul" {
   advertise_addr   = microswarm_droplet_node.node[count.index].ipv4_address_private
   bootstrap_expect = 3
   retry_join       = microswarm_droplet_node.node[*].ipv4_address_private
-  encrypt          = var.gossip_key
+
+  encrypt_wo         = var.gossip_key
+  encrypt_wo_version = var.gossip_key_version
 }
 
 resource "microswarm_swarm_cluster" "swarm" {

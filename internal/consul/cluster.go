@@ -2,9 +2,6 @@ package consul
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
-	"errors"
 	"fmt"
 	"sort"
 	"strings"
@@ -23,18 +20,11 @@ func APIConfig(spec Spec) (conn.ConsulConfig, error) {
 	if spec.TLS == nil {
 		return cfg, nil
 	}
-	roots := x509.NewCertPool()
-	if !roots.AppendCertsFromPEM([]byte(spec.TLS.CAPEM)) {
-		return cfg, errors.New("the TLS CA holds no PEM certificate")
+	t, err := conn.ConsulTLS([]byte(spec.TLS.CAPEM), []byte(spec.TLS.CertPEM), []byte(spec.TLS.KeyPEM))
+	if err != nil {
+		return cfg, err
 	}
-	cfg.TLS = &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: roots}
-	if spec.TLS.CertPEM != "" && spec.TLS.KeyPEM != "" {
-		pair, err := tls.X509KeyPair([]byte(spec.TLS.CertPEM), []byte(spec.TLS.KeyPEM))
-		if err != nil {
-			return cfg, fmt.Errorf("the TLS certificate and key: %w", err)
-		}
-		cfg.TLS.Certificates = []tls.Certificate{pair}
-	}
+	cfg.TLS = t
 	return cfg, nil
 }
 

@@ -3,11 +3,13 @@ package consul
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -15,6 +17,7 @@ import (
 	consulapi "github.com/hashicorp/consul/api"
 
 	"github.com/microswarm/terraform-provider-microswarm/internal/consul/consultest"
+	"github.com/microswarm/terraform-provider-microswarm/internal/wait"
 )
 
 // lockedBuffer collects an agent's output for the failure message.
@@ -170,4 +173,120 @@ func TestAgainstARealAgent(t *testing.T) {
 			t.Fatal("the second holder never got the lock")
 		}
 	})
+
+	t.Run("a gossip key rotation leaves the new key alone in every member's keyring", func(t *testing.T) {
+		const newKey = "5yD9+jHbAKFX8z5x9pNRYl0WQvV7bTg8tB9m7DCHXq4="
+		// Through both agents at once, as two resources of one cluster would.
+		results := make(chan error, 2)
+		for _, api := range []*consulapi.Client{server, agent} {
+			go func() {
+				_, err := RotateGossipKey(ctx, api.Operator(), newKey)
+				results <- err
+			}()
+		}
+		for range 2 {
+			if err := <-results; err != nil {
+				t.Fatal(err)
+			}
+		}
+		list, err := server.Operator().KeyringList(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, pool := range list {
+			if len(pool.Keys) != 1 || pool.Keys[newKey] != pool.NumNodes || pool.PrimaryKeys[newKey] != pool.NumNodes {
+				t.Errorf("pool (wan %v) of %d nodes: %d keys, the new key on %d, primary on %d; want it alone on every node",
+					pool.WAN, pool.NumNodes, len(pool.Keys), pool.Keys[newKey], pool.PrimaryKeys[newKey])
+			}
+		}
+		again, err := RotateGossipKey(ctx, server.Operator(), newKey)
+		if err != nil || again.Installed || again.Removed != 0 {
+			t.Errorf("a second rotation to the same key did %+v (%v), want nothing", again, err)
+		}
+		// The client still gossips with the server, now under the new key.
+		if st, err := WaitAgentJoined(ctx, agent, alive); err != nil || st.MemberStatus != "alive" {
+			t.Errorf("after the rotation the client is %+v (%v)", st, err)
+		}
+		if _, err := RotateGossipKey(ctx, server.Operator(), "not-a-key"); err == nil || strings.Contains(err.Error(), "not-a-key") {
+			t.Errorf("a bad key gave %v, want an error that does not repeat it", err)
+		}
+	})
+}
+
+// TestACLsAgainstARealAgent runs a server with ACLs on (default deny, the management
+// token write-only in its config): the agent gets its own token, anonymous writes are
+// refused, and the tokens the provider makes can do what they are for and nothing more.
+func TestACLsAgainstARealAgent(t *testing.T) {
+	bin := consultest.Binary(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	const management = "0f1e2d3c-4b5a-4968-8776-a5b4c3d2e1f0"
+	spec := loopbackSpec(t, RoleServer, "s1")
+	spec.ACL = &ACL{DefaultPolicy: ACLDeny, Token: management}
+	anonymous := startAgent(t, bin, spec)
+	withToken := func(token string) *consulapi.Client {
+		c, err := consulapi.NewClient(&consulapi.Config{Address: spec.APIAddress(), Token: token})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	admin := withToken(management)
+	if _, err := WaitServerReady(ctx, admin, func(context.Context) error { return nil }); err != nil {
+		t.Fatal(err)
+	}
+	var agentTok ManagedToken
+	err := wait.Until(ctx, waitOptions("the agent token"), func(ctx context.Context) (bool, string, error) {
+		var err error
+		agentTok, err = EnsureAgentToken(ctx, admin)
+		return err == nil, fmt.Sprint(err), nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := EnsureAgentToken(ctx, admin)
+	if err != nil || again.AccessorID != agentTok.AccessorID {
+		t.Errorf("a second EnsureAgentToken made %s (%v), want the same token %s", again.AccessorID, err, agentTok.AccessorID)
+	}
+	registrator, err := EnsureToken(ctx, admin, "registrator", RegistratorRules)
+	if err != nil {
+		t.Fatal(err)
+	}
+	health, err := EnsureToken(ctx, admin, "health", HealthRules)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kv := func(c *consulapi.Client, key string) error {
+		_, err := c.KV().Put(&consulapi.KVPair{Key: key, Value: []byte("forged")}, nil)
+		return err
+	}
+	register := func(c *consulapi.Client) error {
+		return c.Agent().ServiceRegister(&consulapi.AgentServiceRegistration{Name: "forged", Port: 80})
+	}
+	denied := func(what string, err error) {
+		t.Helper()
+		if err == nil || !strings.Contains(err.Error(), "403") {
+			t.Errorf("%s: %v, want 403 (ACL denied)", what, err)
+		}
+	}
+	denied("an anonymous write to the health ledger", kv(anonymous, HealthLedgerPrefix+"app"))
+	denied("an anonymous service registration", register(anonymous))
+	denied("the registrator token writing KV", kv(withToken(registrator.SecretID), HealthLedgerPrefix+"app"))
+	denied("the health token writing outside the ledger", kv(withToken(health.SecretID), "microswarm/consul-restart-lock"))
+	denied("the health token registering a service", register(withToken(health.SecretID)))
+	denied("the agent token writing KV", kv(withToken(agentTok.SecretID), HealthLedgerPrefix+"app"))
+	if err := register(withToken(registrator.SecretID)); err != nil {
+		t.Errorf("the registrator token cannot register a service: %v", err)
+	}
+	if err := kv(withToken(health.SecretID), HealthLedgerPrefix+"app"); err != nil {
+		t.Errorf("the health token cannot write the ledger: %v", err)
+	}
+	// With its agent token the server registers its own node in the catalog.
+	err = wait.Until(ctx, waitOptions("the server's node in the catalog"), func(ctx context.Context) (bool, string, error) {
+		node, _, err := admin.Catalog().Node("s1", nil)
+		return err == nil && node != nil && node.Node != nil, fmt.Sprint(err), nil
+	})
+	if err != nil {
+		t.Error(err)
+	}
 }

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"net"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -120,7 +121,13 @@ type Spec struct {
 	Ports           Ports
 	// Encrypt is the gossip key (base64); it goes into the config file, never the command line.
 	Encrypt string
-	TLS     *TLS
+	// EncryptWriteOnly says the key comes from a write-only attribute: the plan does not
+	// have it, and a new key is rotated into the running cluster's keyring (RotateGossipKey)
+	// rather than put into a new container, so Hash covers only that a key is set.
+	EncryptWriteOnly bool
+	TLS              *TLS
+	// ACL turns ACLs on; nil leaves them off.
+	ACL *ACL
 }
 
 var (
@@ -222,9 +229,19 @@ func (s Spec) Validate() error {
 		if err := ValidateGossipKey(s.Encrypt); err != nil {
 			errs = append(errs, err)
 		}
+	} else if s.EncryptWriteOnly {
+		errs = append(errs, errors.New("the write-only gossip key is missing (encrypt_wo is set only in the configuration, never in the plan or state)"))
 	}
 	if s.TLS != nil {
 		if err := ValidateTLS(*s.TLS); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if s.ACL != nil {
+		if !slices.Contains(ACLPolicies, s.ACL.DefaultPolicy) {
+			errs = append(errs, fmt.Errorf("acl default policy %q is not one of %v", s.ACL.DefaultPolicy, ACLPolicies))
+		}
+		if err := ValidateACLToken(s.ACL.Token); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -386,6 +403,18 @@ func (s Spec) Files() []File {
 			File{Path: KeyFile, Mode: 0o600, Content: []byte(s.TLS.KeyPEM)},
 		)
 	}
+	if s.ACL != nil {
+		acl := map[string]any{
+			"enabled":        true,
+			"default_policy": s.ACL.DefaultPolicy,
+			// The agent token the provider sets through the API survives restarts.
+			"enable_token_persistence": true,
+		}
+		if s.Role == RoleServer {
+			acl["tokens"] = map[string]any{"initial_management": s.ACL.Token}
+		}
+		cfg["acl"] = acl
+	}
 	// encoding/json sorts map keys, so the file, and the hash, are stable.
 	body, _ := json.MarshalIndent(cfg, "", "  ")
 	return append([]File{{Path: ConfigFile, Mode: 0o600, Content: append(body, '\n')}}, files...)
@@ -402,6 +431,14 @@ func (s Spec) VolumeName() string { return s.ContainerName + "-data" }
 // otherwise restart every healthy server at once, with the quorum already one short).
 func (s Spec) Hash() string {
 	s.RetryJoin = nil
+	if s.EncryptWriteOnly {
+		s.Encrypt = writeOnlyKeyMarker
+	}
+	if s.ACL != nil {
+		acl := *s.ACL
+		acl.Token = writeOnlyKeyMarker
+		s.ACL = &acl
+	}
 	cfg, host := s.containerConfig(), s.HostConfig()
 	h := sha256.New()
 	enc := json.NewEncoder(h)
@@ -411,6 +448,9 @@ func (s Spec) Hash() string {
 	}
 	return hex.EncodeToString(h.Sum(nil))
 }
+
+// writeOnlyKeyMarker stands for a write-only gossip key in Hash.
+const writeOnlyKeyMarker = "(write-only)"
 
 // Labels mark the container as this provider's, with its role and config hash.
 func (s Spec) Labels() map[string]string {

@@ -404,3 +404,78 @@ func newTestTLS(t *testing.T) TLS {
 	m := consultest.NewTLS(t)
 	return TLS{CAPEM: m.CAPEM, CertPEM: m.CertPEM, KeyPEM: m.KeyPEM}
 }
+
+// A write-only key is not in the plan, and a new one is rotated into the keyring rather
+// than into a new container: the hash says only that a key is set, and the container
+// still gets the key itself.
+func TestWriteOnlyKeyHashesAsAMarker(t *testing.T) {
+	t.Parallel()
+	planned := serverSpec()
+	planned.EncryptWriteOnly = true
+	applied := planned
+	applied.Encrypt = testGossipKey
+	rotated := planned
+	rotated.Encrypt = "5yD9+jHbAKFX8z5x9pNRYl0WQvV7bTg8tB9m7DCHXq4="
+	if planned.Hash() != applied.Hash() || applied.Hash() != rotated.Hash() {
+		t.Error("the hash of a write-only key depends on the key: the plan (no key) and the apply disagree, or a rotation recreates the container")
+	}
+	if applied.Hash() == serverSpec().Hash() {
+		t.Error("a write-only key hashes like no key: turning encryption on would not reach the container")
+	}
+	var cfg map[string]any
+	if err := json.Unmarshal(applied.Files()[0].Content, &cfg); err != nil || cfg["encrypt"] != testGossipKey {
+		t.Errorf("the config file holds %v (%v), want the write-only key", cfg["encrypt"], err)
+	}
+	if err := planned.Validate(); err == nil {
+		t.Error("a write-only spec with no key validates: a container would start without encryption")
+	}
+	if err := applied.Validate(); err != nil {
+		t.Error(err)
+	}
+}
+
+// ACLs go into the config file; the management token only on servers (it bootstraps
+// the ACL system) and never in the hash, so a plan without it agrees with the apply.
+func TestACLConfig(t *testing.T) {
+	t.Parallel()
+	const token = "0f1e2d3c-4b5a-4968-8776-a5b4c3d2e1f0"
+	for _, role := range []Role{RoleServer, RoleAgent} {
+		s := serverSpec()
+		if role == RoleAgent {
+			s = agentSpec()
+		}
+		planned := s
+		planned.ACL = &ACL{DefaultPolicy: ACLDeny}
+		applied := s
+		applied.ACL = &ACL{DefaultPolicy: ACLDeny, Token: token}
+		if planned.Hash() != applied.Hash() || applied.Hash() == s.Hash() {
+			t.Errorf("%s: the hash follows the token, or not the ACL setting", role)
+		}
+		var cfg struct {
+			ACL struct {
+				Enabled       bool              `json:"enabled"`
+				DefaultPolicy string            `json:"default_policy"`
+				Persist       bool              `json:"enable_token_persistence"`
+				Tokens        map[string]string `json:"tokens"`
+			} `json:"acl"`
+		}
+		if err := json.Unmarshal(applied.Files()[0].Content, &cfg); err != nil {
+			t.Fatal(err)
+		}
+		a := cfg.ACL
+		if !a.Enabled || a.DefaultPolicy != ACLDeny || !a.Persist || (a.Tokens["initial_management"] == token) != (role == RoleServer) {
+			t.Errorf("%s: acl config %+v", role, a)
+		}
+		if err := planned.Validate(); err == nil || strings.Contains(err.Error(), token) {
+			t.Errorf("%s: a spec with ACLs and no token validates (%v)", role, err)
+		}
+		if err := applied.Validate(); err != nil {
+			t.Errorf("%s: %v", role, err)
+		}
+		for _, arg := range applied.Args() {
+			if strings.Contains(arg, token) {
+				t.Errorf("%s: the token is on the command line", role)
+			}
+		}
+	}
+}

@@ -105,7 +105,7 @@ func (r *consulAgentResource) Create(ctx context.Context, req resource.CreateReq
 	}
 	ctx, cancel := withTimeout(ctx, plan.Timeouts.Create, 10*time.Minute, &resp.Diagnostics)
 	defer cancel()
-	spec, h, docker, ok := r.data.consulPrepare(ctx, consul.RoleAgent, &plan.consulContainerModel, consulAgentNoBootstrap, &resp.Diagnostics)
+	spec, h, docker, ok := r.data.consulPrepare(ctx, consul.RoleAgent, &plan.consulContainerModel, consulAgentNoBootstrap, req.Config, &resp.Diagnostics)
 	if !ok {
 		return
 	}
@@ -118,7 +118,7 @@ func (r *consulAgentResource) Create(ctx context.Context, req resource.CreateReq
 	tflog.Info(ctx, "consul agent container ready", map[string]any{"host": host, "container": name, "outcome": string(outcome), "container_id": c.ID})
 	// Saved before the wait: an agent that never joins is tainted, not orphaned.
 	plan.ContainerID, plan.Running = types.StringValue(c.ID), types.BoolValue(true)
-	plan.NodeID, plan.MemberStatus = types.StringNull(), types.StringNull()
+	plan.NodeID, plan.MemberStatus, plan.ACLAgentToken = types.StringNull(), types.StringNull(), types.StringNull()
 	resp.Diagnostics.Append(resp.State.Set(ctx, &plan)...)
 	if resp.Diagnostics.HasError() {
 		return
@@ -133,6 +133,10 @@ func (r *consulAgentResource) waitJoined(ctx context.Context, h *conn.Host, dock
 	api, err := consulAPI(h, spec)
 	if err != nil {
 		diags.AddAttributeError(path.Root("tls"), "Invalid Consul TLS Settings", err.Error())
+		return
+	}
+	// With ACLs on, the agent needs its own token before it can put its node in the catalog.
+	if consulEnsureAgentToken(ctx, api, spec, &m.consulContainerModel, diags); diags.HasError() {
 		return
 	}
 	st, err := consul.WaitAgentJoined(ctx, api, func(ctx context.Context) error { return consul.CheckAlive(ctx, docker, c) })
@@ -186,7 +190,7 @@ func (r *consulAgentResource) Update(ctx context.Context, req resource.UpdateReq
 	}
 	ctx, cancel := withTimeout(ctx, plan.Timeouts.Update, 20*time.Minute, &resp.Diagnostics)
 	defer cancel()
-	spec, h, docker, ok := r.data.consulPrepare(ctx, consul.RoleAgent, &plan.consulContainerModel, consulAgentNoBootstrap, &resp.Diagnostics)
+	spec, h, docker, ok := r.data.consulPrepare(ctx, consul.RoleAgent, &plan.consulContainerModel, consulAgentNoBootstrap, req.Config, &resp.Diagnostics)
 	if !ok {
 		return
 	}
@@ -201,7 +205,15 @@ func (r *consulAgentResource) Update(ctx context.Context, req resource.UpdateReq
 	tflog.Info(ctx, "consul agent container updated", map[string]any{"host": host, "container": name, "outcome": string(outcome)})
 	plan.ContainerID, plan.Running = types.StringValue(c.ID), types.BoolValue(true)
 	plan.NodeID, plan.MemberStatus = state.NodeID, types.StringNull()
+	if plan.ACLAgentToken.IsUnknown() {
+		plan.ACLAgentToken = state.ACLAgentToken // until consulEnsureAgentToken records the new one
+	}
 	r.waitJoined(ctx, h, docker, c, spec, &plan, "update", &resp.Diagnostics)
+	if !resp.Diagnostics.HasError() {
+		if api, err := consulAPI(h, spec); err == nil {
+			consulRotateGossipKey(ctx, api, spec, &plan.consulContainerModel, &state.consulContainerModel, &resp.Diagnostics)
+		}
+	}
 	resp.Diagnostics.Append(resp.State.Set(ctx, &plan)...)
 }
 

@@ -51,6 +51,15 @@ func TestConsulInputIsValidatedAtPlanTime(t *testing.T) {
 		"tls wants pem":                 {"microswarm_consul_server", `tls = { ca_pem = "x", cert_pem = "y", key_pem = "z" }`, `Invalid PEM`},
 		"timeouts are go durations":     {"microswarm_consul_agent", `timeouts = { create = "soon" }`, `(?i)duration`},
 		"servers have no member status": {"microswarm_consul_server", `member_status = "alive"`, `(?i)unsupported argument|can't configure|read-only`},
+		"encrypt_wo needs its version":  {"microswarm_consul_server", `encrypt_wo = "pUqJrVyVRj5jsiYEkM/tFQYfWyJIv4s3XkvDwy7Cu5s="`, `(?s)"encrypt_wo_version".*must be specified`},
+		"a version needs encrypt_wo":    {"microswarm_consul_agent", `encrypt_wo_version = 1`, `(?s)"encrypt_wo".*must be specified`},
+		"encrypt or encrypt_wo": {"microswarm_consul_agent", "encrypt_wo = \"pUqJrVyVRj5jsiYEkM/tFQYfWyJIv4s3XkvDwy7Cu5s=\"\n  encrypt_wo_version = 1\n" +
+			"  encrypt = \"pUqJrVyVRj5jsiYEkM/tFQYfWyJIv4s3XkvDwy7Cu5s=\"", `(?s)cannot be specified when`},
+		"encrypt_wo is a gossip key": {"microswarm_consul_server", "encrypt_wo = \"c2hvcnQ=\"\n  encrypt_wo_version = 1", `5 bytes`},
+		"acl needs a token":          {"microswarm_consul_server", `acl = { default_policy = "deny" }`, `(?s)"acl_token_wo".*must be specified`},
+		"acl policy is allow or deny": {"microswarm_consul_agent", "acl = { default_policy = \"open\" }\n  acl_token_wo = \"0f1e2d3c-4b5a-4968-8776-a5b4c3d2e1f0\"\n" +
+			"  acl_token_wo_version = 1", `value must be one of`},
+		"acl token is a uuid": {"microswarm_consul_server", "acl_token_wo = \"root\"\n  acl = {}\n  acl_token_wo_version = 1", `(?s)Invalid ACL Token.*uuidgen`},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {

@@ -25,6 +25,7 @@ import (
 	"github.com/hashicorp/terraform-plugin-framework/resource/schema/stringdefault"
 	"github.com/hashicorp/terraform-plugin-framework/resource/schema/stringplanmodifier"
 	"github.com/hashicorp/terraform-plugin-framework/schema/validator"
+	"github.com/hashicorp/terraform-plugin-framework/tfsdk"
 	"github.com/hashicorp/terraform-plugin-framework/types"
 	"github.com/hashicorp/terraform-plugin-framework/types/basetypes"
 	"github.com/hashicorp/terraform-plugin-log/tflog"
@@ -51,6 +52,12 @@ type consulContainerModel struct {
 	RetryJoin     types.List     `tfsdk:"retry_join"`
 	UI            types.Bool     `tfsdk:"ui"`
 	Encrypt       types.String   `tfsdk:"encrypt"`
+	EncryptWO     types.String   `tfsdk:"encrypt_wo"`
+	EncryptWOVer  types.Int64    `tfsdk:"encrypt_wo_version"`
+	ACL           types.Object   `tfsdk:"acl"`
+	ACLTokenWO    types.String   `tfsdk:"acl_token_wo"`
+	ACLTokenWOVer types.Int64    `tfsdk:"acl_token_wo_version"`
+	ACLAgentToken types.String   `tfsdk:"acl_agent_token_accessor"`
 	TLS           types.Object   `tfsdk:"tls"`
 	Ports         types.Object   `tfsdk:"ports"`
 	ContainerID   types.String   `tfsdk:"container_id"`
@@ -59,6 +66,10 @@ type consulContainerModel struct {
 	Running       types.Bool     `tfsdk:"running"`
 	ConfigHash    types.String   `tfsdk:"config_hash"`
 	Timeouts      timeouts.Value `tfsdk:"timeouts"`
+}
+
+type consulACLModel struct {
+	DefaultPolicy types.String `tfsdk:"default_policy"`
 }
 
 type consulTLSModel struct {
@@ -145,7 +156,7 @@ func consulSchemaAttributes(ctx context.Context, role consul.Role) map[string]sc
 			Default: int64default.StaticInt64(int64(def)), Validators: validators,
 		}
 	}
-	return map[string]schema.Attribute{
+	attrs := map[string]schema.Attribute{
 		"id": schema.StringAttribute{
 			MarkdownDescription: "`HOST,CONTAINER_NAME`, also the import ID.",
 			Computed:            true,
@@ -218,15 +229,6 @@ func consulSchemaAttributes(ctx context.Context, role consul.Role) map[string]sc
 			Computed:            true,
 			Default:             booldefault.StaticBool(false),
 		},
-		"encrypt": schema.StringAttribute{
-			MarkdownDescription: "Gossip encryption key, as `consul keygen` prints it (base64 of 32 bytes). Written into a config file in the container, " +
-				"never on the command line or in a label. Consul keeps the key in its data from the first start on, so changing it replaces the " + noun +
-				" (and its data); rotate the key of a live cluster with `consul keyring` instead. Not read back after an import.",
-			Optional:      true,
-			Sensitive:     true,
-			Validators:    []validator.String{consulGossipKeyValidator()},
-			PlanModifiers: []planmodifier.String{stringplanmodifier.RequiresReplaceIf(consulReplaceUnlessImported, "Replaces the agent when the key changes (not when an import left it unset).", "Replaces the agent when the key changes (not when an import left it unset).")},
-		},
 		"tls": schema.SingleNestedAttribute{
 			MarkdownDescription: "TLS for RPC between agents and for the HTTP API, which is then HTTPS on `ports.http` (gossip is protected by `encrypt`). The PEMs are copied into the container; the provider " +
 				"verifies the API with `ca_pem` and presents `cert_pem` as its client certificate, so the certificate must be valid for `127.0.0.1` " +
@@ -244,7 +246,7 @@ func consulSchemaAttributes(ctx context.Context, role consul.Role) map[string]sc
 					Validators:          []validator.String{consulPEMValidator("certificate")},
 				},
 				"key_pem": schema.StringAttribute{
-					MarkdownDescription: "PEM private key of `cert_pem`.",
+					MarkdownDescription: "PEM private key of `cert_pem`. **Stored in the Terraform state** (`Sensitive` only hides it in output); a write-only form is not there yet.",
 					Required:            true,
 					Sensitive:           true,
 					Validators:          []validator.String{consulPEMValidator("private key")},
@@ -295,17 +297,15 @@ func consulSchemaAttributes(ctx context.Context, role consul.Role) map[string]sc
 			UpdateDescription: "How long an update may take, including waiting for the rolling-restart lock. Default: `20m`.",
 			DeleteDescription: "How long the graceful leave and removal may take. Default: `5m`."})),
 	}
-}
-
-// consulReplaceUnlessImported replaces on a changed value, except when the prior state
-// has none because an import could not read it back.
-func consulReplaceUnlessImported(_ context.Context, req planmodifier.StringRequest, resp *stringplanmodifier.RequiresReplaceIfFuncResponse) {
-	resp.RequiresReplace = !req.StateValue.IsNull() && !req.PlanValue.Equal(req.StateValue)
+	for name, a := range consulSecretAttributes(noun) {
+		attrs[name] = a
+	}
+	return attrs
 }
 
 // consulSpecOf maps a model to a spec. ok is false while a value is unknown (at plan time).
 func consulSpecOf(ctx context.Context, role consul.Role, m consulContainerModel, bootstrapExpect types.Int64, diags *diag.Diagnostics) (spec consul.Spec, ok bool) {
-	values := []attr.Value{m.ContainerName, m.Image, m.Datacenter, m.NodeName, m.AdvertiseAddr, m.ClientAddr, m.RetryJoin, m.UI, m.Encrypt, m.TLS, m.Ports, bootstrapExpect}
+	values := []attr.Value{m.ContainerName, m.Image, m.Datacenter, m.NodeName, m.AdvertiseAddr, m.ClientAddr, m.RetryJoin, m.UI, m.Encrypt, m.EncryptWOVer, m.TLS, m.ACL, m.ACLTokenWOVer, m.Ports, bootstrapExpect}
 	for _, v := range values {
 		if v.IsUnknown() {
 			return consul.Spec{}, false
@@ -322,7 +322,9 @@ func consulSpecOf(ctx context.Context, role consul.Role, m consulContainerModel,
 		BootstrapExpect: int(bootstrapExpect.ValueInt64()),
 		UI:              m.UI.ValueBool(),
 		Encrypt:         m.Encrypt.ValueString(),
-		Ports:           consul.DefaultPorts(role),
+		// The write-only key itself is never in a plan or state: consulPrepare adds it.
+		EncryptWriteOnly: !m.EncryptWOVer.IsNull(),
+		Ports:            consul.DefaultPorts(role),
 	}
 	if !m.RetryJoin.IsNull() {
 		var joins []types.String
@@ -345,6 +347,15 @@ func consulSpecOf(ctx context.Context, role consul.Role, m consulContainerModel,
 				*p.get(&spec.Ports) = int(v.ValueInt64())
 			}
 		}
+	}
+	if !m.ACL.IsNull() {
+		var a consulACLModel
+		diags.Append(m.ACL.As(ctx, &a, basetypes.ObjectAsOptions{})...)
+		if a.DefaultPolicy.IsUnknown() {
+			return consul.Spec{}, false
+		}
+		// The token itself is write-only: consulPrepare adds it.
+		spec.ACL = &consul.ACL{DefaultPolicy: a.DefaultPolicy.ValueString()}
 	}
 	if !m.TLS.IsNull() {
 		var t consulTLSModel
@@ -427,6 +438,14 @@ func consulPlan(ctx context.Context, role consul.Role, plan, state *consulContai
 		plan.ConfigHash = types.StringUnknown()
 		plan.HTTPAddr = types.StringUnknown()
 	}
+	switch {
+	case plan.ACL.IsNull():
+		plan.ACLAgentToken = types.StringNull()
+	case state != nil && !state.ACLAgentToken.IsNull() && plan.ACL.Equal(state.ACL) && plan.ACLTokenWOVer.Equal(state.ACLTokenWOVer):
+		plan.ACLAgentToken = state.ACLAgentToken
+	default:
+		plan.ACLAgentToken = types.StringUnknown()
+	}
 	if state == nil {
 		plan.ContainerID, plan.NodeID = types.StringUnknown(), types.StringUnknown()
 		return
@@ -507,6 +526,9 @@ func consulAPI(h *conn.Host, spec consul.Spec) (*consulapi.Client, error) {
 	cfg, err := consul.APIConfig(spec)
 	if err != nil {
 		return nil, err
+	}
+	if spec.ACL != nil {
+		cfg.Token = spec.ACL.Token
 	}
 	return h.Consul(cfg)
 }
@@ -642,8 +664,14 @@ func consulImportState(ctx context.Context, req resource.ImportStateRequest, res
 
 // consulPrepare is how Create and Update start: the container spec from the plan, and the
 // node reached through its pinned host. ok is false when diags say why not.
-func (d *providerData) consulPrepare(ctx context.Context, role consul.Role, m *consulContainerModel, bootstrapExpect types.Int64, diags *diag.Diagnostics) (spec consul.Spec, h *conn.Host, docker *client.Client, ok bool) {
+func (d *providerData) consulPrepare(ctx context.Context, role consul.Role, m *consulContainerModel, bootstrapExpect types.Int64, cfg tfsdk.Config, diags *diag.Diagnostics) (spec consul.Spec, h *conn.Host, docker *client.Client, ok bool) {
 	spec, known := consulSpecOf(ctx, role, *m, bootstrapExpect, diags)
+	if spec.EncryptWriteOnly {
+		spec.Encrypt = consulWriteOnly(ctx, cfg, "encrypt_wo", diags)
+	}
+	if spec.ACL != nil {
+		spec.ACL.Token = consulWriteOnly(ctx, cfg, "acl_token_wo", diags)
+	}
 	if diags.HasError() {
 		return spec, nil, nil, false
 	}

@@ -123,7 +123,7 @@ func (r *consulServerResource) Create(ctx context.Context, req resource.CreateRe
 	}
 	ctx, cancel := withTimeout(ctx, plan.Timeouts.Create, 10*time.Minute, &resp.Diagnostics)
 	defer cancel()
-	spec, h, docker, ok := r.data.consulPrepare(ctx, consul.RoleServer, &plan.consulContainerModel, plan.BootstrapExpect, &resp.Diagnostics)
+	spec, h, docker, ok := r.data.consulPrepare(ctx, consul.RoleServer, &plan.consulContainerModel, plan.BootstrapExpect, req.Config, &resp.Diagnostics)
 	if !ok {
 		return
 	}
@@ -136,7 +136,7 @@ func (r *consulServerResource) Create(ctx context.Context, req resource.CreateRe
 	tflog.Info(ctx, "consul server container ready", map[string]any{"host": host, "container": name, "outcome": string(outcome), "container_id": c.ID})
 	// Saved before the wait: a server that never joins is tainted, not orphaned.
 	plan.ContainerID, plan.Running = types.StringValue(c.ID), types.BoolValue(true)
-	plan.NodeID, plan.Leader = types.StringNull(), types.StringNull()
+	plan.NodeID, plan.Leader, plan.ACLAgentToken = types.StringNull(), types.StringNull(), types.StringNull()
 	resp.Diagnostics.Append(resp.State.Set(ctx, &plan)...)
 	if resp.Diagnostics.HasError() {
 		return
@@ -160,6 +160,7 @@ func (r *consulServerResource) Create(ctx context.Context, req resource.CreateRe
 		return
 	}
 	plan.NodeID, plan.Leader = types.StringValue(st.NodeID), nullIfEmpty(st.Leader)
+	consulEnsureAgentToken(ctx, api, spec, &plan.consulContainerModel, &resp.Diagnostics)
 	resp.Diagnostics.Append(resp.State.Set(ctx, &plan)...)
 }
 
@@ -207,7 +208,7 @@ func (r *consulServerResource) Update(ctx context.Context, req resource.UpdateRe
 	}
 	ctx, cancel := withTimeout(ctx, plan.Timeouts.Update, 20*time.Minute, &resp.Diagnostics)
 	defer cancel()
-	spec, h, docker, ok := r.data.consulPrepare(ctx, consul.RoleServer, &plan.consulContainerModel, plan.BootstrapExpect, &resp.Diagnostics)
+	spec, h, docker, ok := r.data.consulPrepare(ctx, consul.RoleServer, &plan.consulContainerModel, plan.BootstrapExpect, req.Config, &resp.Diagnostics)
 	if !ok {
 		return
 	}
@@ -235,6 +236,9 @@ func (r *consulServerResource) Update(ctx context.Context, req resource.UpdateRe
 		return
 	}
 	plan.ContainerID, plan.Running = types.StringValue(c.ID), types.BoolValue(true)
+	if plan.ACLAgentToken.IsUnknown() {
+		plan.ACLAgentToken = state.ACLAgentToken // until consulEnsureAgentToken records the new one
+	}
 	api, err := consulAPI(h, spec)
 	if err != nil {
 		resp.Diagnostics.AddAttributeError(path.Root("tls"), "Invalid Consul TLS Settings", err.Error())
@@ -248,12 +252,16 @@ func (r *consulServerResource) Update(ctx context.Context, req resource.UpdateRe
 		return
 	}
 	plan.NodeID, plan.Leader = types.StringValue(st.NodeID), nullIfEmpty(st.Leader)
+	consulEnsureAgentToken(ctx, api, spec, &plan.consulContainerModel, &resp.Diagnostics)
+	consulRotateGossipKey(ctx, api, spec, &plan.consulContainerModel, &state.consulContainerModel, &resp.Diagnostics)
 	resp.Diagnostics.Append(resp.State.Set(ctx, &plan)...)
 }
 
 // rollingRestart recreates a running server through consul.RollingRestart.
 func (r *consulServerResource) rollingRestart(ctx context.Context, h *conn.Host, docker consul.Engine, host string, c *consul.Container, spec consul.Spec, stateTLS *consul.TLS, diags *diag.Diagnostics) *consul.Container {
-	oldAPI, err := consulAPI(h, consulRunningSpec(c, stateTLS, spec.TLS))
+	running := consulRunningSpec(c, stateTLS, spec.TLS)
+	running.ACL = spec.ACL // the only token there is: the running cluster's own ACLs take it
+	oldAPI, err := consulAPI(h, running)
 	if err != nil {
 		diags.AddError("Invalid Consul TLS Settings", err.Error())
 		return nil

@@ -26,6 +26,7 @@ import (
 	"github.com/hashicorp/terraform-plugin-framework/resource/schema/stringdefault"
 	"github.com/hashicorp/terraform-plugin-framework/resource/schema/stringplanmodifier"
 	"github.com/hashicorp/terraform-plugin-framework/schema/validator"
+	"github.com/hashicorp/terraform-plugin-framework/tfsdk"
 	"github.com/hashicorp/terraform-plugin-framework/types"
 	"github.com/hashicorp/terraform-plugin-log/tflog"
 
@@ -60,6 +61,8 @@ type registratorModel struct {
 	Image         types.String   `tfsdk:"image"`
 	Backend       types.String   `tfsdk:"backend"`
 	ConsulToken   types.String   `tfsdk:"consul_token"`
+	ACLTokenWO    types.String   `tfsdk:"acl_token_wo"`
+	ACLTokenWOVer types.Int64    `tfsdk:"acl_token_wo_version"`
 	Internal      types.Bool     `tfsdk:"internal"`
 	Explicit      types.Bool     `tfsdk:"explicit"`
 	Cleanup       types.Bool     `tfsdk:"cleanup"`
@@ -147,10 +150,17 @@ func (r *registratorResource) Schema(ctx context.Context, _ resource.SchemaReque
 			},
 			"consul_token": schema.StringAttribute{
 				MarkdownDescription: "A Consul ACL token to register with. It is stored as a swarm secret and reaches the tasks as a file " +
-					"(`CONSUL_HTTP_TOKEN_FILE`), never in the service's spec. Sensitive. Changes in place.",
+					"(`CONSUL_HTTP_TOKEN_FILE`), never in the service's spec. **Stored in the Terraform state** (`Sensitive` only hides it in " +
+					"output): prefer `acl_token_wo`, with which the provider makes a least-privilege token itself. Changes in place. Conflicts with `acl_token_wo`.",
 				Optional:   true,
 				Sensitive:  true,
-				Validators: []validator.String{stringvalidator.LengthAtLeast(1)},
+				Validators: []validator.String{stringvalidator.LengthAtLeast(1), stringvalidator.ConflictsWith(path.MatchRoot("acl_token_wo"))},
+			},
+			"acl_token_wo": registratorACLTokenAttribute(),
+			"acl_token_wo_version": schema.Int64Attribute{
+				MarkdownDescription: "Version of `acl_token_wo`; change it when you give the provider another management token. Changes in place.",
+				Optional:            true,
+				Validators:          []validator.Int64{int64validator.AlsoRequires(path.MatchRoot("acl_token_wo"))},
 			},
 			"internal": schema.BoolAttribute{
 				MarkdownDescription: "Register containers' internal addresses and exposed ports instead of published ports (`-internal`). " +
@@ -252,7 +262,7 @@ func (r *registratorResource) Create(ctx context.Context, req resource.CreateReq
 	}
 	ctx, cancel := withTimeout(ctx, plan.Timeouts.Create, 10*time.Minute, &resp.Diagnostics)
 	defer cancel()
-	docker, d, ok := r.prepare(ctx, &plan, &resp.Diagnostics)
+	docker, d, ok := r.prepare(ctx, &plan, req.Config, &resp.Diagnostics)
 	if !ok {
 		return
 	}
@@ -317,7 +327,7 @@ func (r *registratorResource) Update(ctx context.Context, req resource.UpdateReq
 	}
 	ctx, cancel := withTimeout(ctx, plan.Timeouts.Update, 10*time.Minute, &resp.Diagnostics)
 	defer cancel()
-	docker, d, ok := r.prepare(ctx, &plan, &resp.Diagnostics)
+	docker, d, ok := r.prepare(ctx, &plan, req.Config, &resp.Diagnostics)
 	if !ok {
 		return
 	}
@@ -391,13 +401,17 @@ func (r *registratorResource) ImportState(ctx context.Context, req resource.Impo
 
 // prepare reaches the manager and builds the deployment the plan describes, its Consul
 // token stored as a swarm secret.
-func (r *registratorResource) prepare(ctx context.Context, plan *registratorModel, diags *diag.Diagnostics) (*client.Client, registrator.Deployment, bool) {
+func (r *registratorResource) prepare(ctx context.Context, plan *registratorModel, cfg tfsdk.Config, diags *diag.Diagnostics) (*client.Client, registrator.Deployment, bool) {
 	docker := r.data.managerDocker(ctx, plan.Host, &plan.HostKey, false, diags)
 	if docker == nil {
 		return nil, registrator.Deployment{}, false
 	}
 	d := registratorDeployment(ctx, *plan, diags)
-	if diags.HasError() || !r.attachToken(ctx, docker, *plan, &d, diags) {
+	token := plan.ConsulToken.ValueString()
+	if !plan.ACLTokenWOVer.IsNull() {
+		token = r.data.registratorToken(ctx, *plan, consulWriteOnly(ctx, cfg, "acl_token_wo", diags), diags)
+	}
+	if diags.HasError() || !r.attachToken(ctx, docker, token, &d, diags) {
 		return nil, d, false
 	}
 	return docker, d, true
@@ -405,11 +419,11 @@ func (r *registratorResource) prepare(ctx context.Context, plan *registratorMode
 
 // attachToken stores the Consul token as a swarm secret named by its hash and points
 // the deployment at it.
-func (r *registratorResource) attachToken(ctx context.Context, docker *client.Client, m registratorModel, d *registrator.Deployment, diags *diag.Diagnostics) bool {
-	if m.ConsulToken.IsNull() {
+func (r *registratorResource) attachToken(ctx context.Context, docker *client.Client, secret string, d *registrator.Deployment, diags *diag.Diagnostics) bool {
+	if secret == "" {
 		return true
 	}
-	token := []byte(m.ConsulToken.ValueString())
+	token := []byte(secret)
 	name := swarmservice.SecretName(d.Name+"-consul-token", token)
 	id, err := swarmservice.EnsureSecret(ctx, docker, name, token, registratorOwner)
 	if err != nil {

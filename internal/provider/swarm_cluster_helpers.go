@@ -9,7 +9,6 @@ import (
 
 	"github.com/hashicorp/terraform-plugin-framework-timetypes/timetypes"
 	"github.com/hashicorp/terraform-plugin-framework/diag"
-	"github.com/hashicorp/terraform-plugin-framework/path"
 	"github.com/hashicorp/terraform-plugin-framework/resource/schema/planmodifier"
 	"github.com/hashicorp/terraform-plugin-framework/types"
 
@@ -152,54 +151,6 @@ func (reachabilityModifier) PlanModifyString(ctx context.Context, req planmodifi
 	}
 }
 
-// joinTokenModifier keeps the join tokens unless rotate_join_tokens changes.
-type joinTokenModifier struct{}
-
-func (joinTokenModifier) Description(context.Context) string {
-	return "keeps the token unless rotate_join_tokens changes"
-}
-func (m joinTokenModifier) MarkdownDescription(ctx context.Context) string {
-	return m.Description(ctx)
-}
-
-func (joinTokenModifier) PlanModifyString(ctx context.Context, req planmodifier.StringRequest, resp *planmodifier.StringResponse) {
-	if req.State.Raw.IsNull() || req.Plan.Raw.IsNull() || req.StateValue.IsNull() {
-		return
-	}
-	var planned, prior types.String
-	resp.Diagnostics.Append(req.Plan.GetAttribute(ctx, path.Root("rotate_join_tokens"), &planned)...)
-	resp.Diagnostics.Append(req.State.GetAttribute(ctx, path.Root("rotate_join_tokens"), &prior)...)
-	if planned.Equal(prior) {
-		resp.PlanValue = req.StateValue
-	}
-}
-
-// unlockKeyModifier plans no unlock key without autolock, and keeps it while autolock
-// stays on.
-type unlockKeyModifier struct{}
-
-func (unlockKeyModifier) Description(context.Context) string {
-	return "null without autolock; kept while autolock stays on"
-}
-func (m unlockKeyModifier) MarkdownDescription(ctx context.Context) string {
-	return m.Description(ctx)
-}
-
-func (unlockKeyModifier) PlanModifyString(ctx context.Context, req planmodifier.StringRequest, resp *planmodifier.StringResponse) {
-	if req.Plan.Raw.IsNull() {
-		return
-	}
-	var autolock types.Bool
-	resp.Diagnostics.Append(req.Plan.GetAttribute(ctx, path.Root("autolock"), &autolock)...)
-	switch {
-	case autolock.IsUnknown():
-	case !autolock.ValueBool():
-		resp.PlanValue = types.StringNull()
-	case !req.State.Raw.IsNull() && !req.StateValue.IsNull():
-		resp.PlanValue = req.StateValue
-	}
-}
-
 // Diagnostics.
 
 // addSwarmError turns an error from internal/swarm into a diagnostic: what failed, on
@@ -232,7 +183,7 @@ func addSwarmError(diags *diag.Diagnostics, operation, swarmID string, err error
 			"`terraform state rm` this resource and apply again."
 	case errors.As(err, &locked):
 		summary = "Swarm Manager Locked"
-		next = "Unlock the manager with `docker swarm unlock` and the swarm's unlock_key, then apply again."
+		next = "Unlock one manager with `docker swarm unlock` and the swarm's unlock key (which Terraform does not keep), then apply again: the provider unlocks the others with the key that manager reports."
 	case errors.As(err, &timeout):
 		summary = "Swarm Did Not Converge"
 		next = fmt.Sprintf("Raise timeouts.%s if the swarm is slow (draining a node waits for its tasks to move), or check the node named above, then apply again.", operation)

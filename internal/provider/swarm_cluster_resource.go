@@ -42,6 +42,7 @@ var (
 	_ resource.ResourceWithImportState    = &swarmClusterResource{}
 	_ resource.ResourceWithModifyPlan     = &swarmClusterResource{}
 	_ resource.ResourceWithValidateConfig = &swarmClusterResource{}
+	_ resource.ResourceWithUpgradeState   = &swarmClusterResource{}
 )
 
 // Swarm defaults, as `docker swarm init` has them.
@@ -67,9 +68,6 @@ type swarmClusterModel struct {
 	Autolock         types.Bool           `tfsdk:"autolock"`
 	CertExpiry       timetypes.GoDuration `tfsdk:"cert_expiry"`
 	RotateJoinTokens types.String         `tfsdk:"rotate_join_tokens"`
-	WorkerJoinToken  types.String         `tfsdk:"worker_join_token"`
-	ManagerJoinToken types.String         `tfsdk:"manager_join_token"`
-	UnlockKey        types.String         `tfsdk:"unlock_key"`
 	Timeouts         timeouts.Value       `tfsdk:"timeouts"`
 }
 
@@ -113,12 +111,23 @@ func stringsOf[T ~string](values []T) []string {
 }
 
 func (r *swarmClusterResource) Schema(ctx context.Context, _ resource.SchemaRequest, resp *resource.SchemaResponse) {
-	resp.Schema = schema.Schema{
+	resp.Schema = swarmClusterSchema(ctx)
+}
+
+// swarmClusterSchema is the schema, version 1: version 0 also held the join tokens and
+// the unlock key (see swarm_cluster_upgrade.go).
+func swarmClusterSchema(ctx context.Context) schema.Schema {
+	return schema.Schema{
+		Version: 1,
 		MarkdownDescription: "A Docker swarm-mode cluster over a set of Docker hosts, built through the Docker API: `swarm init` on the first " +
 			"manager (in key order), then every other entry of `nodes` joins. Membership changes in place: a new entry joins; a removed entry " +
 			"is drained, its tasks move, it leaves and disappears from `docker node ls`; a changed `role` promotes or demotes. Manager changes " +
 			"go one manager at a time so the raft quorum holds at every step. A failed create is not recorded: the next apply adopts the " +
-			"swarm it left and joins the rest. Refresh reports nodes that are down or left, and the next apply brings them back.",
+			"swarm it left and joins the rest. Refresh reports nodes that are down or left, and the next apply brings them back. " +
+			"No secret of the swarm is kept in the state: the join tokens are read from a manager when a node joins, and with `autolock` " +
+			"a locked manager is unlocked with the key an unlocked manager reports (keep the unlock key outside Terraform too, e.g. " +
+			"`docker swarm unlock-key -q` into your secret store: with every manager locked, only it can unlock one). " +
+			"States written before version 1 of this schema held them; they are dropped on upgrade.",
 		Attributes: map[string]schema.Attribute{
 			"id": schema.StringAttribute{
 				MarkdownDescription: "The swarm's ID (`docker info --format '{{.Swarm.Cluster.ID}}'`).",
@@ -233,8 +242,8 @@ func (r *swarmClusterResource) Schema(ctx context.Context, _ resource.SchemaRequ
 				Validators:          []validator.Int64{int64validator.AtLeast(0)},
 			},
 			"autolock": schema.BoolAttribute{
-				MarkdownDescription: "Encrypt the managers' raft keys with an unlock key (`unlock_key`) that a restarted manager needs before it " +
-					"rejoins; the provider unlocks managers it finds locked with it. Changes in place. Default: `false`.",
+				MarkdownDescription: "Encrypt the managers' raft keys with an unlock key that a restarted manager needs before it " +
+					"rejoins; the provider unlocks managers it finds locked with the key an unlocked manager reports (it never stores the key). Changes in place. Default: `false`.",
 				Optional: true,
 				Computed: true,
 				Default:  booldefault.StaticBool(false),
@@ -250,26 +259,8 @@ func (r *swarmClusterResource) Schema(ctx context.Context, _ resource.SchemaRequ
 			},
 			"rotate_join_tokens": schema.StringAttribute{
 				MarkdownDescription: "Any value; changing it (to a date, a counter...) rotates both join tokens in place, so leaked tokens stop " +
-					"working. Nodes already in the swarm are not affected.",
+					"working. Nodes already in the swarm are not affected. The tokens themselves are never in the state.",
 				Optional: true,
-			},
-			"worker_join_token": schema.StringAttribute{
-				MarkdownDescription: "The token workers join with. Sensitive.",
-				Computed:            true,
-				Sensitive:           true,
-				PlanModifiers:       []planmodifier.String{joinTokenModifier{}},
-			},
-			"manager_join_token": schema.StringAttribute{
-				MarkdownDescription: "The token managers join with. Sensitive.",
-				Computed:            true,
-				Sensitive:           true,
-				PlanModifiers:       []planmodifier.String{joinTokenModifier{}},
-			},
-			"unlock_key": schema.StringAttribute{
-				MarkdownDescription: "The key that unlocks a restarted manager when `autolock` is on (`docker swarm unlock`); null otherwise. Sensitive.",
-				Computed:            true,
-				Sensitive:           true,
-				PlanModifiers:       []planmodifier.String{unlockKeyModifier{}},
 			},
 			"timeouts": withDurationValidators(timeouts.Attributes(ctx, timeouts.Opts{Create: true, Update: true, Delete: true,
 				CreateDescription: "How long creating may take: init, every join, and waiting for nodes to be ready. Default: `10m`.",
@@ -461,7 +452,7 @@ func (r *swarmClusterResource) Read(ctx context.Context, req resource.ReadReques
 		return boolOrder(a.Role != swarm.RoleManager, b.Role != swarm.RoleManager)
 	})
 	seen := map[string]string{}
-	st, err := r.cluster(seen).Observe(ctx, state.ID.ValueString(), candidates, state.UnlockKey.ValueString())
+	st, err := r.cluster(seen).Observe(ctx, state.ID.ValueString(), candidates, "")
 	var none *swarm.NoManagerError
 	if errors.As(err, &none) && none.Gone {
 		tflog.Warn(ctx, "no configured node is in the swarm any more; removing it from state so the plan creates it again",
@@ -577,7 +568,6 @@ func (r *swarmClusterResource) Update(ctx context.Context, req resource.UpdateRe
 		Prior:            membersOf(prior, prior),
 		Settings:         settings,
 		RotateJoinTokens: !plan.RotateJoinTokens.Equal(state.RotateJoinTokens),
-		UnlockKey:        state.UnlockKey.ValueString(),
 	})
 	recordHostKeys(planned, seen)
 	addSwarmWarnings(&resp.Diagnostics, res)
@@ -607,7 +597,7 @@ func (r *swarmClusterResource) Delete(ctx context.Context, req resource.DeleteRe
 	if resp.Diagnostics.HasError() {
 		return
 	}
-	warnings, err := r.cluster(nil).Dissolve(ctx, state.ID.ValueString(), membersOf(entries, entries), state.UnlockKey.ValueString())
+	warnings, err := r.cluster(nil).Dissolve(ctx, state.ID.ValueString(), membersOf(entries, entries), "")
 	for _, w := range warnings {
 		resp.Diagnostics.AddWarning("Swarm Node Not Cleaned Up", fmt.Sprintf("Swarm %s: %s.", state.ID.ValueString(), w))
 	}
@@ -728,9 +718,6 @@ func stateOf(ctx context.Context, m swarmClusterModel, entries, prior map[string
 	m.TaskHistoryLimit = types.Int64Value(st.Settings.TaskHistoryLimit)
 	m.Autolock = types.BoolValue(st.Settings.Autolock)
 	m.CertExpiry = goDurationOf(m.CertExpiry, st.Settings.CertExpiry)
-	m.WorkerJoinToken = types.StringValue(st.WorkerJoinToken)
-	m.ManagerJoinToken = types.StringValue(st.ManagerJoinToken)
-	m.UnlockKey = nullIfEmpty(st.UnlockKey)
 	if m.RotateJoinTokens.IsUnknown() {
 		m.RotateJoinTokens = types.StringNull()
 	}

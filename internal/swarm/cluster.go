@@ -317,9 +317,35 @@ type found struct {
 
 // findManager returns the first candidate that answers as a manager of swarm id (of
 // any swarm when id is empty). Candidates are tried once each: a read must not wait.
+//
+// A candidate found locked (autolock, after its engine restarted) is unlocked with
+// unlockKey if one is given, else with the key the first unlocked manager of the swarm
+// reports: the key is read from the swarm when it is needed, never kept anywhere else.
 func (c *Cluster) findManager(ctx context.Context, id string, candidates []Member, unlockKey string) (*found, error) {
 	none := &NoManagerError{SwarmID: id, Gone: len(candidates) > 0}
 	seen := map[string]bool{}
+	type lockedManager struct {
+		eng Engine
+		m   Member
+	}
+	var locked []lockedManager
+	unlockTheLocked := func(f *found) {
+		if len(locked) == 0 {
+			return
+		}
+		key, err := f.engine.SwarmGetUnlockKey(ctx)
+		if err != nil || key.UnlockKey == "" {
+			c.log(ctx, "could not read the unlock key to unlock the locked managers", map[string]any{"manager": f.member.String()})
+			return
+		}
+		for _, l := range locked {
+			if err := l.eng.SwarmUnlock(ctx, dockerswarm.UnlockRequest{UnlockKey: key.UnlockKey}); err != nil {
+				c.log(ctx, "unlocking a locked manager failed", map[string]any{"manager": l.m.String(), "error": err.Error()})
+				continue
+			}
+			c.log(ctx, "unlocked a locked manager with the key another manager reported", map[string]any{"manager": l.m.String()})
+		}
+	}
 	for _, m := range candidates {
 		if seen[m.Target.Host] {
 			continue
@@ -349,7 +375,9 @@ func (c *Cluster) findManager(ctx context.Context, id string, candidates []Membe
 		switch {
 		case sw.LocalNodeState == dockerswarm.LocalNodeStateActive && sw.ControlAvailable && sw.Cluster != nil:
 			if id == "" || sw.Cluster.ID == id {
-				return &found{manager: &manager{engine: eng, member: m, nodeID: sw.NodeID}, id: sw.Cluster.ID}, nil
+				f := &found{manager: &manager{engine: eng, member: m, nodeID: sw.NodeID}, id: sw.Cluster.ID}
+				unlockTheLocked(f)
+				return f, nil
 			}
 			none.Tried = append(none.Tried, fmt.Sprintf("%s: a manager of another swarm (%s)", m, sw.Cluster.ID))
 		case sw.LocalNodeState == dockerswarm.LocalNodeStateActive:
@@ -358,8 +386,10 @@ func (c *Cluster) findManager(ctx context.Context, id string, candidates []Membe
 		case sw.LocalNodeState == dockerswarm.LocalNodeStateInactive:
 			none.Tried = append(none.Tried, fmt.Sprintf("%s: not in a swarm", m))
 		case sw.LocalNodeState == dockerswarm.LocalNodeStateLocked:
-			none.Tried = append(none.Tried, fmt.Sprintf("%s: locked (autolock) and no unlock key is known; run `docker swarm unlock` on it", m))
+			none.Tried = append(none.Tried, fmt.Sprintf("%s: locked (autolock), and no unlocked manager answered to read the unlock key from; "+
+				"run `docker swarm unlock` on it with the key you kept", m))
 			none.Gone = false
+			locked = append(locked, lockedManager{eng: eng, m: m})
 		default:
 			none.Tried = append(none.Tried, fmt.Sprintf("%s: swarm state %s %s", m, sw.LocalNodeState, sw.Error))
 			none.Gone = false
@@ -760,6 +790,16 @@ func (r *run) join(ctx context.Context, m Member, nodes []Node) error {
 	if err != nil {
 		return err
 	}
+	if info.Swarm.LocalNodeState == dockerswarm.LocalNodeStateLocked {
+		// A manager of this swarm whose engine restarted: unlock it with the key the
+		// manager in control reports, then it is a member like any other.
+		if err := r.unlock(ctx, eng, m); err != nil {
+			return err
+		}
+		if info, err = eng.Info(ctx); err != nil {
+			return err
+		}
+	}
 	sw := info.Swarm
 	listed := func(id string) bool { return slices.ContainsFunc(nodes, func(n Node) bool { return n.ID == id }) }
 	switch sw.LocalNodeState {
@@ -811,6 +851,24 @@ func (r *run) join(ctx context.Context, m Member, nodes []Node) error {
 	return r.waitNode(ctx, id, "to be ready after joining", func(n Node) bool {
 		return n.State == StateReady && (m.Role != RoleManager || (n.IsManager && n.Reachability == Reachable))
 	})
+}
+
+// unlock unlocks a locked manager with the run's unlock key, or the one the manager in
+// control reports.
+func (r *run) unlock(ctx context.Context, eng Engine, m Member) error {
+	key := r.unlockKey
+	if key == "" {
+		resp, err := r.ctl.engine.SwarmGetUnlockKey(ctx)
+		if err != nil || resp.UnlockKey == "" {
+			return &LockedError{Member: m.String()}
+		}
+		key = resp.UnlockKey
+	}
+	if err := eng.SwarmUnlock(ctx, dockerswarm.UnlockRequest{UnlockKey: key}); err != nil {
+		return fmt.Errorf("%s is locked and unlocking it failed: %w", m, err)
+	}
+	r.c.log(ctx, "unlocked a locked manager", map[string]any{"member": m.String()})
+	return nil
 }
 
 // recover reaches a member whose node is not ready: a node that left joins again (its

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	dockerswarm "github.com/docker/docker/api/types/swarm"
 )
 
 func newTestCluster(c *fakeCloud) *Cluster {
@@ -322,6 +324,56 @@ func TestNodesListenOnlyOnTheirAdvertiseAddress(t *testing.T) {
 	for host, addr := range want {
 		if got := cloud.engines[host].listenAddr; got != addr {
 			t.Errorf("node %s listens on %q, want %q", host, got, addr)
+		}
+	}
+}
+
+// With autolock on, a manager whose engine restarted is locked. No unlock key is kept
+// anywhere: it is read from a manager that is not locked, and the locked one unlocked.
+func TestLockedManagersAreUnlockedWithTheKeyAnotherManagerReports(t *testing.T) {
+	t.Parallel()
+	cloud := newFakeCloud("a", "b", "c")
+	cluster := newTestCluster(cloud)
+	ctx := testContext(t)
+	members := []Member{cloud.member("a", "a", RoleManager), cloud.member("b", "b", RoleManager), cloud.member("c", "c", RoleManager)}
+	first, err := cluster.Converge(ctx, Desired{Members: members, Settings: Settings{Autolock: true}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cloud.engines["a"].locked, cloud.engines["b"].locked = true, true
+
+	// A refresh: a and b are tried first and found locked; c reports the key.
+	st, err := cluster.Observe(ctx, first.ID, first.Members, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.ID != first.ID {
+		t.Fatalf("observed swarm %s, want %s", st.ID, first.ID)
+	}
+	for _, h := range []string{"a", "b"} {
+		if cloud.localState(h) != dockerswarm.LocalNodeStateActive || cloud.engines[h].locked {
+			t.Errorf("%s is still locked after the refresh", h)
+		}
+	}
+
+	// Every manager locked: nothing can report the key, and the error says what to do.
+	for _, h := range []string{"a", "b", "c"} {
+		cloud.engines[h].locked = true
+	}
+	_, err = cluster.Observe(ctx, first.ID, first.Members, "")
+	var none *NoManagerError
+	if !errors.As(err, &none) || none.Gone || !strings.Contains(err.Error(), "docker swarm unlock") {
+		t.Fatalf("with every manager locked: %v, want a NoManagerError that says to unlock one", err)
+	}
+
+	// An apply with one manager unlocked by hand unlocks the rest.
+	cloud.engines["c"].locked = false
+	if _, err := cluster.Converge(ctx, Desired{ID: first.ID, Members: first.Members, Prior: first.Members, Settings: Settings{Autolock: true}}); err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range []string{"a", "b"} {
+		if cloud.engines[h].locked {
+			t.Errorf("%s is still locked after the apply", h)
 		}
 	}
 }

@@ -84,13 +84,14 @@ func (e *NoManagerError) Error() string {
 	return what + ": " + strings.Join(e.Tried, "; ")
 }
 
-// LockedError says a manager is locked (autolock) and no unlock key is known.
+// LockedError says a manager is locked (autolock) and no unlocked manager reported the
+// unlock key.
 type LockedError struct {
 	Member string
 }
 
 func (e *LockedError) Error() string {
-	return fmt.Sprintf("%s is locked (autolock is on and its engine restarted) and no unlock key is known", e.Member)
+	return fmt.Sprintf("%s is locked (autolock is on and its engine restarted) and no unlocked manager reported the unlock key", e.Member)
 }
 
 // StepError is the failure of one step, with the steps done before it.

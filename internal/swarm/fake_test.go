@@ -44,6 +44,9 @@ type fakeEngine struct {
 	nodeID   string
 	// listenAddr is the address the engine was told to listen on for swarm management.
 	listenAddr string
+	// locked is a manager whose engine restarted with autolock on: it answers Info as
+	// locked and nothing else until SwarmUnlock gets the swarm's key.
+	locked bool
 }
 
 func newFakeCloud(hosts ...string) *fakeCloud {
@@ -119,6 +122,10 @@ func (e *fakeEngine) Info(context.Context) (system.Info, error) {
 	e.cloud.mu.Lock()
 	defer e.cloud.mu.Unlock()
 	info := system.Info{Swarm: dockerswarm.Info{NodeID: e.nodeID, LocalNodeState: dockerswarm.LocalNodeStateInactive}}
+	if e.locked {
+		info.Swarm.LocalNodeState = dockerswarm.LocalNodeStateLocked
+		return info, nil
+	}
 	if s := e.swarm; s != nil {
 		info.Swarm.LocalNodeState = dockerswarm.LocalNodeStateActive
 		for id, n := range s.nodes {
@@ -245,11 +252,29 @@ func (e *fakeEngine) SwarmUpdate(_ context.Context, v dockerswarm.Version, spec 
 	return nil
 }
 
+const fakeUnlockKey = "SWMKEY-1-fake"
+
 func (e *fakeEngine) SwarmGetUnlockKey(context.Context) (dockerswarm.UnlockKeyResponse, error) {
-	return dockerswarm.UnlockKeyResponse{UnlockKey: "SWMKEY-1-fake"}, nil
+	e.cloud.mu.Lock()
+	defer e.cloud.mu.Unlock()
+	if _, err := e.managed(); err != nil || e.locked {
+		return dockerswarm.UnlockKeyResponse{}, errNotInSwarm
+	}
+	return dockerswarm.UnlockKeyResponse{UnlockKey: fakeUnlockKey}, nil
 }
 
-func (e *fakeEngine) SwarmUnlock(context.Context, dockerswarm.UnlockRequest) error { return nil }
+func (e *fakeEngine) SwarmUnlock(_ context.Context, req dockerswarm.UnlockRequest) error {
+	e.cloud.mu.Lock()
+	defer e.cloud.mu.Unlock()
+	if !e.locked {
+		return errors.New("swarm is not locked")
+	}
+	if req.UnlockKey != fakeUnlockKey {
+		return errors.New("invalid key")
+	}
+	e.locked = false
+	return nil
+}
 
 func (e *fakeEngine) NodeList(context.Context, dockerswarm.NodeListOptions) ([]dockerswarm.Node, error) {
 	e.cloud.mu.Lock()

@@ -34,7 +34,7 @@ resource "microswarm_swarm_cluster" "this" {
   task_history_limit = 10
   autolock           = true
 
-  # Change to rotate both join tokens.
+  # Change to rotate both join tokens (which the state never holds).
   rotate_join_tokens = "2026-11"
 
   timeouts = {
@@ -46,7 +46,6 @@ output "swarm_id" {
   value = microswarm_swarm_cluster.this.id
 }
 
-output "unlock_key" {
-  value     = microswarm_swarm_cluster.this.unlock_key
-  sensitive = true
-}
+# The join tokens and the unlock key are never in the state: the provider reads them from a
+# manager when it needs them. With autolock, keep the unlock key in your secret store too
+# (`docker swarm unlock-key -q` on a manager): with every manager locked, only it unlocks one.

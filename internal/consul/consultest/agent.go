@@ -66,12 +66,14 @@ type DevAgent struct {
 	HTTPPort int
 	ports    []int
 	cmd      *exec.Cmd
+	extra    []string
 }
 
-// StartDevAgent starts a dev agent, stopped with the test.
-func StartDevAgent(t *testing.T) *DevAgent {
+// StartDevAgent starts a dev agent, stopped with the test; args are more agent flags
+// (`-encrypt=KEY`, say).
+func StartDevAgent(t *testing.T, args ...string) *DevAgent {
 	t.Helper()
-	a := &DevAgent{t: t, bin: Binary(t), HTTPPort: FreePort(t)}
+	a := &DevAgent{t: t, bin: Binary(t), HTTPPort: FreePort(t), extra: args}
 	a.ports = []int{FreePort(t), FreePort(t), FreePort(t)}
 	a.Start()
 	t.Cleanup(a.Stop)
@@ -88,6 +90,7 @@ func (a *DevAgent) Start() {
 		"-http-port="+strconv.Itoa(a.HTTPPort), "-dns-port="+strconv.Itoa(a.ports[0]),
 		"-serf-lan-port="+strconv.Itoa(a.ports[1]), "-server-port="+strconv.Itoa(a.ports[2]),
 		"-grpc-port=-1", "-grpc-tls-port=-1", "-serf-wan-port=-1", "-data-dir="+a.t.TempDir())
+	a.cmd.Args = append(a.cmd.Args, a.extra...)
 	if err := a.cmd.Start(); err != nil {
 		a.t.Fatal(err)
 	}
