@@ -16,6 +16,7 @@ import (
 	"github.com/hashicorp/terraform-plugin-framework-timeouts/resource/timeouts"
 	"github.com/hashicorp/terraform-plugin-framework-validators/setvalidator"
 	"github.com/hashicorp/terraform-plugin-framework-validators/stringvalidator"
+	"github.com/hashicorp/terraform-plugin-framework/attr"
 	"github.com/hashicorp/terraform-plugin-framework/diag"
 	"github.com/hashicorp/terraform-plugin-framework/path"
 	"github.com/hashicorp/terraform-plugin-framework/resource"
@@ -102,7 +103,7 @@ func (r *dropletNodeResource) Schema(ctx context.Context, _ resource.SchemaReque
 	resp.Schema = schema.Schema{
 		MarkdownDescription: "A DigitalOcean droplet that is a ready Docker host. Create returns once the droplet is active, " +
 			"SSH answers with the host key the provider handed the droplet through cloud-init, and the Docker API answers through SSH. " +
-			"Over that pinned session the provider then replaces the host key with one made on the node (user data stays readable from the " +
+			"Over that pinned session the provider then replaces the host key with another one derived from the create's token and its SSH key, never sent in user data (user data stays readable from the " +
 			"metadata service, so the handed-over key must open nothing) and pins the new one, exported as `ssh_host_key`. " +
 			"`name`, `tags`, `size` and `ssh_keys` change in place; the rest replaces the droplet.",
 		Attributes: map[string]schema.Attribute{
@@ -197,7 +198,7 @@ func (r *dropletNodeResource) Schema(ctx context.Context, _ resource.SchemaReque
 			},
 			"ssh_host_key": schema.StringAttribute{
 				MarkdownDescription: "The node's SSH host key (`ssh-ed25519 AAAA...`), pinned: pass it as `host_key` beside `docker_host` to every resource on this node. " +
-					"For a droplet the provider created from cloud-config (or no) user data, this is the key made on the node right after first contact, not the one user data carried.",
+					"For a droplet the provider created from cloud-config (or no) user data, this is the key installed over SSH right after first contact, not the one user data carried.",
 				Computed:      true,
 				PlanModifiers: []planmodifier.String{stringplanmodifier.UseStateForUnknown()},
 			},
@@ -250,6 +251,9 @@ func (r *dropletNodeResource) ModifyPlan(ctx context.Context, req resource.Modif
 	if !req.State.Raw.IsNull() {
 		planWhenOff(ctx, req, resp)
 	}
+	if req.State.Raw.IsNull() && r.data.cloud != nil && r.data.stack != nil && r.data.stack.ID == "" {
+		r.refuseUnclaimed(ctx, req, resp)
+	}
 	if r.data.cloud == nil {
 		resp.Diagnostics.AddError("Missing DigitalOcean Token",
 			"microswarm_droplet_node needs the provider's do_token (or the "+envToken+" environment variable).")
@@ -286,6 +290,42 @@ func planWhenOff(ctx context.Context, req resource.ModifyPlanRequest, resp *reso
 	}
 	resp.Diagnostics.Append(resp.Plan.SetAttribute(ctx, path.Root("status"), types.StringValue("active"))...)
 	resp.Diagnostics.AddWarning("Droplet Found Off", fmt.Sprintf("Droplet %s is off; this plan %s.", name.ValueString(), what))
+}
+
+// refuseUnclaimed fails the plan of a create, with no stack_id, that would meet droplets an
+// identical configuration left pending and no live run holds: this workspace's lost
+// creates, or another workspace's not yet claimed, which nothing can tell apart. Plans
+// with values not known yet are checked by the create itself.
+func (r *dropletNodeResource) refuseUnclaimed(ctx context.Context, req resource.ModifyPlanRequest, resp *resource.ModifyPlanResponse) {
+	var plan dropletNodeModel
+	resp.Diagnostics.Append(req.Plan.Get(ctx, &plan)...)
+	if resp.Diagnostics.HasError() {
+		return
+	}
+	for _, v := range []attr.Value{plan.Name, plan.Region, plan.Size, plan.Image, plan.UserData, plan.SSHKeys, plan.Tags, plan.Monitoring} {
+		if v.IsUnknown() {
+			return
+		}
+	}
+	spec, diags := r.spec(ctx, plan)
+	if diags.HasError() {
+		return
+	}
+	fingerprint, err := providerKeyFingerprint(r.data.sshPublicKey)
+	if err != nil {
+		return // ModifyPlan reports a missing key
+	}
+	spec.SSHKeys = append(spec.SSHKeys, fingerprint)
+	spec.PendingTag = r.data.stack.PendingTag(spec)
+	left, err := r.data.cloud.Unclaimed(ctx, spec)
+	if err != nil {
+		resp.Diagnostics.AddWarning("Could Not Look for Pending Droplets", fmt.Sprintf(
+			"Listing the droplets an interrupted create of %s may have left failed, so the apply checks: %s.", spec.Name, err))
+		return
+	}
+	if len(left) > 0 {
+		resp.Diagnostics.AddError("Droplet Left Pending by an Interrupted Run", unclaimedDetail(&droplet.UnclaimedError{Droplets: left}))
+	}
 }
 
 // checkSlugs checks the region, size and image a plan creates or changes against the
@@ -348,50 +388,79 @@ func (r *dropletNodeResource) Create(ctx context.Context, req resource.CreateReq
 	plan.IdempotencyToken = types.StringValue(creq.token)
 
 	d, adopted, err := r.data.cloud.Create(ctx, creq.spec)
+	var unclaimed *droplet.UnclaimedError
+	if errors.As(err, &unclaimed) {
+		resp.Diagnostics.AddError("Droplet Left Pending by an Interrupted Run", unclaimedDetail(unclaimed))
+		return
+	}
 	if err != nil {
 		resp.Diagnostics.AddError("Could Not Create Droplet", err.Error())
 		return
 	}
+	token := creq.token
 	hostKey := creq.hostKey
 	if adopted {
-		// It got the host key derived from its own create's token: pin that one.
-		plan.IdempotencyToken = types.StringValue(d.IdempotencyToken)
-		if hostKey, err = r.data.stack.HostKey(d.IdempotencyToken); err != nil {
+		// It got the host key derived from its own create's token: pin that one (or the
+		// one that create rotated to, derived from the same token).
+		token = d.IdempotencyToken
+		if hostKey, err = r.data.stack.HostKey(token); err != nil {
 			resp.Diagnostics.AddError("Could Not Derive the Adopted Droplet's Host Key", fmt.Sprintf("Droplet %d: %s.", d.ID, err))
 			return
 		}
-		resp.Diagnostics.AddWarning("Adopted a Droplet From an Interrupted Create", adoptedDetail(d, creq.pinned, r.data.stack.ID))
+		resp.Diagnostics.AddWarning("Adopted a Droplet From an Interrupted Create", adoptedDetail(d, creq.pinned))
+	}
+	plan.IdempotencyToken = types.StringValue(token)
+	rotated, err := r.data.stack.RotatedHostKey(token)
+	if err != nil {
+		resp.Diagnostics.AddError("Could Not Derive the Node's Host Key", fmt.Sprintf("Droplet %d: %s.", d.ID, err))
+		return
 	}
 	plan.ID = types.StringValue(strconv.Itoa(d.ID))
-	// Saved before the long waits: a failure from here on taints the droplet instead of orphaning it.
+	// Saved before the long waits: a failure from here on taints the droplet instead of
+	// orphaning it. The droplet stays pending (adoptable by the next apply of this stack
+	// once this run is over) until a Read, which only runs for resources in state, claims
+	// it: terraform may be killed before it saves this state.
 	r.fillComputed(&plan, d, "", "")
 	resp.Diagnostics.Append(resp.State.Set(ctx, &plan)...)
 	if resp.Diagnostics.HasError() {
-		return // not in state: left pending, so the next apply adopts it
+		return
 	}
-	// In state from here, tainted if Create fails: claimed however Create ends.
-	defer r.claim(ctx, d.ID, creq.spec.PendingTag, &resp.Diagnostics)
 
 	target := conn.Target{} // a key user data could not carry: known_hosts or host_key_policy decide
 	if creq.pinned {
-		target.HostKey = hostKey.Public
+		// The key user data handed over, or the one that replaces it (an adopted droplet
+		// whose lost create got that far): both derived from the token, nothing else.
+		target.HostKey = hostKey.Public + "\n" + rotated.Public
 	}
 	d, ready, diags := r.waitReady(ctx, d.ID, target)
 	resp.Diagnostics.Append(diags...)
 	if resp.Diagnostics.HasError() {
 		return
 	}
-	if creq.pinned {
+	if creq.pinned && ready.HostKey != rotated.Public {
 		// The private key handed over in user_data stays readable from the metadata
 		// service: replace it at once, over the session pinned to it, and pin the new one.
-		ready.HostKey, diags = r.rotateHostKey(ctx, d, hostKey.Public)
-		resp.Diagnostics.Append(diags...)
+		resp.Diagnostics.Append(r.rotateHostKey(ctx, d, hostKey.Public, rotated)...)
 		if resp.Diagnostics.HasError() {
 			return
 		}
 	}
+	if creq.pinned {
+		ready.HostKey = rotated.Public
+	}
 	r.fillComputed(&plan, d, ready.HostKey, ready.DockerVersion)
 	resp.Diagnostics.Append(resp.State.Set(ctx, &plan)...)
+}
+
+// unclaimedDetail explains a create refused because droplets an identical configuration
+// left pending cannot be told to be this workspace's.
+func unclaimedDetail(e *droplet.UnclaimedError) string {
+	return fmt.Sprintf("Nothing was created: %s. Adopting them could give this workspace another workspace's nodes, "+
+		"and creating more could orphan this workspace's. If the interrupted apply was this workspace's, import each one "+
+		"into this node's address (terraform import ADDRESS ID), then apply again. If another workspace of this "+
+		"configuration made them, run terraform plan or apply there (its refresh claims them) and give each workspace "+
+		"its own provider stack_id, so their creates never meet. With stack_id set, an interrupted create is adopted "+
+		"by the next apply on its own.", e.Error())
 }
 
 // createRequest is what Create sends for a plan.
@@ -446,64 +515,44 @@ func (r *dropletNodeResource) prepareCreate(ctx context.Context, plan dropletNod
 
 // adoptedDetail explains an adoption, and how the adopted droplet's host key is checked:
 // exactly as a created droplet's, never on trust.
-func adoptedDetail(d *droplet.Droplet, pinned bool, stackID string) string {
-	key := "Its host key is the one that create handed it in user data (derived again from the create's token), pinned as " +
-		"for a new droplet and then rotated; if that create had rotated it already, the key is refused and the droplet is " +
-		"kept, tainted, so the next apply replaces it."
+func adoptedDetail(d *droplet.Droplet, pinned bool) string {
+	key := "Its host key is the one that create handed it in user data, or the one that replaces it right after, both " +
+		"derived again from the create's token and the provider's SSH key: pinned as for a new droplet."
 	if !pinned {
 		key = "Its user data could not carry a host key, so its own key is checked as for a new droplet: by the provider's " +
 			"ssh_known_hosts_file or host_key_policy."
 	}
-	if stackID == "" {
-		key += " The provider sets no stack_id: if another workspace with the same configuration and SSH key is applying at " +
-			"this very moment, this droplet may be its in-flight create; give each workspace its own stack_id to rule that out."
-	}
-	return fmt.Sprintf("Droplet %d (%s in %s) was made by an earlier run of this node's create that did not finish (the apply "+
-		"stopped before Terraform saved it). It still carries that create's pending tag, which only the same stack (stack_id "+
-		"and SSH key) computes for the same name, region and settings, so it was adopted rather than created again. %s",
-		d.ID, d.Name, d.Region, key)
+	return fmt.Sprintf("Droplet %d (%s in %s) was made by an earlier run of this node's create that is no longer going "+
+		"(killed or interrupted before Terraform saved it). It still carries that create's pending tag, which only the "+
+		"same stack (stack_id and SSH key) computes for the same name, region and settings, and the tag of a run whose "+
+		"lease lapsed, so it was adopted rather than created again. %s", d.ID, d.Name, d.Region, key)
 }
 
-// claim ends a create: the droplet, now in state (tainted if Create fails), loses its
-// pending tag, so no later create adopts it, not another workspace's, not a
-// create_before_destroy replacement of this node (whose destroy would delete it). It runs
-// however Create ends, on a deadline of its own: the create's may have passed.
-func (r *dropletNodeResource) claim(ctx context.Context, id int, pendingTag string, diags *diag.Diagnostics) {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
-	defer cancel()
-	if err := r.data.cloud.Claim(ctx, id, pendingTag); err != nil {
-		diags.AddError("Could Not Claim Droplet", fmt.Sprintf("Droplet %d: %s. It is kept in state (tainted). Until its tag %s "+
-			"is deleted, a later create of this node with the same settings would adopt it: delete that tag in the DigitalOcean "+
-			"console or API, then apply again (or run terraform untaint).", id, err, pendingTag))
-	}
-}
-
-// rotateHostKey replaces the host key a new droplet got through user_data with one made
-// on the node, and returns the new key once sshd presents it.
-func (r *dropletNodeResource) rotateHostKey(ctx context.Context, d *droplet.Droplet, handedOver string) (string, diag.Diagnostics) {
+// rotateHostKey replaces the host key a new droplet got through user_data with the
+// derived one that follows it, and checks that sshd presents it.
+func (r *dropletNodeResource) rotateHostKey(ctx context.Context, d *droplet.Droplet, handedOver string, rotated droplet.HostKey) diag.Diagnostics {
 	var diags diag.Diagnostics
 	host := r.dockerHost(d)
 	h, err := r.data.pool.Open(ctx, conn.Target{Host: host, HostKey: handedOver})
-	var rotated string
 	if err == nil {
-		rotated, err = droplet.RotateHostKey(ctx, h)
+		err = droplet.InstallHostKey(ctx, h, rotated)
 	}
 	if err == nil {
 		// A fresh connection pinned to the new key proves sshd serves it.
-		_, err = r.data.pool.Open(ctx, conn.Target{Host: host, HostKey: rotated})
+		_, err = r.data.pool.Open(ctx, conn.Target{Host: host, HostKey: rotated.Public})
 	}
 	if err != nil {
 		diags.AddError("Could Not Rotate the Node's Host Key", fmt.Sprintf("Droplet %d (%s): %s. The droplet is kept (and tainted): "+
 			"the host key in its user_data is readable from the metadata service, so apply again to replace it.", d.ID, host, err))
-		return "", diags
 	}
-	return rotated, diags
+	return diags
 }
 
 // dropletTagsDescription describes tags, and the provider's own tags beside them.
 var dropletTagsDescription = "Tags. Change in place. The provider also writes tags of its own, not shown here and not allowed here: `" +
 	droplet.ManagedTag + "`, `" + droplet.IdempotencyTagPrefix + "TOKEN`, `" + droplet.StackTagPrefix + "ID` (the provider's `stack_id`) " +
-	"and, until the create finishes, `" + droplet.PendingTagPrefix + "...`, by which an interrupted create's droplet is found again."
+	"and, until a refresh reads the droplet, `" + droplet.PendingTagPrefix + "...` and `" + droplet.RunTagPrefix + "RUN`, by which an interrupted create's droplet is found again " +
+	"(see Interrupted and concurrent applies)."
 
 // newIdempotencyToken is 128 random bits, hex: unique to one node of one stack.
 func newIdempotencyToken() (string, error) {
@@ -564,6 +613,14 @@ func (r *dropletNodeResource) Read(ctx context.Context, req resource.ReadRequest
 	if err != nil {
 		resp.Diagnostics.AddError("Could Not Read Droplet", err.Error())
 		return
+	}
+	if d.Pending || d.RunID != "" {
+		// Read runs only for a resource in state: the state holds this droplet, so no
+		// later create may adopt it. Claimed here, never at the end of Create.
+		if err := r.data.cloud.Claim(ctx, d); err != nil {
+			resp.Diagnostics.AddWarning("Could Not Claim Droplet", fmt.Sprintf("Droplet %d: %s. It is in state, but keeps the "+
+				"pending tag of its create until a refresh claims it; the next plan tries again.", id, err))
+		}
 	}
 	hostKey, dockerVersion := state.SSHHostKey.ValueString(), state.DockerVersion.ValueString()
 	if state.SSHHostKey.IsNull() && d.Status == "active" && d.PublicIPv4 != "" {
@@ -775,7 +832,7 @@ func (r *dropletNodeResource) registerProviderKey(ctx context.Context) (string, 
 	if err != nil {
 		return "", err
 	}
-	fingerprint := ssh.FingerprintLegacyMD5(pub)
+	fingerprint, _ := providerKeyFingerprint(d.sshPublicKey)
 	sum := sha256.Sum256(pub.Marshal())
 	name := "microswarm-provider-" + hex.EncodeToString(sum[:4])
 	key, err := d.cloud.EnsureSSHKey(ctx, name, d.sshPublicKey, fingerprint)
@@ -784,6 +841,16 @@ func (r *dropletNodeResource) registerProviderKey(ctx context.Context) (string, 
 	}
 	d.registeredKey = key
 	return key, nil
+}
+
+// providerKeyFingerprint is the account key id the provider's key is registered under
+// (its MD5 fingerprint), known without asking the API.
+func providerKeyFingerprint(publicKey string) (string, error) {
+	pub, _, _, _, err := ssh.ParseAuthorizedKey([]byte(publicKey))
+	if err != nil {
+		return "", err
+	}
+	return ssh.FingerprintLegacyMD5(pub), nil
 }
 
 func (r *dropletNodeResource) dockerHost(d *droplet.Droplet) string {
