@@ -48,7 +48,7 @@ func InstallHostKey(ctx context.Context, h *conn.Host, key HostKey) error {
 		return fmt.Errorf("installing the host key: %q is not a public key", public)
 	}
 	command := "sh -c '" + strings.ReplaceAll(installHostKeyScript, "'", `'"'"'`) + "' install-host-key '" + public + "'"
-	if _, err := h.Run(ctx, command, strings.NewReader(key.PrivatePEM)); err != nil {
+	if _, err := h.RunIdempotent(ctx, command, key.PrivatePEM); err != nil {
 		return fmt.Errorf("installing the node's new host key: %w", err)
 	}
 	return nil
