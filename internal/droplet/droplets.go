@@ -322,8 +322,8 @@ func (c *Client) adoptable(ctx context.Context, spec Spec) (*Droplet, error) {
 		if err != nil {
 			return nil, err
 		}
-		if state == RunLive {
-			continue // another run's create in flight, or its terraform not done saving
+		if state != RunDead {
+			continue // another run's create in flight, or in a state a run saved
 		}
 		if spec.StackID == "" {
 			unclaimed = append(unclaimed, d)
@@ -422,6 +422,9 @@ func (c *Client) Claim(ctx context.Context, d *Droplet) error {
 	for _, tag := range tags {
 		if left, err := c.hasDroplets(ctx, tag); err == nil && !left {
 			_ = c.deleteTag(ctx, tag)
+			if run, isRun := strings.CutPrefix(tag, RunTagPrefix); isRun {
+				_ = c.deleteTag(ctx, LeaseTagPrefix+run+":"+leaseDone) // the run's last droplet is in a state
+			}
 		}
 	}
 	d.Pending, d.PendingTag, d.RunID = false, "", ""
@@ -597,4 +600,36 @@ func (c *Client) EnsureSSHKey(ctx context.Context, name, publicKey, fingerprint 
 		return "", err
 	}
 	return key.Fingerprint, nil
+}
+
+// ByAddress returns the droplet with the given public or private IPv4 address, or nil
+// when the account has none: for a delete that cannot reach a node and must know whether
+// the node is gone for good.
+func (c *Client) ByAddress(ctx context.Context, ip string) (*Droplet, error) {
+	opt := &godo.ListOptions{Page: 1, PerPage: 200}
+	for {
+		var page []godo.Droplet
+		var resp *godo.Response
+		err := c.call(ctx, "list droplets", func(ctx context.Context) (r *godo.Response, err error) {
+			page, r, err = c.api.Droplets.List(ctx, opt)
+			resp = r
+			return r, err
+		})
+		if err != nil {
+			return nil, err
+		}
+		for i := range page {
+			if d := fromGodo(&page[i]); d.PublicIPv4 == ip || d.PrivateIPv4 == ip {
+				return d, nil
+			}
+		}
+		if resp == nil || resp.Links == nil || resp.Links.IsLastPage() {
+			return nil, nil
+		}
+		next, err := resp.Links.CurrentPage()
+		if err != nil {
+			return nil, fmt.Errorf("list droplets: reading the page number: %w", err)
+		}
+		opt.Page = next + 1
+	}
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -27,6 +28,12 @@ import (
 // that is renewed while it watches is a live run. A run killed with its terraform stops
 // renewing at once (a provider left behind by a SIGKILLed terraform notices that its
 // parent changed), so its lease lapses within leaseTTL.
+//
+// A run that ends normally is not dead in that sense: terraform has saved its state, which
+// holds the run's droplets until a refresh claims them. So when terraform closes the
+// provider (FinishRuns, from main), each run still holding a lease replaces it with
+// LeaseTagPrefix+RUN+":done"; a done run's droplets are never adopted and never refused
+// as unclaimed. A run whose terraform died never gets there: its lease lapses.
 
 // RunTagPrefix starts the tag naming the run that created (or adopted) a droplet. Hidden.
 const RunTagPrefix = "microswarm-run:"
@@ -67,10 +74,47 @@ func (l *lease) halt() {
 	}
 }
 
+// allLeases are this process's leases, for FinishRuns.
+var allLeases struct {
+	mu     sync.Mutex
+	leases []*lease
+}
+
 func newLease(c *Client, ttl time.Duration) *lease {
 	b := make([]byte, 8)
 	_, _ = rand.Read(b)
-	return &lease{c: c, run: hex.EncodeToString(b), ttl: ttl, ppid: os.Getppid()}
+	l := &lease{c: c, run: hex.EncodeToString(b), ttl: ttl, ppid: os.Getppid()}
+	allLeases.mu.Lock()
+	allLeases.leases = append(allLeases.leases, l)
+	allLeases.mu.Unlock()
+	return l
+}
+
+// FinishRuns marks every run of this process that still holds a lease as ended normally
+// (see leaseDone). Call it when terraform has closed the provider, never after terraform
+// died: it checks that the process that started this one is still its parent.
+func FinishRuns(ctx context.Context) {
+	time.Sleep(100 * time.Millisecond) // a parent that died is reparented by now
+	allLeases.mu.Lock()
+	leases := slices.Clone(allLeases.leases)
+	allLeases.mu.Unlock()
+	for _, l := range leases {
+		l.finish(ctx)
+	}
+}
+
+// finish marks the run as ended normally, if it holds a lease and its parent lives.
+func (l *lease) finish(ctx context.Context) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.active || os.Getppid() != l.ppid {
+		return
+	}
+	close(l.done)
+	l.active = false
+	if l.c.createTag(ctx, LeaseTagPrefix+l.run+":"+leaseDone) == nil {
+		_ = l.c.deleteTag(ctx, l.tag)
+	}
 }
 
 // RunID is this Client's run: the tag RunTagPrefix+RunID marks the droplets it creates.
@@ -189,10 +233,14 @@ func (c *Client) leases(ctx context.Context) (map[string]time.Time, error) {
 			}
 			run, exp, ok := strings.Cut(rest, ":")
 			ms, err := strconv.ParseInt(exp, 10, 64)
+			if ok && exp == leaseDone {
+				out[run] = doneExpiry
+				continue
+			}
 			if !ok || err != nil {
 				continue
 			}
-			if e := time.UnixMilli(ms); e.After(out[run]) {
+			if e := time.UnixMilli(ms); e.After(out[run]) && !out[run].Equal(doneExpiry) {
 				out[run] = e
 			}
 		}
@@ -207,6 +255,11 @@ func (c *Client) leases(ctx context.Context) (map[string]time.Time, error) {
 	}
 }
 
+// leaseDone ends the lease tag of a run that ended normally; doneExpiry stands for it.
+const leaseDone = "done"
+
+var doneExpiry = time.Unix(1<<40, 0)
+
 // RunState is what another run's lease says.
 type RunState int
 
@@ -215,6 +268,8 @@ const (
 	RunDead RunState = iota
 	// RunLive: the run renewed its lease while we watched: it is still going.
 	RunLive
+	// RunDone: the run ended normally (FinishRuns): its droplets are in its state.
+	RunDone
 )
 
 // runState tells whether run is live, watching its lease until it is renewed (live) or
@@ -234,6 +289,9 @@ func (c *Client) runState(ctx context.Context, run string) (RunState, error) {
 			return RunLive, err
 		}
 		exp := leases[run]
+		if exp.Equal(doneExpiry) {
+			return RunDone, nil
+		}
 		if exp.IsZero() || time.Now().After(exp.Add(c.lease.skew())) {
 			return RunDead, nil
 		}
@@ -267,7 +325,7 @@ func (c *Client) runLiveNow(ctx context.Context, run string) (bool, error) {
 		return false, err
 	}
 	exp := leases[run]
-	return !exp.IsZero() && time.Now().Before(exp.Add(c.lease.skew())), nil
+	return !exp.IsZero() && time.Now().Before(exp.Add(c.lease.skew())), nil // done: far in the future
 }
 
 func (c *Client) createTag(ctx context.Context, name string) error {

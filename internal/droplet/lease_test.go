@@ -3,6 +3,8 @@ package droplet
 import (
 	"context"
 	"errors"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 )
@@ -107,8 +109,10 @@ func TestLeaseEndsWhenItsDropletsAreClaimed(t *testing.T) {
 		t.Fatal(err)
 	}
 	time.Sleep(2 * testLeaseTTL)
-	if leases := api.leaseTags(); len(leases) != 1 {
-		t.Fatalf("leases while a droplet is pending: %v, want this run's one", leases)
+	if leases := api.leaseTags(); len(leases) == 0 || slices.ContainsFunc(leases, func(l string) bool {
+		return !strings.HasPrefix(l, LeaseTagPrefix+c.RunID()+":")
+	}) {
+		t.Fatalf("leases while a droplet is pending: %v, want this run's", leases)
 	}
 	if err := c.Claim(ctx, d); err != nil {
 		t.Fatal(err)
@@ -122,5 +126,41 @@ func TestLeaseEndsWhenItsDropletsAreClaimed(t *testing.T) {
 	}
 	if api.hasTag(RunTagPrefix + c.RunID()) {
 		t.Fatal("the run tag outlived the claim of its last droplet")
+	}
+}
+
+// A run that ended normally (terraform closed the provider: its state holds the run's
+// droplets) is neither adopted from, with a stack id, nor refused as unclaimed without
+// one: the next create makes its own droplet. The first claim of its last droplet ends
+// its done lease.
+func TestARunThatEndedNormallyKeepsItsDroplets(t *testing.T) {
+	t.Parallel()
+	for name, stackID := range map[string]string{"with a stack id": "s", "without": ""} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			api, finished := newDropletsAPI(t)
+			ctx := context.Background()
+			stack := testStack(t, stackID)
+			theirs, _, err := finished.Create(ctx, createSpec(stack, "tok-1"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			finished.lease.finish(ctx)
+			time.Sleep(2 * testLeaseTTL) // long past any lease
+			c := api.client()
+			if left, err := c.Unclaimed(ctx, createSpec(stack, "")); err != nil || len(left) != 0 {
+				t.Fatalf("Unclaimed beside a finished run's droplet = %v, %v; want none", left, err)
+			}
+			mine, adopted, err := c.Create(ctx, createSpec(stack, "tok-2"))
+			if err != nil || adopted || mine.ID == theirs.ID {
+				t.Fatalf("create beside a finished run's droplet = %+v (adopted %v), %v; want one of its own", mine, adopted, err)
+			}
+			if err := c.Claim(ctx, theirs); err != nil {
+				t.Fatal(err)
+			}
+			if api.hasTag(LeaseTagPrefix + finished.RunID() + ":done") {
+				t.Fatal("the done lease outlived the claim of the run's last droplet")
+			}
+		})
 	}
 }
