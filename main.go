@@ -4,10 +4,12 @@ import (
 	"context"
 	"flag"
 	"log"
+	"time"
 
 	"github.com/hashicorp/terraform-plugin-framework/providerserver"
 	tfaddr "github.com/hashicorp/terraform-registry-address"
 
+	"github.com/microswarm/terraform-provider-microswarm/internal/droplet"
 	"github.com/microswarm/terraform-provider-microswarm/internal/provider"
 )
 
@@ -28,6 +30,11 @@ func main() {
 		Debug:           debug,
 		ProtocolVersion: 6,
 	})
+	// terraform closed the provider at the end of its run (a killed terraform never gets
+	// here): the droplets this run created are in its state, not adoptable.
+	ctx, cancel := context.WithTimeout(context.Background(), 1500*time.Millisecond)
+	droplet.FinishRuns(ctx)
+	cancel()
 	if err != nil {
 		log.Fatal(err.Error())
 	}

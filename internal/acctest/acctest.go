@@ -66,6 +66,7 @@ func Run(m *testing.M) int {
 		_ = os.Setenv("DIGITALOCEAN_API_URL", cloud.URL())
 		_ = os.Setenv("DIGITALOCEAN_TOKEN", cloud.Token())
 		code := m.Run()
+		removePlugin()
 		closeCtx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 		defer cancel()
 		if err := cloud.Close(closeCtx); err != nil {
@@ -94,6 +95,16 @@ func useLocalCloud(getenv func(string) string) bool {
 
 // localCloud is the local cloud Run started, if any.
 var localCloud *emulator.Cloud
+
+// LocalCloud is the local cloud the tests run against, for tests that switch its faults
+// or manners; it skips (fails in CI) a test run against another API.
+func LocalCloud(t *testing.T) *emulator.Cloud {
+	t.Helper()
+	if localCloud == nil {
+		SkipOrFailInCI(t, "this test switches the local cloud's faults: it needs the local cloud, started by acctest.Run")
+	}
+	return localCloud
+}
 
 // TagImage gives an image in the local cloud's registry another tag (repo as on Docker
 // Hub, e.g. "hashicorp/consul"), which the nodes then pull like any image. On the real

@@ -26,6 +26,10 @@ type testSSHServer struct {
 	listener  net.Listener
 	mu        sync.Mutex
 	liveConns []net.Conn
+	// cutSessions ends the next N exec sessions without running them or an exit status;
+	// dropOnExec drops the whole connection on the next N execs.
+	cutSessions atomic.Int32
+	dropOnExec  atomic.Int32
 }
 
 func newTestKey(t *testing.T) (ssh.Signer, []byte) {
@@ -153,7 +157,7 @@ func (s *testSSHServer) serve(c net.Conn, cfg *ssh.ServerConfig) {
 		case "session":
 			ch, chReqs, err := nc.Accept()
 			if err == nil {
-				go serveSession(ch, chReqs)
+				go s.serveSession(c, ch, chReqs)
 			}
 			continue
 		default:
@@ -183,7 +187,7 @@ func (s *testSSHServer) serve(c net.Conn, cfg *ssh.ServerConfig) {
 }
 
 // serveSession runs an "exec" request with the local shell, as sshd would on the node.
-func serveSession(ch ssh.Channel, reqs <-chan *ssh.Request) {
+func (s *testSSHServer) serveSession(c net.Conn, ch ssh.Channel, reqs <-chan *ssh.Request) {
 	defer ch.Close()
 	for r := range reqs {
 		if r.Type != "exec" {
@@ -196,6 +200,13 @@ func serveSession(ch ssh.Channel, reqs <-chan *ssh.Request) {
 			return
 		}
 		_ = r.Reply(true, nil)
+		if s.dropOnExec.Add(-1) >= 0 {
+			_ = c.Close()
+			return
+		}
+		if s.cutSessions.Add(-1) >= 0 {
+			return // the channel closes with no exit status
+		}
 		cmd := exec.Command("sh", "-c", msg.Command)
 		cmd.Stdin, cmd.Stdout, cmd.Stderr = ch, ch, ch.Stderr()
 		status := uint32(0)

@@ -43,7 +43,7 @@ const authorizedKeysCommand = `umask 077 && mkdir -p ~/.ssh && cat > ~/.ssh/auth
 // the keys this provider installed before (old) to want. Lines it did not install (keys
 // from user data, or added by hand) stay.
 func SetAuthorizedKeys(ctx context.Context, h *conn.Host, old, want []string) error {
-	current, err := h.Run(ctx, "cat ~/.ssh/authorized_keys 2>/dev/null || true", nil)
+	current, err := h.RunIdempotent(ctx, "cat ~/.ssh/authorized_keys 2>/dev/null || true", "")
 	if err != nil {
 		return err
 	}
@@ -51,7 +51,7 @@ func SetAuthorizedKeys(ctx context.Context, h *conn.Host, old, want []string) er
 	if err != nil {
 		return err
 	}
-	if _, err := h.Run(ctx, authorizedKeysCommand, strings.NewReader(merged)); err != nil {
+	if _, err := h.RunIdempotent(ctx, authorizedKeysCommand, merged); err != nil { // writes the same file whole, however often
 		return fmt.Errorf("writing authorized_keys: %w", err)
 	}
 	return nil

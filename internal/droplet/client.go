@@ -6,8 +6,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
+	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/digitalocean/godo"
@@ -54,22 +58,36 @@ type ClientOptions struct {
 	UserAgent string
 	// HTTPClient carries requests; default http.DefaultTransport with a timeout.
 	HTTPClient *http.Client
-	// Retry tunes retries on 429 and 5xx; zero values take the defaults.
+	// Retry tunes retries on 429, 5xx and lost answers; zero values take the defaults.
 	Retry RetryPolicy
+	// LeaseTTL is how long this run's lease holds without renewal (see RunTagPrefix).
+	// Default DefaultLeaseTTL.
+	LeaseTTL time.Duration
+	// ListLag is how long the API may take to list a new droplet by tag; a create whose
+	// answer was lost looks for its droplet that long before sending the request again.
+	// Default DefaultListLag.
+	ListLag time.Duration
 }
 
-// RetryPolicy bounds retries of rate-limited (429) and failed (5xx) requests.
+// DefaultListLag bounds how long DigitalOcean takes to list a droplet by tag after its create.
+const DefaultListLag = 15 * time.Second
+
+// RetryPolicy bounds retries of rate-limited (429), failed (5xx) and lost requests (the
+// connection dropped, or no answer within the HTTP client's timeout). The context (the
+// resource's timeout) bounds them all.
 type RetryPolicy struct {
-	MaxAttempts int           // default 8
+	MaxAttempts int           // default 10
 	MinWait     time.Duration // default 500ms, doubled per attempt
-	MaxWait     time.Duration // default 30s; also caps waiting for a rate-limit reset
+	MaxWait     time.Duration // default 30s; a 429's Retry-After or reset is waited out in full
 }
 
 // Client is the provider's handle on the DigitalOcean API.
 type Client struct {
-	api   *godo.Client
-	retry RetryPolicy
-	adopt adoptions
+	api     *godo.Client
+	retry   RetryPolicy
+	adopt   adoptions
+	lease   *lease
+	listLag time.Duration
 }
 
 // NewClient builds a Client.
@@ -102,7 +120,7 @@ func NewClient(opts ClientOptions) (*Client, error) {
 	}
 	r := opts.Retry
 	if r.MaxAttempts <= 0 {
-		r.MaxAttempts = 8
+		r.MaxAttempts = 10
 	}
 	if r.MinWait <= 0 {
 		r.MinWait = 500 * time.Millisecond
@@ -110,7 +128,16 @@ func NewClient(opts ClientOptions) (*Client, error) {
 	if r.MaxWait <= 0 {
 		r.MaxWait = 30 * time.Second
 	}
-	return &Client{api: api, retry: r}, nil
+	c := &Client{api: api, retry: r, listLag: opts.ListLag}
+	if c.listLag <= 0 {
+		c.listLag = DefaultListLag
+	}
+	ttl := opts.LeaseTTL
+	if ttl <= 0 {
+		ttl = DefaultLeaseTTL
+	}
+	c.lease = newLease(c, ttl)
+	return c, nil
 }
 
 // Godo exposes the underlying client, for tests and rare calls not wrapped here.
@@ -131,42 +158,53 @@ func (t bearerTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	return next.RoundTrip(req)
 }
 
-// call runs one API request, retrying on 429 (until the rate limit resets, capped) and
-// 5xx (with exponential backoff), and maps the final error to *APIError.
+// call runs one API request, retrying on 429 (after Retry-After or the rate limit's
+// reset, capped), 5xx and lost answers (with exponential backoff), within ctx, and maps
+// the final error to *APIError. Only for requests that are safe to repeat (GET, DELETE,
+// tagging); see callRechecking.
 func (c *Client) call(ctx context.Context, op string, fn func(context.Context) (*godo.Response, error)) error {
 	return c.callRechecking(ctx, op, fn, nil)
 }
 
 // callRechecking is call for requests that are not idempotent: before each retry,
-// recheck (if set) learns whether the failed attempt took effect after all; done stops
-// the retries with the last error, err stops them with that error.
+// recheck (if set) learns whether the failed attempt took effect after all (status is
+// the answer's HTTP status, 0 when none came); done stops the retries with the last
+// error, err stops them with that error.
 func (c *Client) callRechecking(ctx context.Context, op string, fn func(context.Context) (*godo.Response, error),
 	recheck func(ctx context.Context, status int) (done bool, err error)) error {
 	wait := c.retry.MinWait
+	started := time.Now()
 	for attempt := 1; ; attempt++ {
 		resp, err := fn(ctx)
 		if err == nil {
 			return nil
 		}
 		mapped := mapError(op, resp, err)
-		var apiErr *APIError
-		if !errors.As(mapped, &apiErr) || attempt >= c.retry.MaxAttempts || !retryable(apiErr.Status) {
+		status, transient := classify(ctx, mapped)
+		if !transient {
 			return mapped
 		}
-		pause := wait
-		if apiErr.Status == http.StatusTooManyRequests && resp != nil && !resp.Reset.IsZero() {
-			pause = max(time.Until(resp.Reset.Time), c.retry.MinWait)
+		if attempt >= c.retry.MaxAttempts {
+			return fmt.Errorf("%w (tried %d times over %s)", mapped, attempt, time.Since(started).Round(time.Millisecond))
 		}
-		pause = min(pause, c.retry.MaxWait)
+		pause := min(wait, c.retry.MaxWait)
+		if asked := rateLimitPause(resp); status == http.StatusTooManyRequests && asked > 0 {
+			// What the API asks for, uncapped: an earlier try only meets another 429.
+			pause = max(asked, c.retry.MinWait)
+		}
+		if deadline, ok := ctx.Deadline(); ok && time.Until(deadline) < pause {
+			return fmt.Errorf("%w (tried %d times over %s; the next try, in %s, would pass the resource's timeout (%w): raise it, or try again later)",
+				mapped, attempt, time.Since(started).Round(time.Millisecond), pause.Round(time.Millisecond), context.DeadlineExceeded)
+		}
 		timer := time.NewTimer(pause)
 		select {
 		case <-ctx.Done():
 			timer.Stop()
-			return fmt.Errorf("%w (gave up retrying: %w)", mapped, ctx.Err())
+			return fmt.Errorf("%w (gave up retrying after %d tries: %w)", mapped, attempt, ctx.Err())
 		case <-timer.C:
 		}
 		if recheck != nil {
-			done, err := recheck(ctx, apiErr.Status)
+			done, err := recheck(ctx, status)
 			if err != nil {
 				return fmt.Errorf("%w (then checking whether it took effect: %w)", mapped, err)
 			}
@@ -176,6 +214,37 @@ func (c *Client) callRechecking(ctx context.Context, op string, fn func(context.
 		}
 		wait = min(wait*2, c.retry.MaxWait)
 	}
+}
+
+// classify says whether an error is worth another try: a 429, a 5xx, or an answer that
+// never came (the connection dropped or timed out) while ctx still runs. status is the
+// HTTP status, 0 when no answer came.
+func classify(ctx context.Context, err error) (status int, transient bool) {
+	var apiErr *APIError
+	if errors.As(err, &apiErr) {
+		return apiErr.Status, retryable(apiErr.Status)
+	}
+	if ctx.Err() != nil {
+		return 0, false
+	}
+	var netErr net.Error
+	return 0, errors.As(err, &netErr) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.ECONNREFUSED)
+}
+
+// rateLimitPause is how long a 429 asks to wait: Retry-After (seconds) if given, else
+// until ratelimit-reset.
+func rateLimitPause(resp *godo.Response) time.Duration {
+	if resp == nil || resp.Response == nil {
+		return 0
+	}
+	if s, err := strconv.Atoi(strings.TrimSpace(resp.Header.Get("Retry-After"))); err == nil && s >= 0 {
+		return time.Duration(s) * time.Second
+	}
+	if !resp.Rate.Reset.IsZero() {
+		return time.Until(resp.Rate.Reset.Time)
+	}
+	return 0
 }
 
 func retryable(status int) bool {

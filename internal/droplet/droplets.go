@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"slices"
 	"strconv"
 	"strings"
@@ -66,8 +67,12 @@ type Droplet struct {
 	Monitoring  bool
 	// IdempotencyToken is the token of the droplet's idempotency tag, if it has one.
 	IdempotencyToken string
-	// Pending says the droplet carries a pending tag: its create has not finished.
-	Pending bool
+	// Pending says the droplet carries a pending tag (PendingTag): no state is known to
+	// hold it yet.
+	Pending    bool
+	PendingTag string
+	// RunID is the run that created or adopted it (see RunTagPrefix), while it is pending.
+	RunID string
 	// StackID is the id of the stack that created it, if that stack had one.
 	StackID string
 }
@@ -92,7 +97,9 @@ func fromGodo(d *godo.Droplet) *Droplet {
 		case strings.HasPrefix(t, IdempotencyTagPrefix):
 			out.IdempotencyToken = strings.TrimPrefix(t, IdempotencyTagPrefix)
 		case strings.HasPrefix(t, PendingTagPrefix):
-			out.Pending = true
+			out.Pending, out.PendingTag = true, t
+		case strings.HasPrefix(t, RunTagPrefix):
+			out.RunID = strings.TrimPrefix(t, RunTagPrefix)
 		case strings.HasPrefix(t, StackTagPrefix):
 			out.StackID = strings.TrimPrefix(t, StackTagPrefix)
 		default:
@@ -125,6 +132,21 @@ func (c *Client) FindManaged(ctx context.Context, name, region string) (*Droplet
 // findTagged returns the first droplet carrying tag with the given name and region that
 // accept (if set) accepts.
 func (c *Client) findTagged(ctx context.Context, tag, name, region string, accept func(*Droplet) bool) (*Droplet, error) {
+	all, err := c.listTagged(ctx, tag, name, region)
+	if err != nil {
+		return nil, err
+	}
+	for _, d := range all {
+		if accept == nil || accept(d) {
+			return d, nil
+		}
+	}
+	return nil, nil
+}
+
+// listTagged returns every droplet carrying tag with the given name and region.
+func (c *Client) listTagged(ctx context.Context, tag, name, region string) ([]*Droplet, error) {
+	var out []*Droplet
 	opt := &godo.ListOptions{Page: 1, PerPage: 200}
 	for {
 		var page []godo.Droplet
@@ -135,19 +157,18 @@ func (c *Client) findTagged(ctx context.Context, tag, name, region string, accep
 			return r, err
 		})
 		if errors.Is(err, ErrNotFound) {
-			return nil, nil // no such tag: no droplet carries it
+			return out, nil // no such tag: no droplet carries it
 		}
 		if err != nil {
 			return nil, err
 		}
 		for i := range page {
-			d := fromGodo(&page[i])
-			if d.Name == name && d.Region == region && (accept == nil || accept(d)) {
-				return d, nil
+			if d := fromGodo(&page[i]); d.Name == name && d.Region == region {
+				out = append(out, d)
 			}
 		}
 		if resp == nil || resp.Links == nil || resp.Links.IsLastPage() {
-			return nil, nil
+			return out, nil
 		}
 		next, err := resp.Links.CurrentPage()
 		if err != nil {
@@ -157,32 +178,59 @@ func (c *Client) findTagged(ctx context.Context, tag, name, region string, accep
 	}
 }
 
-// Create creates a droplet, or adopts one an interrupted earlier run of the same create
-// left: it carries spec.PendingTag (still unclaimed), the same name and region, and an
-// idempotency token (the key to the host key that create handed it). A droplet another
-// stack made, or one whose create finished (Claim), is never adopted. Within this
-// Client's run, creates that share a pending tag (resources with identical inputs, such
-// as count = 3 with one name) take turns, and no droplet is handed to two of them.
+// UnclaimedError says that droplets an earlier run of the same create left pending
+// cannot be adopted: with no stack id, a dead run of this configuration may have been
+// this workspace's or another's, and the other's state may hold them.
+type UnclaimedError struct {
+	Droplets []*Droplet
+}
+
+func (e *UnclaimedError) Error() string {
+	ids := make([]string, 0, len(e.Droplets))
+	for _, d := range e.Droplets {
+		ids = append(ids, strconv.Itoa(d.ID))
+	}
+	return fmt.Sprintf("droplet(s) %s, named %s, were left pending by a run of an identical create (same name, settings "+
+		"and SSH key, no stack id) that is no longer going; without a stack id nothing tells whether that run was this "+
+		"workspace's or another workspace's", strings.Join(ids, ", "), e.Droplets[0].Name)
+}
+
+// Create creates a droplet, or adopts one a dead earlier run of the same create left:
+// it carries spec.PendingTag (no state is known to hold it), the same name and region,
+// an idempotency token (the key to the host keys that create handed it), and the tag of
+// a run whose lease lapsed (see RunTagPrefix). A droplet of a run still going (another
+// workspace applying right now) is never adopted, and neither is one a Read claimed. With
+// no stack id (spec.StackID) a dead run's droplet is not adopted either: Create fails
+// with *UnclaimedError before making anything (see Unclaimed). Within this Client's run,
+// creates that share a pending tag (count = 3 with one name) take turns, and no droplet
+// is handed to two of them. An adopted droplet is retagged with this run.
 //
-// POST /v2/droplets is not idempotent: a 5xx can hide a droplet that was made. So before
-// each retry the droplets carrying the idempotency tag are listed again, and one that
-// appeared is the one this call made (adopted is false: it carries this call's user data).
+// POST /v2/droplets is not idempotent: a 5xx or a lost answer can hide a droplet that was
+// made. So before each retry the droplets carrying the idempotency tag are listed again
+// (for up to the API's list lag), and one that appeared is the one this call made
+// (adopted is false: it carries this call's user data).
 func (c *Client) Create(ctx context.Context, spec Spec) (d *Droplet, adopted bool, err error) {
 	tags := []string{ManagedTag}
 	if spec.PendingTag != "" {
 		unlock := c.adopt.lock(spec.PendingTag)
 		defer unlock()
-		existing, err := c.findTagged(ctx, spec.PendingTag, spec.Name, spec.Region, func(d *Droplet) bool {
-			return d.IdempotencyToken != "" && !c.adopt.held(d.ID)
-		})
+		release, err := c.lease.acquire(ctx)
+		if err != nil {
+			return nil, false, err
+		}
+		defer release()
+		existing, err := c.adoptable(ctx, spec)
 		if err != nil {
 			return nil, false, err
 		}
 		if existing != nil {
 			c.adopt.hold(existing.ID)
+			if err := c.retagRun(ctx, existing); err != nil {
+				return nil, false, err
+			}
 			return existing, true, nil
 		}
-		tags = append(tags, spec.PendingTag)
+		tags = append(tags, spec.PendingTag, RunTagPrefix+c.lease.run)
 		defer func() {
 			if d != nil {
 				c.adopt.hold(d.ID)
@@ -215,13 +263,13 @@ func (c *Client) Create(ctx context.Context, spec Spec) (d *Droplet, adopted boo
 	var created *godo.Droplet
 	var made *Droplet
 	recheck := func(ctx context.Context, status int) (bool, error) {
-		if status < 500 {
-			return false, nil // a rate limit (429): the request was not processed
+		if status == http.StatusTooManyRequests {
+			return false, nil // a rate limit: the request was not processed
 		}
 		if spec.IdempotencyTag == "" {
 			return true, nil // nothing to re-check by: do not risk a duplicate
 		}
-		found, err := c.findTagged(ctx, spec.IdempotencyTag, spec.Name, spec.Region, nil)
+		found, err := c.findCreated(ctx, spec)
 		made = found
 		return found != nil, err
 	}
@@ -238,32 +286,148 @@ func (c *Client) Create(ctx context.Context, spec Spec) (d *Droplet, adopted boo
 	return fromGodo(created), false, nil
 }
 
-// Claim marks a droplet's create as finished: the droplet loses its pending tag, so no
-// later create adopts it, and the tag, once no droplet carries it, is deleted (tags
-// outlive their droplets). A droplet already gone is success.
-func (c *Client) Claim(ctx context.Context, id int, pendingTag string) error {
-	unlock := c.adopt.lock(pendingTag)
-	defer unlock()
-	resource := []godo.Resource{{ID: strconv.Itoa(id), Type: godo.DropletResourceType}}
-	err := c.call(ctx, fmt.Sprintf("claim droplet %d (untag %s)", id, pendingTag), func(ctx context.Context) (*godo.Response, error) {
-		return c.api.Tags.UntagResources(ctx, pendingTag, &godo.UntagResourcesRequest{Resources: resource})
-	})
-	if errors.Is(err, ErrNotFound) {
-		return nil // the droplet, or the tag, is gone
+// findCreated looks for the droplet a create whose answer was lost may have made, by its
+// idempotency tag, for as long as the API may take to list a new droplet by tag.
+func (c *Client) findCreated(ctx context.Context, spec Spec) (*Droplet, error) {
+	deadline := time.Now().Add(c.listLag)
+	for {
+		found, err := c.findTagged(ctx, spec.IdempotencyTag, spec.Name, spec.Region, nil)
+		if err != nil || found != nil || !time.Now().Before(deadline) {
+			return found, err
+		}
+		timer := time.NewTimer(min(time.Until(deadline), time.Second))
+		select {
+		case <-ctx.Done():
+			timer.Stop()
+			return nil, ctx.Err()
+		case <-timer.C:
+		}
 	}
+}
+
+// adoptable finds the droplet Create may adopt for spec: pending with spec's tag, a
+// token, not held by this run, made by a dead run. With no stack id a dead run's
+// droplet is an *UnclaimedError instead.
+func (c *Client) adoptable(ctx context.Context, spec Spec) (*Droplet, error) {
+	candidates, err := c.listTagged(ctx, spec.PendingTag, spec.Name, spec.Region)
 	if err != nil {
+		return nil, err
+	}
+	var unclaimed []*Droplet
+	for _, d := range candidates {
+		if d.IdempotencyToken == "" || c.adopt.held(d.ID) {
+			continue
+		}
+		state, err := c.runState(ctx, d.RunID)
+		if err != nil {
+			return nil, err
+		}
+		if state != RunDead {
+			continue // another run's create in flight, or in a state a run saved
+		}
+		if spec.StackID == "" {
+			unclaimed = append(unclaimed, d)
+			continue
+		}
+		return d, nil
+	}
+	if len(unclaimed) > 0 {
+		return nil, &UnclaimedError{Droplets: unclaimed}
+	}
+	return nil, nil
+}
+
+// Unclaimed returns the droplets that a create of spec would find pending with its tag
+// and that no live run holds, without waiting for a lease to lapse: for a plan, which
+// must refuse (with no stack id) before anything is created.
+func (c *Client) Unclaimed(ctx context.Context, spec Spec) ([]*Droplet, error) {
+	candidates, err := c.listTagged(ctx, spec.PendingTag, spec.Name, spec.Region)
+	if err != nil {
+		return nil, err
+	}
+	var out []*Droplet
+	for _, d := range candidates {
+		if d.IdempotencyToken == "" {
+			continue
+		}
+		live, err := c.runLiveNow(ctx, d.RunID)
+		if err != nil {
+			return nil, err
+		}
+		if !live {
+			out = append(out, d)
+		}
+	}
+	return out, nil
+}
+
+// retagRun moves an adopted droplet to this run, so this run's lease covers it.
+func (c *Client) retagRun(ctx context.Context, d *Droplet) error {
+	resource := []godo.Resource{{ID: strconv.Itoa(d.ID), Type: godo.DropletResourceType}}
+	tag := RunTagPrefix + c.lease.run
+	if err := c.createTag(ctx, tag); err != nil {
 		return err
 	}
-	// Tidying only: the droplet is claimed whatever happens here.
-	var left []godo.Droplet
-	if c.call(ctx, "list droplets tagged "+pendingTag, func(ctx context.Context) (r *godo.Response, err error) {
-		left, r, err = c.api.Droplets.ListByTag(ctx, pendingTag, &godo.ListOptions{PerPage: 1})
-		return r, err
-	}) == nil && len(left) == 0 {
-		_ = c.call(ctx, "delete tag "+pendingTag, func(ctx context.Context) (*godo.Response, error) {
-			return c.api.Tags.Delete(ctx, pendingTag)
-		})
+	if err := c.call(ctx, fmt.Sprintf("tag droplet %d with %s", d.ID, tag), func(ctx context.Context) (*godo.Response, error) {
+		return c.api.Tags.TagResources(ctx, tag, &godo.TagResourcesRequest{Resources: resource})
+	}); err != nil {
+		return err
 	}
+	if d.RunID != "" && d.RunID != c.lease.run {
+		old := RunTagPrefix + d.RunID
+		err := c.call(ctx, fmt.Sprintf("untag droplet %d from %s", d.ID, old), func(ctx context.Context) (*godo.Response, error) {
+			return c.api.Tags.UntagResources(ctx, old, &godo.UntagResourcesRequest{Resources: resource})
+		})
+		if err != nil && !errors.Is(err, ErrNotFound) {
+			return err
+		}
+	}
+	d.RunID = c.lease.run
+	return nil
+}
+
+// Claim marks a droplet as held by a state (call it from a Read, which only runs for
+// resources in state, never at the end of a create: terraform may die before it saves
+// the state): the droplet loses its pending and run tags, so no later create adopts it,
+// and each tag, once no droplet carries it, is deleted (tags outlive their droplets). A
+// droplet already gone, or not pending, is success.
+func (c *Client) Claim(ctx context.Context, d *Droplet) error {
+	if !d.Pending && d.RunID == "" {
+		return nil
+	}
+	var tags []string
+	if d.Pending {
+		tags = append(tags, d.PendingTag)
+	}
+	if d.RunID != "" {
+		tags = append(tags, RunTagPrefix+d.RunID)
+	}
+	if d.Pending {
+		unlock := c.adopt.lock(d.PendingTag)
+		defer unlock()
+	}
+	resource := []godo.Resource{{ID: strconv.Itoa(d.ID), Type: godo.DropletResourceType}}
+	for _, tag := range tags {
+		err := c.call(ctx, fmt.Sprintf("claim droplet %d (untag %s)", d.ID, tag), func(ctx context.Context) (*godo.Response, error) {
+			return c.api.Tags.UntagResources(ctx, tag, &godo.UntagResourcesRequest{Resources: resource})
+		})
+		if errors.Is(err, ErrNotFound) {
+			continue // the droplet, or the tag, is gone
+		}
+		if err != nil {
+			return err
+		}
+	}
+	// Tidying only: the droplet is claimed whatever happens here.
+	for _, tag := range tags {
+		if left, err := c.hasDroplets(ctx, tag); err == nil && !left {
+			_ = c.deleteTag(ctx, tag)
+			if run, isRun := strings.CutPrefix(tag, RunTagPrefix); isRun {
+				_ = c.deleteTag(ctx, LeaseTagPrefix+run+":"+leaseDone) // the run's last droplet is in a state
+			}
+		}
+	}
+	d.Pending, d.PendingTag, d.RunID = false, "", ""
 	return nil
 }
 
@@ -436,4 +600,36 @@ func (c *Client) EnsureSSHKey(ctx context.Context, name, publicKey, fingerprint 
 		return "", err
 	}
 	return key.Fingerprint, nil
+}
+
+// ByAddress returns the droplet with the given public or private IPv4 address, or nil
+// when the account has none: for a delete that cannot reach a node and must know whether
+// the node is gone for good.
+func (c *Client) ByAddress(ctx context.Context, ip string) (*Droplet, error) {
+	opt := &godo.ListOptions{Page: 1, PerPage: 200}
+	for {
+		var page []godo.Droplet
+		var resp *godo.Response
+		err := c.call(ctx, "list droplets", func(ctx context.Context) (r *godo.Response, err error) {
+			page, r, err = c.api.Droplets.List(ctx, opt)
+			resp = r
+			return r, err
+		})
+		if err != nil {
+			return nil, err
+		}
+		for i := range page {
+			if d := fromGodo(&page[i]); d.PublicIPv4 == ip || d.PrivateIPv4 == ip {
+				return d, nil
+			}
+		}
+		if resp == nil || resp.Links == nil || resp.Links.IsLastPage() {
+			return nil, nil
+		}
+		next, err := resp.Links.CurrentPage()
+		if err != nil {
+			return nil, fmt.Errorf("list droplets: reading the page number: %w", err)
+		}
+		opt.Page = next + 1
+	}
 }

@@ -68,35 +68,39 @@ func createSpec(stack *Stack, token string) Spec {
 	return spec
 }
 
-func TestCreateAdoptsOnlyItsOwnUnfinishedCreate(t *testing.T) {
+func TestCreateAdoptsOnlyItsOwnDeadRunsCreate(t *testing.T) {
 	t.Parallel()
 	api, c := newDropletsAPI(t)
 	ctx := context.Background()
-	mine, other := testStack(t, ""), testStack(t, "")
+	mine, other := testStack(t, "mine"), testStack(t, "other")
 
 	// An interrupted create: the POST went through, nothing recorded the droplet.
 	lost, adopted, err := c.Create(ctx, createSpec(mine, "tok-lost"))
 	if err != nil || adopted {
 		t.Fatalf("first create: %v (adopted %v)", err, adopted)
 	}
+	if !lost.Pending || lost.RunID != c.RunID() {
+		t.Fatalf("a created droplet reads as %+v: want it pending, tagged with run %s", lost, c.RunID())
+	}
 	// Another stack, same names, its own create: a droplet of its own.
-	theirs, adopted, err := c.Create(ctx, createSpec(other, "tok-theirs"))
+	theirs, adopted, err := api.client().Create(ctx, createSpec(other, "tok-theirs"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if adopted || theirs.ID == lost.ID {
 		t.Fatalf("another stack got droplet %d (adopted %v), the unfinished create's %d", theirs.ID, adopted, lost.ID)
 	}
-	// The same create, run again by the next apply: it adopts what the lost run made,
-	// with that run's token.
+	// The run dies (its lease lapses); the same create, run again by the next apply,
+	// adopts what the lost run made, with that run's token, and moves it to its own run.
+	c.lease.halt()
 	c = api.client()
 	again, adopted, err := c.Create(ctx, createSpec(mine, "tok-retry"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !adopted || again.ID != lost.ID || again.IdempotencyToken != "tok-lost" || !again.Pending {
-		t.Fatalf("the retried create = droplet %d (adopted %v, token %q, pending %v), want droplet %d adopted with token tok-lost",
-			again.ID, adopted, again.IdempotencyToken, again.Pending, lost.ID)
+	if !adopted || again.ID != lost.ID || again.IdempotencyToken != "tok-lost" || !again.Pending || again.RunID != c.RunID() {
+		t.Fatalf("the retried create = droplet %d (adopted %v, token %q, pending %v, run %s), want droplet %d adopted with token tok-lost by run %s",
+			again.ID, adopted, again.IdempotencyToken, again.Pending, again.RunID, lost.ID, c.RunID())
 	}
 	if len(again.Tags) != 0 {
 		t.Fatalf("the provider's tags show as user tags: %v", again.Tags)
@@ -105,21 +109,23 @@ func TestCreateAdoptsOnlyItsOwnUnfinishedCreate(t *testing.T) {
 		t.Fatalf("the account holds %d droplets, want 2", n)
 	}
 
-	// Once claimed, the droplet is nobody's to adopt: the same create (a second workspace
-	// of the same config and key, or a create_before_destroy replacement) makes a new one.
-	if err := c.Claim(ctx, lost.ID, createSpec(mine, "").PendingTag); err != nil {
+	// Once claimed (a Read: the state holds it), the droplet is nobody's to adopt: the
+	// same create (a create_before_destroy replacement) makes a new one.
+	pendingTag := again.PendingTag
+	if err := c.Claim(ctx, again); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.Claim(ctx, lost.ID, createSpec(mine, "").PendingTag); err != nil {
+	if err := c.Claim(ctx, again); err != nil {
 		t.Fatalf("claiming twice: %v", err)
 	}
 	claimed, err := c.Get(ctx, lost.ID)
-	if err != nil || claimed.Pending || claimed.IdempotencyToken != "tok-lost" {
-		t.Fatalf("the claimed droplet: %+v, %v; want it no longer pending, its token kept", claimed, err)
+	if err != nil || claimed.Pending || claimed.RunID != "" || claimed.IdempotencyToken != "tok-lost" {
+		t.Fatalf("the claimed droplet: %+v, %v; want it no longer pending nor a run's, its token kept", claimed, err)
 	}
-	if api.hasTag(createSpec(mine, "").PendingTag) {
+	if api.hasTag(pendingTag) {
 		t.Fatal("the pending tag outlived the last droplet carrying it")
 	}
+	c.lease.halt()
 	fresh, adopted, err := api.client().Create(ctx, createSpec(mine, "tok-next"))
 	if err != nil {
 		t.Fatal(err)
@@ -174,7 +180,7 @@ func TestCreateGivesIdenticalNodesADropletEach(t *testing.T) {
 	t.Parallel()
 	api, interrupted := newDropletsAPI(t)
 	ctx := context.Background()
-	stack := testStack(t, "")
+	stack := testStack(t, "s")
 	tag := createSpec(stack, "").PendingTag
 
 	// The interrupted run made two of the three before it died.
@@ -189,33 +195,34 @@ func TestCreateGivesIdenticalNodesADropletEach(t *testing.T) {
 	if lost[0] == lost[1] {
 		t.Fatalf("two creates of one run share droplet %d", lost[0])
 	}
+	interrupted.lease.halt()
 
 	// The next run: three creates, none claimed yet (their nodes are still booting).
 	c := api.client()
-	var got []int
+	var got []*Droplet
 	for i, tok := range []string{"tok-a", "tok-b", "tok-c"} {
 		d, adopted, err := c.Create(ctx, createSpec(stack, tok))
 		if err != nil {
 			t.Fatal(err)
 		}
-		if wantAdopted := i < 2; adopted != wantAdopted || slices.Contains(got, d.ID) {
+		if wantAdopted := i < 2; adopted != wantAdopted || slices.ContainsFunc(got, func(g *Droplet) bool { return g.ID == d.ID }) {
 			t.Fatalf("create %d = droplet %d (adopted %v) after %v", i, d.ID, adopted, got)
 		}
-		got = append(got, d.ID)
+		got = append(got, d)
 	}
 	if n, _ := api.count(); n != 3 {
 		t.Fatalf("the account holds %d droplets, want 3", n)
 	}
 
 	// A claim takes the tag off its own droplet only.
-	if err := c.Claim(ctx, got[0], tag); err != nil {
+	if err := c.Claim(ctx, got[0]); err != nil {
 		t.Fatal(err)
 	}
-	if d, err := c.Get(ctx, got[1]); err != nil || !d.Pending {
-		t.Fatalf("claiming droplet %d claimed droplet %d too: %+v, %v", got[0], got[1], d, err)
+	if d, err := c.Get(ctx, got[1].ID); err != nil || !d.Pending {
+		t.Fatalf("claiming droplet %d claimed droplet %d too: %+v, %v", got[0].ID, got[1].ID, d, err)
 	}
-	for _, id := range got[1:] {
-		if err := c.Claim(ctx, id, tag); err != nil {
+	for _, d := range got[1:] {
+		if err := c.Claim(ctx, d); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -227,7 +234,7 @@ func TestCreateGivesIdenticalNodesADropletEach(t *testing.T) {
 func TestConcurrentIdenticalCreatesGetADropletEach(t *testing.T) {
 	t.Parallel()
 	api, c := newDropletsAPI(t)
-	stack := testStack(t, "")
+	stack := testStack(t, "s")
 	ids := make([]int, 8)
 	var wg sync.WaitGroup
 	for i := range ids {

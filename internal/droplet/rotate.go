@@ -5,19 +5,18 @@ import (
 	"fmt"
 	"strings"
 
-	"golang.org/x/crypto/ssh"
-
 	"github.com/microswarm/terraform-provider-microswarm/internal/conn"
 )
 
-// rotateHostKeyScript replaces the node's ed25519 host key with one made on the node,
-// then has sshd load it (open sessions stay) and prints the new public key. The new
-// files are moved into place whole, so sshd never reads half a key.
-const rotateHostKeyScript = `set -e
+// installHostKeyScript replaces the node's ed25519 host key with the one on standard input
+// (private key, PEM) and $1 (its public half), then has sshd load it (open sessions stay).
+// The new files are moved into place whole, so sshd never reads half a key.
+const installHostKeyScript = `set -e
 umask 077
 k=/etc/ssh/ssh_host_ed25519_key
 rm -f "$k.microswarm" "$k.microswarm.pub"
-ssh-keygen -q -t ed25519 -N '' -C '' -f "$k.microswarm" </dev/null
+cat > "$k.microswarm"
+printf '%s\n' "$1" > "$k.microswarm.pub"
 mv "$k.microswarm.pub" "$k.pub"
 mv "$k.microswarm" "$k"
 chmod 644 "$k.pub"
@@ -37,21 +36,20 @@ until ssh-keyscan -t ed25519 127.0.0.1 2>/dev/null | grep -qF "$want"; do
   i=$((i + 1)); [ "$i" -lt 100 ] || { echo "sshd did not load the new host key" >&2; exit 1; }
   sleep 0.1
 done
-cat "$k.pub"
 `
 
-// RotateHostKey gives the node a new ed25519 host key, made on the node, over the
-// connection pinned to its current one, and returns the new public key. The key the
-// provider handed over in user_data stays readable from the metadata service for the
-// droplet's whole life; once rotated it opens nothing.
-func RotateHostKey(ctx context.Context, h *conn.Host) (string, error) {
-	out, err := h.Run(ctx, rotateHostKeyScript, nil)
-	if err != nil {
-		return "", fmt.Errorf("rotating the host key: %w", err)
+// InstallHostKey gives the node the host key key (see Stack.RotatedHostKey), sent over
+// the connection pinned to its current one. The key the provider handed over in
+// user_data stays readable from the metadata service for the droplet's whole life; once
+// replaced it opens nothing. Running it again with the same key changes nothing.
+func InstallHostKey(ctx context.Context, h *conn.Host, key HostKey) error {
+	public := strings.TrimSpace(key.Public)
+	if strings.ContainsAny(public, "'\n") {
+		return fmt.Errorf("installing the host key: %q is not a public key", public)
 	}
-	key, _, _, _, err := ssh.ParseAuthorizedKey([]byte(strings.TrimSpace(out)))
-	if err != nil || key.Type() != ssh.KeyAlgoED25519 {
-		return "", fmt.Errorf("rotating the host key: the node printed %q, not an ed25519 public key", strings.TrimSpace(out))
+	command := "sh -c '" + strings.ReplaceAll(installHostKeyScript, "'", `'"'"'`) + "' install-host-key '" + public + "'"
+	if _, err := h.RunIdempotent(ctx, command, key.PrivatePEM); err != nil {
+		return fmt.Errorf("installing the node's new host key: %w", err)
 	}
-	return conn.AuthorizedKey(key), nil
+	return nil
 }

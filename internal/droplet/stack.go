@@ -45,7 +45,8 @@ var StackIDPattern = regexp.MustCompile(`^[a-zA-Z0-9_-]{1,64}$`)
 // IsProviderTag reports whether a tag is one the provider writes and hides.
 func IsProviderTag(tag string) bool {
 	return tag == ManagedTag || strings.HasPrefix(tag, IdempotencyTagPrefix) ||
-		strings.HasPrefix(tag, PendingTagPrefix) || strings.HasPrefix(tag, StackTagPrefix)
+		strings.HasPrefix(tag, PendingTagPrefix) || strings.HasPrefix(tag, StackTagPrefix) ||
+		strings.HasPrefix(tag, RunTagPrefix) || strings.HasPrefix(tag, LeaseTagPrefix)
 }
 
 // Stack is what ties droplets to the stack that creates them: an optional stack id
@@ -117,6 +118,19 @@ func (s *Stack) HostKey(token string) (HostKey, error) {
 		return HostKey{}, errors.New("deriving a host key: no idempotency token")
 	}
 	seed := s.mac("host key v1", []byte(token))
+	return hostKeyFrom(ed25519.NewKeyFromSeed(seed[:ed25519.SeedSize]))
+}
+
+// RotatedHostKey is the host key that replaces HostKey(token) on the node right after first
+// contact (see InstallHostKey): derived too, under another label, so an adopted droplet
+// whose lost create had already rotated its key is still recognised. Unlike HostKey's, its
+// private half never travels in user data (which the metadata service keeps serving): it
+// goes to the node over the SSH session pinned to the first key.
+func (s *Stack) RotatedHostKey(token string) (HostKey, error) {
+	if token == "" {
+		return HostKey{}, errors.New("deriving a host key: no idempotency token")
+	}
+	seed := s.mac("rotated host key v1", []byte(token))
 	return hostKeyFrom(ed25519.NewKeyFromSeed(seed[:ed25519.SeedSize]))
 }
 

@@ -93,11 +93,14 @@ func TestAccDropletNode_twoWorkspaces(t *testing.T) {
 	})
 }
 
-// An apply that dies between a droplet's create request and Terraform saving the state
-// leaves a droplet nothing records. The next Create of that node adopts it, with a
-// warning naming it, and pins the host key that create handed it (host_key_policy strict
-// would refuse an unvouched key): no second droplet. Another stack (stack_id) creating
-// the same name meanwhile never adopts it; once the create finished, nobody does.
+// An apply killed after a droplet's create went through, before Terraform saved the
+// state, leaves a droplet nothing records, however far its create got: here all the way,
+// its host key already rotated (the provider process outlived a SIGKILLed terraform).
+// The droplet stays pending (no claim at the end of Create). Once that run is over, the
+// next Create of the node adopts it, with a warning naming it, and pins its rotated key
+// (derived from the create's token: host_key_policy strict would refuse anything else):
+// no second droplet. Another stack (stack_id) creating the same name meanwhile never
+// adopts it; once a Read claimed it (the state holds it), nobody does.
 func TestAccDropletNode_interruptedCreate(t *testing.T) {
 	if os.Getenv("TF_ACC") == "" {
 		t.Skip("acceptance test: set TF_ACC=1")
@@ -107,58 +110,83 @@ func TestAccDropletNode_interruptedCreate(t *testing.T) {
 	ctx := context.Background()
 	name := "acc-" + acctest.RandString(6) + "-web-0"
 	t.Cleanup(func() { deleteDropletsNamed(t, name) })
-	green, blue := configuredDropletNode(t, "green"), configuredDropletNode(t, "blue")
 	plan := dropletNodeModel{Name: types.StringValue(name), Region: types.StringValue("nyc3"),
 		Size: types.StringValue("s-1vcpu-1gb"), Image: types.StringValue(DefaultDropletImage), Monitoring: types.BoolValue(false)}
 
-	// green's first apply (a provider run of its own): Create up to and including the
-	// POST, then nothing.
+	// green's first apply: the whole Create ran, then terraform died before saving it.
 	interrupted := configuredDropletNode(t, "green")
-	creq, diags := interrupted.prepareCreate(ctx, plan)
+	lost, diags := runCreate(t, interrupted, plan)
 	if diags.HasError() {
-		t.Fatal(diags)
+		t.Fatalf("the interrupted create: %v", diags)
 	}
-	lost, adopted, err := interrupted.data.cloud.Create(ctx, creq.spec)
-	if err != nil || adopted {
-		t.Fatalf("the interrupted create's POST: %v (adopted %v)", err, adopted)
+	lostID, _ := strconv.Atoi(lost.ID.ValueString())
+	if d, err := interrupted.data.cloud.Get(ctx, lostID); err != nil || !d.Pending || d.RunID != interrupted.data.cloud.RunID() {
+		t.Fatalf("the droplet at the end of its create: %+v, %v; want it still pending, its run's", d, err)
 	}
+	interrupted.data.cloud.Abandon(ctx) // the run is over: its lease is gone
 
 	// Another stack creates the same name meanwhile: a droplet of its own.
+	blue := configuredDropletNode(t, "blue")
 	theirs, diags := runCreate(t, blue, plan)
-	if diags.HasError() || theirs.ID.ValueString() == strconv.Itoa(lost.ID) || hasWarning(diags, "Adopted") {
-		t.Fatalf("stack blue's create = droplet %s (lost create's: %d): %v", theirs.ID, lost.ID, diags)
+	if diags.HasError() || theirs.ID.Equal(lost.ID) || hasWarning(diags, "Adopted") {
+		t.Fatalf("stack blue's create = droplet %s (lost create's: %s): %v", theirs.ID, lost.ID, diags)
 	}
 
-	// green's next apply adopts its droplet, with a warning naming it, and pins its key.
+	// green's next apply adopts its droplet, with a warning naming it, and pins the key
+	// the lost create had rotated to.
+	green := configuredDropletNode(t, "green")
 	got, diags := runCreate(t, green, plan)
 	if diags.HasError() {
 		t.Fatalf("green's create after the interruption: %v", diags)
 	}
-	if got.ID.ValueString() != strconv.Itoa(lost.ID) {
-		t.Fatalf("green's create = droplet %s, want the interrupted create's droplet %d adopted", got.ID, lost.ID)
+	if !got.ID.Equal(lost.ID) {
+		t.Fatalf("green's create = droplet %s, want the interrupted create's droplet %s adopted", got.ID, lost.ID)
 	}
-	if !hasWarning(diags, "Adopted", fmt.Sprintf("Droplet %d ", lost.ID)) {
-		t.Fatalf("no warning names the adopted droplet %d: %v", lost.ID, diags)
+	if !hasWarning(diags, "Adopted", fmt.Sprintf("Droplet %s ", lost.ID.ValueString())) {
+		t.Fatalf("no warning names the adopted droplet %s: %v", lost.ID, diags)
 	}
-	if got.IdempotencyToken.ValueString() != creq.token || got.Status.ValueString() != "active" {
-		t.Fatalf("adopted node: token %s (the lost create's: %s), status %s", got.IdempotencyToken, creq.token, got.Status)
+	if !got.IdempotencyToken.Equal(lost.IdempotencyToken) || got.Status.ValueString() != "active" {
+		t.Fatalf("adopted node: token %s (the lost create's: %s), status %s", got.IdempotencyToken, lost.IdempotencyToken, got.Status)
 	}
-	if k := got.SSHHostKey.ValueString(); !strings.HasPrefix(k, "ssh-ed25519 ") || k == creq.hostKey.Public {
-		t.Fatalf("adopted node's pinned key %q: want a key rotated away from the one user data handed over", k)
+	rotated, err := green.data.stack.RotatedHostKey(lost.IdempotencyToken.ValueString())
+	if err != nil {
+		t.Fatal(err)
 	}
-	if d, err := green.data.cloud.Get(ctx, lost.ID); err != nil || d.Pending || d.StackID != "green" {
-		t.Fatalf("the adopted droplet after its create: %+v, %v; want it claimed, tagged with its stack", d, err)
-	}
-	if n := countDropletsNamed(t, name); n != 2 {
-		t.Fatalf("%d droplets are named %s, want 2 (green's and blue's)", n, name)
+	if k := got.SSHHostKey.ValueString(); k != rotated.Public || k != lost.SSHHostKey.ValueString() {
+		t.Fatalf("adopted node's pinned key %q: want the rotated key %q the lost create pinned", k, rotated.Public)
 	}
 
-	// Claimed: the same create again (another workspace of green's config, or a
-	// create_before_destroy replacement) makes a droplet of its own.
+	// A Read (the state holds it now) claims it: the same create again (another
+	// workspace of green's config, or a create_before_destroy replacement) makes a
+	// droplet of its own.
+	if diags := runRead(t, green, got); diags.HasError() {
+		t.Fatal(diags)
+	}
+	if d, err := green.data.cloud.Get(ctx, lostID); err != nil || d.Pending || d.RunID != "" || d.StackID != "green" {
+		t.Fatalf("the adopted droplet after a Read: %+v, %v; want it claimed, tagged with its stack", d, err)
+	}
 	again, diags := runCreate(t, green, plan)
 	if diags.HasError() || again.ID.Equal(got.ID) || hasWarning(diags, "Adopted") {
 		t.Fatalf("green's create once its droplet was claimed = droplet %s (claimed: %s): %v", again.ID, got.ID, diags)
 	}
+	if n := countDropletsNamed(t, name); n != 3 {
+		t.Fatalf("%d droplets are named %s, want 3 (green's adopted one, blue's, green's next)", n, name)
+	}
+}
+
+// runRead runs the resource's Read on a state, as a refresh would.
+func runRead(t *testing.T, r *dropletNodeResource, state dropletNodeModel) diag.Diagnostics {
+	t.Helper()
+	ctx := context.Background()
+	var sresp resource.SchemaResponse
+	r.Schema(ctx, resource.SchemaRequest{}, &sresp)
+	st := tfsdk.State{Schema: sresp.Schema, Raw: tftypes.NewValue(sresp.Schema.Type().TerraformType(ctx), nil)}
+	if diags := st.Set(ctx, &state); diags.HasError() {
+		t.Fatal(diags)
+	}
+	resp := resource.ReadResponse{State: st}
+	r.Read(ctx, resource.ReadRequest{State: st}, &resp)
+	return resp.Diagnostics
 }
 
 // configuredDropletNode is a droplet node resource of a provider configured as the
@@ -342,22 +370,43 @@ resource "microswarm_droplet_node" "test" {
 		PreCheck:                 func() { msacctest.PreCheck(t) },
 		ProtoV6ProviderFactories: testAccProtoV6ProviderFactories,
 		CheckDestroy:             checkDropletNodesDestroyed,
-		Steps: []tfresource.TestStep{{
-			Config: config,
-			Check: tfresource.ComposeAggregateTestCheckFunc(
-				checkDistinctValues("id", node(0), node(1), node(2)),
-				func(*terraform.State) error {
-					for _, d := range dropletsNamed(t, prefix+"-same") {
-						if slices.ContainsFunc(d.Tags, func(tag string) bool { return strings.HasPrefix(tag, droplet.PendingTagPrefix) }) {
-							return fmt.Errorf("droplet %d is still pending after its create: %v", d.ID, d.Tags)
+		Steps: []tfresource.TestStep{
+			{
+				Config: config,
+				Check: tfresource.ComposeAggregateTestCheckFunc(
+					checkDistinctValues("id", node(0), node(1), node(2)),
+					func(*terraform.State) error {
+						if n := countDropletsNamed(t, prefix+"-same"); n != 3 {
+							return fmt.Errorf("%d droplets are named %s-same, want 3", n, prefix)
 						}
-					}
-					if n := countDropletsNamed(t, prefix+"-same"); n != 3 {
-						return fmt.Errorf("%d droplets are named %s-same, want 3", n, prefix)
+						// Pending until a refresh reads them: terraform may die before it saves the state.
+						if n := pendingDropletsNamed(t, prefix+"-same"); n != 3 {
+							return fmt.Errorf("%d of the droplets are pending right after their create, want all 3", n)
+						}
+						return nil
+					},
+				),
+			},
+			{
+				Config: config, // refreshed: in state, so claimed
+				Check: func(*terraform.State) error {
+					if n := pendingDropletsNamed(t, prefix+"-same"); n != 0 {
+						return fmt.Errorf("%d droplets are still pending after a refresh read them", n)
 					}
 					return nil
 				},
-			),
-		}},
+			},
+		},
 	})
+}
+
+// pendingDropletsNamed counts the droplets with the name that carry a pending tag.
+func pendingDropletsNamed(t *testing.T, name string) int {
+	n := 0
+	for _, d := range dropletsNamed(t, name) {
+		if slices.ContainsFunc(d.Tags, func(tag string) bool { return strings.HasPrefix(tag, droplet.PendingTagPrefix) }) {
+			n++
+		}
+	}
+	return n
 }

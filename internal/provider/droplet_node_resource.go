@@ -2,9 +2,6 @@ package provider
 
 import (
 	"context"
-	"crypto/rand"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"regexp"
@@ -103,7 +100,7 @@ func (r *dropletNodeResource) Schema(ctx context.Context, _ resource.SchemaReque
 	resp.Schema = schema.Schema{
 		MarkdownDescription: "A DigitalOcean droplet that is a ready Docker host. Create returns once the droplet is active, " +
 			"SSH answers with the host key the provider handed the droplet through cloud-init, and the Docker API answers through SSH. " +
-			"Over that pinned session the provider then replaces the host key with one made on the node (user data stays readable from the " +
+			"Over that pinned session the provider then replaces the host key with another one derived from the create's token and its SSH key, never sent in user data (user data stays readable from the " +
 			"metadata service, so the handed-over key must open nothing) and pins the new one, exported as `ssh_host_key`. " +
 			"`name`, `tags`, `size` and `ssh_keys` change in place; the rest replaces the droplet.",
 		Attributes: map[string]schema.Attribute{
@@ -198,7 +195,7 @@ func (r *dropletNodeResource) Schema(ctx context.Context, _ resource.SchemaReque
 			},
 			"ssh_host_key": schema.StringAttribute{
 				MarkdownDescription: "The node's SSH host key (`ssh-ed25519 AAAA...`), pinned: pass it as `host_key` beside `docker_host` to every resource on this node. " +
-					"For a droplet the provider created from cloud-config (or no) user data, this is the key made on the node right after first contact, not the one user data carried.",
+					"For a droplet the provider created from cloud-config (or no) user data, this is the key installed over SSH right after first contact, not the one user data carried.",
 				Computed:      true,
 				PlanModifiers: []planmodifier.String{stringplanmodifier.UseStateForUnknown()},
 			},
@@ -251,6 +248,9 @@ func (r *dropletNodeResource) ModifyPlan(ctx context.Context, req resource.Modif
 	}
 	if !req.State.Raw.IsNull() {
 		planWhenOff(ctx, req, resp)
+	}
+	if req.State.Raw.IsNull() && r.data.cloud != nil && r.data.stack != nil && r.data.stack.ID == "" {
+		r.refuseUnclaimed(ctx, req, resp)
 	}
 	if r.data.cloud == nil {
 		resp.Diagnostics.AddError("Missing DigitalOcean Token",
@@ -330,197 +330,11 @@ func (r *dropletNodeResource) checkSlugs(ctx context.Context, req resource.Modif
 	}
 }
 
-func (r *dropletNodeResource) Create(ctx context.Context, req resource.CreateRequest, resp *resource.CreateResponse) {
-	var plan dropletNodeModel
-	resp.Diagnostics.Append(req.Plan.Get(ctx, &plan)...)
-	if resp.Diagnostics.HasError() {
-		return
-	}
-	ctx, cancel := withTimeout(ctx, plan.Timeouts.Create, 10*time.Minute, &resp.Diagnostics)
-	defer cancel()
-	if resp.Diagnostics.HasError() {
-		return
-	}
-
-	creq, diags := r.prepareCreate(ctx, plan)
-	resp.Diagnostics.Append(diags...)
-	if resp.Diagnostics.HasError() {
-		return
-	}
-	plan.IdempotencyToken = types.StringValue(creq.token)
-
-	d, adopted, err := r.data.cloud.Create(ctx, creq.spec)
-	if err != nil {
-		resp.Diagnostics.AddError("Could Not Create Droplet", err.Error())
-		return
-	}
-	hostKey := creq.hostKey
-	if adopted {
-		// It got the host key derived from its own create's token: pin that one.
-		plan.IdempotencyToken = types.StringValue(d.IdempotencyToken)
-		if hostKey, err = r.data.stack.HostKey(d.IdempotencyToken); err != nil {
-			resp.Diagnostics.AddError("Could Not Derive the Adopted Droplet's Host Key", fmt.Sprintf("Droplet %d: %s.", d.ID, err))
-			return
-		}
-		resp.Diagnostics.AddWarning("Adopted a Droplet From an Interrupted Create", adoptedDetail(d, creq.pinned, r.data.stack.ID))
-	}
-	plan.ID = types.StringValue(strconv.Itoa(d.ID))
-	// Saved before the long waits: a failure from here on taints the droplet instead of orphaning it.
-	r.fillComputed(&plan, d, "", "")
-	resp.Diagnostics.Append(resp.State.Set(ctx, &plan)...)
-	if resp.Diagnostics.HasError() {
-		return // not in state: left pending, so the next apply adopts it
-	}
-	// In state from here, tainted if Create fails: claimed however Create ends.
-	defer r.claim(ctx, d.ID, creq.spec.PendingTag, &resp.Diagnostics)
-
-	target := conn.Target{} // a key user data could not carry: known_hosts or host_key_policy decide
-	if creq.pinned {
-		target.HostKey = hostKey.Public
-	}
-	d, ready, diags := r.waitReady(ctx, d.ID, target)
-	resp.Diagnostics.Append(diags...)
-	if resp.Diagnostics.HasError() {
-		return
-	}
-	if creq.pinned {
-		// The private key handed over in user_data stays readable from the metadata
-		// service: replace it at once, over the session pinned to it, and pin the new one.
-		ready.HostKey, diags = r.rotateHostKey(ctx, d, hostKey.Public)
-		resp.Diagnostics.Append(diags...)
-		if resp.Diagnostics.HasError() {
-			return
-		}
-	}
-	if plan.Firewall.ValueString() == droplet.FirewallStack {
-		resp.Diagnostics.Append(r.applyFirewall(ctx, d, ready.HostKey, droplet.FirewallStack)...)
-		if resp.Diagnostics.HasError() {
-			return
-		}
-	}
-	r.fillComputed(&plan, d, ready.HostKey, ready.DockerVersion)
-	resp.Diagnostics.Append(resp.State.Set(ctx, &plan)...)
-}
-
-// createRequest is what Create sends for a plan.
-type createRequest struct {
-	spec    droplet.Spec
-	token   string          // this create's idempotency token
-	hostKey droplet.HostKey // handed over in user data, derived from the token
-	pinned  bool            // whether user data could carry hostKey (see droplet.WithHostKey)
-}
-
-// prepareCreate builds the create request for a plan: the provider's key among the
-// account keys, a fresh idempotency token, the stack's pending tag for this create, and
-// the host key derived from the token in user data.
-func (r *dropletNodeResource) prepareCreate(ctx context.Context, plan dropletNodeModel) (createRequest, diag.Diagnostics) {
-	var creq createRequest
-	if r.data.stack == nil { // ModifyPlan refuses a plan without an SSH key
-		var diags diag.Diagnostics
-		diags.AddError("Missing SSH Private Key", "microswarm_droplet_node needs the provider's ssh_private_key or ssh_private_key_file.")
-		return creq, diags
-	}
-	spec, diags := r.spec(ctx, plan)
-	if diags.HasError() {
-		return creq, diags
-	}
-	providerKey, err := r.registerProviderKey(ctx)
-	if err != nil {
-		diags.AddError("Could Not Register the Provider's SSH Key", err.Error())
-		return creq, diags
-	}
-	spec.SSHKeys = append(spec.SSHKeys, providerKey)
-	// Made here, not in the plan: Terraform plans a create twice (plan, then apply) and
-	// refuses a random value that differs between the two.
-	if creq.token, err = newIdempotencyToken(); err != nil {
-		diags.AddError("Could Not Make an Idempotency Token", err.Error())
-		return creq, diags
-	}
-	spec.IdempotencyTag = droplet.IdempotencyTag(creq.token)
-	spec.StackID = r.data.stack.ID
-	spec.PendingTag = r.data.stack.PendingTag(spec) // of the user's user data, before the host key joins it
-
-	if creq.hostKey, err = r.data.stack.HostKey(creq.token); err != nil {
-		diags.AddError("Could Not Generate a Host Key", err.Error())
-		return creq, diags
-	}
-	if spec.UserData, creq.pinned, err = droplet.WithHostKey(spec.UserData, creq.hostKey); err != nil {
-		diags.AddAttributeError(path.Root("user_data"), "Invalid User Data", err.Error())
-		return creq, diags
-	}
-	creq.spec = spec
-	return creq, diags
-}
-
-// adoptedDetail explains an adoption, and how the adopted droplet's host key is checked:
-// exactly as a created droplet's, never on trust.
-func adoptedDetail(d *droplet.Droplet, pinned bool, stackID string) string {
-	key := "Its host key is the one that create handed it in user data (derived again from the create's token), pinned as " +
-		"for a new droplet and then rotated; if that create had rotated it already, the key is refused and the droplet is " +
-		"kept, tainted, so the next apply replaces it."
-	if !pinned {
-		key = "Its user data could not carry a host key, so its own key is checked as for a new droplet: by the provider's " +
-			"ssh_known_hosts_file or host_key_policy."
-	}
-	if stackID == "" {
-		key += " The provider sets no stack_id: if another workspace with the same configuration and SSH key is applying at " +
-			"this very moment, this droplet may be its in-flight create; give each workspace its own stack_id to rule that out."
-	}
-	return fmt.Sprintf("Droplet %d (%s in %s) was made by an earlier run of this node's create that did not finish (the apply "+
-		"stopped before Terraform saved it). It still carries that create's pending tag, which only the same stack (stack_id "+
-		"and SSH key) computes for the same name, region and settings, so it was adopted rather than created again. %s",
-		d.ID, d.Name, d.Region, key)
-}
-
-// claim ends a create: the droplet, now in state (tainted if Create fails), loses its
-// pending tag, so no later create adopts it, not another workspace's, not a
-// create_before_destroy replacement of this node (whose destroy would delete it). It runs
-// however Create ends, on a deadline of its own: the create's may have passed.
-func (r *dropletNodeResource) claim(ctx context.Context, id int, pendingTag string, diags *diag.Diagnostics) {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
-	defer cancel()
-	if err := r.data.cloud.Claim(ctx, id, pendingTag); err != nil {
-		diags.AddError("Could Not Claim Droplet", fmt.Sprintf("Droplet %d: %s. It is kept in state (tainted). Until its tag %s "+
-			"is deleted, a later create of this node with the same settings would adopt it: delete that tag in the DigitalOcean "+
-			"console or API, then apply again (or run terraform untaint).", id, err, pendingTag))
-	}
-}
-
-// rotateHostKey replaces the host key a new droplet got through user_data with one made
-// on the node, and returns the new key once sshd presents it.
-func (r *dropletNodeResource) rotateHostKey(ctx context.Context, d *droplet.Droplet, handedOver string) (string, diag.Diagnostics) {
-	var diags diag.Diagnostics
-	host := r.dockerHost(d)
-	h, err := r.data.pool.Open(ctx, conn.Target{Host: host, HostKey: handedOver})
-	var rotated string
-	if err == nil {
-		rotated, err = droplet.RotateHostKey(ctx, h)
-	}
-	if err == nil {
-		// A fresh connection pinned to the new key proves sshd serves it.
-		_, err = r.data.pool.Open(ctx, conn.Target{Host: host, HostKey: rotated})
-	}
-	if err != nil {
-		diags.AddError("Could Not Rotate the Node's Host Key", fmt.Sprintf("Droplet %d (%s): %s. The droplet is kept (and tainted): "+
-			"the host key in its user_data is readable from the metadata service, so apply again to replace it.", d.ID, host, err))
-		return "", diags
-	}
-	return rotated, diags
-}
-
 // dropletTagsDescription describes tags, and the provider's own tags beside them.
 var dropletTagsDescription = "Tags. Change in place. The provider also writes tags of its own, not shown here and not allowed here: `" +
 	droplet.ManagedTag + "`, `" + droplet.IdempotencyTagPrefix + "TOKEN`, `" + droplet.StackTagPrefix + "ID` (the provider's `stack_id`) " +
-	"and, until the create finishes, `" + droplet.PendingTagPrefix + "...`, by which an interrupted create's droplet is found again."
-
-// newIdempotencyToken is 128 random bits, hex: unique to one node of one stack.
-func newIdempotencyToken() (string, error) {
-	b := make([]byte, 16)
-	if _, err := rand.Read(b); err != nil {
-		return "", err
-	}
-	return hex.EncodeToString(b), nil
-}
+	"and, until a refresh reads the droplet, `" + droplet.PendingTagPrefix + "...` and `" + droplet.RunTagPrefix + "RUN`, by which an interrupted create's droplet is found again " +
+	"(see Interrupted and concurrent applies)."
 
 // waitReady waits for the droplet to be active, then for SSH and the Docker API.
 func (r *dropletNodeResource) waitReady(ctx context.Context, id int, target conn.Target) (*droplet.Droplet, droplet.Readiness, diag.Diagnostics) {
@@ -572,6 +386,14 @@ func (r *dropletNodeResource) Read(ctx context.Context, req resource.ReadRequest
 	if err != nil {
 		resp.Diagnostics.AddError("Could Not Read Droplet", err.Error())
 		return
+	}
+	if d.Pending || d.RunID != "" {
+		// Read runs only for a resource in state: the state holds this droplet, so no
+		// later create may adopt it. Claimed here, never at the end of Create.
+		if err := r.data.cloud.Claim(ctx, d); err != nil {
+			resp.Diagnostics.AddWarning("Could Not Claim Droplet", fmt.Sprintf("Droplet %d: %s. It is in state, but keeps the "+
+				"pending tag of its create until a refresh claims it; the next plan tries again.", id, err))
+		}
 	}
 	hostKey, dockerVersion := state.SSHHostKey.ValueString(), state.DockerVersion.ValueString()
 	if state.SSHHostKey.IsNull() && d.Status == "active" && d.PublicIPv4 != "" {
@@ -779,30 +601,6 @@ func (r *dropletNodeResource) spec(ctx context.Context, plan dropletNodeModel) (
 		Tags:       stringSet(ctx, plan.Tags, &diags),
 	}
 	return spec, diags
-}
-
-// registerProviderKey makes sure the provider's public key is an account key and returns
-// its fingerprint.
-func (r *dropletNodeResource) registerProviderKey(ctx context.Context) (string, error) {
-	d := r.data
-	d.registerKeyMu.Lock()
-	defer d.registerKeyMu.Unlock()
-	if d.registeredKey != "" {
-		return d.registeredKey, nil
-	}
-	pub, _, _, _, err := ssh.ParseAuthorizedKey([]byte(d.sshPublicKey))
-	if err != nil {
-		return "", err
-	}
-	fingerprint := ssh.FingerprintLegacyMD5(pub)
-	sum := sha256.Sum256(pub.Marshal())
-	name := "microswarm-provider-" + hex.EncodeToString(sum[:4])
-	key, err := d.cloud.EnsureSSHKey(ctx, name, d.sshPublicKey, fingerprint)
-	if err != nil {
-		return "", err
-	}
-	d.registeredKey = key
-	return key, nil
 }
 
 func (r *dropletNodeResource) dockerHost(d *droplet.Droplet) string {

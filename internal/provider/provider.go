@@ -177,9 +177,11 @@ func (p *microswarmProvider) Schema(_ context.Context, _ provider.SchemaRequest,
 				MarkdownDescription: "Names this stack among the stacks that share a DigitalOcean account, e.g. `stack_id = terraform.workspace`: " +
 					"1-64 letters, digits, `-` or `_`. When an apply dies between a droplet's create request and Terraform saving it, " +
 					"the next apply of the same node adopts that droplet (with a warning) instead of making a second one; it adopts " +
-					"only a droplet whose create never finished, made for the same name, region and settings by a provider with the " +
-					"same `stack_id` and the same SSH key. A droplet whose create finished is never adopted, so two stacks never share one. " +
-					"Set it when stacks with the same node names share an account and an SSH key and may apply at the same time. " +
+					"only a droplet no state is known to hold (no refresh has read it), made for the same name, region and settings " +
+					"by a provider with the same `stack_id` and the same SSH key, in a run that is over (its lease lapsed). A create " +
+					"in flight in another run is never adopted. Without `stack_id`, such a droplet could be another workspace's " +
+					"(same configuration and key), so a plan that meets one fails and says what to do, before anything is created. " +
+					"Set it (one per workspace) when stacks with the same node names share an account and an SSH key. " +
 					"Droplets also carry it as the tag `" + droplet.StackTagPrefix + "ID` (not shown in their `tags`). " +
 					"Changing it affects only droplets created afterwards. Env: `" + envStackID + "`. Default: none.",
 				Optional:   true,

@@ -365,6 +365,9 @@ func (r *registratorResource) Delete(ctx context.Context, req resource.DeleteReq
 	defer cancel()
 	docker := r.data.managerDocker(ctx, state.Host, &state.HostKey, true, &resp.Diagnostics)
 	if docker == nil {
+		if !resp.Diagnostics.HasError() { // unreachable: gone only with its droplet
+			r.data.requireNodeGone(ctx, "registrator service "+state.ID.ValueString(), state.Host.ValueString(), &resp.Diagnostics)
+		}
 		return
 	}
 	svc, err := swarmservice.Get(ctx, docker, state.ID.ValueString())

@@ -46,6 +46,12 @@ type Config struct {
 	RateLimitPerMinute int
 	// DropletLimit is the account's droplet limit. Default 25.
 	DropletLimit int
+	// Manners, if set, are the real API's habits to play (see RealManners). Default: env
+	// LOCALCLOUD_MANNERS (real: RealManners), else none.
+	Manners *Manners
+	// Faults fail some requests from the start (see SetFaults). Default: env
+	// LOCALCLOUD_FAULTS (see ParseFaults), else none.
+	Faults []Fault
 	// KeepOnClose keeps droplets, networks and state on Close, for a later Start with the
 	// same Name. Detach sets it after Start.
 	KeepOnClose bool
@@ -106,6 +112,7 @@ type Cloud struct {
 	nodes    *nodeBackend
 	mirror   *registryMirror
 	limiter  *rateLimiter
+	faults   *faultSwitch
 	listener net.Listener
 	server   *http.Server
 
@@ -147,12 +154,24 @@ func Start(ctx context.Context, cfg Config) (*Cloud, error) {
 		docker.Close()
 		return nil, err
 	}
+	manners, faults, err := mannersFromEnv()
+	if err != nil {
+		docker.Close()
+		return nil, err
+	}
+	if cfg.Manners != nil {
+		manners = *cfg.Manners
+	}
+	if cfg.Faults != nil {
+		faults = cfg.Faults
+	}
 
 	c := &Cloud{
 		cfg:          cfg,
 		docker:       docker,
 		nodes:        &nodeBackend{docker: docker, instance: cfg.Name, image: cfg.NodeImage, logf: cfg.Logf},
 		limiter:      &rateLimiter{limit: cfg.RateLimitPerMinute},
+		faults:       newFaultSwitch(faults, manners),
 		st:           st,
 		waiters:      map[int]*readinessWaiter{},
 		provisioning: map[int]chan struct{}{},

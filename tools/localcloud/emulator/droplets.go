@@ -347,9 +347,13 @@ func (c *Cloud) getDroplet(w http.ResponseWriter, r *http.Request) error {
 func (c *Cloud) listDroplets(w http.ResponseWriter, r *http.Request) error {
 	q := r.URL.Query()
 	tag, name := q.Get("tag_name"), q.Get("name")
+	lag := c.faults.getManners().ListLag
 	c.mu.Lock()
 	var matched []dropletJSON
 	for _, d := range c.sortedDropletsLocked() {
+		if tag != "" && time.Since(d.CreatedAt) < lag {
+			continue // real manners: a new droplet lists by tag only after a while
+		}
 		if (tag == "" || d.hasTag(tag)) && (name == "" || strings.EqualFold(d.Name, name)) {
 			matched = append(matched, c.renderDroplet(d))
 		}
@@ -500,9 +504,13 @@ func (c *Cloud) renderDroplet(d *droplet) dropletJSON {
 		}
 	}
 	tags := append([]string{}, d.Tags...)
+	status := d.Status
+	if status == statusActive && time.Since(d.CreatedAt) < c.faults.getManners().NewFor {
+		status = "new" // real manners: DigitalOcean reports a droplet new for a while after its create
+	}
 	return dropletJSON{
 		ID: d.ID, Name: d.Name, Memory: size.Memory, Vcpus: size.Vcpus, Disk: d.Disk,
-		Status: d.Status, CreatedAt: d.CreatedAt.UTC().Format(time.RFC3339),
+		Status: status, CreatedAt: d.CreatedAt.UTC().Format(time.RFC3339),
 		Features: append([]string{}, d.Features...), BackupIDs: []int{}, SnapshotIDs: []int{},
 		Image: image, VolumeIDs: []string{}, Size: size, SizeSlug: size.Slug, Networks: nets,
 		Region: region, Tags: tags, VPCUUID: d.VPCUUID,

@@ -88,7 +88,7 @@ func (c *Cloud) routes() http.Handler {
 	// Anything else, including a known path with an unknown method, is a JSON 404 like DO's.
 	handle("/", func(http.ResponseWriter, *http.Request) error { return errNotFound() })
 
-	return c.withRequestID(c.withRateLimit(c.withAuth(mux)))
+	return c.withRequestID(c.withFaults(c.withRateLimit(c.withAuth(mux))))
 }
 
 func (c *Cloud) withRequestID(next http.Handler) http.Handler {
@@ -114,9 +114,11 @@ func (c *Cloud) withRateLimit(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		allowed, remaining, reset := c.limiter.take(time.Now())
 		h := w.Header()
-		h.Set("Ratelimit-Limit", strconv.Itoa(c.limiter.limit))
-		h.Set("Ratelimit-Remaining", strconv.Itoa(remaining))
-		h.Set("Ratelimit-Reset", strconv.FormatInt(reset.Unix(), 10))
+		if h.Get("Ratelimit-Limit") == "" { // real manners report the hourly window (withFaults)
+			h.Set("Ratelimit-Limit", strconv.Itoa(c.limiter.limit))
+			h.Set("Ratelimit-Remaining", strconv.Itoa(remaining))
+			h.Set("Ratelimit-Reset", strconv.FormatInt(reset.Unix(), 10))
+		}
 		if !allowed {
 			h.Set("Retry-After", strconv.Itoa(max(1, int(time.Until(reset).Seconds()+0.999))))
 			c.writeError(w, &apiError{http.StatusTooManyRequests, "too_many_requests", "API Rate limit exceeded."})
@@ -126,10 +128,11 @@ func (c *Cloud) withRateLimit(next http.Handler) http.Handler {
 	})
 }
 
-// rateLimiter is a fixed one-minute window, which is how DO's per-minute burst limit behaves
+// rateLimiter is a fixed window (a minute unless set), which is how DO's limits behave
 // closely enough for clients that back off on 429 and read ratelimit-reset.
 type rateLimiter struct {
 	limit       int
+	window      time.Duration
 	mu          sync.Mutex
 	windowStart time.Time
 	used        int
@@ -138,11 +141,15 @@ type rateLimiter struct {
 func (l *rateLimiter) take(now time.Time) (allowed bool, remaining int, reset time.Time) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	window := now.Truncate(time.Minute)
+	length := l.window
+	if length == 0 {
+		length = time.Minute
+	}
+	window := now.Truncate(length)
 	if !window.Equal(l.windowStart) {
 		l.windowStart, l.used = window, 0
 	}
-	reset = window.Add(time.Minute)
+	reset = window.Add(length)
 	if l.used >= l.limit {
 		return false, 0, reset
 	}

@@ -1,0 +1,96 @@
+package provider
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/hashicorp/terraform-plugin-framework/diag"
+	"github.com/hashicorp/terraform-plugin-framework/path"
+	"github.com/hashicorp/terraform-plugin-framework/resource"
+	"github.com/hashicorp/terraform-plugin-framework/tfsdk"
+	"github.com/hashicorp/terraform-plugin-framework/types"
+	"github.com/hashicorp/terraform-plugin-go/tftypes"
+	"github.com/hashicorp/terraform-plugin-testing/helper/acctest"
+
+	msacctest "github.com/microswarm/terraform-provider-microswarm/internal/acctest"
+)
+
+// A registrator delete whose manager does not answer succeeds only when the manager's
+// droplet is off or deleted; while the droplet is active (its SSH broken, say) the
+// service may still run and publish, so the delete fails and says what to do.
+func TestAccRegistrator_deleteWithUnreachableManager(t *testing.T) {
+	requireAcc(t)
+	ctx := context.Background()
+	nodes := configuredDropletNode(t, "reg-"+acctest.RandString(6))
+	name := "acc-" + acctest.RandString(6) + "-mgr"
+	t.Cleanup(func() { deleteDropletsNamed(t, name) })
+	node, diags := runCreate(t, nodes, dropletNodeModel{Name: types.StringValue(name), Region: types.StringValue("nyc3"),
+		Size: types.StringValue("s-1vcpu-1gb"), Image: types.StringValue(DefaultDropletImage), Monitoring: types.BoolValue(false)})
+	if diags.HasError() {
+		t.Fatal(diags)
+	}
+	id, _ := strconv.Atoi(node.ID.ValueString())
+	ip := node.IPv4Address.ValueString()
+	reg := &registratorResource{data: nodes.data}
+
+	// Active, but nothing answers where state says the manager is: refuse.
+	diags = runRegistratorDelete(t, reg, fmt.Sprintf("ssh://root@%s:2222", ip), node.SSHHostKey.ValueString())
+	if !diags.HasError() || !hasError(diags, "Could Not Delete: Node Unreachable", "active", "state rm") {
+		t.Fatalf("delete with an active droplet whose manager does not answer: %v; want an error with the next step", diags)
+	}
+
+	// Powered off: nothing of it runs.
+	if _, _, err := msacctest.Godo(t).DropletActions.PowerOff(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := nodes.data.cloud.WaitStatus(ctx, id, "off"); err != nil {
+		t.Fatal(err)
+	}
+	diags = runRegistratorDelete(t, reg, "ssh://root@"+ip, node.SSHHostKey.ValueString())
+	if diags.HasError() || !hasWarning(diags, "Deleted With Its Node", "is off") {
+		t.Fatalf("delete with the manager's droplet off: %v; want success with a warning", diags)
+	}
+
+	// Deleted: gone with it.
+	if err := nodes.data.cloud.Delete(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	diags = runRegistratorDelete(t, reg, "ssh://root@"+ip, node.SSHHostKey.ValueString())
+	if diags.HasError() || !hasWarning(diags, "Deleted With Its Node", "is deleted") {
+		t.Fatalf("delete with the manager's droplet deleted: %v; want success with a warning", diags)
+	}
+}
+
+// runRegistratorDelete runs the registrator's Delete on a state that names a service on host.
+func runRegistratorDelete(t *testing.T, r *registratorResource, host, hostKey string) diag.Diagnostics {
+	t.Helper()
+	ctx := context.Background()
+	var sresp resource.SchemaResponse
+	r.Schema(ctx, resource.SchemaRequest{}, &sresp)
+	st := tfsdk.State{Schema: sresp.Schema, Raw: tftypes.NewValue(sresp.Schema.Type().TerraformType(ctx), nil)}
+	for attr, v := range map[string]string{"id": "registrator-test", "host": host, "host_key": hostKey} {
+		if diags := st.SetAttribute(ctx, path.Root(attr), v); diags.HasError() {
+			t.Fatal(diags)
+		}
+	}
+	resp := resource.DeleteResponse{State: st}
+	r.Delete(ctx, resource.DeleteRequest{State: st}, &resp)
+	return resp.Diagnostics
+}
+
+func hasError(diags diag.Diagnostics, parts ...string) bool {
+	for _, d := range diags.Errors() {
+		text := d.Summary() + ": " + d.Detail()
+		found := true
+		for _, p := range parts {
+			found = found && strings.Contains(text, p)
+		}
+		if found {
+			return true
+		}
+	}
+	return false
+}
