@@ -63,6 +63,7 @@ func quorumLossSteps(t *testing.T, cfg string, recorded *consulStateRecorder) []
 				plancheck.ExpectResourceAction(server(1), plancheck.ResourceActionUpdate),
 				plancheck.ExpectResourceAction(server(2), plancheck.ResourceActionUpdate),
 				plancheck.ExpectResourceAction(server(0), plancheck.ResourceActionNoop),
+				plancheck.ExpectKnownValue(token, tfjsonpath.New("input"), knownvalue.StringExact("0")),
 				plancheck.ExpectResourceAction(token, plancheck.ResourceActionNoop),
 			}},
 			// (The data source in state is what this step's plan read, without a leader.)
