@@ -20,12 +20,15 @@ import (
 )
 
 // consulHealthConfig adds, to consulOnNodesConfig's cluster, the datacenter's health read
-// through server 0 at plan time (nothing it depends on changes), and a terraform_data
-// that follows its token, as a self-healing configuration would.
+// through node 0 (whose Consul server survives) and a terraform_data that follows its
+// token, as a self-healing configuration would. It references the droplet nodes, which do
+// not change, not the Consul servers: Terraform reads a data source during the apply, its
+// token unknown at plan time, when a resource it references has changes, and with count
+// that is any instance (here the two restarted servers).
 const consulHealthConfig = `
 data "microswarm_health" "dc" {
-  host     = microswarm_consul_server.s[0].host
-  host_key = microswarm_consul_server.s[0].host_key
+  host     = microswarm_droplet_node.test[0].docker_host
+  host_key = microswarm_droplet_node.test[0].ssh_host_key
 }
 
 resource "terraform_data" "dc_token" {
@@ -63,6 +66,7 @@ func quorumLossSteps(t *testing.T, cfg string, recorded *consulStateRecorder) []
 				plancheck.ExpectResourceAction(server(1), plancheck.ResourceActionUpdate),
 				plancheck.ExpectResourceAction(server(2), plancheck.ResourceActionUpdate),
 				plancheck.ExpectResourceAction(server(0), plancheck.ResourceActionNoop),
+				plancheck.ExpectKnownValue(token, tfjsonpath.New("input"), knownvalue.StringExact("0")),
 				plancheck.ExpectResourceAction(token, plancheck.ResourceActionNoop),
 			}},
 			// (The data source in state is what this step's plan read, without a leader.)

@@ -500,7 +500,9 @@ type run struct {
 	// from the node list; without it (dissolving) a node only leaves.
 	drain bool
 	// left are nodes that left while dissolving.
-	left     map[string]bool
+	left map[string]bool
+	// replaced are recorded nodes whose host is another machine now (replacedNodes).
+	replaced map[string]bool
 	done     []string
 	warnings []string
 }
@@ -515,7 +517,10 @@ func (r *run) converge(ctx context.Context) error {
 		if err != nil {
 			return &StepError{Step: "list the swarm's nodes", Done: r.done, Err: err}
 		}
-		r.members = Resolve(nodes, r.members)
+		if i == 0 && r.drain { // not while dissolving: every node goes then
+			r.replacedNodes(ctx, nodes)
+		}
+		r.members = Resolve(slices.DeleteFunc(slices.Clone(nodes), func(n Node) bool { return r.replaced[n.ID] }), r.members)
 		for _, m := range r.members {
 			if m.NodeID != "" {
 				r.managed[m.NodeID] = true
@@ -884,10 +889,40 @@ func (r *run) recover(ctx context.Context, m Member, n Node, nodes []Node) error
 	return r.join(ctx, m, nodes)
 }
 
+// replacedNodes finds members whose recorded node the swarm still lists as ready, but
+// whose host's engine says it is not that node (in no swarm, or another node): a droplet
+// replaced by one with the same address, before the managers saw the old one go down.
+// Such a member claims no node (its host joins), and the old entry is removed without
+// draining, like any node this configuration owns and no member claims. A host that does
+// not answer is left to the usual steps.
+func (r *run) replacedNodes(ctx context.Context, nodes []Node) {
+	r.replaced = map[string]bool{}
+	for i, m := range r.members {
+		idx := slices.IndexFunc(nodes, func(n Node) bool { return n.ID == m.NodeID })
+		if m.NodeID == "" || idx < 0 || nodes[idx].State != StateReady {
+			continue
+		}
+		_, info, err := r.c.connectOnce(ctx, m.Target)
+		if err != nil {
+			continue
+		}
+		state := info.Swarm.LocalNodeState
+		if state == dockerswarm.LocalNodeStateActive && info.Swarm.NodeID == m.NodeID || state == dockerswarm.LocalNodeStatePending {
+			continue
+		}
+		r.c.log(ctx, "the member's host is another machine than its recorded node: it joins, the old entry goes",
+			map[string]any{"node_id": m.NodeID, "host": m.Target.Host, "host_node_id": info.Swarm.NodeID, "host_state": string(state)})
+		r.replaced[m.NodeID] = true
+		r.managed[m.NodeID] = true
+		r.targets[m.NodeID] = m.Target
+		r.members[i].NodeID = ""
+	}
+}
+
 // remove drains a worker, waits for its tasks to stop, makes it leave (if it is the
 // recorded node and still up) and removes it from the node list.
 func (r *run) remove(ctx context.Context, n Node) error {
-	if r.drain && n.State == StateReady {
+	if r.drain && n.State == StateReady && !r.replaced[n.ID] {
 		if err := r.updateNode(ctx, n.ID, func(spec *dockerswarm.NodeSpec) { spec.Availability = dockerswarm.NodeAvailabilityDrain }); err != nil {
 			return fmt.Errorf("draining: %w", err)
 		}

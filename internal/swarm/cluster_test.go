@@ -377,3 +377,39 @@ func TestLockedManagersAreUnlockedWithTheKeyAnotherManagerReports(t *testing.T) 
 		}
 	}
 }
+
+// TestConvergeJoinsAReplacementAtTheSameAddress: a worker's droplet is replaced by one with
+// the same address, so fast that the manager still lists the old node ready. The member's
+// recorded node is not this host's (its engine is in no swarm): the replacement joins as a
+// new node and the old entry is removed, in one converge.
+func TestConvergeJoinsAReplacementAtTheSameAddress(t *testing.T) {
+	t.Parallel()
+	cloud := newFakeCloud("a", "b")
+	cluster := newTestCluster(cloud)
+	ctx := testContext(t)
+	members := []Member{cloud.member("a", "a", RoleManager), cloud.member("b", "b", RoleWorker)}
+	res, err := cluster.Converge(ctx, Desired{Members: members})
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := res.Members[1].NodeID
+	cloud.mu.Lock()
+	gone := cloud.engines["b"]
+	cloud.engines["b"] = &fakeEngine{cloud: cloud, host: "b", ip: gone.ip, hostname: gone.hostname}
+	cloud.mu.Unlock()
+	prior := res.Members
+	res, err = cluster.Converge(ctx, Desired{ID: res.ID, Members: Resolve(res.Nodes, prior), Prior: prior})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Members[1].NodeID == old || res.Members[1].NodeID == "" {
+		t.Fatalf("b is node %q, want the replacement as a new node", res.Members[1].NodeID)
+	}
+	if _, listed := res.Node(old); listed {
+		t.Fatalf("the replaced node %s is still listed", old)
+	}
+	if cloud.localState("b") != "active" {
+		t.Fatal("the replacement did not join")
+	}
+	roles(t, res)
+}
