@@ -99,17 +99,35 @@ func (r *microserviceResource) ValidateConfig(ctx context.Context, req resource.
 	}
 }
 
-// ModifyPlan plans an update when the last refresh found the proxies routing to
-// different colors (an interrupted switch, a proxy restarted from an old map), even
-// though the configuration did not change: the update converges them.
+// ModifyPlan plans live_color and live_version as what the update leaves: the active
+// color and its version. So a health data source that follows live_color (its `tag`) is
+// read at plan time even while the service updates, and its token is known. When the
+// last refresh found the proxies routing to different colors (an interrupted switch, a
+// proxy restarted from an old map), it plans an update even though the configuration
+// did not change: the update converges them.
 func (r *microserviceResource) ModifyPlan(ctx context.Context, req resource.ModifyPlanRequest, resp *resource.ModifyPlanResponse) {
 	if req.State.Raw.IsNull() || req.Plan.Raw.IsNull() {
 		return
 	}
-	var live types.String
-	resp.Diagnostics.Append(req.State.GetAttribute(ctx, path.Root("live_color"), &live)...)
-	if live.ValueString() == liveMixed {
+	var state, plan microserviceModel
+	resp.Diagnostics.Append(req.State.Get(ctx, &state)...)
+	resp.Diagnostics.Append(req.Plan.Get(ctx, &plan)...)
+	if resp.Diagnostics.HasError() {
+		return
+	}
+	if state.LiveColor.ValueString() == liveMixed {
 		resp.Diagnostics.Append(resp.Plan.SetAttribute(ctx, path.Root("live_color"), types.StringUnknown())...)
+		return
+	}
+	if plan.Active.IsUnknown() || state.LiveColor.IsNull() {
+		return
+	}
+	active := bluegreen.Color(plan.Active.ValueString())
+	resp.Diagnostics.Append(resp.Plan.SetAttribute(ctx, path.Root("live_color"), types.StringValue(string(active)))...)
+	if obj := plan.colorObject(active); !obj.IsNull() && !obj.IsUnknown() {
+		if img, ok := obj.Attributes()["image"].(types.String); ok && !img.IsUnknown() {
+			resp.Diagnostics.Append(resp.Plan.SetAttribute(ctx, path.Root("live_version"), types.StringValue(bluegreen.Version(img.ValueString())))...)
+		}
 	}
 }
 
@@ -225,6 +243,11 @@ func (r *microserviceResource) Update(ctx context.Context, req resource.UpdateRe
 	}
 	d.awaitStandby(ctx, &plan, &resp.Diagnostics)
 	d.observe(ctx, &plan)
+	if !resp.Diagnostics.HasError() && plan.LiveColor.ValueString() != plan.Active.ValueString() {
+		// The plan promised the active color live; the proxies say otherwise.
+		resp.Diagnostics.AddError("Proxies Not on the Active Color", fmt.Sprintf("Service %s: after the apply the proxies route %s, not %s: %s. "+
+			"The next apply converges them.", name, plan.LiveColor.ValueString(), plan.Active.ValueString(), bluegreen.Summarise(ctx, d.proxies()).Describe()))
+	}
 	resp.Diagnostics.Append(resp.State.Set(ctx, &plan)...)
 }
 
