@@ -119,7 +119,13 @@ func (r *microserviceResource) ModifyPlan(ctx context.Context, req resource.Modi
 		resp.Diagnostics.Append(resp.Plan.SetAttribute(ctx, path.Root("live_color"), types.StringUnknown())...)
 		return
 	}
-	if plan.Active.IsUnknown() || state.LiveColor.IsNull() {
+	if state.LiveColor.IsNull() {
+		// Just imported: the apply reads the route from the proxies.
+		resp.Diagnostics.Append(resp.Plan.SetAttribute(ctx, path.Root("live_color"), types.StringUnknown())...)
+		resp.Diagnostics.Append(resp.Plan.SetAttribute(ctx, path.Root("live_version"), types.StringUnknown())...)
+		return
+	}
+	if plan.Active.IsUnknown() {
 		return
 	}
 	active := bluegreen.Color(plan.Active.ValueString())
