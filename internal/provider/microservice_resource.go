@@ -99,8 +99,7 @@ func (r *microserviceResource) ValidateConfig(ctx context.Context, req resource.
 	}
 }
 
-// ModifyPlan plans live_color and live_version as what the update leaves: the active
-// color and its version. So a health data source that follows live_color (its `tag`) is
+// ModifyPlan plans live_color as what the update leaves: the active color. So a health data source that follows live_color (its `tag`) is
 // read at plan time even while the service updates, and its token is known. When the
 // last refresh found the proxies routing to different colors (an interrupted switch, a
 // proxy restarted from an old map), it plans an update even though the configuration
@@ -122,19 +121,12 @@ func (r *microserviceResource) ModifyPlan(ctx context.Context, req resource.Modi
 	if state.LiveColor.IsNull() {
 		// Just imported: the apply reads the route from the proxies.
 		resp.Diagnostics.Append(resp.Plan.SetAttribute(ctx, path.Root("live_color"), types.StringUnknown())...)
-		resp.Diagnostics.Append(resp.Plan.SetAttribute(ctx, path.Root("live_version"), types.StringUnknown())...)
 		return
 	}
 	if plan.Active.IsUnknown() {
 		return
 	}
-	active := bluegreen.Color(plan.Active.ValueString())
-	resp.Diagnostics.Append(resp.Plan.SetAttribute(ctx, path.Root("live_color"), types.StringValue(string(active)))...)
-	if obj := plan.colorObject(active); !obj.IsNull() && !obj.IsUnknown() {
-		if img, ok := obj.Attributes()["image"].(types.String); ok && !img.IsUnknown() {
-			resp.Diagnostics.Append(resp.Plan.SetAttribute(ctx, path.Root("live_version"), types.StringValue(bluegreen.Version(img.ValueString())))...)
-		}
-	}
+	resp.Diagnostics.Append(resp.Plan.SetAttribute(ctx, path.Root("live_color"), types.StringValue(plan.Active.ValueString()))...)
 }
 
 func (r *microserviceResource) Create(ctx context.Context, req resource.CreateRequest, resp *resource.CreateResponse) {
