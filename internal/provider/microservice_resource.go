@@ -115,7 +115,14 @@ func (r *microserviceResource) ModifyPlan(ctx context.Context, req resource.Modi
 		return
 	}
 	if state.LiveColor.ValueString() == liveMixed {
-		resp.Diagnostics.Append(resp.Plan.SetAttribute(ctx, path.Root("live_color"), types.StringUnknown())...)
+		// An update with no configuration change: what it observes is known after it.
+		for _, attr := range []string{"live_color", "live_version"} {
+			resp.Diagnostics.Append(resp.Plan.SetAttribute(ctx, path.Root(attr), types.StringUnknown())...)
+		}
+		for _, attr := range []string{"blue_running", "green_running", "blue_passing", "green_passing"} {
+			resp.Diagnostics.Append(resp.Plan.SetAttribute(ctx, path.Root(attr), types.Int64Unknown())...)
+		}
+		resp.Diagnostics.Append(resp.Plan.SetAttribute(ctx, path.Root("endpoints"), types.ListUnknown(types.StringType))...)
 		return
 	}
 	if state.LiveColor.IsNull() {
