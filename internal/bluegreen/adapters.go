@@ -199,6 +199,46 @@ func (f SSHFiles) run(ctx context.Context, script, stdin string) (string, error)
 	}
 }
 
+// SSHPorts steers a node's published ports with NAT rules in front of Docker's own, in
+// Docker's nat chain (NodePorts), through its SSH connection. A rule copies the one
+// Docker made for the target port (same interfaces, same container address) with the
+// source port and a comment naming the tag; rules go when Docker's engine restarts, as
+// Docker's own do.
+type SSHPorts struct {
+	Host *conn.Host
+}
+
+var _ NodePorts = SSHPorts{}
+
+// steerScript: $1 tag, $2 from, $3 to. Inserts the new rule before removing the old
+// ones of the tag, so a re-run never leaves the port unsteered for a moment.
+const steerScript = `set -e
+tagged() { iptables -t nat -S DOCKER | grep -E -e "--comment \"?$1\"? " || true; }
+rule=$(iptables -t nat -S DOCKER | grep -e "--dport $3 " | grep -e "-j DNAT" | grep -v -e "--comment" | head -n 1)
+if [ -z "$rule" ]; then echo "Docker publishes nothing on port $3 of this node" >&2; exit 3; fi
+dest=${rule##*--to-destination }
+old=$(tagged "$1")
+if printf '%s\n' "$old" | grep -q -e "--dport $2 .*--to-destination $dest\$"; then exit 0; fi
+iptables -t nat $(printf '%s\n' "$rule" | sed -e "s/^-A DOCKER /-I DOCKER 1 /" -e "s/--dport $3 /--dport $2 -m comment --comment $1 /")
+printf '%s\n' "$old" | grep -e "--to-destination" | grep -v -e "--dport $2 .*--to-destination $dest\$" | sed -e 's/^-A /-D /' |
+  while read -r r; do eval "iptables -t nat $r"; done
+`
+
+// unsteerScript: $1 tag.
+const unsteerScript = `iptables -t nat -S DOCKER 2>/dev/null | grep -E -e "--comment \"?$1\"? " | sed -e 's/^-A /-D /' |
+  while read -r r; do eval "iptables -t nat $r" || exit 1; done
+`
+
+func (p SSHPorts) Steer(ctx context.Context, tag string, from, to int) error {
+	_, err := SSHFiles(p).run(ctx, fmt.Sprintf("sh -c %s sh %s %d %d", shellQuote(steerScript), shellQuote(tag), from, to), "")
+	return err
+}
+
+func (p SSHPorts) Unsteer(ctx context.Context, tag string) error {
+	_, err := SSHFiles(p).run(ctx, fmt.Sprintf("sh -c %s sh %s", shellQuote(unsteerScript), shellQuote(tag)), "")
+	return err
+}
+
 // shellQuote quotes s as one word for sh.
 func shellQuote(s string) string {
 	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"

@@ -45,6 +45,11 @@ type ProxyNode struct {
 	// Reload, when set, reloads the running proxy's configuration without dropping a
 	// connection and returns once the new worker answers (HAProxy.Reload).
 	Reload func(ctx context.Context) error
+	// Ports and StandIn, when both set on every node, let a new proxy image be rolled
+	// out with no connection refused: the node's port is steered to a stand-in proxy
+	// (StandIn is its Runtime API) while the proxy is replaced (handover.go).
+	Ports   NodePorts
+	StandIn Proxy
 }
 
 // MaxReplicas is the most tasks a color may have; every proxy has a server slot for each.
@@ -235,41 +240,56 @@ func writeProxyConfig(ctx context.Context, eng Engine, proxy ProxyDeployment, no
 // rather than empty slots that answer 503 until DNS fills them. A new listen port is
 // rolled out start-first (the new task binds a port the old one does not hold, so both
 // answer for a moment and neither port is ever closed while the other is not yet open);
-// the update order then goes back to stop-first, which changes no task.
-func ensureProxy(ctx context.Context, eng Engine, proxy ProxyDeployment, nodes []ProxyNode, owner string) error {
+// the update order then goes back to stop-first, which changes no task. A new image on
+// the same port is handed over through a stand-in (handover.go).
+func ensureProxy(ctx context.Context, eng swarmservice.Engine, proxy ProxyDeployment, nodes []ProxyNode, owner string) error {
 	spec := proxy.Spec()
 	live, err := swarmservice.Get(ctx, eng, proxy.ProxyName())
 	switch {
 	case errors.Is(err, swarmservice.ErrNotFound):
-		_, _, err = swarmservice.Ensure(ctx, eng, spec, owner)
-		return err
+		if _, _, err = swarmservice.Ensure(ctx, eng, spec, owner); err != nil {
+			return err
+		}
+		return retireStandIn(ctx, eng, proxy, nodes)
 	case err != nil:
 		return err
 	}
+	states := map[string]string{}
 	for _, n := range nodes {
 		if n.ServersState == nil {
 			continue
 		}
 		// A proxy that cannot say is only slower to fill its slots: not an error.
 		if state, err := n.ServersState(ctx); err == nil {
+			states[n.SwarmID] = state
 			_ = n.Files.Write(ctx, proxy.ServerStateFile(), state)
 		}
 	}
-	if publishedPort(live.Spec) == proxy.ListenPort {
+	switch {
+	case publishedPort(live.Spec) != proxy.ListenPort:
+		startFirst := proxy.Spec()
+		startFirst.UpdateConfig.Order = swarm.UpdateOrderStartFirst
+		updated, _, err := swarmservice.Ensure(ctx, eng, startFirst, owner)
+		if err == nil {
+			_, err = swarmservice.WaitConverged(ctx, eng, updated.ID)
+		}
+		if err != nil {
+			return err
+		}
 		_, _, err = swarmservice.Ensure(ctx, eng, spec, owner)
-		return err
+		if err != nil {
+			return err
+		}
+	case !SameImage(imageOf(live.Spec), proxy.Image) && canHandOver(nodes):
+		if err := handOver(ctx, eng, proxy, live, nodes, states, owner); err != nil {
+			return err
+		}
+	default:
+		if _, _, err = swarmservice.Ensure(ctx, eng, spec, owner); err != nil {
+			return err
+		}
 	}
-	startFirst := proxy.Spec()
-	startFirst.UpdateConfig.Order = swarm.UpdateOrderStartFirst
-	updated, _, err := swarmservice.Ensure(ctx, eng, startFirst, owner)
-	if err == nil {
-		_, err = swarmservice.WaitConverged(ctx, eng, updated.ID)
-	}
-	if err != nil {
-		return err
-	}
-	_, _, err = swarmservice.Ensure(ctx, eng, spec, owner)
-	return err
+	return retireStandIn(ctx, eng, proxy, nodes)
 }
 
 func publishedPort(spec swarm.ServiceSpec) int {
@@ -285,7 +305,11 @@ func publishedPort(spec swarm.ServiceSpec) int {
 // nothing of the service behind.
 func Undeploy(ctx context.Context, eng Engine, svc Service, nodes []ProxyNode, owner string) error {
 	proxy := ProxyDeployment{Service: svc}
-	for _, service := range []string{proxy.ProxyName(), svc.ServiceName(Blue), svc.ServiceName(Green)} {
+	// A steering rule goes before the stand-in it points at.
+	if err := unsteerAll(ctx, proxy, nodes); err != nil {
+		return err
+	}
+	for _, service := range []string{proxy.StandInName(), proxy.ProxyName(), svc.ServiceName(Blue), svc.ServiceName(Green)} {
 		live, err := swarmservice.Get(ctx, eng, service)
 		if errors.Is(err, swarmservice.ErrNotFound) {
 			continue

@@ -92,7 +92,7 @@ func (r *microserviceResource) reach(ctx context.Context, mgr *client.Client, m 
 	listen := strconv.Itoa(int(m.ListenPort.ValueInt64()))
 	mapPath := bluegreen.ProxyConfig(svc).MapPath
 	layout := bluegreen.ProxyDeployment{Service: svc}
-	socket, master := layout.AdminSocket(), layout.MasterSocket()
+	socket, master, standInSocket := layout.AdminSocket(), layout.MasterSocket(), layout.StandInDir()+"/admin.sock"
 	for i, ph := range hosts {
 		at := path.Root("proxy_hosts").AtListIndex(i).AtName("host")
 		if ep, err := conn.ParseEndpoint(ph.Host.ValueString()); err == nil {
@@ -127,8 +127,12 @@ func (r *microserviceResource) reach(ctx context.Context, mgr *client.Client, m 
 			Client: &haproxy.Client{Dial: func(ctx context.Context) (net.Conn, error) { return h.DialContext(ctx, "unix", socket) }},
 			Master: &haproxy.Client{Dial: func(ctx context.Context) (net.Conn, error) { return h.DialContext(ctx, "unix", master) }},
 		}
+		standIn := &bluegreen.HAProxy{Node: info.name + " (stand-in)", MapPath: mapPath,
+			Client: &haproxy.Client{Dial: func(ctx context.Context) (net.Conn, error) { return h.DialContext(ctx, "unix", standInSocket) }},
+		}
 		d.nodes = append(d.nodes, bluegreen.ProxyNode{Name: info.name, SwarmID: info.nodeID, Files: bluegreen.SSHFiles{Host: h},
-			Proxy: faultyProxy{proxy}, ServersState: proxy.Client.ServersStateFile, Reload: proxy.Reload})
+			Proxy: faultyProxy{proxy}, ServersState: proxy.Client.ServersStateFile, Reload: proxy.Reload,
+			Ports: bluegreen.SSHPorts{Host: h}, StandIn: standIn})
 	}
 	if len(d.nodes) == 0 && len(hosts) > 0 {
 		diags.AddAttributeError(path.Root("proxy_hosts"), "No Proxy Node Reachable", fmt.Sprintf(

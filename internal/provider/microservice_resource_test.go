@@ -283,9 +283,8 @@ import {
 			},
 			{
 				// A proxy image change (the same image under another tag, made on every node)
-				// replaces each node's proxy (stop-first: a host port cannot be bound twice);
-				// the new one starts from the servers' state the old one saved. What the load
-				// sees meanwhile is counted and logged: a measurement, not yet a guarantee.
+				// replaces each node's proxy; meanwhile a stand-in takes the node's new
+				// connections, so none is refused, and it is gone after the apply.
 				PreConfig: func() {
 					fx.tagOnNodes("haproxy:2.6", "haproxy:2.6-acc")
 					fx.recordProxies()
@@ -293,7 +292,7 @@ import {
 				},
 				Config: microserviceConfig(prefix, colors("")+"  active = \"blue\"\n  health_path = \"/\"\n  listen_port = 8081\n"+
 					"  proxy_image = \"haproxy:2.6-acc\"\n"),
-				Check: resource.ComposeAggregateTestCheckFunc(fx.checkNewProxies(), fx.logLoad("proxy image change"), fx.checkAnswers("1.0.0")),
+				Check: resource.ComposeAggregateTestCheckFunc(fx.checkNewProxies(), fx.checkNoFailures(10000), fx.checkNoStandIn(), fx.checkAnswers("1.0.0")),
 			},
 		},
 	})
@@ -403,6 +402,28 @@ func (fx *microserviceFixture) checkNewProxies() resource.TestCheckFunc {
 	}
 }
 
+// checkNoStandIn: no node runs the proxy's stand-in any more.
+func (fx *microserviceFixture) checkNoStandIn() resource.TestCheckFunc {
+	return func(*terraform.State) error {
+		ctx, cancel := fx.ctx()
+		defer cancel()
+		for key := range fx.targets {
+			docker, err := fx.docker(key)
+			if err != nil {
+				return err
+			}
+			list, err := docker.ContainerList(ctx, container.ListOptions{Filters: filters.NewArgs(filters.Arg("label", "com.docker.swarm.service.name=accweb-proxy-standin"))})
+			if err != nil {
+				return err
+			}
+			if len(list) > 0 {
+				return fmt.Errorf("node %s still runs the stand-in %s", key, list[0].ID)
+			}
+		}
+		return nil
+	}
+}
+
 // tagOnNodes tags image as tag in every node's engine.
 func (fx *microserviceFixture) tagOnNodes(image, tag string) {
 	ctx, cancel := fx.ctx()
@@ -480,15 +501,6 @@ func (fx *microserviceFixture) checkPortHandover() resource.TestCheckFunc {
 		if len(firstNew) != len(fx.endpoints) {
 			return fmt.Errorf("the new port answered on %d of %d nodes", len(firstNew), len(fx.endpoints))
 		}
-		return nil
-	}
-}
-
-// logLoad ends the load and logs what it saw, failures included: a measurement.
-func (fx *microserviceFixture) logLoad(what string) resource.TestCheckFunc {
-	return func(*terraform.State) error {
-		rep := fx.load.Stop()
-		fx.t.Logf("load through the %s: %s", what, rep)
 		return nil
 	}
 }

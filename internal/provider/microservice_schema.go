@@ -227,7 +227,9 @@ func (r *microserviceResource) Schema(ctx context.Context, _ resource.SchemaRequ
 			},
 			"proxy_image": schema.StringAttribute{
 				MarkdownDescription: "The HAProxy image (2.6 or later; the official image's entrypoint and user, or one that behaves alike). Changes in " +
-					"place: one node at a time, its proxy is replaced, starting from the servers' state the old one saved. Default: `" + defaultProxyImage + "`.",
+					"place with no connection refused: on every node a stand-in proxy takes the listen port's new connections (a NAT " +
+					"rule) while the proxy is replaced, starting from the servers' state the old one saved; the stand-in goes once the " +
+					"new proxy answers everywhere. An interrupted change is finished by the next apply. Default: `" + defaultProxyImage + "`.",
 				Optional: true, Computed: true,
 				Default:    stringdefault.StaticString(defaultProxyImage),
 				Validators: []validator.String{imageValidator()},
