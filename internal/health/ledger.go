@@ -61,7 +61,8 @@ type Observation struct {
 	// Subjects maps every subject the read saw to whether it is failing (critical).
 	Subjects map[string]bool
 	// Tag is the read's tag filter ("" for all): a record the read does not see is gone
-	// only if the read would have seen it.
+	// only if the read would have seen it. A Report's Observation has none: it covers the
+	// whole service, so that every read of a ledger observes the same subjects.
 	Tag string
 	// Grace is how long a subject never seen passing may be critical before it counts
 	// (DefaultGrace when zero).
@@ -172,10 +173,11 @@ type WriteError struct{ Err error }
 func (e *WriteError) Error() string { return e.Err.Error() }
 func (e *WriteError) Unwrap() error { return e.Err }
 
-// Observe folds an observation into the scope's ledger with a check-and-set, so
-// concurrent runs (a plan beside a scheduled apply) count one failure once. The ledger is
-// read from any server when the leader's copy cannot be, so a cluster that lost its
-// leader still answers. When only
+// Observe folds an observation (a Report's Observation, which covers the whole service
+// whatever the scope's tag) into the scope's ledger with a check-and-set, so concurrent
+// runs (a plan beside a scheduled apply) count one failure once. The ledger is read from
+// any server when the leader's copy cannot be, so a cluster that lost its leader still
+// answers. When only
 // the write fails it returns the entry as last recorded, with a *WriteError: the token
 // does not move on what could not be recorded (it would move back, and replace twice, if
 // the subject healed before the next run could write). Any other error means there is no
@@ -183,7 +185,6 @@ func (e *WriteError) Unwrap() error { return e.Err }
 func Observe(ctx context.Context, api *consulapi.Client, s Scope, o Observation) (Entry, error) {
 	key := LedgerKey(s)
 	kv := api.KV()
-	o.Tag = s.Tag
 	for attempt := 0; ; attempt++ {
 		// Any server's copy first (it answers without a leader, and at once); after a
 		// lost check-and-set, the leader's copy, whose index can win.
