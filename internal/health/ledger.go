@@ -9,6 +9,7 @@ import (
 	"maps"
 	"slices"
 	"strconv"
+	"sync"
 	"time"
 
 	consulapi "github.com/hashicorp/consul/api"
@@ -226,4 +227,31 @@ func Observe(ctx context.Context, api *consulapi.Client, s Scope, o Observation)
 			return current, &WriteError{fmt.Errorf("recording the failure ledger %s: it kept changing under ten attempts", key)}
 		}
 	}
+}
+
+// RunTokens holds the token each ledger gave first in one provider run (one plan, one
+// apply). Terraform reads a plan's data sources at different moments, so a failure, or
+// the end of a grace period, can fall between two reads of one ledger: the first would
+// answer the token before it, the second the token after, and whatever follows both (a
+// terraform_data of the two) would change in this plan and again in the next. Every read
+// still records what it saw, but answers with its run's first token: the next run moves
+// them all together, once. The zero value is ready to use.
+type RunTokens struct {
+	mu   sync.Mutex
+	held map[string]Entry
+}
+
+// Hold is the entry to answer with for the ledger at key (say which Consul it lives in,
+// as well as LedgerKey): e if it is the run's first for that key, else the first.
+func (t *RunTokens) Hold(key string, e Entry) Entry {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if first, ok := t.held[key]; ok {
+		return first
+	}
+	if t.held == nil {
+		t.held = map[string]Entry{}
+	}
+	t.held[key] = e
+	return e
 }

@@ -128,7 +128,7 @@ func TestScopesShareOneLedger(t *testing.T) {
 	ctx := context.Background()
 	app, live := Scope{Service: "web"}, Scope{Service: "web", Tag: "blue"}
 	// read is one data source's read, as the provider does it.
-	read := func(s Scope) string {
+	read := func(s Scope, run *RunTokens) string {
 		t.Helper()
 		r, err := Read(ctx, api, s)
 		if err != nil {
@@ -138,17 +138,18 @@ func TestScopesShareOneLedger(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		return e.Token()
+		return run.Hold(LedgerKey(s), e).Token()
 	}
 	// plan reads the scopes in order, doing what happens between the reads, and says
 	// "app/live", as terraform_data.app_health holds them.
 	plan := func(order ...any) string {
 		t.Helper()
+		run := &RunTokens{}
 		tokens := map[Scope]string{}
 		for _, step := range order {
 			switch step := step.(type) {
 			case Scope:
-				tokens[step] = read(step)
+				tokens[step] = read(step, run)
 			case func():
 				step()
 			}
@@ -187,5 +188,17 @@ func TestScopesShareOneLedger(t *testing.T) {
 		if got := plan(order...); got != "2/2" {
 			t.Fatalf("the plan after the green heal: %s, want 2/2", got)
 		}
+	}
+	// A failure between the two reads of one plan: that plan reads the tokens before it
+	// (it records the failure all the same), the next one both tokens after it; and a
+	// heal between two reads moves nothing.
+	if got := plan(live, func() { f.nodeDown("w2", true) }, app); got != "2/2" {
+		t.Fatalf("a plan with a failure between its reads: %s, want 2/2 (one token moved, the other not yet)", got)
+	}
+	if got := plan(app, func() { f.nodeDown("w2", false) }, live); got != "3/3" {
+		t.Fatalf("the next plan: %s, want 3/3 (both moved once, together)", got)
+	}
+	if got := plan(live, app); got != "3/3" {
+		t.Fatalf("the plan after the heal: %s, want 3/3", got)
 	}
 }
