@@ -218,7 +218,7 @@ func TestReadAndObserve(t *testing.T) {
 	blue := Scope{Service: "web", Tag: "blue"}
 	observe := func(s Scope, r *Report) string {
 		t.Helper()
-		e, err := Observe(ctx, api, s, Observation{Subjects: r.Subjects})
+		e, err := Observe(ctx, api, s, r.Observation(0))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -273,7 +273,7 @@ func TestReadAndObserve(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			e, err := Observe(ctx, api, blue, Observation{Subjects: both.Subjects})
+			e, err := Observe(ctx, api, blue, both.Observation(0))
 			if err != nil {
 				t.Error(err)
 			}
@@ -428,7 +428,7 @@ func TestLeaderLost(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if e, err := Observe(ctx, api, web, Observation{Subjects: r.Subjects}); err != nil || e.Token() != "0" {
+	if e, err := Observe(ctx, api, web, r.Observation(0)); err != nil || e.Token() != "0" {
 		t.Fatalf("healthy: %v %v", e.Token(), err)
 	}
 

@@ -9,6 +9,7 @@ import (
 	"maps"
 	"slices"
 	"strconv"
+	"sync"
 	"time"
 
 	consulapi "github.com/hashicorp/consul/api"
@@ -61,7 +62,8 @@ type Observation struct {
 	// Subjects maps every subject the read saw to whether it is failing (critical).
 	Subjects map[string]bool
 	// Tag is the read's tag filter ("" for all): a record the read does not see is gone
-	// only if the read would have seen it.
+	// only if the read would have seen it. A Report's Observation has none: it covers the
+	// whole service, so that every read of a ledger observes the same subjects.
 	Tag string
 	// Grace is how long a subject never seen passing may be critical before it counts
 	// (DefaultGrace when zero).
@@ -172,10 +174,11 @@ type WriteError struct{ Err error }
 func (e *WriteError) Error() string { return e.Err.Error() }
 func (e *WriteError) Unwrap() error { return e.Err }
 
-// Observe folds an observation into the scope's ledger with a check-and-set, so
-// concurrent runs (a plan beside a scheduled apply) count one failure once. The ledger is
-// read from any server when the leader's copy cannot be, so a cluster that lost its
-// leader still answers. When only
+// Observe folds an observation (a Report's Observation, which covers the whole service
+// whatever the scope's tag) into the scope's ledger with a check-and-set, so concurrent
+// runs (a plan beside a scheduled apply) count one failure once. The ledger is read from
+// any server when the leader's copy cannot be, so a cluster that lost its leader still
+// answers. When only
 // the write fails it returns the entry as last recorded, with a *WriteError: the token
 // does not move on what could not be recorded (it would move back, and replace twice, if
 // the subject healed before the next run could write). Any other error means there is no
@@ -183,7 +186,6 @@ func (e *WriteError) Unwrap() error { return e.Err }
 func Observe(ctx context.Context, api *consulapi.Client, s Scope, o Observation) (Entry, error) {
 	key := LedgerKey(s)
 	kv := api.KV()
-	o.Tag = s.Tag
 	for attempt := 0; ; attempt++ {
 		// Any server's copy first (it answers without a leader, and at once); after a
 		// lost check-and-set, the leader's copy, whose index can win.
@@ -225,4 +227,31 @@ func Observe(ctx context.Context, api *consulapi.Client, s Scope, o Observation)
 			return current, &WriteError{fmt.Errorf("recording the failure ledger %s: it kept changing under ten attempts", key)}
 		}
 	}
+}
+
+// RunTokens holds the token each ledger gave first in one provider run (one plan, one
+// apply). Terraform reads a plan's data sources at different moments, so a failure, or
+// the end of a grace period, can fall between two reads of one ledger: the first would
+// answer the token before it, the second the token after, and whatever follows both (a
+// terraform_data of the two) would change in this plan and again in the next. Every read
+// still records what it saw, but answers with its run's first token: the next run moves
+// them all together, once. The zero value is ready to use.
+type RunTokens struct {
+	mu   sync.Mutex
+	held map[string]Entry
+}
+
+// Hold is the entry to answer with for the ledger at key (say which Consul it lives in,
+// as well as LedgerKey): e if it is the run's first for that key, else the first.
+func (t *RunTokens) Hold(key string, e Entry) Entry {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if first, ok := t.held[key]; ok {
+		return first
+	}
+	if t.held == nil {
+		t.held = map[string]Entry{}
+	}
+	t.held[key] = e
+	return e
 }

@@ -106,14 +106,28 @@ type Report struct {
 	// Missing says what the scope names that Consul does not know, if anything.
 	Missing string
 	// Subjects maps every subject in scope (the names Failing uses) to whether it is
-	// failing: what the ledger needs to tell a failure from a start. A scope's presence is
-	// a subject too (`missing:SCOPE`), failing while the scope names nothing Consul knows.
+	// failing. A scope's presence is a subject too (`missing:SCOPE`), failing while the
+	// scope names nothing Consul knows.
 	Subjects map[string]bool
 	// Leaderless: Consul had no leader, so the catalog may be stale; node states then come
 	// from the agent's gossip view (a node the survivors see failed is critical).
 	Leaderless bool
 
 	instancesFail bool
+	// observed is what the ledger is told (see Observation): the whole service's subjects
+	// when the scope has a tag, the scope's own otherwise.
+	observed map[string]bool
+}
+
+// Observation is what the report tells the ledger. A service's ledger is one for every
+// tag, so every read of it observes the whole service, whatever its tag: reads of two
+// tags, or of a tag and the whole service, made at different moments of one plan then
+// count one failure once. Were each to fold in only its tag's subjects, a failure that
+// spans colors (a node that runs both) would be counted by the first read for its color
+// and again by the next read for the other one, and the first read's token would move a
+// second time in the plan after.
+func (r *Report) Observation(grace time.Duration) Observation {
+	return Observation{Subjects: r.observed, Grace: grace}
 }
 
 // Read asks Consul (through any agent) for the scope's health. Stale reads are allowed so
@@ -146,6 +160,8 @@ const (
 func readOnce(ctx context.Context, api *consulapi.Client, s Scope) (*Report, error) {
 	q := (&consulapi.QueryOptions{Datacenter: s.Datacenter, AllowStale: true}).WithContext(ctx)
 	r := &Report{instancesFail: true}
+	// whole is the untagged service, for the ledger, when the scope has a tag.
+	var whole *Report
 	leader := func(meta *consulapi.QueryMeta) {
 		if meta != nil && !meta.KnownLeader {
 			r.Leaderless = true
@@ -153,26 +169,17 @@ func readOnce(ctx context.Context, api *consulapi.Client, s Scope) (*Report, err
 	}
 	switch {
 	case s.Service != "":
-		entries, meta, err := api.Health().Service(s.Service, s.Tag, false, q)
+		// Every instance, whatever the tag: the report keeps the tag's, the ledger sees all
+		// (Observation). One answer for both, so they cannot disagree.
+		entries, meta, err := api.Health().Service(s.Service, "", false, q)
 		if err != nil {
 			return nil, fmt.Errorf("health of %s: %w", s, err)
 		}
 		leader(meta)
-		seen := map[string]bool{}
-		for _, e := range entries {
-			if !seen[e.Node.Node] {
-				seen[e.Node.Node] = true
-				r.Nodes = append(r.Nodes, nodeOf(e.Node, e.Checks))
-			}
-			in := Instance{ID: e.Service.ID, Service: e.Service.Service, Node: e.Node.Node,
-				Address: cmp.Or(e.Service.Address, e.Node.Address), Port: e.Service.Port, Tags: e.Service.Tags}
-			for _, c := range e.Checks {
-				in.Checks = append(in.Checks, checkOf(c))
-			}
-			r.Instances = append(r.Instances, in)
-		}
-		if len(entries) == 0 {
-			r.Missing = fmt.Sprintf("no instance of %s is registered", s)
+		r.addServiceEntries(entries, s)
+		if s.Tag != "" {
+			whole = &Report{instancesFail: true}
+			whole.addServiceEntries(entries, Scope{Service: s.Service, Datacenter: s.Datacenter})
 		}
 	case s.Node != "":
 		node, meta, err := api.Catalog().Node(s.Node, q)
@@ -224,8 +231,38 @@ func readOnce(ctx context.Context, api *consulapi.Client, s Scope) (*Report, err
 			r.Missing = fmt.Sprintf("%s has no node", s)
 		}
 	}
-	r.finish(s, gossipDown(api))
+	down := gossipDown(api)
+	r.finish(s, down)
+	r.observed = r.Subjects
+	if whole != nil {
+		whole.finish(Scope{Service: s.Service, Datacenter: s.Datacenter}, down)
+		r.observed = whole.Subjects
+	}
 	return r, nil
+}
+
+// addServiceEntries records the entries that carry the scope's tag (all of them without
+// one, as Consul's tag filter would), their nodes, and a missing scope.
+func (r *Report) addServiceEntries(entries []*consulapi.ServiceEntry, s Scope) {
+	seen := map[string]bool{}
+	for _, e := range entries {
+		if s.Tag != "" && !slices.Contains(e.Service.Tags, s.Tag) {
+			continue
+		}
+		if !seen[e.Node.Node] {
+			seen[e.Node.Node] = true
+			r.Nodes = append(r.Nodes, nodeOf(e.Node, e.Checks))
+		}
+		in := Instance{ID: e.Service.ID, Service: e.Service.Service, Node: e.Node.Node,
+			Address: cmp.Or(e.Service.Address, e.Node.Address), Port: e.Service.Port, Tags: e.Service.Tags}
+		for _, c := range e.Checks {
+			in.Checks = append(in.Checks, checkOf(c))
+		}
+		r.Instances = append(r.Instances, in)
+	}
+	if len(r.Instances) == 0 {
+		r.Missing = fmt.Sprintf("no instance of %s is registered", s)
+	}
 }
 
 // gossipDown names the members the local agent's gossip sees failed or gone, with their

@@ -103,7 +103,10 @@ func (d *healthDataSource) Schema(ctx context.Context, _ datasource.SchemaReques
 			"To remember what it has seen, the data source keeps a small failure ledger in Consul's KV store under `" + health.LedgerPrefix +
 			"` (an ACL token needs `key_prefix \"" + health.LedgerPrefix + "\" { policy = \"write\" }`); it is the only thing it writes. " +
 			"There is one ledger per service (or node, or datacenter): `tag` is not part of it, so `tag = live_color` keeps its " +
-			"token across a switch, and data sources on one service with different tags share one count.\n\n" +
+			"token across a switch, and data sources on one service with different tags share one count: each of them observes " +
+			"the whole service for the ledger (the tag only filters what it reports), so a failure is counted once whichever reads " +
+			"it first. In one plan, all the data sources of one ledger (through one `host`) answer the token the first of them read: " +
+			"a failure seen between their reads moves all of them in the next plan, together.\n\n" +
 			"Consul without a leader does not fail the read: the catalog is read from any server (stale), nodes that the agent's " +
 			"gossip sees failed are reported critical (the catalog, which only a leader updates, would still say they pass), and " +
 			"since the ledger cannot be written, `replace_token` keeps its last recorded value, with a warning; the resources' own " +
@@ -295,7 +298,7 @@ func (d *healthDataSource) Read(ctx context.Context, req datasource.ReadRequest,
 			return
 		}
 	}
-	entry, err := health.Observe(ctx, api, scope, health.Observation{Subjects: report.Subjects, Grace: grace})
+	entry, err := health.Observe(ctx, api, scope, report.Observation(grace))
 	var writeErr *health.WriteError
 	switch {
 	case errors.As(err, &writeErr):
@@ -308,7 +311,12 @@ func (d *healthDataSource) Read(ctx context.Context, req datasource.ReadRequest,
 		resp.Diagnostics.AddError("Could Not Read the Failure Ledger", fmt.Sprintf("Through %s: %s.", m.Host.ValueString(), err))
 		return
 	}
-	tflog.Debug(ctx, "health read", map[string]any{"scope": scope.String(), "status": report.Status, "failing": report.Failing, "token": entry.Token()})
+	// Every data source of this ledger answers, in this run, the token the first one read:
+	// a failure seen between their reads moves them all in the next plan, together.
+	recorded := entry.Token()
+	entry = d.data.ledgerTokens.Hold(m.Host.ValueString()+"\x00"+cfg.Address+"\x00"+health.LedgerKey(scope), entry)
+	tflog.Debug(ctx, "health read", map[string]any{"scope": scope.String(), "status": report.Status, "failing": report.Failing,
+		"token": entry.Token(), "recorded": recorded})
 
 	m.ID = types.StringValue(scope.String())
 	m.Status = types.StringValue(report.Status)

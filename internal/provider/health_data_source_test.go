@@ -4,7 +4,6 @@ import (
 	"cmp"
 	"context"
 	"fmt"
-	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -193,14 +192,6 @@ resource "terraform_data" "app_health" {
 // is empty. Then one instance turns unhealthy: the data source names it critical, swarm
 // replaces it, the data source is back to passing, and the proxy failed no request.
 func TestAccHealth_selfHealing(t *testing.T) {
-	// KNOWN FAILURE, kept out of the default run until fixed (make test-faults runs it): at
-	// step 3 the plan after the heal is not empty. The app's service- and color-scoped data
-	// sources share one failure ledger but are read at different moments of one plan, so
-	// they return different generations (2/1) and the next plan reads 2/2: a second
-	// replacement of what follows them, which the design forbids.
-	if os.Getenv("MICROSWARM_FAULTS") != "1" {
-		t.Skip("known failure (a second token move after a heal): run with MICROSWARM_FAULTS=1 (make test-faults)")
-	}
 	prefix := "acc-" + acctest.RandString(6)
 	fx := &healFixture{microserviceFixture: microserviceFixture{registratorFixture: registratorFixture{
 		swarmFixture: swarmFixture{t: t, pool: msacctest.Pool(t)}, app: "accheal"}}}

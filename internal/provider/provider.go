@@ -25,6 +25,7 @@ import (
 
 	"github.com/microswarm/terraform-provider-microswarm/internal/conn"
 	"github.com/microswarm/terraform-provider-microswarm/internal/droplet"
+	"github.com/microswarm/terraform-provider-microswarm/internal/health"
 )
 
 var (
@@ -98,6 +99,9 @@ type providerData struct {
 	// not wait again.
 	unreachableMu sync.Mutex
 	unreachable   map[string]error
+	// ledgerTokens holds the replace_token each failure ledger gave first in this run, so
+	// that all the health data sources of one ledger answer one token in one plan.
+	ledgerTokens health.RunTokens
 	// liveness knows which droplets the API reports off, so refreshes and deletes do not
 	// probe them over SSH.
 	liveness droplet.Liveness
