@@ -271,7 +271,7 @@ func ensureProxy(ctx context.Context, eng swarmservice.Engine, proxy ProxyDeploy
 		startFirst.UpdateConfig.Order = swarm.UpdateOrderStartFirst
 		updated, _, err := swarmservice.Ensure(ctx, eng, startFirst, owner)
 		if err == nil {
-			_, err = swarmservice.WaitConverged(ctx, eng, updated.ID)
+			_, err = waitTasks(ctx, eng, updated.ID, proxy.Image, proxy.ListenPort, nodes)
 		}
 		if err != nil {
 			return err

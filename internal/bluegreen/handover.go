@@ -88,7 +88,7 @@ func handOver(ctx context.Context, eng swarmservice.Engine, proxy ProxyDeploymen
 	if err != nil {
 		return fmt.Errorf("stand-in: %w", err)
 	}
-	ports, err := waitTasks(ctx, eng, svc.ID, standIn.Image, nodes)
+	ports, err := waitTasks(ctx, eng, svc.ID, standIn.Image, 0, nodes)
 	if err != nil {
 		return fmt.Errorf("stand-in: %w", err)
 	}
@@ -99,6 +99,10 @@ func handOver(ctx context.Context, eng swarmservice.Engine, proxy ProxyDeploymen
 		if err := n.Ports.Steer(ctx, proxy.SteerTag(), proxy.ListenPort, ports[n.SwarmID]); err != nil {
 			return fmt.Errorf("steering port %d of node %s to the stand-in: %w", proxy.ListenPort, n.Name, err)
 		}
+	}
+	// The old proxies finish what they serve before they are stopped.
+	for _, n := range nodes {
+		waitIdle(ctx, n.Proxy)
 	}
 	_, _, err = swarmservice.Ensure(ctx, eng, proxy.Spec(), owner)
 	return err
@@ -142,7 +146,7 @@ func retireStandIn(ctx context.Context, eng swarmservice.Engine, proxy ProxyDepl
 	if err != nil {
 		return err
 	}
-	if _, err := waitTasks(ctx, eng, live.ID, imageOf(live.Spec), nodes); err != nil {
+	if _, err := waitTasks(ctx, eng, live.ID, imageOf(live.Spec), proxy.ListenPort, nodes); err != nil {
 		return fmt.Errorf("waiting for the new proxy before retiring the stand-in: %w", err)
 	}
 	for _, n := range nodes {
@@ -152,6 +156,11 @@ func retireStandIn(ctx context.Context, eng swarmservice.Engine, proxy ProxyDepl
 	}
 	if err := unsteerAll(ctx, proxy, nodes); err != nil {
 		return err
+	}
+	for _, n := range nodes {
+		if n.StandIn != nil {
+			waitIdle(ctx, n.StandIn)
+		}
 	}
 	return swarmservice.Remove(ctx, eng, standIn.ID)
 }
@@ -170,14 +179,26 @@ func unsteerAll(ctx context.Context, proxy ProxyDeployment, nodes []ProxyNode) e
 	return errors.Join(errs...)
 }
 
-// waitTasks waits until service runs image on every node, and returns each node's
-// published host port.
-func waitTasks(ctx context.Context, eng swarmservice.Engine, serviceID, image string, nodes []ProxyNode) (map[string]int, error) {
+// waitTasks waits until service runs image on every node, published on port (any port
+// when 0), and returns each node's published host port. It looks at the tasks
+// themselves: a task of the previous spec that differs only in its port counts as
+// current for swarmservice.WaitConverged.
+func waitTasks(ctx context.Context, eng swarmservice.Engine, serviceID, image string, port int, nodes []ProxyNode) (map[string]int, error) {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
 	var ports map[string]int
 	err := wait.Until(ctx, wait.Options{What: "the proxy's tasks on every node", Interval: 200 * time.Millisecond, MaxInterval: time.Second},
 		func(ctx context.Context) (bool, string, error) {
+			svc, err := swarmservice.Get(ctx, eng, serviceID)
+			if err != nil {
+				return false, "", wait.Retryable(err)
+			}
+			if u := svc.UpdateStatus; u != nil {
+				switch u.State {
+				case swarm.UpdateStatePaused, swarm.UpdateStateRollbackStarted, swarm.UpdateStateRollbackPaused, swarm.UpdateStateRollbackCompleted:
+					return false, "", &swarmservice.UpdateFailedError{Service: svc.Spec.Name, State: string(u.State), Message: u.Message}
+				}
+			}
 			tasks, err := eng.TaskList(ctx, swarm.TaskListOptions{Filters: filters.NewArgs(
 				filters.Arg("service", serviceID), filters.Arg("desired-state", string(swarm.TaskStateRunning)))})
 			if err != nil {
@@ -189,7 +210,7 @@ func waitTasks(ctx context.Context, eng swarmservice.Engine, serviceID, image st
 				if t.Status.State != swarm.TaskStateRunning || cs == nil || !SameImage(cs.Image, image) {
 					continue
 				}
-				if ps := t.Status.PortStatus.Ports; len(ps) > 0 && ps[0].PublishedPort != 0 {
+				if ps := t.Status.PortStatus.Ports; len(ps) > 0 && ps[0].PublishedPort != 0 && (port == 0 || int(ps[0].PublishedPort) == port) {
 					ports[t.NodeID] = int(ps[0].PublishedPort)
 				}
 			}
@@ -227,4 +248,30 @@ func imageOf(spec swarm.ServiceSpec) string {
 		return cs.Image
 	}
 	return ""
+}
+
+// waitIdle waits (at most 3 s) until p has no request in flight to either color: a proxy
+// no new connection reaches has finished what it serves. One that cannot say is not
+// waited for.
+func waitIdle(ctx context.Context, p Proxy) {
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	for {
+		busy := int64(0)
+		for _, c := range Colors {
+			n, err := p.Counters(ctx, c)
+			if err != nil {
+				return
+			}
+			busy += n.InFlight
+		}
+		if busy == 0 {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
 }

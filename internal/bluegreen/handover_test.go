@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -24,10 +25,16 @@ type fakeSwarm struct {
 	services map[string]swarm.Service
 	nodes    []string
 	log      *[]string
+	// lag is how many task listings after an update still show the previous spec, as
+	// a real update rolling node by node does; previous holds it by service ID.
+	lag      int
+	stale    map[string]int
+	previous map[string]swarm.ServiceSpec
 }
 
 func newFakeSwarm(log *[]string) *fakeSwarm {
-	return &fakeSwarm{services: map[string]swarm.Service{}, nodes: []string{"node-a", "node-b", "node-c"}, log: log}
+	return &fakeSwarm{services: map[string]swarm.Service{}, nodes: []string{"node-a", "node-b", "node-c"}, log: log,
+		stale: map[string]int{}, previous: map[string]swarm.ServiceSpec{}}
 }
 
 func (f *fakeSwarm) logf(format string, args ...any) {
@@ -71,6 +78,15 @@ func (f *fakeSwarm) ServiceUpdate(_ context.Context, id string, _ swarm.Version,
 	if imageOf(s.Spec) != imageOf(spec) {
 		f.logf("update %s %s", spec.Name, imageOf(spec))
 	}
+	if publishedPort(s.Spec) != publishedPort(spec) {
+		f.logf("update %s port %d", spec.Name, publishedPort(spec))
+	}
+	if s.Spec.UpdateConfig != nil && spec.UpdateConfig != nil && s.Spec.UpdateConfig.Order != spec.UpdateConfig.Order {
+		f.logf("update %s order %s (tasks settled: %t)", spec.Name, spec.UpdateConfig.Order, f.stale[s.ID] == 0)
+	}
+	if !reflect.DeepEqual(s.Spec.TaskTemplate, spec.TaskTemplate) || publishedPort(s.Spec) != publishedPort(spec) {
+		f.previous[s.ID], f.stale[s.ID] = s.Spec, f.lag
+	}
 	s.Spec, s.Version.Index = spec, s.Version.Index+1
 	f.services[s.ID] = s
 	return swarm.ServiceUpdateResponse{}, nil
@@ -106,6 +122,10 @@ func (f *fakeSwarm) TaskList(context.Context, swarm.TaskListOptions) ([]swarm.Ta
 	defer f.mu.Unlock()
 	var out []swarm.Task
 	for _, s := range f.services {
+		if f.stale[s.ID] > 0 {
+			f.stale[s.ID]--
+			s.Spec = f.previous[s.ID]
+		}
 		port := publishedPort(s.Spec)
 		if port == 0 {
 			port = 30000 + int(s.Version.Index)
@@ -358,5 +378,21 @@ func TestStandInSpec(t *testing.T) {
 	}
 	if p.Spec().TaskTemplate.ContainerSpec.Labels["SERVICE_IGNORE"] != "" || len(p.Spec().TaskTemplate.ContainerSpec.Mounts) != 1 || p.Spec().TaskTemplate.ContainerSpec.Mounts[0].Source != p.NodeDir() {
 		t.Errorf("the stand-in's spec changed the proxy's")
+	}
+}
+
+// A new listen port rolls out start-first, and the order goes back to stop-first only
+// once every node's task runs on the new port: a task of the old spec differs only in
+// its port, which a wait on the spec alone takes for current.
+func TestANewPortIsServedEverywhereBeforeTheOrderGoesBack(t *testing.T) {
+	w := newHandoverWorld(t)
+	w.sw.lag = 5
+	p := w.proxy
+	p.ListenPort = 8081
+	if err := ensureProxy(context.Background(), w.sw, p, w.nodes, "owner"); err != nil {
+		t.Fatal(err)
+	}
+	if w.index("update app-proxy port 8081") < 0 || w.index("update app-proxy order stop-first (tasks settled: true)") < 0 {
+		t.Errorf("want the port rolled out, then the order back once the tasks settled: %q", w.log)
 	}
 }
