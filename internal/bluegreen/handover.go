@@ -146,7 +146,7 @@ func retireStandIn(ctx context.Context, eng swarmservice.Engine, proxy ProxyDepl
 	if err != nil {
 		return err
 	}
-	if _, err := waitTasks(ctx, eng, live.ID, imageOf(live.Spec), proxy.ListenPort, nodes); err != nil {
+	if _, err := waitTasks(ctx, eng, live.ID, proxy.Image, proxy.ListenPort, nodes); err != nil {
 		return fmt.Errorf("waiting for the new proxy before retiring the stand-in: %w", err)
 	}
 	for _, n := range nodes {
@@ -189,16 +189,6 @@ func waitTasks(ctx context.Context, eng swarmservice.Engine, serviceID, image st
 	var ports map[string]int
 	err := wait.Until(ctx, wait.Options{What: "the proxy's tasks on every node", Interval: 200 * time.Millisecond, MaxInterval: time.Second},
 		func(ctx context.Context) (bool, string, error) {
-			svc, err := swarmservice.Get(ctx, eng, serviceID)
-			if err != nil {
-				return false, "", wait.Retryable(err)
-			}
-			if u := svc.UpdateStatus; u != nil {
-				switch u.State {
-				case swarm.UpdateStatePaused, swarm.UpdateStateRollbackStarted, swarm.UpdateStateRollbackPaused, swarm.UpdateStateRollbackCompleted:
-					return false, "", &swarmservice.UpdateFailedError{Service: svc.Spec.Name, State: string(u.State), Message: u.Message}
-				}
-			}
 			tasks, err := eng.TaskList(ctx, swarm.TaskListOptions{Filters: filters.NewArgs(
 				filters.Arg("service", serviceID), filters.Arg("desired-state", string(swarm.TaskStateRunning)))})
 			if err != nil {
@@ -215,9 +205,22 @@ func waitTasks(ctx context.Context, eng swarmservice.Engine, serviceID, image st
 				}
 			}
 			for _, n := range nodes {
-				if ports[n.SwarmID] == 0 {
-					return false, "no task of " + image + " running on node " + n.Name + " yet", nil
+				if ports[n.SwarmID] != 0 {
+					continue
 				}
+				// Not there yet: an update that swarm gave up on never will be. (Once
+				// every node runs what is wanted, an earlier update's rollback is history.)
+				svc, err := swarmservice.Get(ctx, eng, serviceID)
+				if err != nil {
+					return false, "", wait.Retryable(err)
+				}
+				if u := svc.UpdateStatus; u != nil {
+					switch u.State {
+					case swarm.UpdateStatePaused, swarm.UpdateStateRollbackStarted, swarm.UpdateStateRollbackPaused, swarm.UpdateStateRollbackCompleted:
+						return false, "", &swarmservice.UpdateFailedError{Service: svc.Spec.Name, State: string(u.State), Message: u.Message}
+					}
+				}
+				return false, "no task of " + image + " running on node " + n.Name + " yet", nil
 			}
 			return true, "", nil
 		})

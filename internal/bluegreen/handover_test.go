@@ -75,6 +75,14 @@ func (f *fakeSwarm) ServiceUpdate(_ context.Context, id string, _ swarm.Version,
 	if !ok {
 		return swarm.ServiceUpdateResponse{}, errdefs.NotFound(errors.New("no such service"))
 	}
+	if imageOf(spec) == "haproxy:broken" {
+		// Its tasks fail to start: swarm rolls the update back to the previous spec.
+		f.logf("update %s %s rolled back", spec.Name, imageOf(spec))
+		s.UpdateStatus = &swarm.UpdateStatus{State: swarm.UpdateStateRollbackCompleted, Message: "rollback completed"}
+		s.Version.Index++
+		f.services[s.ID] = s
+		return swarm.ServiceUpdateResponse{}, nil
+	}
 	if imageOf(s.Spec) != imageOf(spec) {
 		f.logf("update %s %s", spec.Name, imageOf(spec))
 	}
@@ -395,4 +403,22 @@ func TestANewPortIsServedEverywhereBeforeTheOrderGoesBack(t *testing.T) {
 	if w.index("update app-proxy port 8081") < 0 || w.index("update app-proxy order stop-first (tasks settled: true)") < 0 {
 		t.Errorf("want the port rolled out, then the order back once the tasks settled: %q", w.log)
 	}
+}
+
+// A new image whose tasks fail: swarm rolls the proxy back, the apply fails, and the
+// stand-in keeps serving the steered ports. Going back to the old image retires it,
+// although the service still reports that rollback.
+func TestAnImageThatRollsBackKeepsTheStandInUntilTheImageIsFixed(t *testing.T) {
+	w := newHandoverWorld(t)
+	if err := w.ensure("haproxy:broken"); err == nil || !strings.Contains(err.Error(), "rollback") {
+		t.Fatalf("want the rollback reported, got %v", err)
+	}
+	if _, ok := w.sw.find(w.proxy.StandInName()); !ok {
+		t.Fatalf("the stand-in is gone while the ports are steered to it: %q", w.log)
+	}
+	w.checkNoDanglingRule(t)
+	if err := w.ensure("haproxy:old"); err != nil {
+		t.Fatalf("going back to the image that runs: %v", err)
+	}
+	w.checkDone(t, "haproxy:old")
 }
