@@ -78,7 +78,7 @@ output "endpoints" {
 			t.Fatalf("%s: the apply did not start the switch:\n%s", what, run.Output())
 		}
 		// The flip is done when every proxy answers green; the watch has begun.
-		if color, ok := agreedColor(endpoints, time.Minute); !ok || color != "green" {
+		if color, ok := agreedColor(endpoints, "green", time.Minute); !ok {
 			t.Fatalf("%s: the proxies did not all switch to green (%q):\n%s", what, color, run.Output())
 		}
 		time.Sleep(2 * time.Second)
@@ -86,17 +86,23 @@ output "endpoints" {
 		_ = run.Wait()
 		// Whatever the provider still does (a rollback after a cut-short watch takes up
 		// to 30 s), the proxies end up agreeing on one color.
-		time.Sleep(5 * time.Second)
-		left, ok := agreedColor(endpoints, 45*time.Second)
+		left, ok := "", false
+		for deadline := time.Now().Add(45 * time.Second); !ok && time.Now().Before(deadline); {
+			time.Sleep(3 * time.Second)
+			before, agreed := agreedColor(endpoints, "", 10*time.Second)
+			time.Sleep(3 * time.Second)
+			left, ok = agreedColor(endpoints, before, time.Second)
+			ok = ok && agreed
+		}
 		if !ok {
-			t.Fatalf("%s: the proxies do not agree on one color", what)
+			t.Fatalf("%s: the proxies do not agree on one color: %s", what, left)
 		}
 		plan, err := ws.Terraform(ctx, "plan", "-var", "active=green", "-detailed-exitcode")
 		t.Logf("%s: the proxies route to %s; the next plan (%v): %s", what, left, err, planSummary(plan))
 		if out, err := ws.Terraform(ctx, "apply", "-auto-approve", "-var", "active=green"); err != nil {
 			t.Fatalf("%s: the next apply failed: %v\n%s", what, err, out)
 		}
-		if color, ok := agreedColor(endpoints, 10*time.Second); !ok || color != "green" {
+		if color, ok := agreedColor(endpoints, "green", 10*time.Second); !ok {
 			t.Fatalf("%s: after the next apply the proxies route to %q, want green", what, color)
 		}
 		if out, err := ws.Terraform(ctx, "plan", "-var", "active=green", "-detailed-exitcode"); err != nil {
@@ -125,8 +131,9 @@ output "endpoints" {
 	}
 }
 
-// agreedColor waits until every endpoint answers one color, 10 times in a row each.
-func agreedColor(endpoints []string, timeout time.Duration) (string, bool) {
+// agreedColor waits until every endpoint answers one color (want, if set), 10 times in
+// a row each, and returns it; else what it saw last.
+func agreedColor(endpoints []string, want string, timeout time.Duration) (string, bool) {
 	client := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
 	answer := func(url string) string {
 		resp, err := client.Get(url)
@@ -152,7 +159,9 @@ func agreedColor(endpoints []string, timeout time.Duration) (string, bool) {
 		}
 		if len(seen) == 1 && !seen[""] {
 			for c := range seen {
-				return c, true
+				if want == "" || c == want {
+					return c, true
+				}
 			}
 		}
 		last = fmt.Sprint(seen)
