@@ -119,7 +119,8 @@ output "endpoints" {
 				failed = append(failed, fmt.Sprintf("%s %s: %s", r.Start.Format("15:04:05.000"), r.Target, r.Err))
 			}
 		}
-		faultRow(t, what, fmt.Sprintf("the proxies agreed on %s; one apply converged to green, empty plan; %d requests so far, %d failed", left, requests, len(failed)), tally{})
+		faultRow(t, what, fmt.Sprintf("the proxies agreed on %s; one apply converged to green, empty plan; %d requests so far, %d failed", left, requests, len(failed)),
+			count(t, prefix, 3, ws.StateIDs("microswarm_droplet_node")))
 		if len(failed) != 0 {
 			t.Fatalf("%s: %d of %d requests failed: %v", what, len(failed), requests, failed[:min(len(failed), 5)])
 		}
