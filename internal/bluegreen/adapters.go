@@ -2,14 +2,12 @@ package bluegreen
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"strings"
 	"time"
 
 	consulapi "github.com/hashicorp/consul/api"
-	"golang.org/x/crypto/ssh"
 
 	"github.com/microswarm/terraform-provider-microswarm/internal/conn"
 	"github.com/microswarm/terraform-provider-microswarm/internal/haproxy"
@@ -179,24 +177,11 @@ func (f SSHFiles) RemoveAll(ctx context.Context, dir string) error {
 	return err
 }
 
-// run runs script with stdin. Every script here is safe to repeat, so one whose session
-// broke (an EOF or a reset before the command reported its exit) is tried again, up to
-// three times; a command that ran and failed is not.
+// run runs script with stdin. Every script here is safe to repeat, so one whose
+// session broke (an EOF or a reset before the command reported its exit) is tried again
+// on a fresh connection; a command that ran and failed is not.
 func (f SSHFiles) run(ctx context.Context, script, stdin string) (string, error) {
-	var out string
-	var err error
-	for try := 1; ; try++ {
-		out, err = f.Host.Run(ctx, script, strings.NewReader(stdin))
-		var exit *ssh.ExitError
-		if err == nil || errors.As(err, &exit) || try == 3 || ctx.Err() != nil {
-			return out, err
-		}
-		select {
-		case <-ctx.Done():
-			return out, err
-		case <-time.After(time.Duration(try) * 200 * time.Millisecond):
-		}
-	}
+	return f.Host.RunIdempotent(ctx, script, stdin)
 }
 
 // SSHPorts steers a node's published ports with NAT rules in front of Docker's own, in
