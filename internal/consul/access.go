@@ -100,9 +100,13 @@ func (a *Access) readerToken(ctx context.Context, open func(conn.ConsulConfig) (
 	tok, err := EnsureToken(ctx, api, reader.Name, reader.Rules)
 	if err != nil {
 		// Another run may have made the policy between the read and the create: the
-		// second try finds it.
+		// second try finds it. Without a leader only a stale read can find it.
 		if tok, err = EnsureToken(ctx, api, reader.Name, reader.Rules); err != nil {
-			return "", fmt.Errorf("making the %s's least-privilege Consul token with the management token: %w", reader.Name, err)
+			found, ok, findErr := FindToken(ctx, api, reader.Name)
+			if findErr != nil || !ok {
+				return "", fmt.Errorf("making the %s's least-privilege Consul token with the management token: %w", reader.Name, err)
+			}
+			tok = found
 		}
 	}
 	if a.tokens == nil {

@@ -109,6 +109,16 @@ acl {
 		}
 	}
 
+	if found, ok, err := FindToken(ctx, admin, "health"); err != nil || !ok {
+		t.Errorf("FindToken (stale) did not find the health token: %v %v", ok, err)
+	} else if c, _ := open(conn.ConsulConfig{Address: address, Scheme: "https", Token: found.SecretID}); c != nil {
+		if _, err := c.KV().Put(&consulapi.KVPair{Key: HealthLedgerPrefix + "found", Value: []byte("{}")}, nil); err != nil {
+			t.Errorf("the token FindToken found does not write the ledger: %v", err)
+		}
+	}
+	if _, ok, err := FindToken(ctx, admin, "nobody"); err != nil || ok {
+		t.Errorf("FindToken of a reader never made: %v %v, want not found", ok, err)
+	}
 	for name, c := range map[string]*consulapi.Client{"health": health, "gate": gate} {
 		entries, _, err := c.Health().Service("web", "blue", false, nil)
 		if err != nil || len(entries) != 1 {
