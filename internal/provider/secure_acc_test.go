@@ -213,7 +213,20 @@ func TestAccSecure_aclsAndTLS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The refresh and the gate counted through Consul with the gate's token.
+	for _, ms := range tfstate.Instances("microswarm_microservice") {
+		if ms["blue_passing"] != float64(1) || ms["green_passing"] != float64(1) {
+			t.Errorf("passing in the state: blue %v, green %v; want 1 and 1", ms["blue_passing"], ms["green_passing"])
+		}
+	}
+	for run, out := range cli.outputs {
+		// Every run warns once that the provider is a development override.
+		if strings.Count(out, "Warning:") > strings.Count(out, "Warning: Provider development overrides") {
+			t.Errorf("terraform %s warned:\n%s", run, out)
+		}
+	}
 	nodes := &secureNodes{secretsNodes: newSecretsNodes(t, tfstate), pems: pems}
+	nodes.checkLedgerWritten(ctx, management)
 	nodes.checkAnonymousRefused(ctx)
 	tokens := msacctest.Secrets{"acl management token": management, "consul client key": pems.KeyPEM}
 	for _, name := range []string{"registrator-registrator", "gate", "health"} {
@@ -263,6 +276,19 @@ func (n *secureNodes) consulTLS(ctx context.Context, node, token string, withCer
 		n.t.Fatal(err)
 	}
 	return api
+}
+
+// checkLedgerWritten checks the health data source recorded its ledger (one key per
+// scope, a hash) before anything else wrote under the prefix.
+func (n *secureNodes) checkLedgerWritten(ctx context.Context, management string) {
+	n.t.Helper()
+	keys, _, err := n.consulTLS(ctx, n.server, management, true).KV().Keys(consul.HealthLedgerPrefix, "", nil)
+	if err != nil {
+		n.t.Fatal(err)
+	}
+	if len(keys) != 1 {
+		n.t.Errorf("ledger keys under %s: %v, want the data source's one", consul.HealthLedgerPrefix, keys)
+	}
 }
 
 // checkAnonymousRefused tries, without a token, to forge the health ledger and to write
