@@ -123,15 +123,34 @@ func (p *HAProxy) Counters(ctx context.Context, c Color) (Counters, error) {
 type ConsulHealth struct {
 	API     *consulapi.Client
 	Service string
+	// Anonymous says API carries no ACL token.
+	Anonymous bool
+}
+
+// AnonymousError is a read without a token that found nothing in a Consul whose ACLs
+// deny by default: the instances may be there, hidden.
+type AnonymousError struct {
+	Service string
+	Color   Color
+}
+
+func (e *AnonymousError) Error() string {
+	return fmt.Sprintf("Consul found no instance of %s (%s) for a request without an ACL token, and its ACLs deny by default: "+
+		"they hide what a request may not read, so the gate needs a token that reads services and nodes", e.Service, e.Color)
 }
 
 var _ Health = (*ConsulHealth)(nil)
 
 func (h *ConsulHealth) Instances(ctx context.Context, c Color) ([]Instance, error) {
 	q := (&consulapi.QueryOptions{}).WithContext(ctx)
-	entries, _, err := h.API.Health().Service(h.Service, string(c), false, q)
+	entries, meta, err := h.API.Health().Service(h.Service, string(c), false, q)
 	if err != nil {
 		return nil, err
+	}
+	if len(entries) == 0 && h.Anonymous && meta != nil && meta.DefaultACLPolicy == "deny" {
+		// Consul hides what an anonymous request may not read instead of refusing it:
+		// say so rather than gate on a color that only looks empty.
+		return nil, &AnonymousError{Service: h.Service, Color: c}
 	}
 	out := make([]Instance, 0, len(entries))
 	for _, e := range entries {

@@ -109,6 +109,35 @@ func EnsureToken(ctx context.Context, api *consulapi.Client, name, rules string)
 	return ManagedToken{AccessorID: made.AccessorID, SecretID: made.SecretID}, nil
 }
 
+// FindToken finds the token EnsureToken made for name, reading from any server (stale):
+// a cluster that has lost its leader still answers, though nothing can be made.
+func FindToken(ctx context.Context, api *consulapi.Client, name string) (ManagedToken, bool, error) {
+	acl := api.ACL()
+	q := (&consulapi.QueryOptions{AllowStale: true}).WithContext(ctx)
+	policyName := "microswarm-" + policyNameUnsafe.ReplaceAllString(name, "-")
+	policy, _, err := acl.PolicyReadByName(policyName, q)
+	if err != nil && !isNotFound(err) {
+		return ManagedToken{}, false, fmt.Errorf("reading ACL policy %s: %w", policyName, err)
+	}
+	if policy == nil {
+		return ManagedToken{}, false, nil
+	}
+	tokens, _, err := acl.TokenListFiltered(consulapi.ACLTokenFilterOptions{Policy: policy.ID}, q)
+	if err != nil {
+		return ManagedToken{}, false, fmt.Errorf("listing the tokens of ACL policy %s: %w", policyName, err)
+	}
+	for _, t := range tokens {
+		full, _, err := acl.TokenRead(t.AccessorID, q)
+		if err != nil {
+			return ManagedToken{}, false, fmt.Errorf("reading ACL token %s: %w", t.AccessorID, err)
+		}
+		if full.SecretID != "" {
+			return ManagedToken{AccessorID: full.AccessorID, SecretID: full.SecretID}, true, nil
+		}
+	}
+	return ManagedToken{}, false, nil
+}
+
 // EnsureAgentToken gives the agent api talks to its own least-privilege token (write on
 // its node, read on services), persisted in its data (enable_token_persistence), so it
 // can register its node in the catalog with a default-deny policy.

@@ -186,7 +186,8 @@ func registratorACLTokenAttribute() schema.StringAttribute {
 			"`ephemeral = true` variable. With it the provider makes (or finds again) the registrator's own least-privilege token, " +
 			"`microswarm-registrator-NAME`: write on services (register and deregister them and their checks), read on nodes and agents, " +
 			"nothing on the KV store, ACLs or the operator API. It makes it through the Consul agent `backend` names, on `host`, and hands " +
-			"it to the tasks as a swarm secret. Requires `acl_token_wo_version` and a `consul://` backend.",
+			"it to the tasks as a swarm secret. Requires `acl_token_wo_version` and a `consul://` backend, or a `consul-tls://` one with the " +
+			"provider's `consul_ca_pem`.",
 		Optional:   true,
 		WriteOnly:  true,
 		Sensitive:  true,
@@ -198,18 +199,28 @@ func registratorACLTokenAttribute() schema.StringAttribute {
 // Consul agent its backend names, on its manager, and returns the token's secret.
 func (d *providerData) registratorToken(ctx context.Context, m registratorModel, management string, diags *diag.Diagnostics) string {
 	backend := m.Backend.ValueString()
+	cfg := conn.ConsulConfig{Scheme: "http"}
 	addr, ok := strings.CutPrefix(backend, "consul://")
+	if tlsAddr, isTLS := strings.CutPrefix(backend, "consul-tls://"); isTLS && d.consul != nil && d.consul.CAPEM != "" {
+		var err error
+		if cfg, err = d.consul.Config(tlsAddr); err != nil {
+			diags.AddAttributeError(path.Root("backend"), "Invalid Consul TLS Material", err.Error())
+			return ""
+		}
+		addr, ok = tlsAddr, true
+	}
 	if !ok {
 		diags.AddAttributeError(path.Root("acl_token_wo"), "Backend Not Supported With acl_token_wo", fmt.Sprintf(
-			"The provider makes the registrator's token through a plain consul:// backend; %s is not one. Make a token with the rules "+
-				"of consul.RegistratorRules yourself and pass it as consul_token.", backend))
+			"The provider makes the registrator's token through a consul:// backend, or a consul-tls:// one with the provider's "+
+				"consul_ca_pem; %s is not one. Make a token with the rules of consul.RegistratorRules yourself and pass it as consul_token.", backend))
 		return ""
 	}
 	h := d.openHost(ctx, path.Root("host"), m.Host.ValueString(), m.HostKey.ValueString(), diags)
 	if h == nil {
 		return ""
 	}
-	api, err := h.Consul(conn.ConsulConfig{Address: addr, Token: management})
+	cfg.Address, cfg.Token = addr, management
+	api, err := h.Consul(cfg)
 	if err == nil {
 		var tok consul.ManagedToken
 		if tok, err = consul.EnsureToken(ctx, api, "registrator-"+m.Name.ValueString(), consul.RegistratorRules); err == nil {

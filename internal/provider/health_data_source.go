@@ -2,8 +2,6 @@ package provider
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
@@ -125,7 +123,7 @@ func (d *healthDataSource) Schema(ctx context.Context, _ datasource.SchemaReques
 				Validators:          []validator.String{sshPublicKeyValidator{}},
 			},
 			"consul_address": schema.StringAttribute{
-				MarkdownDescription: "The Consul HTTP API as the node sees it, `host:port`. Default: `127.0.0.1:8500` (`127.0.0.1:8501` with `consul_ca_pem`).",
+				MarkdownDescription: "The Consul HTTP API as the node sees it, `host:port`. Default: `127.0.0.1:8500`, where the Consul resources serve it (HTTPS with `tls`).",
 				Optional:            true,
 				Validators: []validator.String{stringCheck{"Invalid Consul Address", "must be host:port", func(s string) error {
 					_, _, err := net.SplitHostPort(s)
@@ -133,14 +131,17 @@ func (d *healthDataSource) Schema(ctx context.Context, _ datasource.SchemaReques
 				}}},
 			},
 			"consul_ca_pem": schema.StringAttribute{
-				MarkdownDescription: "The CA that signed Consul's HTTPS certificate; setting it switches to HTTPS.",
-				Optional:            true,
-				Validators:          []validator.String{consulPEMValidator("certificate")},
+				MarkdownDescription: "The CA that signed Consul's HTTPS certificate; setting it switches to HTTPS. Default: the provider's `consul_ca_pem`, " +
+					"whose `consul_client_cert_pem` is presented either way.",
+				Optional:   true,
+				Validators: []validator.String{consulPEMValidator("certificate")},
 			},
 			"consul_token": schema.StringAttribute{
-				MarkdownDescription: "A Consul ACL token with read on nodes and services and write on the ledger's key prefix. Default: `CONSUL_HTTP_TOKEN`. Sensitive.",
-				Optional:            true,
-				Sensitive:           true,
+				MarkdownDescription: "A Consul ACL token with read on nodes and services and write on the ledger's key prefix. Default: `CONSUL_HTTP_TOKEN`, " +
+					"else the token `microswarm-health` the provider makes with its `consul_management_token` (never stored). **Stored in the " +
+					"Terraform state** (a data source's arguments are, and cannot be write-only): prefer the provider's `consul_management_token`.",
+				Optional:  true,
+				Sensitive: true,
 			},
 			"service": schema.StringAttribute{
 				MarkdownDescription: "Report one service: its instances, as the registrator publishes them. Conflicts with `node`.",
@@ -269,12 +270,12 @@ func (d *healthDataSource) Read(ctx context.Context, req datasource.ReadRequest,
 	if h == nil {
 		return
 	}
-	cfg, err := healthConsulConfig(m)
+	cfg, err := healthConsulConfig(m, d.data.consul)
 	if err != nil {
 		resp.Diagnostics.AddAttributeError(path.Root("consul_ca_pem"), "Invalid Consul CA", err.Error())
 		return
 	}
-	api, err := h.Consul(cfg)
+	api, err := d.data.consulReader(ctx, h, m.Host.ValueString(), cfg, consul.HealthReader)
 	if err != nil {
 		resp.Diagnostics.AddError("Could Not Reach Consul", err.Error())
 		return
@@ -347,21 +348,24 @@ func withReadDurationValidator(a schema.Attribute) schema.Attribute {
 	return nested
 }
 
-// healthConsulConfig is where the node's Consul API is and how to talk to it.
-func healthConsulConfig(m healthModel) (conn.ConsulConfig, error) {
-	cfg := conn.ConsulConfig{Address: m.ConsulAddress.ValueString(), Scheme: "http", Token: m.ConsulToken.ValueString()}
-	if cfg.Token == "" {
-		cfg.Token = os.Getenv("CONSUL_HTTP_TOKEN")
+// healthConsulConfig is where the node's Consul API is and how to talk to it: the
+// provider's TLS material (consul_ca_pem here overrides its CA), and a token given
+// here or in CONSUL_HTTP_TOKEN (else the provider makes the reader's own).
+func healthConsulConfig(m healthModel, provider *consul.Access) (conn.ConsulConfig, error) {
+	access := consul.Access{}
+	if provider != nil {
+		access.CAPEM, access.CertPEM, access.KeyPEM = provider.CAPEM, provider.CertPEM, provider.KeyPEM
 	}
 	if ca := m.ConsulCAPEM.ValueString(); ca != "" {
-		roots := x509.NewCertPool()
-		if !roots.AppendCertsFromPEM([]byte(ca)) {
-			return cfg, fmt.Errorf("consul_ca_pem holds no PEM certificate")
-		}
-		cfg.Scheme, cfg.TLS = "https", &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: roots}
-		if cfg.Address == "" {
-			cfg.Address = "127.0.0.1:8501"
-		}
+		access.CAPEM = ca
+	}
+	cfg, err := access.Config(m.ConsulAddress.ValueString())
+	if err != nil {
+		return cfg, fmt.Errorf("consul_ca_pem (or the provider's Consul TLS settings): %w", err)
+	}
+	cfg.Token = m.ConsulToken.ValueString()
+	if cfg.Token == "" {
+		cfg.Token = os.Getenv("CONSUL_HTTP_TOKEN")
 	}
 	return cfg, nil
 }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/microswarm/terraform-provider-microswarm/internal/bluegreen"
 	"github.com/microswarm/terraform-provider-microswarm/internal/conn"
+	"github.com/microswarm/terraform-provider-microswarm/internal/consul"
 	"github.com/microswarm/terraform-provider-microswarm/internal/haproxy"
 	"github.com/microswarm/terraform-provider-microswarm/internal/swarmservice"
 	"github.com/microswarm/terraform-provider-microswarm/internal/wait"
@@ -64,6 +65,13 @@ func (p faultyProxy) SetRoute(ctx context.Context, r bluegreen.Route) error {
 	return p.Proxy.SetRoute(ctx, r)
 }
 
+// unreadableHealth is a gate whose Consul could not be opened.
+type unreadableHealth struct{ err error }
+
+func (h unreadableHealth) Instances(context.Context, bluegreen.Color) ([]bluegreen.Instance, error) {
+	return nil, h.err
+}
+
 // reach opens the manager's Consul API and every proxy node, without changing anything.
 // A proxy node that does not answer is left out with a warning when
 // tolerateUnreachableProxies (an apply goes on with the others; a refresh reports it).
@@ -81,12 +89,18 @@ func (r *microserviceResource) reach(ctx context.Context, mgr *client.Client, m 
 	if managerHost == nil {
 		return nil
 	}
-	api, err := managerHost.Consul(conn.ConsulConfig{})
+	cfg, err := r.data.consulReaderConfig("")
 	if err != nil {
-		diags.AddError("Could Not Reach Consul", fmt.Sprintf("Through %s: %s", m.Host.ValueString(), err))
+		diags.AddError("Invalid Consul TLS Material", err.Error())
 		return nil
 	}
-	d.health = &bluegreen.ConsulHealth{API: api, Service: svc.Name}
+	// Making the gate's token needs the servers; a refresh goes on without it (the
+	// passing counts read 0) and a gate says why it cannot read.
+	if api, err := r.data.consulReader(ctx, managerHost, m.Host.ValueString(), cfg, consul.GateReader); err != nil {
+		d.health = unreadableHealth{fmt.Errorf("through %s: %w", m.Host.ValueString(), err)}
+	} else {
+		d.health = &bluegreen.ConsulHealth{API: api, Service: svc.Name, Anonymous: !r.data.consulHasToken()}
+	}
 	var hosts []proxyHostModel
 	diags.Append(m.ProxyHosts.ElementsAs(ctx, &hosts, false)...)
 	listen := strconv.Itoa(int(m.ListenPort.ValueInt64()))

@@ -157,9 +157,11 @@ func (r *microserviceResource) Schema(ctx context.Context, _ resource.SchemaRequ
 				PlanModifiers: []planmodifier.String{stringplanmodifier.RequiresReplace()},
 			},
 			"host": schema.StringAttribute{
-				MarkdownDescription: "A swarm manager's Docker host, `ssh://root@IP`. Its Consul agent (127.0.0.1:8500 on that node) is the health gate.",
-				Required:            true,
-				Validators:          []validator.String{hostValidator{}},
+				MarkdownDescription: "A swarm manager's Docker host, `ssh://root@IP`. Its Consul agent (127.0.0.1:8500 on that node) is the health gate: " +
+					"over HTTPS with the provider's `consul_ca_pem` (and client certificate), and with ACLs on, with the least-privilege " +
+					"token `microswarm-gate` the provider makes with its `consul_management_token` (never stored).",
+				Required:   true,
+				Validators: []validator.String{hostValidator{}},
 			},
 			"host_key": schema.StringAttribute{
 				MarkdownDescription: "The manager's SSH host key, pinned (`microswarm_droplet_node.x.ssh_host_key`); without it the provider's " +

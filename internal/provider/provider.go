@@ -24,6 +24,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/microswarm/terraform-provider-microswarm/internal/conn"
+	"github.com/microswarm/terraform-provider-microswarm/internal/consul"
 	"github.com/microswarm/terraform-provider-microswarm/internal/droplet"
 	"github.com/microswarm/terraform-provider-microswarm/internal/health"
 )
@@ -68,6 +69,11 @@ type providerModel struct {
 	ConnectTimeout    types.String `tfsdk:"connect_timeout"`
 	DockerCertPath    types.String `tfsdk:"docker_cert_path"`
 	StackID           types.String `tfsdk:"stack_id"`
+
+	ConsulCAPEM           types.String `tfsdk:"consul_ca_pem"`
+	ConsulClientCertPEM   types.String `tfsdk:"consul_client_cert_pem"`
+	ConsulClientKeyPEM    types.String `tfsdk:"consul_client_key_pem"`
+	ConsulManagementToken types.String `tfsdk:"consul_management_token"`
 }
 
 // providerData is what resources receive in Configure: one pool and one API client per
@@ -108,6 +114,10 @@ type providerData struct {
 
 	// dockerTLS says whether docker_cert_path gave TLS material for tcp:// hosts.
 	dockerTLS bool
+
+	// consul is how the switch gate and the health data source reach Consul (TLS, and
+	// the management token their least-privilege tokens are made with).
+	consul *consul.Access
 
 	// stack ties the droplets this provider creates to its stack (stack_id and a secret
 	// from the SSH key), so that only the same create of the same stack adopts a droplet
@@ -199,6 +209,9 @@ func (p *microswarmProvider) Schema(_ context.Context, _ provider.SchemaRequest,
 			},
 		},
 	}
+	for name, a := range consulProviderAttributes() {
+		resp.Schema.Attributes[name] = a
+	}
 }
 
 func (p *microswarmProvider) ConfigValidators(context.Context) []provider.ConfigValidator {
@@ -219,7 +232,10 @@ func (p *microswarmProvider) Configure(ctx context.Context, req provider.Configu
 		return
 	}
 
-	data := &providerData{version: p.version}
+	data := &providerData{version: p.version, consul: settings.consulAccess(&resp.Diagnostics)}
+	if resp.Diagnostics.HasError() {
+		return
+	}
 	opts := conn.Options{
 		User:           settings.sshUser,
 		KnownHostsFile: settings.knownHostsFile,
@@ -311,6 +327,9 @@ type settings struct {
 	connectTimeout                time.Duration
 	dockerCertPath                string
 	stackID                       string
+	consulCAPEM, consulCertPEM    string
+	consulKeyPEM                  string
+	consulManagementToken         string
 }
 
 func resolveSettings(cfg providerModel, getenv func(string) string) settings {
@@ -336,6 +355,11 @@ func resolveSettings(cfg providerModel, getenv func(string) string) settings {
 		connectTimeoutText: pick(cfg.ConnectTimeout, envConnectTimeout),
 		dockerCertPath:     pick(cfg.DockerCertPath, envDockerCertPath),
 		stackID:            pick(cfg.StackID, envStackID),
+
+		consulCAPEM:           pick(cfg.ConsulCAPEM, envConsulCAPEM),
+		consulCertPEM:         pick(cfg.ConsulClientCertPEM, envConsulClientCertPEM),
+		consulKeyPEM:          pick(cfg.ConsulClientKeyPEM, envConsulClientKeyPEM),
+		consulManagementToken: pick(cfg.ConsulManagementToken, envConsulManagementToken),
 	}
 	// An attribute wins over the environment, so a key file from the environment
 	// does not conflict with a key set in the config, and vice versa.

@@ -12,6 +12,7 @@ import (
 	"github.com/hashicorp/terraform-plugin-testing/helper/resource"
 
 	"github.com/microswarm/terraform-provider-microswarm/internal/acctest"
+	"github.com/microswarm/terraform-provider-microswarm/internal/consul/consultest"
 )
 
 // testAccProtoV6ProviderFactories serve the provider in-process to the real terraform.
@@ -31,6 +32,7 @@ resource "microswarm_droplet_node" "n" {
 `
 
 func TestProviderConfigIsValidatedAtPlanTime(t *testing.T) {
+	tlsPEMs := consultest.NewTLS(t)
 	cases := map[string]struct {
 		config  string
 		env     map[string]string
@@ -52,9 +54,14 @@ func TestProviderConfigIsValidatedAtPlanTime(t *testing.T) {
 		"plain http to a remote host": {config: `api_endpoint = "http://api.example.invalid/"`, wantErr: `(?s)Insecure API Endpoint.*api_endpoint`},
 		"plain http to a remote IP":   {config: `api_endpoint = "http://192.0.2.7:8080"`, wantErr: `(?s)Insecure API Endpoint.*api_endpoint`},
 		// ...and in Configure when it comes from the environment.
-		"env plain http to a remote host":  {env: map[string]string{envAPIURL: "http://api.example.invalid"}, wantErr: `(?s)Insecure API Endpoint.*api_endpoint`},
-		"droplets need a token at plan":    {env: map[string]string{envToken: "", envTokenAlt: ""}, wantErr: `Missing DigitalOcean Token`},
-		"droplets need an ssh key at plan": {env: map[string]string{envSSHKey: "", envSSHKeyFile: ""}, wantErr: `Missing SSH Private Key`},
+		"env plain http to a remote host":    {env: map[string]string{envAPIURL: "http://api.example.invalid"}, wantErr: `(?s)Insecure API Endpoint.*api_endpoint`},
+		"consul_ca_pem is a certificate":     {config: `consul_ca_pem = "not a pem"`, wantErr: `(?s)consul_ca_pem.*PEM certificate`},
+		"a consul client cert needs its key": {config: "consul_ca_pem = " + pemLiteral(tlsPEMs.CAPEM) + "\nconsul_client_cert_pem = " + pemLiteral(tlsPEMs.CertPEM), wantErr: `(?s)consul_client_key_pem.*must be specified`},
+		"consul_management_token is a UUID":  {config: `consul_management_token = "root"`, wantErr: `(?s)consul_management_token.*UUID`},
+		"env consul token is checked too":    {env: map[string]string{envConsulManagementToken: "root"}, wantErr: `(?s)Invalid ACL Token.*MICROSWARM_CONSUL_MANAGEMENT_TOKEN`},
+		"env consul cert needs the CA":       {env: map[string]string{envConsulClientCertPEM: tlsPEMs.CertPEM, envConsulClientKeyPEM: tlsPEMs.KeyPEM}, wantErr: `(?s)Invalid Consul TLS Material.*needs the CA`},
+		"droplets need a token at plan":      {env: map[string]string{envToken: "", envTokenAlt: ""}, wantErr: `Missing DigitalOcean Token`},
+		"droplets need an ssh key at plan":   {env: map[string]string{envSSHKey: "", envSSHKeyFile: ""}, wantErr: `Missing SSH Private Key`},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -99,3 +106,6 @@ func TestAPIEndpointRefusesPlainHTTPToRemoteHosts(t *testing.T) {
 		})
 	}
 }
+
+// pemLiteral is a PEM as an HCL heredoc.
+func pemLiteral(pem string) string { return "<<EOT\n" + pem + "EOT\n" }

@@ -142,7 +142,11 @@ func (r *registratorResource) Schema(ctx context.Context, _ resource.SchemaReque
 			"backend": schema.StringAttribute{
 				MarkdownDescription: "Where each task registers, as registrator's backend URI: `consul://HOST:PORT`, `consul-tls://HOST:PORT` " +
 					"or `consul-unix:///PATH`, as seen from the node (the task uses the host network). Changes in place. Default: `" +
-					defaultRegistratorBackend + "`, the node-local agent that `microswarm_consul_server` and `microswarm_consul_agent` run.",
+					defaultRegistratorBackend + "`, the node-local agent that `microswarm_consul_server` and `microswarm_consul_agent` run. " +
+					"With a `consul-tls://` backend (`consul-tls://127.0.0.1:8500` for agents with `tls`) the tasks get the provider's " +
+					"`consul_ca_pem`, `consul_client_cert_pem` and `consul_client_key_pem` as swarm secrets (read through `CONSUL_CACERT`, " +
+					"`CONSUL_CLIENT_CERT` and `CONSUL_CLIENT_KEY`), at create and at every update: after changing them, change " +
+					"something else of the registrator (e.g. `acl_token_wo_version`) to hand them over.",
 				Optional:   true,
 				Computed:   true,
 				Default:    stringdefault.StaticString(defaultRegistratorBackend),
@@ -346,11 +350,14 @@ func (r *registratorResource) Update(ctx context.Context, req resource.UpdateReq
 	if resp.Diagnostics.HasError() {
 		return
 	}
-	// A replaced token leaves its old secret behind until no task uses it.
-	if prev, _ := registrator.DeploymentFromSpec(old.Spec); prev.TokenSecret != nil &&
-		(d.TokenSecret == nil || d.TokenSecret.SecretID != prev.TokenSecret.SecretID) {
-		if err := swarmservice.RemoveSecret(ctx, docker, prev.TokenSecret.SecretID); err != nil {
-			resp.Diagnostics.AddWarning("Old Consul Token Secret Left Behind", err.Error())
+	// A replaced token or TLS file leaves its old secret behind until no task uses it.
+	prev, _ := registrator.DeploymentFromSpec(old.Spec)
+	for _, id := range registratorSecretIDs(prev) {
+		if slices.Contains(registratorSecretIDs(d), id) {
+			continue
+		}
+		if err := swarmservice.RemoveSecret(ctx, docker, id); err != nil {
+			resp.Diagnostics.AddWarning("Old Consul Secret Left Behind", err.Error())
 		}
 	}
 }
@@ -382,9 +389,10 @@ func (r *registratorResource) Delete(ctx context.Context, req resource.DeleteReq
 		addServiceError(&resp.Diagnostics, "Could Not Remove Registrator Service", svc.Spec.Name, state.Host.ValueString(), err)
 		return
 	}
-	if d, _ := registrator.DeploymentFromSpec(svc.Spec); d.TokenSecret != nil {
-		if err := swarmservice.RemoveSecret(ctx, docker, d.TokenSecret.SecretID); err != nil {
-			resp.Diagnostics.AddWarning("Consul Token Secret Left Behind", err.Error())
+	d, _ := registrator.DeploymentFromSpec(svc.Spec)
+	for _, id := range registratorSecretIDs(d) {
+		if err := swarmservice.RemoveSecret(ctx, docker, id); err != nil {
+			resp.Diagnostics.AddWarning("Consul Secret Left Behind", err.Error())
 		}
 	}
 }
@@ -414,10 +422,53 @@ func (r *registratorResource) prepare(ctx context.Context, plan *registratorMode
 	if !plan.ACLTokenWOVer.IsNull() {
 		token = r.data.registratorToken(ctx, *plan, consulWriteOnly(ctx, cfg, "acl_token_wo", diags), diags)
 	}
-	if diags.HasError() || !r.attachToken(ctx, docker, token, &d, diags) {
+	if diags.HasError() || !r.attachToken(ctx, docker, token, &d, diags) || !r.attachTLS(ctx, docker, &d, diags) {
 		return nil, d, false
 	}
 	return docker, d, true
+}
+
+// attachTLS gives a consul-tls:// backend the provider's Consul CA and client
+// certificate and key (consul_ca_pem, consul_client_cert_pem, consul_client_key_pem),
+// each a swarm secret named by its hash, as files the tasks find through
+// CONSUL_CACERT, CONSUL_CLIENT_CERT and CONSUL_CLIENT_KEY.
+func (r *registratorResource) attachTLS(ctx context.Context, docker *client.Client, d *registrator.Deployment, diags *diag.Diagnostics) bool {
+	access := r.data.consul
+	if !strings.HasPrefix(d.Backend, "consul-tls://") || access == nil || access.CAPEM == "" {
+		return true
+	}
+	for _, f := range []struct{ file, name, pem string }{
+		{"consul_ca.pem", "consul-ca", access.CAPEM},
+		{"consul_client.pem", "consul-client-cert", access.CertPEM},
+		{"consul_client_key.pem", "consul-client-key", access.KeyPEM},
+	} {
+		if f.pem == "" {
+			continue
+		}
+		name := swarmservice.SecretName(d.Name+"-"+f.name, []byte(f.pem))
+		id, err := swarmservice.EnsureSecret(ctx, docker, name, []byte(f.pem), registratorOwner)
+		if err != nil {
+			diags.AddAttributeError(path.Root("backend"), "Could Not Store the Consul TLS Material", err.Error())
+			return false
+		}
+		d.TLSSecrets = append(d.TLSSecrets, &swarm.SecretReference{
+			File:     &swarm.SecretReferenceFileTarget{Name: f.file, UID: "0", GID: "0", Mode: 0o400},
+			SecretID: id, SecretName: name,
+		})
+	}
+	return true
+}
+
+// registratorSecretIDs are the swarm secrets a deployment uses.
+func registratorSecretIDs(d registrator.Deployment) []string {
+	var ids []string
+	if d.TokenSecret != nil {
+		ids = append(ids, d.TokenSecret.SecretID)
+	}
+	for _, ref := range d.TLSSecrets {
+		ids = append(ids, ref.SecretID)
+	}
+	return ids
 }
 
 // attachToken stores the Consul token as a swarm secret named by its hash and points

@@ -34,10 +34,22 @@ type Deployment struct {
 	// TokenSecret, when set, is a swarm secret holding the Consul ACL token; the task
 	// reads it through CONSUL_HTTP_TOKEN_FILE, so the token never shows in the spec.
 	TokenSecret *swarm.SecretReference
+	// TLSSecrets, for a consul-tls:// backend, are swarm secrets holding the Consul CA
+	// and the client certificate and key, by their file name (TLSFiles); the task finds
+	// them through CONSUL_CACERT, CONSUL_CLIENT_CERT and CONSUL_CLIENT_KEY.
+	TLSSecrets []*swarm.SecretReference
 }
 
 // TokenFile is where a task finds the Consul token secret.
 const TokenFile = "/run/secrets/consul_token"
+
+// TLSFiles are the TLS secrets' file names under /run/secrets and the variable each is
+// named by, as every Consul client reads them.
+var TLSFiles = map[string]string{
+	"consul_ca.pem":         "CONSUL_CACERT",
+	"consul_client.pem":     "CONSUL_CLIENT_CERT",
+	"consul_client_key.pem": "CONSUL_CLIENT_KEY",
+}
 
 // FlagNames are the flags Deployment sets itself, in the order it passes them; extra
 // arguments must not repeat them.
@@ -82,6 +94,10 @@ func (d Deployment) Spec() swarm.ServiceSpec {
 		cs.Secrets = []*swarm.SecretReference{d.TokenSecret}
 		cs.Env = []string{"CONSUL_HTTP_TOKEN_FILE=" + TokenFile}
 	}
+	for _, ref := range d.TLSSecrets {
+		cs.Secrets = append(cs.Secrets, ref)
+		cs.Env = append(cs.Env, TLSFiles[ref.File.Name]+"=/run/secrets/"+ref.File.Name)
+	}
 	var placement *swarm.Placement
 	if len(d.Constraints) > 0 {
 		placement = &swarm.Placement{Constraints: d.Constraints}
@@ -117,8 +133,12 @@ func DeploymentFromSpec(spec swarm.ServiceSpec) (Deployment, error) {
 	if p := spec.TaskTemplate.Placement; p != nil {
 		d.Constraints = p.Constraints
 	}
-	if len(cs.Secrets) > 0 {
-		d.TokenSecret = cs.Secrets[0]
+	for _, ref := range cs.Secrets {
+		if ref.File != nil && TLSFiles[ref.File.Name] != "" {
+			d.TLSSecrets = append(d.TLSSecrets, ref)
+		} else if d.TokenSecret == nil {
+			d.TokenSecret = ref
+		}
 	}
 	args := cs.Args
 	if len(args) == 0 {
