@@ -1,6 +1,7 @@
 package provider
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -21,6 +22,7 @@ import (
 	"github.com/docker/docker/api/types/filters"
 	dockerswarm "github.com/docker/docker/api/types/swarm"
 	"github.com/docker/docker/client"
+	"github.com/docker/docker/pkg/stdcopy"
 	"github.com/hashicorp/terraform-plugin-testing/helper/acctest"
 	"github.com/hashicorp/terraform-plugin-testing/helper/resource"
 	"github.com/hashicorp/terraform-plugin-testing/knownvalue"
@@ -418,6 +420,9 @@ func (fx *microserviceFixture) checkFewFailures(minRequests, perRequests int) re
 				return fmt.Errorf("a connection was refused: %v %v", rep.Errors, rep.Examples)
 			}
 		}
+		if rep.Failed > 0 {
+			fx.logProxyLogs()
+		}
 		if rep.Failed*perRequests > rep.Requests {
 			return fmt.Errorf("%d of %d requests failed, more than one in %d: %v %v", rep.Failed, rep.Requests, perRequests, rep.Errors, rep.Examples)
 		}
@@ -425,6 +430,37 @@ func (fx *microserviceFixture) checkFewFailures(minRequests, perRequests int) re
 			return fmt.Errorf("only %d requests, want at least %d", rep.Requests, minRequests)
 		}
 		return nil
+	}
+}
+
+// logProxyLogs logs what every proxy container on every node, running or stopped,
+// logged (HAProxy logs its abnormal sessions only, with their termination state).
+func (fx *microserviceFixture) logProxyLogs() {
+	ctx, cancel := fx.ctx()
+	defer cancel()
+	for key := range fx.targets {
+		docker, err := fx.docker(key)
+		if err != nil {
+			fx.t.Logf("node %s: %v", key, err)
+			continue
+		}
+		// A name filter matches a part of the name: the proxy's and the stand-in's tasks.
+		list, err := docker.ContainerList(ctx, container.ListOptions{All: true, Filters: filters.NewArgs(filters.Arg("name", "accweb-proxy"))})
+		if err != nil {
+			fx.t.Logf("node %s: %v", key, err)
+			continue
+		}
+		for _, c := range list {
+			logs, err := docker.ContainerLogs(ctx, c.ID, container.LogsOptions{ShowStdout: true, ShowStderr: true, Timestamps: true, Tail: "30"})
+			if err != nil {
+				fx.t.Logf("node %s, container %s: %v", key, c.Names, err)
+				continue
+			}
+			var out bytes.Buffer
+			_, _ = stdcopy.StdCopy(&out, &out, logs)
+			_ = logs.Close()
+			fx.t.Logf("node %s, %s (%s):\n%s", key, c.Names, c.State, out.String())
+		}
 	}
 }
 
