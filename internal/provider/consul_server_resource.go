@@ -105,7 +105,10 @@ func (r *consulServerResource) ModifyPlan(ctx context.Context, req resource.Modi
 		}
 	}
 	resp.Diagnostics.Append(resp.Plan.Set(ctx, &plan)...)
-	if state != nil && !resp.Plan.Raw.Equal(req.State.Raw) {
+	// A server whose refresh found its quorum lost to dead droplets is updated: the update
+	// recovers it (consul_outage.go).
+	recoverQuorum := state != nil && planQuorumRecovery(ctx, req.Private, &resp.Diagnostics)
+	if state != nil && (recoverQuorum || !resp.Plan.Raw.Equal(req.State.Raw)) {
 		// An update: the leader is read again afterwards.
 		resp.Diagnostics.Append(resp.Plan.SetAttribute(ctx, path.Root("leader"), types.StringUnknown())...)
 	}
@@ -176,14 +179,15 @@ func (r *consulServerResource) Read(ctx context.Context, req resource.ReadReques
 	}
 	state.BootstrapExpect = types.Int64Value(int64(c.Spec.BootstrapExpect))
 	if c.Running {
-		r.readStatus(ctx, h, c, &state)
+		r.readStatus(ctx, h, c, &state, resp)
 	}
 	resp.Diagnostics.Append(resp.State.Set(ctx, &state)...)
 }
 
 // readStatus refreshes the leader and node ID; an API that does not answer keeps the
-// values last seen (a refresh never waits).
-func (r *consulServerResource) readStatus(ctx context.Context, h *conn.Host, c *consul.Container, state *consulServerModel) {
+// values last seen (a refresh never waits). Without a leader, it notes in the private state
+// whether the quorum was lost to dead droplets, for the plan.
+func (r *consulServerResource) readStatus(ctx context.Context, h *conn.Host, c *consul.Container, state *consulServerModel, resp *resource.ReadResponse) {
 	spec := consulRunningSpec(c, consulTLSOf(ctx, state.TLS))
 	api, err := consulAPI(h, spec)
 	if err != nil {
@@ -197,6 +201,11 @@ func (r *consulServerResource) readStatus(ctx context.Context, h *conn.Host, c *
 		return
 	}
 	state.NodeID, state.Leader = types.StringValue(st.NodeID), nullIfEmpty(st.Leader)
+	if st.Leader != "" {
+		resp.Diagnostics.Append(resp.Private.SetKey(ctx, privateQuorumLost, nil)...)
+		return
+	}
+	r.data.noteQuorumLoss(ctx, consul.APIView{API: api}, resp.Private, &resp.Diagnostics)
 }
 
 func (r *consulServerResource) Update(ctx context.Context, req resource.UpdateRequest, resp *resource.UpdateResponse) {
@@ -244,6 +253,13 @@ func (r *consulServerResource) Update(ctx context.Context, req resource.UpdateRe
 		resp.Diagnostics.AddAttributeError(path.Root("tls"), "Invalid Consul TLS Settings", err.Error())
 		return
 	}
+	// No leader: the others may be coming back, or gone for good (then it recovers).
+	if c = r.data.consulRecoverQuorum(ctx, docker, c, consul.APIView{API: api}, host, &resp.Diagnostics); c == nil {
+		plan.NodeID, plan.Leader = state.NodeID, types.StringNull()
+		resp.Diagnostics.Append(resp.State.Set(ctx, &plan)...)
+		return
+	}
+	plan.ContainerID = types.StringValue(c.ID)
 	st, err := consul.WaitServerReady(ctx, api, func(ctx context.Context) error { return consul.CheckAlive(ctx, docker, c) })
 	if err != nil {
 		addConsulWaitError(&resp.Diagnostics, consul.RoleServer, host, name, "update", err)
