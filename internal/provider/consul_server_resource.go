@@ -274,6 +274,8 @@ func (r *consulServerResource) Update(ctx context.Context, req resource.UpdateRe
 		return
 	}
 	plan.ContainerID = types.StringValue(c.ID)
+	// A leader answers now: the refresh's note of a lost quorum is done with.
+	resp.Diagnostics.Append(resp.Private.SetKey(ctx, privateQuorumLost, nil)...)
 	st, err := consul.WaitServerReady(ctx, api, func(ctx context.Context) error { return consul.CheckAlive(ctx, docker, c) })
 	if err != nil {
 		addConsulWaitError(&resp.Diagnostics, consul.RoleServer, host, name, "update", err)
