@@ -3,6 +3,7 @@ package provider
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -142,11 +143,18 @@ func testQuorumLost(t *testing.T, newAddresses bool) {
 	// The replacements' addresses are new (or the same) as the variant wants, and the
 	// survivor's log says whether it recovered with peers.json.
 	checkHow := func(s *terraform.State) error {
-		for j, i := range []int{1, 2} {
-			now := s.RootModule().Resources[stateKey(node(i))].Primary.Attributes["ipv4_address_private"]
-			if (now != oldAddrs[j]) != newAddresses {
-				return fmt.Errorf("node %d went from %s to %s; this variant wants new addresses: %t", i, oldAddrs[j], now, newAddresses)
+		// (Created at once, the two replacements may swap the old addresses.)
+		var now []string
+		reused := 0
+		for _, i := range []int{1, 2} {
+			addr := s.RootModule().Resources[stateKey(node(i))].Primary.Attributes["ipv4_address_private"]
+			now = append(now, addr)
+			if slices.Contains(oldAddrs, addr) {
+				reused++
 			}
+		}
+		if (newAddresses && reused != 0) || (!newAddresses && reused != 2) {
+			return fmt.Errorf("the replacements went from %v to %v; this variant wants new addresses: %t", oldAddrs, now, newAddresses)
 		}
 		if !newAddresses {
 			return nil
