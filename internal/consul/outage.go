@@ -228,6 +228,8 @@ type ClusterView interface {
 	// RaftPeers is the server's own raft configuration (a stale read: no leader needed).
 	RaftPeers(ctx context.Context) ([]RaftPeer, error)
 	Members(ctx context.Context) ([]Member, error)
+	// Join makes the agent join the gossip member at addr.
+	Join(ctx context.Context, addr string) error
 }
 
 // APIView is a ClusterView over the agent's HTTP API.
@@ -263,6 +265,11 @@ func (v APIView) Members(ctx context.Context) ([]Member, error) {
 		out = append(out, Member{Name: m.Name, Address: m.Addr, NodeID: m.Tags["id"], Server: m.Tags["role"] == "consul", Alive: m.Status == memberAlive})
 	}
 	return out, nil
+}
+
+func (v APIView) Join(ctx context.Context, addr string) error {
+	_, err := v.API.Raw().Write("/v1/agent/join/"+addr, nil, nil, (&consulapi.WriteOptions{}).WithContext(ctx))
+	return err
 }
 
 // ReadOutage assesses the cluster through view; ok is false when the server has a leader
@@ -315,6 +322,11 @@ type OutageRecovery struct {
 	Log       func(msg string, fields map[string]any)
 	// Interval between looks (default 1 s).
 	Interval time.Duration
+	// Join are the addresses (the servers' retry_join as planned now) the recovered server
+	// joins: the replacement servers may have started while it was down for the recovery,
+	// joined each other only and stopped retrying, and the survivor's own retry_join list
+	// is the one its container started with, the dead servers' addresses.
+	Join []string
 }
 
 // Run returns the container (restarted if it recovered) once a leader answers or the
@@ -351,6 +363,7 @@ func (r *OutageRecovery) Run(ctx context.Context) (c *Container, recovered bool,
 				return false, "", err
 			}
 			recovered = true
+			r.joinAll(ctx)
 			return true, "", nil
 		})
 	var timeout *wait.TimeoutError
@@ -361,6 +374,26 @@ func (r *OutageRecovery) Run(ctx context.Context) (c *Container, recovered bool,
 		return c, false, fmt.Errorf("%w (last: %v)", err, lastErr)
 	}
 	return c, recovered, err
+}
+
+// joinAll joins the recovered server to every address in r.Join, retrying each for a
+// while (the agent's API answers a moment after the restart); best effort, as a server
+// that answers later still joins through its own retry_join.
+func (r *OutageRecovery) joinAll(ctx context.Context) {
+	for _, addr := range r.Join {
+		joinCtx, cancel := context.WithTimeout(ctx, 20*time.Second)
+		err := wait.Until(joinCtx, wait.Options{What: "joining " + addr, Interval: 250 * time.Millisecond, MaxInterval: 2 * time.Second},
+			func(ctx context.Context) (bool, string, error) {
+				if err := r.View.Join(ctx, addr); err != nil {
+					return false, "", wait.Retryable(err)
+				}
+				return true, "", nil
+			})
+		cancel()
+		if err != nil {
+			r.log("the recovered server could not join a server address", map[string]any{"address": addr, "error": err.Error()})
+		}
+	}
 }
 
 func (r *OutageRecovery) log(msg string, fields map[string]any) {

@@ -150,6 +150,7 @@ type fakeView struct {
 	leader  string
 	members []Member
 	engine  *fakeEngine
+	joined  []string
 }
 
 func (v *fakeView) Self(context.Context) (Self, error) {
@@ -170,6 +171,13 @@ func (v *fakeView) Leader(context.Context) (string, error) {
 		}
 	}
 	return v.leader, nil
+}
+
+func (v *fakeView) Join(_ context.Context, addr string) error {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.joined = append(v.joined, addr)
+	return nil
 }
 
 func (v *fakeView) RaftPeers(context.Context) ([]RaftPeer, error) { return outagePeers, nil }
@@ -194,10 +202,15 @@ func runningServer(t *testing.T) (*fakeEngine, *Container) {
 func TestOutageRecovery_recoversWhenProven(t *testing.T) {
 	f, c := runningServer(t)
 	view := &fakeView{engine: f, members: []Member{member("10.0.0.1", "id-0", true), member("10.0.0.2", "id-1", false), member("10.0.0.3", "id-2", false)}}
-	r := &OutageRecovery{Engine: f, Container: c, View: view, Lookup: lookupOf(map[string]DropletState{"10.0.0.1": DropletActive}), Interval: 10 * time.Millisecond}
+	r := &OutageRecovery{Engine: f, Container: c, View: view, Lookup: lookupOf(map[string]DropletState{"10.0.0.1": DropletActive}), Interval: 10 * time.Millisecond,
+		Join: []string{"10.0.0.1", "10.0.0.7", "10.0.0.8"}}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	got, recovered, err := r.Run(ctx)
+	// The replacements may have joined each other only while it restarted: it joins them.
+	if strings.Join(view.joined, ",") != "10.0.0.1,10.0.0.7,10.0.0.8" {
+		t.Errorf("joined %v after the recovery, want every planned server address", view.joined)
+	}
 	if err != nil || !recovered {
 		t.Fatalf("Run = %t, %v; want a recovery", recovered, err)
 	}

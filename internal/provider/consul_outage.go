@@ -88,9 +88,9 @@ func planQuorumRecovery(ctx context.Context, private privateState, diags *diag.D
 
 // consulRecoverQuorum waits for a leader, recovering the server from a lost quorum when
 // that is proven safe, and returns the container as it runs afterwards.
-func (d *providerData) consulRecoverQuorum(ctx context.Context, docker consul.Engine, c *consul.Container, view consul.ClusterView, host string, diags *diag.Diagnostics) *consul.Container {
+func (d *providerData) consulRecoverQuorum(ctx context.Context, docker consul.Engine, c *consul.Container, view consul.ClusterView, host string, join []string, diags *diag.Diagnostics) *consul.Container {
 	r := &consul.OutageRecovery{
-		Engine: docker, Container: c, View: view, Lookup: d.consulDropletLookup(),
+		Engine: docker, Container: c, View: view, Lookup: d.consulDropletLookup(), Join: join,
 		Log: func(msg string, fields map[string]any) {
 			fields["container"], fields["host"] = c.Name, host
 			tflog.Warn(ctx, msg, fields)

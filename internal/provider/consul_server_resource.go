@@ -268,7 +268,7 @@ func (r *consulServerResource) Update(ctx context.Context, req resource.UpdateRe
 		return
 	}
 	// No leader: the others may be coming back, or gone for good (then it recovers).
-	if c = r.data.consulRecoverQuorum(ctx, docker, c, consul.APIView{API: api}, host, &resp.Diagnostics); c == nil {
+	if c = r.data.consulRecoverQuorum(ctx, docker, c, consul.APIView{API: api}, host, spec.RetryJoin, &resp.Diagnostics); c == nil {
 		plan.NodeID, plan.Leader = state.NodeID, types.StringNull()
 		resp.Diagnostics.Append(resp.State.Set(ctx, &plan)...)
 		return
