@@ -4,10 +4,13 @@
 # it, until its checks pass (every node over SSH, Consul voters and members, swarm nodes,
 # registrator tasks, the app through every proxy) and Consul's health reads passing.
 #   bench/heal.sh [rounds]    default 3; prints one line per round and the medians
+#   BREAK=2 bench/heal.sh     powers off both workers at once (2 of 3 nodes: Consul loses its
+#                             quorum, which the apply recovers)
 # Brings the demo up first if it is not (and takes it down again afterwards).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=${1:-3}
+breaks=${BREAK:-1}
 now() { date +%s.%N; }
 secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", b - a }'; }
 # clock_at PATTERN FILE: the seconds on demo.sh's clock ([demo m:ss]) of the first line matching.
@@ -21,7 +24,7 @@ log=$(mktemp)
 totals=() applies=()
 for round in $(seq 1 "$rounds"); do
   t0=$(now)
-  tools/demo.sh break >/dev/null 2>&1
+  for _ in $(seq 1 "$breaks"); do tools/demo.sh break >/dev/null 2>&1; done
   if ! tools/demo.sh up >"$log" 2>&1; then
     tail -30 "$log" >&2
     echo "round $round: make demo did not heal the cluster" >&2
@@ -36,7 +39,7 @@ for round in $(seq 1 "$rounds"); do
   end=$(clock_at 'Apply complete' "$log")
   total=$(secs "$t0" "$t1")
   totals+=("$total") applies+=("$((end - start))")
-  echo "round $round: power-off -> healed and checked: ${total} s (terraform plan + apply: $((end - start)) s); $(grep -m1 'Plan:' "$log" | sed 's/.*Plan:/plan:/'); health: $cluster"
+  echo "round $round: power-off of $breaks worker(s) -> healed and checked: ${total} s (terraform plan + apply: $((end - start)) s); $(grep -m1 'Plan:' "$log" | sed 's/.*Plan:/plan:/'); health: $cluster"
 done
 rm -f "$log"
 echo "median over $rounds rounds: power-off -> healed and checked $(printf '%s\n' "${totals[@]}" | median) s; terraform plan + apply $(printf '%s\n' "${applies[@]}" | median) s"

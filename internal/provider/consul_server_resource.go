@@ -68,7 +68,21 @@ func (r *consulServerResource) Schema(ctx context.Context, _ resource.SchemaRequ
 			"container in place on the same volume (same node ID and raft data) as a rolling restart: servers take a cluster-wide lock in Consul " +
 			"and go one at a time, each only once every other server is healthy, so a 3-server cluster never has two servers down. " +
 			"A container stopped or changed outside Terraform is recreated on the next apply. Delete leaves the cluster gracefully " +
-			"(`consul leave`, which removes the server from the raft peers), then removes the container and its volume.",
+			"(`consul leave`, which removes the server from the raft peers), then removes the container and its volume.\n\n" +
+			"**Quorum loss.** When a majority of the servers is lost at once (2 of 3), the survivor has no leader, so no server can join it " +
+			"and autopilot cannot remove the dead. The refresh notices it, and when the API reports the lost servers' droplets off or deleted, " +
+			"the plan updates the survivor; the update runs Consul's outage recovery (it restarts the survivor with `raft/peers.json` naming " +
+			"the servers that remain, so it elects itself and the replacement servers join it). The invariant: a survivor recovers only when " +
+			"the servers gone **for good** leave no possible majority, and a server is gone for good only when the survivor's gossip sees it " +
+			"dead **and** the DigitalOcean API proves its data gone: no droplet holds its address any more, or its address now runs a Consul " +
+			"server with another node ID. A droplet merely off is not enough (powered on, it would come back with its raft data and could " +
+			"elect a second leader): the update waits, within `timeouts.update`, for its droplet to be deleted or replaced (what " +
+			"`when_off = \"replace\"` does earlier in the same apply) or for a leader, and otherwise fails saying which server is missing. " +
+			"A network blip proves nothing (the droplets are active), so nothing is done. With the droplets replaced by `when_off`, one apply " +
+			"heals a lost quorum (the replacement brings the proof in the same apply), provided its plan ran after the survivor's gossip " +
+			"marked the lost servers failed (seconds after they went); otherwise that apply cannot plan the survivor's update (unless its " +
+			"`retry_join` changes, as when it lists every node's address), the new servers wait for a leader, and the next apply recovers. Without a DigitalOcean token (servers not on droplets) there is no proof, " +
+			"and the recovery stays manual (Consul's outage recovery guide).",
 		Attributes: attrs,
 	}
 }
@@ -105,7 +119,10 @@ func (r *consulServerResource) ModifyPlan(ctx context.Context, req resource.Modi
 		}
 	}
 	resp.Diagnostics.Append(resp.Plan.Set(ctx, &plan)...)
-	if state != nil && !resp.Plan.Raw.Equal(req.State.Raw) {
+	// A server whose refresh found its quorum lost to dead droplets is updated: the update
+	// recovers it (consul_outage.go).
+	recoverQuorum := state != nil && planQuorumRecovery(ctx, req.Private, &resp.Diagnostics)
+	if state != nil && (recoverQuorum || !resp.Plan.Raw.Equal(req.State.Raw)) {
 		// An update: the leader is read again afterwards.
 		resp.Diagnostics.Append(resp.Plan.SetAttribute(ctx, path.Root("leader"), types.StringUnknown())...)
 	}
@@ -176,14 +193,15 @@ func (r *consulServerResource) Read(ctx context.Context, req resource.ReadReques
 	}
 	state.BootstrapExpect = types.Int64Value(int64(c.Spec.BootstrapExpect))
 	if c.Running {
-		r.readStatus(ctx, h, c, &state)
+		r.readStatus(ctx, h, c, &state, resp)
 	}
 	resp.Diagnostics.Append(resp.State.Set(ctx, &state)...)
 }
 
 // readStatus refreshes the leader and node ID; an API that does not answer keeps the
-// values last seen (a refresh never waits).
-func (r *consulServerResource) readStatus(ctx context.Context, h *conn.Host, c *consul.Container, state *consulServerModel) {
+// values last seen (a refresh never waits). Without a leader, it notes in the private state
+// whether the quorum was lost to dead droplets, for the plan.
+func (r *consulServerResource) readStatus(ctx context.Context, h *conn.Host, c *consul.Container, state *consulServerModel, resp *resource.ReadResponse) {
 	spec := consulRunningSpec(c, consulTLSOf(ctx, state.TLS))
 	api, err := consulAPI(h, spec)
 	if err != nil {
@@ -197,6 +215,11 @@ func (r *consulServerResource) readStatus(ctx context.Context, h *conn.Host, c *
 		return
 	}
 	state.NodeID, state.Leader = types.StringValue(st.NodeID), nullIfEmpty(st.Leader)
+	if st.Leader != "" {
+		resp.Diagnostics.Append(resp.Private.SetKey(ctx, privateQuorumLost, nil)...)
+		return
+	}
+	r.data.noteQuorumLoss(ctx, consul.APIView{API: api}, resp.Private, &resp.Diagnostics)
 }
 
 func (r *consulServerResource) Update(ctx context.Context, req resource.UpdateRequest, resp *resource.UpdateResponse) {
@@ -244,6 +267,15 @@ func (r *consulServerResource) Update(ctx context.Context, req resource.UpdateRe
 		resp.Diagnostics.AddAttributeError(path.Root("tls"), "Invalid Consul TLS Settings", err.Error())
 		return
 	}
+	// No leader: the others may be coming back, or gone for good (then it recovers).
+	if c = r.data.consulRecoverQuorum(ctx, docker, c, consul.APIView{API: api}, host, spec.RetryJoin, &resp.Diagnostics); c == nil {
+		plan.NodeID, plan.Leader = state.NodeID, types.StringNull()
+		resp.Diagnostics.Append(resp.State.Set(ctx, &plan)...)
+		return
+	}
+	plan.ContainerID = types.StringValue(c.ID)
+	// A leader answers now: the refresh's note of a lost quorum is done with.
+	resp.Diagnostics.Append(resp.Private.SetKey(ctx, privateQuorumLost, nil)...)
 	st, err := consul.WaitServerReady(ctx, api, func(ctx context.Context) error { return consul.CheckAlive(ctx, docker, c) })
 	if err != nil {
 		addConsulWaitError(&resp.Diagnostics, consul.RoleServer, host, name, "update", err)
