@@ -245,7 +245,7 @@ func TestDockerThroughForwardedSocketReusesOneConnection(t *testing.T) {
 func TestReplacedHostAtTheSameAddressIsVerifiedAfresh(t *testing.T) {
 	t.Parallel()
 	signer, key := newTestKey(t)
-	old := startTestSSHServer(t, signer.PublicKey())
+	old := startTestSSHServerOffEphemeral(t, signer.PublicKey())
 	p := sshFixture{server: old, key: key}.pool(t, nil)
 	ctx := context.Background()
 	if _, err := p.Open(ctx, Target{Host: old.host(), HostKey: old.hostKeyLine()}); err != nil {

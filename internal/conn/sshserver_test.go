@@ -6,6 +6,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"io"
+	mrand "math/rand/v2"
 	"net"
 	"os/exec"
 	"strconv"
@@ -52,6 +53,24 @@ func newTestKey(t *testing.T) (ssh.Signer, []byte) {
 func startTestSSHServer(t *testing.T, authorized ssh.PublicKey) *testSSHServer {
 	t.Helper()
 	return startTestSSHServerAt(t, "127.0.0.1:0", authorized)
+}
+
+// startTestSSHServerOffEphemeral starts a server on a port below the kernel's ephemeral
+// range (32768 up on Linux), so that no outgoing connection of a parallel test can take
+// the port while a test re-binds it for a replacement host.
+func startTestSSHServerOffEphemeral(t *testing.T, authorized ssh.PublicKey) *testSSHServer {
+	t.Helper()
+	for i := 0; i < 100; i++ {
+		port := 20000 + mrand.IntN(12000)
+		l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port))
+		if err != nil {
+			continue
+		}
+		_ = l.Close()
+		return startTestSSHServerAt(t, l.Addr().String(), authorized)
+	}
+	t.Fatal("no free port below the ephemeral range after 100 tries")
+	return nil
 }
 
 // startTestSSHServerAt starts a server with a fresh host key on a given address, as a
