@@ -88,6 +88,10 @@ func Registrations(node Node, opts Options, c Container) ([]Registration, error)
 	}
 	labels := inspect.Config.Labels
 	md := readMetadata(inspect.Config.Env, c.ServiceLabels, labels)
+	// Meta is published in the catalog, which every Consul client may read: it comes
+	// from labels only, never from the environment, where secrets live
+	// (SERVICE_DB_PASSWORD in env configures nothing and is not published).
+	metaSource := readMetadata(nil, c.ServiceLabels, labels)
 	if md.plain["ignore"] != "" {
 		return nil, nil
 	}
@@ -137,7 +141,8 @@ func Registrations(node Node, opts Options, c Container) ([]Registration, error)
 			tags = append(tags, "udp")
 		}
 		tags = append(tags, opts.Tags...)
-		meta := serviceMeta(values)
+		metaValues, _ := metaSource.forPort(p.port.Port())
+		meta := serviceMeta(metaValues)
 		if swarmTask {
 			if meta == nil {
 				meta = map[string]string{}

@@ -121,12 +121,24 @@ func TestRegistrations(t *testing.T) {
 				checks: []string{"ttl:30s"},
 			}},
 		},
-		"plain container: per-port name, tags, unknown keys to Meta, -tags appended": {
+		"plain container: per-port name, tags, -tags appended; env keys never reach Meta": {
 			opts:      Options{Tags: []string{"node-a"}},
 			container: Container{Inspect: plain},
 			want: []want{{
 				id: "demo-0:capplain:8080", name: "plain", address: "172.19.0.4", port: 19090,
-				tags: []string{"x", "y", "node-a"}, meta: map[string]string{"foo": "bar"},
+				tags: []string{"x", "y", "node-a"},
+				checks: []string{"ttl:30s"},
+			}},
+		},
+		"Meta comes from labels only: a secret in env is not published in the catalog": {
+			container: Container{
+				Inspect: withEnv(plain, []string{"SERVICE_DB_PASSWORD=s3cret-from-env", "SERVICE_8080_API_KEY=k3y-from-env"},
+					map[string]string{"SERVICE_TEAM": "payments", "SERVICE_8080_TIER": "web"}),
+				ServiceLabels: map[string]string{"SERVICE_OWNER": "ops"},
+			},
+			want: []want{{
+				id: "demo-0:capplain:8080", name: "plain", address: "172.19.0.4", port: 19090,
+				tags: []string{"x", "y"}, meta: map[string]string{"team": "payments", "tier": "web", "owner": "ops"},
 				checks: []string{"ttl:30s"},
 			}},
 		},
@@ -143,7 +155,7 @@ func TestRegistrations(t *testing.T) {
 			container: Container{Inspect: plain},
 			want: []want{{
 				id: "demo-0:capplain:8080", name: "plain", address: "172.17.0.3", port: 8080,
-				tags: []string{"x", "y"}, meta: map[string]string{"foo": "bar"}, checks: []string{"ttl:30s"},
+				tags: []string{"x", "y"}, checks: []string{"ttl:30s"},
 			}},
 		},
 		"host network: node address, image basename": {
