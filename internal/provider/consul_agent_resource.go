@@ -112,7 +112,7 @@ func (r *consulAgentResource) Create(ctx context.Context, req resource.CreateReq
 	host, name := plan.Host.ValueString(), spec.ContainerName
 	c, outcome, err := consul.Ensure(ctx, docker, spec)
 	if err != nil {
-		addConsulContainerError(&resp.Diagnostics, "Could Not Create Consul Agent Container", host, name, err)
+		addConsulContainerError(&resp.Diagnostics, "Could Not Create Consul Agent Container", host, name, err, r.data.nodeNextStep(ctx, host, err))
 		return
 	}
 	tflog.Info(ctx, "consul agent container ready", map[string]any{"host": host, "container": name, "outcome": string(outcome), "container_id": c.ID})

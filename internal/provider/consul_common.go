@@ -578,10 +578,14 @@ func addConsulWaitError(diags *diag.Diagnostics, role consul.Role, host, contain
 }
 
 // addConsulContainerError reports a failed container operation.
-func addConsulContainerError(diags *diag.Diagnostics, summary, host, containerName string, err error) {
+// A next step (providerData.nodeNextStep), when there is one, replaces the advice.
+func addConsulContainerError(diags *diag.Diagnostics, summary, host, containerName string, err error, nextStep ...string) {
 	var notManaged *consul.NotManagedError
 	detail := fmt.Sprintf("Container %s on %s: %s.", containerName, host, err)
-	if !errors.As(err, &notManaged) {
+	switch {
+	case len(nextStep) > 0 && nextStep[0] != "":
+		detail += " " + nextStep[0]
+	case !errors.As(err, &notManaged):
 		detail += " Check the node's Docker engine (disk space, image availability), then apply again: creation resumes where it stopped."
 	}
 	diags.AddError(summary, detail)

@@ -2,7 +2,11 @@ package provider
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
+	"strings"
+	"time"
 
 	"github.com/hashicorp/terraform-plugin-framework/diag"
 
@@ -48,4 +52,53 @@ func (d *providerData) nodeStatus(ctx context.Context, host string) (string, err
 		return "deleted", nil
 	}
 	return dr.Status, nil
+}
+
+// nodeNextStep says what the next apply does about a node that failed in the middle of
+// a create, from its droplet's status as the cloud reports it: an off droplet is healed
+// as its when_off says (by default replaced), a deleted one is created again, and this
+// resource then goes on the new node. When err looks like the node went away (a cut
+// connection, a timeout), the status is asked again for up to 10 s: a droplet that has
+// just crashed or been stopped reads active for a moment. Empty when the cloud cannot say
+// or the droplet stays up.
+func (d *providerData) nodeNextStep(ctx context.Context, host string, err error) string {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	for {
+		status, serr := d.nodeStatus(ctx, host)
+		switch {
+		case serr != nil:
+			return ""
+		case status == "off":
+			return "Its droplet is off: the next apply heals it as its microswarm_droplet_node's when_off says (by default, " +
+				"a replacement), then creates this on the node again."
+		case status == "deleted":
+			return "No droplet holds that address any more: the next apply creates its microswarm_droplet_node again, then " +
+				"this on the new node."
+		case !nodeWentAway(err):
+			return ""
+		}
+		select {
+		case <-ctx.Done():
+			return ""
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// nodeWentAway: err looks like the node stopped answering rather than refusing.
+func nodeWentAway(err error) bool {
+	if err == nil {
+		return false
+	}
+	if consulUnreachable(err) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+		return true
+	}
+	msg := err.Error()
+	for _, s := range []string{"EOF", "connection reset", "broken pipe", "connection refused", "no route to host", "i/o timeout"} {
+		if strings.Contains(msg, s) {
+			return true
+		}
+	}
+	return false
 }

@@ -1,0 +1,307 @@
+package provider
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/filters"
+	"github.com/docker/docker/api/types/swarm"
+	"github.com/hashicorp/terraform-plugin-testing/helper/acctest"
+
+	msacctest "github.com/microswarm/terraform-provider-microswarm/internal/acctest"
+	"github.com/microswarm/terraform-provider-microswarm/internal/conn"
+)
+
+// Terraform interrupted in the middle of a full-stack create (3 droplets, a Consul server
+// and 2 agents, a swarm of 1+2, a registrator, a blue/green app), at the moment a given
+// resource starts creating, as users interrupt it: Ctrl-C, a SIGKILL of terraform alone
+// (the provider goes on), a SIGKILL of its whole process group (the provider dies too).
+// Then one apply converges and the plan after it is empty, with everything counted from
+// outside the provider: the cloud's droplets (none duplicated, none orphaned), the swarm's
+// nodes as a manager lists them (3, none left over from a join cut short), one Consul
+// container per node and 3 live Consul members, and the app answering blue through every
+// proxy node. Destroy leaves no droplet.
+//
+// The default run (CI) takes one case, a SIGKILL of the process group while the Consul
+// server is created; `make test-faults` takes every point with every signal.
+func TestAccFaults_interruptedFullStack(t *testing.T) {
+	requireAcc(t)
+	points := []string{
+		"microswarm_swarm_cluster.test: Creating...",
+		"microswarm_consul_server.s: Creating...",
+		"microswarm_registrator.test: Creating...",
+		"microswarm_microservice.test: Creating...",
+	}
+	type interruption struct {
+		sig   syscall.Signal
+		group bool
+	}
+	signals := []interruption{{syscall.SIGKILL, true}, {syscall.SIGKILL, false}, {syscall.SIGINT, false}}
+	if os.Getenv(envFaults) != "1" {
+		points, signals = points[1:2], signals[:1]
+	}
+	if only := os.Getenv("MICROSWARM_FAULTS_POINT"); only != "" {
+		points = []string{only}
+	}
+	for _, point := range points {
+		for _, s := range signals {
+			name := fmt.Sprintf("%s group=%v at %s", unix(s.sig), s.group, strings.TrimSuffix(point, ": Creating..."))
+			t.Run(name, func(t *testing.T) { interruptStackAndReapply(t, point, s.sig, s.group) })
+		}
+	}
+}
+
+// fullStackConfig is the microservice tests' stack with outputs to count it from outside.
+func fullStackConfig(prefix string) string {
+	return microserviceConfig(prefix, colors("")+"  active = \"blue\"\n") + `
+output "endpoints" {
+  value = microswarm_microservice.test.endpoints
+}
+
+output "nodes" {
+  value = [for n in microswarm_droplet_node.test : { host = n.docker_host, host_key = n.ssh_host_key }]
+}
+`
+}
+
+func interruptStackAndReapply(t *testing.T, point string, sig syscall.Signal, group bool) {
+	const n = 3
+	prefix := "ks-" + acctest.RandString(6)
+	ws := msacctest.NewWorkspace(t, fullStackConfig(prefix))
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
+	defer cancel()
+	what := fmt.Sprintf("%s of terraform%s when %s", unix(sig), map[bool]string{true: "'s process group", false: " alone"}[group],
+		strings.TrimSuffix(point, "..."))
+	destroyed := false
+	t.Cleanup(func() {
+		if destroyed {
+			return
+		}
+		if out, err := ws.Terraform(context.Background(), "destroy", "-auto-approve"); err != nil {
+			t.Errorf("destroy: %v\n%s", err, out)
+		}
+	})
+
+	run := ws.Start("apply", "-auto-approve")
+	if !run.WaitFor(point, 10*time.Minute) {
+		t.Fatalf("%s: the apply never reached the point:\n%s", what, run.Output())
+	}
+	time.Sleep(time.Second)
+	run.Signal(sig, group)
+	_ = run.Wait()
+	before := count(t, prefix, n, ws.StateIDs("microswarm_droplet_node"))
+	t.Logf("%s: after the interruption %s", what, before)
+
+	start := time.Now()
+	out, err := ws.Terraform(ctx, "apply", "-auto-approve")
+	if err != nil {
+		t.Fatalf("%s: the next apply failed: %v\n%s", what, err, out)
+	}
+	took := time.Since(start).Round(time.Second)
+	if plan, err := ws.Terraform(ctx, "plan", "-detailed-exitcode"); err != nil {
+		t.Fatalf("%s: the plan after the re-apply is not empty (or failed): %v\n%s", what, err, plan)
+	}
+	after := count(t, prefix, n, ws.StateIDs("microswarm_droplet_node"))
+	if after.inCloud != n || after.inState != n || after.duplicated != 0 || after.orphaned != 0 {
+		t.Fatalf("%s: after one re-apply %s; want %d, all in state\n%s", what, after, n, out)
+	}
+	nodes := stackFromOutside(t, ctx, ws)
+	if color, ok := agreedColor(stackEndpoints(t, ctx, ws), "blue", 30*time.Second); !ok {
+		t.Fatalf("%s: the proxies do not all answer blue: %s", what, color)
+	}
+
+	if out, err := ws.Terraform(ctx, "destroy", "-auto-approve"); err != nil {
+		t.Fatalf("%s: destroy: %v\n%s", what, err, out)
+	}
+	destroyed = true
+	if left := count(t, prefix, n); left.inCloud != 0 {
+		t.Fatalf("%s: %d droplets left after destroy", what, left.inCloud)
+	}
+	faultRow(t, what, fmt.Sprintf("after the interruption %d droplets (%d in state); one re-apply (%s) converged: %s, the app blue through every proxy; empty plan; destroy left 0",
+		before.inCloud, before.inState, took, nodes), after)
+}
+
+func stackEndpoints(t *testing.T, ctx context.Context, ws *msacctest.Workspace) []string {
+	t.Helper()
+	var endpoints []string
+	outputJSON(t, ctx, ws, "endpoints", &endpoints)
+	if len(endpoints) != 3 {
+		t.Fatalf("endpoints %v, want 3", endpoints)
+	}
+	return endpoints
+}
+
+func outputJSON(t *testing.T, ctx context.Context, ws *msacctest.Workspace, name string, v any) {
+	t.Helper()
+	out, err := ws.Terraform(ctx, "output", "-json", name)
+	if err != nil {
+		t.Fatalf("output %s: %v\n%s", name, err, out)
+	}
+	if i := strings.IndexAny(out, "[{"); i >= 0 {
+		out = out[i:]
+	}
+	if err := json.Unmarshal([]byte(out), v); err != nil {
+		t.Fatalf("output %s %q: %v", name, out, err)
+	}
+}
+
+// stackFromOutside checks the nodes as they are, through SSH with the pinned keys: the
+// manager lists exactly 3 swarm nodes, all ready; every node runs exactly one Consul
+// container; the Consul server sees 3 live members. It returns a summary.
+func stackFromOutside(t *testing.T, ctx context.Context, ws *msacctest.Workspace) string {
+	t.Helper()
+	var nodes []struct {
+		Host    string `json:"host"`
+		HostKey string `json:"host_key"`
+	}
+	outputJSON(t, ctx, ws, "nodes", &nodes)
+	pool := msacctest.Pool(t)
+	var swarmNodes, consulContainers, members int
+	for i, n := range nodes {
+		h, err := pool.Open(ctx, conn.Target{Host: n.Host, HostKey: n.HostKey})
+		if err != nil {
+			t.Fatalf("node %d: %v", i, err)
+		}
+		docker, err := h.Docker()
+		if err != nil {
+			t.Fatal(err)
+		}
+		list, err := docker.ContainerList(ctx, container.ListOptions{Filters: filters.NewArgs(filters.Arg("name", "consul"))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(list) != 1 {
+			names := []string{}
+			for _, c := range list {
+				names = append(names, strings.Join(c.Names, ","))
+			}
+			t.Fatalf("node %d runs %d Consul containers %v, want 1", i, len(list), names)
+		}
+		consulContainers += len(list)
+		if i != 0 {
+			continue
+		}
+		// Node 0 is the swarm's manager and the Consul server.
+		sn, err := docker.NodeList(ctx, swarm.NodeListOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range sn {
+			if s.Status.State != swarm.NodeStateReady {
+				t.Fatalf("swarm node %s (%s) is %s: a node left over from an interrupted join", s.ID, s.Description.Hostname, s.Status.State)
+			}
+		}
+		swarmNodes = len(sn)
+		api, err := h.Consul(conn.ConsulConfig{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ms, err := api.Agent().Members(false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range ms {
+			if m.Status == 1 { // alive
+				members++
+			}
+		}
+	}
+	if swarmNodes != 3 || members != 3 {
+		t.Fatalf("from outside: %d swarm nodes, %d live Consul members; want 3 and 3", swarmNodes, members)
+	}
+	return fmt.Sprintf("%d swarm nodes ready, %d Consul containers, %d live members", swarmNodes, consulContainers, members)
+}
+
+// A node powered off in the middle of a full-stack create (the worker that the Consul
+// agent a[1] is being started on), as a droplet that crashes or is stopped from the
+// control panel would be: the apply fails with an error that names the resource, and the
+// next apply replaces the droplet (when_off = "replace", the default) and converges, with
+// the same counts from outside as the interrupted creates. `make test-faults` only.
+func TestAccFaults_nodeOffDuringCreate(t *testing.T) {
+	requireLongFaults(t)
+	const n = 3
+	prefix := "off-" + acctest.RandString(6)
+	ws := msacctest.NewWorkspace(t, fullStackConfig(prefix))
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
+	defer cancel()
+	destroyed := false
+	t.Cleanup(func() {
+		if !destroyed {
+			if out, err := ws.Terraform(context.Background(), "destroy", "-auto-approve"); err != nil {
+				t.Errorf("destroy: %v\n%s", err, out)
+			}
+		}
+	})
+	point := "microswarm_consul_agent.a[1]: Creating..."
+	what := "worker w2 powered off when " + strings.TrimSuffix(point, "...")
+	run := ws.Start("apply", "-auto-approve")
+	if !run.WaitFor(point, 10*time.Minute) {
+		t.Fatalf("%s: the apply never reached the point:\n%s", what, run.Output())
+	}
+	var victim int
+	for _, d := range dropletsPrefixed(t, prefix) {
+		if d.Name == prefix+"-w2" {
+			victim = d.ID
+		}
+	}
+	if victim == 0 {
+		t.Fatalf("no droplet %s-w2", prefix)
+	}
+	if _, _, err := msacctest.Godo(t).DropletActions.PowerOff(ctx, victim); err != nil {
+		t.Fatal(err)
+	}
+	failed := run.Wait() != nil
+	first := run.Output()
+	errLine := ""
+	if i := strings.Index(first, "Error: "); i >= 0 {
+		errLine = strings.SplitN(first[i:], "\n", 2)[0]
+		if j := strings.Index(first[i:], "with "); j >= 0 {
+			errLine += " (" + strings.SplitN(first[i+j:], "\n", 2)[0] + ")"
+		}
+	}
+	t.Logf("%s: the apply failed=%v: %s", what, failed, errLine)
+	// Terraform wraps diagnostics to the terminal's width: compare the words.
+	flat := strings.Join(strings.Fields(strings.ReplaceAll(first, "│", " ")), " ")
+	if failed && (!strings.Contains(flat, "with microswarm_") || !strings.Contains(flat, "the next apply heals it")) {
+		t.Fatalf("%s: the error names no resource or does not say what the next apply does:\n%s", what, first)
+	}
+
+	start := time.Now()
+	out, err := ws.Terraform(ctx, "apply", "-auto-approve")
+	if err != nil {
+		t.Fatalf("%s: the next apply failed: %v\n%s", what, err, out)
+	}
+	took := time.Since(start).Round(time.Second)
+	if plan, err := ws.Terraform(ctx, "plan", "-detailed-exitcode"); err != nil {
+		t.Fatalf("%s: the plan after the re-apply is not empty (or failed): %v\n%s", what, err, plan)
+	}
+	after := count(t, prefix, n, ws.StateIDs("microswarm_droplet_node"))
+	if after.inCloud != n || after.inState != n || after.duplicated != 0 || after.orphaned != 0 {
+		t.Fatalf("%s: after one re-apply %s; want %d, all in state\n%s", what, after, n, out)
+	}
+	for _, d := range dropletsPrefixed(t, prefix) {
+		if d.ID == victim {
+			t.Fatalf("%s: the powered-off droplet %d is still there", what, victim)
+		}
+	}
+	nodes := stackFromOutside(t, ctx, ws)
+	if color, ok := agreedColor(stackEndpoints(t, ctx, ws), "blue", 30*time.Second); !ok {
+		t.Fatalf("%s: the proxies do not all answer blue: %s", what, color)
+	}
+	if out, err := ws.Terraform(ctx, "destroy", "-auto-approve"); err != nil {
+		t.Fatalf("%s: destroy: %v\n%s", what, err, out)
+	}
+	destroyed = true
+	if left := count(t, prefix, n); left.inCloud != 0 {
+		t.Fatalf("%s: %d droplets left after destroy", what, left.inCloud)
+	}
+	faultRow(t, what, fmt.Sprintf("the apply failed=%v: %s; one re-apply (%s) replaced the droplet and converged: %s, the app blue through every proxy; empty plan; destroy left 0",
+		failed, errLine, took, nodes), after)
+}
