@@ -126,7 +126,7 @@ func TestRegistrations(t *testing.T) {
 			container: Container{Inspect: plain},
 			want: []want{{
 				id: "demo-0:capplain:8080", name: "plain", address: "172.19.0.4", port: 19090,
-				tags: []string{"x", "y", "node-a"},
+				tags:   []string{"x", "y", "node-a"},
 				checks: []string{"ttl:30s"},
 			}},
 		},
