@@ -122,6 +122,18 @@ build_consul() {
   queue_push "$image"
 }
 
+# build_keyed LOG IMAGE CTX: docker build of CTX (a compiled binary and its Dockerfile)
+# as IMAGE, keyed by what CTX holds: an image already built from the same bytes is kept,
+# which spares the build and, unchanged, the push. Removes CTX.
+build_keyed() {
+  local key
+  key=$(cd "$3" && cat $(ls | sort) | sha256sum | cut -c1-12)
+  if [ -n "$(stale "$2" "$key")" ]; then
+    step "$1" "building $2" docker build -q --label "$INPUTS_LABEL=$key" -t "$2" "$3" >/dev/null
+  fi
+  rm -rf "$3"
+}
+
 build_demoapp() {
   # Two versions, so blue/green has something to switch between.
   local version
@@ -133,8 +145,7 @@ build_demoapp() {
     step "$LOGS/demoapp.log" "compiling the demo app $version" \
       env CGO_ENABLED=0 go -C "$HERE/../.." build -trimpath -ldflags "-s -w -X main.version=$version" -o "$ctx/demo-app" ./tools/images/demoapp
     cp "$HERE/demoapp/Dockerfile" "$ctx/"
-    step "$LOGS/demoapp.log" "building $image" docker build -q -t "$image" "$ctx" >/dev/null
-    rm -rf "$ctx"
+    build_keyed "$LOGS/demoapp.log" "$image" "$ctx"
     end_image
     queue_push "$image"
   done
@@ -148,14 +159,25 @@ build_registrator() {
   step "$LOGS/registrator.log" "compiling the registrator" \
     env CGO_ENABLED=0 go -C "$HERE/../.." build -trimpath -ldflags "-s -w -X main.version=${image##*:}" -o "$ctx/registrator" ./cmd/registrator
   cp "$HERE/registrator/Dockerfile" "$ctx/"
-  step "$LOGS/registrator.log" "building $image" docker build -q -t "$image" "$ctx" >/dev/null
-  rm -rf "$ctx"
+  build_keyed "$LOGS/registrator.log" "$image" "$ctx"
   end_image
   queue_push "$image"
 }
 
+# What was pushed is recorded beside the registry's data, one file per image holding its
+# image ID, so an image pushed before and unchanged since is not pushed again (and a run
+# with nothing to push starts no registry); wiping the data wipes the record with it.
+PUSHED="$CACHE/registry/data/.microswarm-pushed"
+pushed_file() { echo "$PUSHED/$(printf '%s' "$1" | tr '/:' '__')"; }
 push_all() {
+  local todo=() image id
+  for image in "${PUSH_LIST[@]}"; do
+    id=$(docker image inspect -f '{{.Id}}' "$image")
+    [ "$(cat "$(pushed_file "$image")" 2>/dev/null)" = "$id" ] || todo+=("$image")
+  done
+  PUSH_LIST=(${todo[@]+"${todo[@]}"})
   [ ${#PUSH_LIST[@]} -gt 0 ] || return 0
+  mkdir -p "$PUSHED"
   local registry port pid=""
   if ! "$HERE/gobin.sh" -n registry; then
     say "the local registry: compiling it from source (first run only)"
@@ -190,6 +212,7 @@ CFG
     docker tag "$image" "127.0.0.1:$port/$repo"
     step "$LOGS/push.log" "pushing $image into the local registry" docker push -q "127.0.0.1:$port/$repo" >/dev/null
     docker rmi "127.0.0.1:$port/$repo" >/dev/null
+    docker image inspect -f '{{.Id}}' "$image" >"$(pushed_file "$image")"
   done
 }
 
