@@ -291,7 +291,11 @@ import {
 				// connections, so none is refused, and it is gone after the apply. Not yet
 				// exactly zero: 2 and 6 of about 50,000 requests were reset (read: connection
 				// reset by peer), one at a time, each as a proxy container stopped on that node
-				// (stop-first alone refused 1 %); the bound keeps that from growing back.
+				// (stop-first alone refused 1 %); the bound keeps that from growing back. What
+				// is known of them (2026-12-03): the new proxy answered 200 and logged the
+				// client gone (CD); the node's FORWARD chain saw a mid-connection packet as a
+				// new connection, so the flow's conntrack entry had vanished, and the packet
+				// was NATed by the rules of that moment to a container without the connection.
 				PreConfig: func() {
 					fx.tagOnNodes("haproxy:2.6", "haproxy:2.6-acc")
 					fx.recordProxies()
