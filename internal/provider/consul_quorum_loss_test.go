@@ -23,7 +23,11 @@ import (
 
 // quorumStackConfig is the demo's layout (examples/local) without the app: 3 nodes, a
 // Consul server on each, a swarm of 1 manager (node 0) and 2 workers.
-func quorumStackConfig(prefix, gossipKey string) string {
+func quorumStackConfig(prefix, gossipKey, aclToken string) string {
+	acl := ""
+	if aclToken != "" {
+		acl = fmt.Sprintf("  acl                  = { default_policy = \"deny\" }\n  acl_token_wo         = %q\n  acl_token_wo_version = 1\n", aclToken)
+	}
 	return dropletNodesConfig(prefix, []string{"n0", "n1", "n2"}, "s-1vcpu-1gb", nil) + fmt.Sprintf(`
 resource "microswarm_consul_server" "s" {
   count            = 3
@@ -34,7 +38,7 @@ resource "microswarm_consul_server" "s" {
   retry_join       = microswarm_droplet_node.test[*].ipv4_address_private
   encrypt          = %[1]q
   image            = %[2]q
-}
+%[3]s}
 
 resource "microswarm_swarm_cluster" "test" {
   nodes = { for i, n in microswarm_droplet_node.test : "n${i}" => {
@@ -44,7 +48,7 @@ resource "microswarm_swarm_cluster" "test" {
     role           = i == 0 ? "manager" : "worker"
   } }
 }
-`, gossipKey, testConsulImage)
+`, gossipKey, testConsulImage, acl)
 }
 
 // TestAccConsul_quorumLost: 2 of 3 nodes powered off at once, and their replacements get
@@ -54,7 +58,20 @@ resource "microswarm_swarm_cluster" "test" {
 // their addresses), runs Consul's outage recovery (peers.json) and leads, the new servers
 // join it as voters, and the swarm's manager drops the dead workers and joins the new ones.
 // The plan after it is empty.
-func TestAccConsul_quorumLost(t *testing.T) { testQuorumLost(t, true) }
+func TestAccConsul_quorumLost(t *testing.T) { testQuorumLost(t, true, "") }
+
+// TestAccConsul_quorumLostWithACLs: the same with ACLs on (default deny) and the provider
+// given consul_management_token (here through its environment variable). The refresh has
+// no acl_token_wo, so it must read the leaderless survivor with the provider's token;
+// anonymous, it would learn nothing and plan no recovery (make test-faults).
+func TestAccConsul_quorumLostWithACLs(t *testing.T) {
+	requireLongFaults(t)
+	token := newACLToken(t)
+	t.Setenv(envConsulManagementToken, token)
+	testConsulToken = token
+	t.Cleanup(func() { testConsulToken = "" })
+	testQuorumLost(t, true, token)
+}
 
 // TestAccConsul_quorumLostSameAddresses: the same, with the replacements at the dead
 // servers' addresses (the local cloud hands out the lowest free address): the new servers
@@ -63,12 +80,12 @@ func TestAccConsul_quorumLost(t *testing.T) { testQuorumLost(t, true) }
 // the long fault scenarios (make test-faults); CI runs the new-address case.
 func TestAccConsul_quorumLostSameAddresses(t *testing.T) {
 	requireLongFaults(t)
-	testQuorumLost(t, false)
+	testQuorumLost(t, false, "")
 }
 
-func testQuorumLost(t *testing.T, newAddresses bool) {
+func testQuorumLost(t *testing.T, newAddresses bool, aclToken string) {
 	prefix := "acc-" + acctest.RandString(6)
-	cfg := quorumStackConfig(prefix, newConsulGossipKey(t))
+	cfg := quorumStackConfig(prefix, newConsulGossipKey(t), aclToken)
 	node := func(i int) string { return fmt.Sprintf("microswarm_droplet_node.test[%d]", i) }
 	server := func(i int) string { return fmt.Sprintf("microswarm_consul_server.s[%d]", i) }
 	recorded := &consulStateRecorder{}

@@ -201,8 +201,20 @@ func (r *consulServerResource) Read(ctx context.Context, req resource.ReadReques
 // readStatus refreshes the leader and node ID; an API that does not answer keeps the
 // values last seen (a refresh never waits). Without a leader, it notes in the private state
 // whether the quorum was lost to dead droplets, for the plan.
+//
+// The refresh has no write-only acl_token_wo (Terraform sends those to applies only), so
+// with ACLs on it reads with the provider's consul_management_token: anonymous, a
+// default-deny server would not say who its peers are, and a lost quorum would go unseen.
 func (r *consulServerResource) readStatus(ctx context.Context, h *conn.Host, c *consul.Container, state *consulServerModel, resp *resource.ReadResponse) {
 	spec := consulRunningSpec(c, consulTLSOf(ctx, state.TLS))
+	if (spec.ACL == nil || spec.ACL.Token == "") && r.data.consulHasToken() {
+		acl := consul.ACL{}
+		if spec.ACL != nil {
+			acl = *spec.ACL
+		}
+		acl.Token = r.data.consul.ManagementToken
+		spec.ACL = &acl
+	}
 	api, err := consulAPI(h, spec)
 	if err != nil {
 		return

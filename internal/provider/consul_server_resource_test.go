@@ -205,6 +205,10 @@ func consulNodeTarget(s *terraform.State, node string) (conn.Target, error) {
 	return conn.Target{Host: rs.Primary.Attributes["docker_host"], HostKey: rs.Primary.Attributes["ssh_host_key"]}, nil
 }
 
+// testConsulToken is the token the tests' own Consul clients send (a test with ACLs on sets
+// it; empty is anonymous).
+var testConsulToken string
+
 func consulOpenNode(ctx context.Context, t *testing.T, target conn.Target) (*conn.Host, *client.Client, error) {
 	h, err := msacctest.Pool(t).Open(ctx, target)
 	if err != nil {
@@ -224,7 +228,7 @@ func consulAPIViaFirstNode(ctx context.Context, t *testing.T, s *terraform.State
 	if err != nil {
 		return nil, err
 	}
-	return h.Consul(conn.ConsulConfig{})
+	return h.Consul(conn.ConsulConfig{Token: testConsulToken})
 }
 
 // checkConsulCluster asks the cluster, through server 0's node, for its voters and alive members.

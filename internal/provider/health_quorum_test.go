@@ -90,7 +90,7 @@ func awaitMembersFailed(t *testing.T, recorded *consulStateRecorder, want int) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	h, _ := recorded.Docker(ctx, t, "microswarm_droplet_node.test[0]")
-	api, err := h.Consul(conn.ConsulConfig{})
+	api, err := h.Consul(conn.ConsulConfig{Token: testConsulToken})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -73,8 +73,8 @@ func (d *providerData) nodeNextStep(ctx context.Context, host string, err error)
 			return "Its droplet is off: the next apply heals it as its microswarm_droplet_node's when_off says (by default, " +
 				"a replacement), then creates this on the node again."
 		case status == "deleted":
-			return "No droplet holds that address any more: the next apply creates its microswarm_droplet_node again, then " +
-				"this on the new node."
+			return "No droplet of this account holds that address any more: if a microswarm_droplet_node made it, the next " +
+				"apply creates that node again, then this on the new one."
 		case !nodeWentAway(err):
 			return ""
 		}
@@ -95,7 +95,7 @@ func nodeWentAway(err error) bool {
 		return true
 	}
 	msg := err.Error()
-	for _, s := range []string{"EOF", "connection reset", "broken pipe", "connection refused", "no route to host", "i/o timeout"} {
+	for _, s := range []string{"EOF", "connection reset", "broken pipe", "no route to host", "i/o timeout"} {
 		if strings.Contains(msg, s) {
 			return true
 		}
