@@ -217,8 +217,25 @@ func testQuorumLost(t *testing.T, newAddresses bool, aclToken string) {
 				Check:     resource.ComposeAggregateTestCheckFunc(recorded.Record(), rememberAddrs, checkConsulCluster(t, 3, 3), checkSwarmReady(t, 3)),
 			},
 			{
-				PreConfig: powerOff,
-				Config:    cfg,
+				// With ACLs on, the refresh must read the leaderless survivor at all (with the
+				// provider's token: it has no acl_token_wo), or the plan cannot see the loss.
+				// Anonymous, the read is refused and leader keeps its last value.
+				SkipFunc: func() (bool, error) { return aclToken == "", nil },
+				PreConfig: func() {
+					powerOff()
+					time.Sleep(10 * time.Second) // the survivor's leadership lapses
+				},
+				RefreshState:       true,
+				ExpectNonEmptyPlan: true,
+				Check:              resource.TestCheckNoResourceAttr(stateKey(server(0)), "leader"),
+			},
+			{
+				PreConfig: func() {
+					if aclToken == "" {
+						powerOff()
+					}
+				},
+				Config: cfg,
 				ConfigPlanChecks: resource.ConfigPlanChecks{PreApply: []plancheck.PlanCheck{
 					plancheck.ExpectResourceAction(node(0), plancheck.ResourceActionNoop),
 					plancheck.ExpectResourceAction(node(1), plancheck.ResourceActionDestroyBeforeCreate),
