@@ -245,7 +245,7 @@ func TestDockerThroughForwardedSocketReusesOneConnection(t *testing.T) {
 func TestReplacedHostAtTheSameAddressIsVerifiedAfresh(t *testing.T) {
 	t.Parallel()
 	signer, key := newTestKey(t)
-	old := startTestSSHServerOffEphemeral(t, signer.PublicKey())
+	old := startTestSSHServer(t, signer.PublicKey())
 	p := sshFixture{server: old, key: key}.pool(t, nil)
 	ctx := context.Background()
 	if _, err := p.Open(ctx, Target{Host: old.host(), HostKey: old.hostKeyLine()}); err != nil {
@@ -253,8 +253,7 @@ func TestReplacedHostAtTheSameAddressIsVerifiedAfresh(t *testing.T) {
 	}
 
 	// The host is replaced: a new one, with its own key, answers at the old address.
-	old.stop()
-	replacement := startTestSSHServerAt(t, old.addr, signer.PublicKey())
+	replacement := old.replace(t, signer.PublicKey())
 	h, err := p.Open(ctx, Target{Host: replacement.host(), HostKey: replacement.hostKeyLine()})
 	if err != nil {
 		t.Fatalf("Open of the replacement with its own pinned key: %v", err)

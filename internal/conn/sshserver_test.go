@@ -6,7 +6,6 @@ import (
 	"encoding/pem"
 	"errors"
 	"io"
-	mrand "math/rand/v2"
 	"net"
 	"os/exec"
 	"strconv"
@@ -24,7 +23,8 @@ type testSSHServer struct {
 	addr      string
 	hostKey   ssh.Signer
 	accepted  atomic.Int32
-	listener  net.Listener
+	listener  *sharedListener
+	config    *ssh.ServerConfig
 	mu        sync.Mutex
 	liveConns []net.Conn
 	// cutSessions ends the next N exec sessions without running them or an exit status;
@@ -52,38 +52,49 @@ func newTestKey(t *testing.T) (ssh.Signer, []byte) {
 
 func startTestSSHServer(t *testing.T, authorized ssh.PublicKey) *testSSHServer {
 	t.Helper()
-	return startTestSSHServerAt(t, "127.0.0.1:0", authorized)
-}
-
-// startTestSSHServerOffEphemeral starts a server on a port below the kernel's ephemeral
-// range (32768 up on Linux), so that no outgoing connection of a parallel test can take
-// the port while a test re-binds it for a replacement host.
-func startTestSSHServerOffEphemeral(t *testing.T, authorized ssh.PublicKey) *testSSHServer {
-	t.Helper()
-	for i := 0; i < 100; i++ {
-		port := 20000 + mrand.IntN(12000)
-		l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port))
-		if err != nil {
-			continue
-		}
-		_ = l.Close()
-		return startTestSSHServerAt(t, l.Addr().String(), authorized)
-	}
-	t.Fatal("no free port below the ephemeral range after 100 tries")
-	return nil
-}
-
-// startTestSSHServerAt starts a server with a fresh host key on a given address, as a
-// replacement host that inherited an old one's address would be.
-func startTestSSHServerAt(t *testing.T, address string, authorized ssh.PublicKey) *testSSHServer {
-	t.Helper()
-	hostKey, _ := newTestKey(t)
-	l, err := net.Listen("tcp", address)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &testSSHServer{addr: l.Addr().String(), hostKey: hostKey, listener: l}
-	cfg := &ssh.ServerConfig{
+	sh := &sharedListener{Listener: l}
+	s := newTestSSHServer(t, sh, authorized)
+	go sh.loop()
+	t.Cleanup(s.stop)
+	return s
+}
+
+// sharedListener is one listening socket whose connections go to the server that holds
+// the address now: a replacement host takes the address over without it ever being free
+// for another process to bind in between.
+type sharedListener struct {
+	net.Listener
+	mu      sync.Mutex
+	current *testSSHServer
+}
+
+func (sh *sharedListener) loop() {
+	for {
+		c, err := sh.Accept()
+		if err != nil {
+			return
+		}
+		sh.mu.Lock()
+		s := sh.current
+		sh.mu.Unlock()
+		s.accepted.Add(1)
+		s.mu.Lock()
+		s.liveConns = append(s.liveConns, c)
+		s.mu.Unlock()
+		go s.serve(c, s.config)
+	}
+}
+
+// newTestSSHServer makes a server with a fresh host key and makes it the one sh serves.
+func newTestSSHServer(t *testing.T, sh *sharedListener, authorized ssh.PublicKey) *testSSHServer {
+	t.Helper()
+	hostKey, _ := newTestKey(t)
+	s := &testSSHServer{addr: sh.Addr().String(), hostKey: hostKey, listener: sh}
+	s.config = &ssh.ServerConfig{
 		PublicKeyCallback: func(_ ssh.ConnMetadata, key ssh.PublicKey) (*ssh.Permissions, error) {
 			if string(key.Marshal()) == string(authorized.Marshal()) {
 				return nil, nil
@@ -91,22 +102,19 @@ func startTestSSHServerAt(t *testing.T, address string, authorized ssh.PublicKey
 			return nil, errUnauthorized
 		},
 	}
-	cfg.AddHostKey(hostKey)
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			s.accepted.Add(1)
-			s.mu.Lock()
-			s.liveConns = append(s.liveConns, c)
-			s.mu.Unlock()
-			go s.serve(c, cfg)
-		}
-	}()
-	t.Cleanup(s.stop)
+	s.config.AddHostKey(hostKey)
+	sh.mu.Lock()
+	sh.current = s
+	sh.mu.Unlock()
 	return s
+}
+
+// replace is the host replaced by a new one, with its own key, at the same address: every
+// connection to the old one dies, and new ones reach the replacement.
+func (s *testSSHServer) replace(t *testing.T, authorized ssh.PublicKey) *testSSHServer {
+	t.Helper()
+	s.dropConnections()
+	return newTestSSHServer(t, s.listener, authorized)
 }
 
 // stop closes the listener and every connection, as a deleted host would.
