@@ -58,9 +58,12 @@ func TestAccFaults_interruptedFullStack(t *testing.T) {
 	}
 }
 
-// fullStackConfig is the microservice tests' stack with outputs to count it from outside.
+// fullStackConfig is the microservice tests' stack with outputs to count it from outside,
+// and a stack_id: a kill can land while a droplet is still being created, and only with a
+// stack_id does the next apply adopt it (without one it refuses, as it must, and says so).
 func fullStackConfig(prefix string) string {
-	return microserviceConfig(prefix, colors("")+"  active = \"blue\"\n") + `
+	return fmt.Sprintf("provider \"microswarm\" {\n  stack_id = %q\n}\n", "ws-"+prefix) +
+		microserviceConfig(prefix, colors("")+"  active = \"blue\"\n") + `
 output "endpoints" {
   value = microswarm_microservice.test.endpoints
 }
