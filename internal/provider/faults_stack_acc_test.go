@@ -102,31 +102,9 @@ func interruptStackAndReapply(t *testing.T, point string, sig syscall.Signal, gr
 	before := count(t, prefix, n, ws.StateIDs("microswarm_droplet_node"))
 	t.Logf("%s: after the interruption %s", what, before)
 
-	start := time.Now()
-	out, err := ws.Terraform(ctx, "apply", "-auto-approve")
-	if err != nil {
-		t.Fatalf("%s: the next apply failed: %v\n%s", what, err, out)
-	}
-	took := time.Since(start).Round(time.Second)
-	if plan, err := ws.Terraform(ctx, "plan", "-detailed-exitcode"); err != nil {
-		t.Fatalf("%s: the plan after the re-apply is not empty (or failed): %v\n%s", what, err, plan)
-	}
-	after := count(t, prefix, n, ws.StateIDs("microswarm_droplet_node"))
-	if after.inCloud != n || after.inState != n || after.duplicated != 0 || after.orphaned != 0 {
-		t.Fatalf("%s: after one re-apply %s; want %d, all in state\n%s", what, after, n, out)
-	}
-	nodes := stackFromOutside(t, ctx, ws)
-	if color, ok := agreedColor(stackEndpoints(t, ctx, ws), "blue", 30*time.Second); !ok {
-		t.Fatalf("%s: the proxies do not all answer blue: %s", what, color)
-	}
-
-	if out, err := ws.Terraform(ctx, "destroy", "-auto-approve"); err != nil {
-		t.Fatalf("%s: destroy: %v\n%s", what, err, out)
-	}
+	took, after := reapplyStack(t, ctx, ws, prefix, n, what)
+	nodes := checkStackAndDestroy(t, ctx, ws, prefix, n, what)
 	destroyed = true
-	if left := count(t, prefix, n); left.inCloud != 0 {
-		t.Fatalf("%s: %d droplets left after destroy", what, left.inCloud)
-	}
 	faultRow(t, what, fmt.Sprintf("after the interruption %d droplets (%d in state); one re-apply (%s) converged: %s, the app blue through every proxy; empty plan; destroy left 0",
 		before.inCloud, before.inState, took, nodes), after)
 }
@@ -276,6 +254,23 @@ func TestAccFaults_nodeOffDuringCreate(t *testing.T) {
 		t.Fatalf("%s: the error names no resource or does not say what the next apply does:\n%s", what, first)
 	}
 
+	took, after := reapplyStack(t, ctx, ws, prefix, n, what)
+	for _, d := range dropletsPrefixed(t, prefix) {
+		if d.ID == victim {
+			t.Fatalf("%s: the powered-off droplet %d is still there", what, victim)
+		}
+	}
+	nodes := checkStackAndDestroy(t, ctx, ws, prefix, n, what)
+	destroyed = true
+	faultRow(t, what, fmt.Sprintf("the apply failed=%v: %s; one re-apply (%s) replaced the droplet and converged: %s, the app blue through every proxy; empty plan; destroy left 0",
+		failed, errLine, took, nodes), after)
+}
+
+// reapplyStack runs the one apply that must converge after a fault, then a plan that must
+// be empty, and checks the droplets: n in the cloud, all in state, none duplicated or
+// orphaned. It returns how long the apply took and the count.
+func reapplyStack(t *testing.T, ctx context.Context, ws *msacctest.Workspace, prefix string, n int, what string) (time.Duration, tally) {
+	t.Helper()
 	start := time.Now()
 	out, err := ws.Terraform(ctx, "apply", "-auto-approve")
 	if err != nil {
@@ -289,11 +284,14 @@ func TestAccFaults_nodeOffDuringCreate(t *testing.T) {
 	if after.inCloud != n || after.inState != n || after.duplicated != 0 || after.orphaned != 0 {
 		t.Fatalf("%s: after one re-apply %s; want %d, all in state\n%s", what, after, n, out)
 	}
-	for _, d := range dropletsPrefixed(t, prefix) {
-		if d.ID == victim {
-			t.Fatalf("%s: the powered-off droplet %d is still there", what, victim)
-		}
-	}
+	return took, after
+}
+
+// checkStackAndDestroy checks the converged stack from outside (stackFromOutside, blue
+// through every proxy), then destroys it and checks that no droplet is left. It returns
+// stackFromOutside's summary.
+func checkStackAndDestroy(t *testing.T, ctx context.Context, ws *msacctest.Workspace, prefix string, n int, what string) string {
+	t.Helper()
 	nodes := stackFromOutside(t, ctx, ws)
 	if color, ok := agreedColor(stackEndpoints(t, ctx, ws), "blue", 30*time.Second); !ok {
 		t.Fatalf("%s: the proxies do not all answer blue: %s", what, color)
@@ -301,10 +299,8 @@ func TestAccFaults_nodeOffDuringCreate(t *testing.T) {
 	if out, err := ws.Terraform(ctx, "destroy", "-auto-approve"); err != nil {
 		t.Fatalf("%s: destroy: %v\n%s", what, err, out)
 	}
-	destroyed = true
 	if left := count(t, prefix, n); left.inCloud != 0 {
 		t.Fatalf("%s: %d droplets left after destroy", what, left.inCloud)
 	}
-	faultRow(t, what, fmt.Sprintf("the apply failed=%v: %s; one re-apply (%s) replaced the droplet and converged: %s, the app blue through every proxy; empty plan; destroy left 0",
-		failed, errLine, took, nodes), after)
+	return nodes
 }
