@@ -64,18 +64,7 @@ func TestAccSecrets_exampleLocal(t *testing.T) {
 		t.Errorf("the gossip key is not in the server's config file (found %v): the search cannot be trusted", found)
 	}
 
-	artifacts := map[string][]byte{}
-	raw, err := os.ReadFile(cli.statePath())
-	if err != nil {
-		t.Fatal(err)
-	}
-	artifacts["the state file"] = raw
-	for name, out := range cli.outputs {
-		artifacts["the output of terraform "+name] = []byte(out)
-	}
-	for name, log := range cli.logs() {
-		artifacts["the TF_LOG=TRACE log of terraform "+name] = log
-	}
+	artifacts := cli.artifacts()
 	for name, text := range artifacts {
 		if found := secrets.Find(text); len(found) > 0 {
 			t.Errorf("%s holds: %s", name, strings.Join(found, ", "))

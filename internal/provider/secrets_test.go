@@ -200,18 +200,7 @@ func TestAccSecrets_neverWrittenDown(t *testing.T) {
 		}
 	}
 
-	artifacts := map[string][]byte{}
-	raw, err := os.ReadFile(cli.statePath())
-	if err != nil {
-		t.Fatal(err)
-	}
-	artifacts["the state file"] = raw
-	for name, out := range cli.outputs {
-		artifacts["the output of terraform "+name] = []byte(out)
-	}
-	for name, log := range cli.logs() {
-		artifacts["the TF_LOG=TRACE log of terraform "+name] = log
-	}
+	artifacts := cli.artifacts()
 	for name, inspect := range nodes.inspectAll(ctx) {
 		artifacts[name] = inspect
 	}
@@ -304,6 +293,24 @@ func (c *terraformCLI) mustRun(ctx context.Context, name string, args ...string)
 	if err := c.run(ctx, name, args...); err != nil {
 		c.t.Fatal(err)
 	}
+}
+
+// artifacts is what a user or an attacker with the state, the CLI's output or its logs can
+// read, by name: the state file, the output and the TRACE log of every command run so far.
+func (c *terraformCLI) artifacts() map[string][]byte {
+	c.t.Helper()
+	raw, err := os.ReadFile(c.statePath())
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	out := map[string][]byte{"the state file": raw}
+	for name, text := range c.outputs {
+		out["the output of terraform "+name] = []byte(text)
+	}
+	for name, log := range c.logs() {
+		out["the TF_LOG=TRACE log of terraform "+name] = log
+	}
+	return out
 }
 
 // logs are the TRACE logs of every command run so far, by command.
