@@ -531,7 +531,11 @@ func (fx *microserviceFixture) startPortLoads(newPort int) func() {
 }
 
 // checkPortHandover: on every node the new port answered before the old one last did,
-// the old port failed nothing before that, and the new one nothing after.
+// the old port failed nothing before that, and the new one nothing after. A port has
+// answered when a request through it has ended well: a request that started earlier can
+// still end well (its SYN met the new task's network before it was up and was sent again
+// a second later) while the requests right after it are refused, as the proxy inside is
+// not listening yet; that is before the port answered, not after.
 func (fx *microserviceFixture) checkPortHandover() resource.TestCheckFunc {
 	return func(*terraform.State) error {
 		time.Sleep(2 * time.Second)
@@ -539,8 +543,12 @@ func (fx *microserviceFixture) checkPortHandover() resource.TestCheckFunc {
 		host := func(target string) string { u, _ := url.Parse(target); return u.Hostname() }
 		firstNew, lastOld := map[string]time.Time{}, map[string]time.Time{}
 		for _, r := range newRep.Results {
-			if h := host(r.Target); r.OK() && (firstNew[h].IsZero() || r.Start.Before(firstNew[h])) {
-				firstNew[h] = r.Start
+			if h := host(r.Target); r.OK() && (firstNew[h].IsZero() || r.End.Before(firstNew[h])) {
+				firstNew[h] = r.End
+			}
+			if r.OK() && r.End.Sub(r.Start) > 500*time.Millisecond {
+				fx.t.Logf("%s took %s on the new port (%s to %s)", r.Target, r.End.Sub(r.Start).Round(time.Millisecond),
+					r.Start.Format(time.StampMilli), r.End.Format(time.StampMilli))
 			}
 		}
 		for _, r := range oldRep.Results {
@@ -553,10 +561,18 @@ func (fx *microserviceFixture) checkPortHandover() resource.TestCheckFunc {
 				return fmt.Errorf("%s failed on the old port before the new one answered: %s", r.Target, r.Err)
 			}
 		}
+		var late []loadgen.Result
 		for _, r := range newRep.Results {
 			if h := host(r.Target); !r.OK() && !firstNew[h].IsZero() && r.Start.After(firstNew[h]) {
-				return fmt.Errorf("%s failed on the new port after it answered: %s", r.Target, r.Err)
+				late = append(late, r)
 			}
+		}
+		if len(late) > 0 {
+			r := late[0]
+			fx.logProxyLogs()
+			return fmt.Errorf("%s failed on the new port at %s (%d failures until %s), after it first answered at %s: %s; %s", r.Target,
+				r.Start.Format(time.StampMilli), len(late), late[len(late)-1].Start.Format(time.StampMilli), firstNew[host(r.Target)].Format(time.StampMilli),
+				r.Err, fx.proxyTaskHistory())
 		}
 		for h, first := range firstNew {
 			if !first.Before(lastOld[h]) {
