@@ -18,12 +18,12 @@ import (
 )
 
 // TestAccMicroservice_listenPortRounds changes the listen port back and forth under load,
-// MICROSWARM_PORT_ROUNDS times (default 6): in every round, on every node, the new port
+// MICROSWARM_PORT_ROUNDS times (default 10): in every round, on every node, the new port
 // answers before the old one last does and fails nothing after it first answered. The
 // blue/green test does one such change; this one looks for what is rare.
 func TestAccMicroservice_listenPortRounds(t *testing.T) {
 	requireLongFaults(t)
-	rounds := 6
+	rounds := 10
 	if n, err := strconv.Atoi(os.Getenv("MICROSWARM_PORT_ROUNDS")); err == nil && n > 0 {
 		rounds = n
 	}
