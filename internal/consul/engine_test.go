@@ -2,10 +2,12 @@ package consul
 
 import (
 	"archive/tar"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
+	"path"
 	"strings"
 	"sync"
 	"testing"
@@ -160,6 +162,26 @@ func (f *fakeEngine) ContainerWait(context.Context, string, container.WaitCondit
 
 func (f *fakeEngine) ContainerLogs(context.Context, string, container.LogsOptions) (io.ReadCloser, error) {
 	return io.NopCloser(strings.NewReader("")), nil
+}
+
+// CopyFromContainer returns one file copied in before, as the engine does: a tar of it.
+func (f *fakeEngine) CopyFromContainer(_ context.Context, ref, src string) (io.ReadCloser, container.PathStat, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	_, c := f.lookup(ref)
+	if c == nil {
+		return nil, container.PathStat{}, notFound("container")
+	}
+	body, ok := c.files[src]
+	if !ok {
+		return nil, container.PathStat{}, notFound("file " + src)
+	}
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	_ = tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: path.Base(src), Mode: 0o600, Size: int64(len(body))})
+	_, _ = tw.Write([]byte(body))
+	_ = tw.Close()
+	return io.NopCloser(&buf), container.PathStat{Name: path.Base(src), Size: int64(len(body))}, nil
 }
 
 func (f *fakeEngine) CopyToContainer(_ context.Context, ref, dst string, content io.Reader, _ container.CopyToContainerOptions) error {

@@ -96,9 +96,12 @@ func DefaultPorts(role Role) Ports {
 
 // TLS is the agent's TLS material (PEM) and verification settings.
 type TLS struct {
-	CAPEM                string
-	CertPEM              string
-	KeyPEM               string
+	CAPEM   string
+	CertPEM string
+	KeyPEM  string
+	// KeyWriteOnly says the key was given write-only: Hash stands a marker for it, as for
+	// a write-only gossip key, so a plan (which never has it) hashes as an apply does.
+	KeyWriteOnly         bool
 	VerifyIncoming       bool
 	VerifyOutgoing       bool
 	VerifyServerHostname bool
@@ -439,6 +442,11 @@ func (s Spec) Hash() string {
 		acl.Token = writeOnlyKeyMarker
 		s.ACL = &acl
 	}
+	if s.TLS != nil && s.TLS.KeyWriteOnly {
+		t := *s.TLS
+		t.KeyPEM = writeOnlyKeyMarker
+		s.TLS = &t
+	}
 	cfg, host := s.containerConfig(), s.HostConfig()
 	h := sha256.New()
 	enc := json.NewEncoder(h)
@@ -449,7 +457,7 @@ func (s Spec) Hash() string {
 	return hex.EncodeToString(h.Sum(nil))
 }
 
-// writeOnlyKeyMarker stands for a write-only gossip key in Hash.
+// writeOnlyKeyMarker stands for a write-only key or token in Hash.
 const writeOnlyKeyMarker = "(write-only)"
 
 // Labels mark the container as this provider's, with its role and config hash.

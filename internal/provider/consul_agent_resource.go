@@ -167,7 +167,8 @@ func (r *consulAgentResource) Read(ctx context.Context, req resource.ReadRequest
 
 // readStatus refreshes the node ID and member status without waiting.
 func (r *consulAgentResource) readStatus(ctx context.Context, h *conn.Host, c *consul.Container, state *consulAgentModel) {
-	api, err := consulAPI(h, consulRunningSpec(c, consulTLSOf(ctx, state.TLS)))
+	docker, _ := h.Docker()
+	api, err := consulAPI(h, consulRunningSpec(ctx, docker, c, consulTLSOf(ctx, state.TLS)))
 	if err != nil {
 		return
 	}

@@ -76,6 +76,7 @@ type consulTLSModel struct {
 	CAPEM                types.String `tfsdk:"ca_pem"`
 	CertPEM              types.String `tfsdk:"cert_pem"`
 	KeyPEM               types.String `tfsdk:"key_pem"`
+	KeyPEMWO             types.String `tfsdk:"key_pem_wo"`
 	VerifyIncoming       types.Bool   `tfsdk:"verify_incoming"`
 	VerifyOutgoing       types.Bool   `tfsdk:"verify_outgoing"`
 	VerifyServerHostname types.Bool   `tfsdk:"verify_server_hostname"`
@@ -246,10 +247,23 @@ func consulSchemaAttributes(ctx context.Context, role consul.Role) map[string]sc
 					Validators:          []validator.String{consulPEMValidator("certificate")},
 				},
 				"key_pem": schema.StringAttribute{
-					MarkdownDescription: "PEM private key of `cert_pem`. **Stored in the Terraform state** (`Sensitive` only hides it in output); a write-only form is not there yet.",
-					Required:            true,
-					Sensitive:           true,
-					Validators:          []validator.String{consulPEMValidator("private key")},
+					MarkdownDescription: "PEM private key of `cert_pem`. **Stored in the Terraform state** (`Sensitive` only hides it in output): " +
+						"prefer `key_pem_wo` with Terraform 1.11 or later. Exactly one of `key_pem` and `key_pem_wo`.",
+					Optional:   true,
+					Sensitive:  true,
+					Validators: []validator.String{consulPEMValidator("private key")},
+				},
+				"key_pem_wo": schema.StringAttribute{
+					MarkdownDescription: "PEM private key of `cert_pem`, **write-only**: Terraform (1.11 or later) passes it to the provider at apply and " +
+						"never stores it in the state or the plan; feed it from an `ephemeral = true` variable. It is written (mode 0600) into the " +
+						"container, and the provider reads it back from there, over its own connection, whenever it talks to the agent later (a refresh, " +
+						"a rolling restart, the leave on destroy). A new key comes with a new `cert_pem`, and that change is what makes the apply " +
+						"write it: Terraform cannot see a write-only value change. Moving the same key from `key_pem` to `key_pem_wo` recreates " +
+						"the container in place.",
+					Optional:   true,
+					WriteOnly:  true,
+					Sensitive:  true,
+					Validators: []validator.String{consulPEMValidator("private key")},
 				},
 				"verify_incoming": schema.BoolAttribute{
 					MarkdownDescription: "Require and verify client certificates on RPC and HTTPS. Default: `true`.",
@@ -360,7 +374,7 @@ func consulSpecOf(ctx context.Context, role consul.Role, m consulContainerModel,
 	if !m.TLS.IsNull() {
 		var t consulTLSModel
 		diags.Append(m.TLS.As(ctx, &t, basetypes.ObjectAsOptions{})...)
-		for _, v := range []attr.Value{t.CAPEM, t.CertPEM, t.KeyPEM, t.VerifyIncoming, t.VerifyOutgoing, t.VerifyServerHostname} {
+		for _, v := range []attr.Value{t.CAPEM, t.CertPEM, t.KeyPEM, t.KeyPEMWO, t.VerifyIncoming, t.VerifyOutgoing, t.VerifyServerHostname} {
 			if v.IsUnknown() {
 				return consul.Spec{}, false
 			}
@@ -535,14 +549,23 @@ func consulAPI(h *conn.Host, spec consul.Spec) (*consulapi.Client, error) {
 
 // consulRunningSpec is how to talk to the container as it runs now: its flags, with the
 // TLS material from the state, or from the plan when an import left the state without it.
-func consulRunningSpec(c *consul.Container, materials ...*consul.TLS) consul.Spec {
+// A key given write-only (in no state or plan) is read from the container, which holds it.
+func consulRunningSpec(ctx context.Context, files consul.FileReader, c *consul.Container, materials ...*consul.TLS) consul.Spec {
 	s := c.Spec
 	if !c.HTTPS {
 		return s
 	}
 	for _, t := range materials {
 		if t != nil {
-			s.TLS = t
+			material := *t
+			if material.KeyPEM == "" && material.KeyWriteOnly && files != nil {
+				key, err := consul.ReadTLSKey(ctx, files, c.ID)
+				if err != nil {
+					tflog.Warn(ctx, "could not read the consul agent's write-only TLS key back from its container", map[string]any{"container": c.Name, "error": err.Error()})
+				}
+				material.KeyPEM = key
+			}
+			s.TLS = &material
 			return s
 		}
 	}
@@ -617,7 +640,7 @@ func consulDelete(ctx context.Context, d *providerData, role consul.Role, m cons
 		diags.AddError("Could Not Inspect Consul Container", fmt.Sprintf("Container %s on %s: %s.", name, host, err))
 		return
 	default:
-		if err := consul.Leave(ctx, docker, c, consulRunningSpec(c, spec.TLS)); err != nil {
+		if err := consul.Leave(ctx, docker, c, consulRunningSpec(ctx, docker, c, spec.TLS)); err != nil {
 			summary, node := "Consul Agent Did Not Leave Gracefully", c.Spec.NodeName
 			if role == consul.RoleServer {
 				summary = "Consul Server Did Not Leave Gracefully"
@@ -647,8 +670,14 @@ func consulTLSOf(ctx context.Context, obj types.Object) *consul.TLS {
 	if diags := obj.As(ctx, &t, basetypes.ObjectAsOptions{}); diags.HasError() {
 		return nil
 	}
+	// From a configuration the key is either one; from a plan or state, a write-only
+	// key is null.
+	key := t.KeyPEM.ValueString()
+	if t.KeyPEM.IsNull() {
+		key = t.KeyPEMWO.ValueString()
+	}
 	return &consul.TLS{
-		CAPEM: t.CAPEM.ValueString(), CertPEM: t.CertPEM.ValueString(), KeyPEM: t.KeyPEM.ValueString(),
+		CAPEM: t.CAPEM.ValueString(), CertPEM: t.CertPEM.ValueString(), KeyPEM: key, KeyWriteOnly: t.KeyPEM.IsNull(),
 		VerifyIncoming: t.VerifyIncoming.ValueBool(), VerifyOutgoing: t.VerifyOutgoing.ValueBool(),
 		VerifyServerHostname: t.VerifyServerHostname.ValueBool(),
 	}
@@ -675,6 +704,13 @@ func (d *providerData) consulPrepare(ctx context.Context, role consul.Role, m *c
 	}
 	if spec.ACL != nil {
 		spec.ACL.Token = consulWriteOnly(ctx, cfg, "acl_token_wo", diags)
+	}
+	if spec.TLS != nil && spec.TLS.KeyWriteOnly {
+		var t types.Object
+		diags.Append(cfg.GetAttribute(ctx, path.Root("tls"), &t)...)
+		if fromConfig := consulTLSOf(ctx, t); fromConfig != nil {
+			spec.TLS.KeyPEM = fromConfig.KeyPEM
+		}
 	}
 	if diags.HasError() {
 		return spec, nil, nil, false

@@ -206,7 +206,8 @@ func (r *consulServerResource) Read(ctx context.Context, req resource.ReadReques
 // with ACLs on it reads with the provider's consul_management_token: anonymous, a
 // default-deny server would not say who its peers are, and a lost quorum would go unseen.
 func (r *consulServerResource) readStatus(ctx context.Context, h *conn.Host, c *consul.Container, state *consulServerModel, resp *resource.ReadResponse) {
-	spec := consulRunningSpec(c, consulTLSOf(ctx, state.TLS))
+	docker, _ := h.Docker()
+	spec := consulRunningSpec(ctx, docker, c, consulTLSOf(ctx, state.TLS))
 	if (spec.ACL == nil || spec.ACL.Token == "") && r.data.consulHasToken() {
 		acl := consul.ACL{}
 		if spec.ACL != nil {
@@ -303,7 +304,7 @@ func (r *consulServerResource) Update(ctx context.Context, req resource.UpdateRe
 
 // rollingRestart recreates a running server through consul.RollingRestart.
 func (r *consulServerResource) rollingRestart(ctx context.Context, h *conn.Host, docker consul.Engine, host string, c *consul.Container, spec consul.Spec, stateTLS *consul.TLS, diags *diag.Diagnostics) *consul.Container {
-	running := consulRunningSpec(c, stateTLS, spec.TLS)
+	running := consulRunningSpec(ctx, docker, c, stateTLS, spec.TLS)
 	running.ACL = spec.ACL // the only token there is: the running cluster's own ACLs take it
 	oldAPI, err := consulAPI(h, running)
 	if err != nil {

@@ -78,6 +78,16 @@ func TestPlanTimeValidation(t *testing.T) {
 	tlsBlock := func(ca, cert, key string) string {
 		return fmt.Sprintf("{\n    ca_pem = %q\n    cert_pem = %q\n    key_pem = %q\n  }", ca, cert, key)
 	}
+	tlsWOBlock := func(ca, cert, key, keyWO string) string {
+		b := fmt.Sprintf("{\n    ca_pem = %q\n    cert_pem = %q\n", ca, cert)
+		if key != "" {
+			b += fmt.Sprintf("    key_pem = %q\n", key)
+		}
+		if keyWO != "" {
+			b += fmt.Sprintf("    key_pem_wo = %q\n", keyWO)
+		}
+		return b + "  }"
+	}
 	bigUserData := `"#cloud-config\n# ` + strings.Repeat("x", 64*1024) + `"`
 	cases := map[string]struct {
 		config string
@@ -134,6 +144,9 @@ func TestPlanTimeValidation(t *testing.T) {
 		"consul server tls: key_pem is a cert":      {config: consulServerBlock(map[string]string{"tls": tlsBlock(pems.CAPEM, pems.CertPEM, pems.CertPEM)}), path: "tls.key_pem"},
 		"consul server tls: key of another cert":    {config: consulServerBlock(map[string]string{"tls": tlsBlock(pems.CAPEM, pems.CertPEM, other.KeyPEM)}), path: "tls.key_pem"},
 		"consul server tls: cert not signed by ca":  {config: consulServerBlock(map[string]string{"tls": tlsBlock(other.CAPEM, pems.CertPEM, pems.KeyPEM)}), path: "tls.cert_pem"},
+		"consul server tls: key_pem_wo of another":  {config: consulServerBlock(map[string]string{"tls": tlsWOBlock(pems.CAPEM, pems.CertPEM, "", other.KeyPEM)}), path: "tls.key_pem_wo"},
+		"consul server tls: both keys":              {config: consulServerBlock(map[string]string{"tls": tlsWOBlock(pems.CAPEM, pems.CertPEM, pems.KeyPEM, pems.KeyPEM)}), path: "tls.key_pem"},
+		"consul server tls: no key":                 {config: consulServerBlock(map[string]string{"tls": tlsWOBlock(pems.CAPEM, pems.CertPEM, "", "")}), path: "tls.key_pem_wo"},
 		"consul server encrypt: not a key":          {config: consulServerBlock(map[string]string{"encrypt": `"abc"`}), path: "encrypt"},
 		"consul server image: spaces":               {config: consulServerBlock(map[string]string{"image": `"Hashicorp Consul"`}), path: "image"},
 		"consul server bootstrap_expect: 0":         {config: consulServerBlock(map[string]string{"bootstrap_expect": "0"}), path: "bootstrap_expect"},

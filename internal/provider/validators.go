@@ -18,6 +18,7 @@ import (
 	"github.com/hashicorp/terraform-plugin-framework/schema/validator"
 	"github.com/hashicorp/terraform-plugin-framework/tfsdk"
 	"github.com/hashicorp/terraform-plugin-framework/types"
+	"github.com/hashicorp/terraform-plugin-framework/types/basetypes"
 	"golang.org/x/crypto/ssh"
 
 	"github.com/microswarm/terraform-provider-microswarm/internal/conn"
@@ -401,10 +402,34 @@ func consulValidateConfig(ctx context.Context, role consul.Role, cfg tfsdk.Confi
 
 	var t types.Object
 	diags.Append(cfg.GetAttribute(ctx, path.Root("tls"), &t)...)
+	checkOneTLSKey(ctx, t, diags)
 	if m := consulTLSOf(ctx, t); m != nil && pemIs(m.CAPEM, "certificate") && pemIs(m.CertPEM, "certificate") && pemIs(m.KeyPEM, "private key") {
 		if err := consul.CheckTLS(*m); err != nil {
-			attrError(diags, path.Root("tls").AtName(err.Field), "Invalid Consul TLS Material", err.Err.Error()+".")
+			field := err.Field
+			if field == "key_pem" && m.KeyWriteOnly {
+				field = "key_pem_wo"
+			}
+			attrError(diags, path.Root("tls").AtName(field), "Invalid Consul TLS Material", err.Err.Error()+".")
 		}
+	}
+}
+
+// checkOneTLSKey asks for exactly one of tls.key_pem and tls.key_pem_wo.
+func checkOneTLSKey(ctx context.Context, obj types.Object, diags *diag.Diagnostics) {
+	if obj.IsNull() || obj.IsUnknown() {
+		return
+	}
+	var t consulTLSModel
+	if d := obj.As(ctx, &t, basetypes.ObjectAsOptions{}); d.HasError() || t.KeyPEM.IsUnknown() || t.KeyPEMWO.IsUnknown() {
+		return
+	}
+	switch {
+	case t.KeyPEM.IsNull() && t.KeyPEMWO.IsNull():
+		attrError(diags, path.Root("tls").AtName("key_pem_wo"), "Missing Consul TLS Key",
+			"the private key of cert_pem is required: set key_pem_wo (write-only, never stored; Terraform 1.11 or later) or key_pem (stored in the state).")
+	case !t.KeyPEM.IsNull() && !t.KeyPEMWO.IsNull():
+		attrError(diags, path.Root("tls").AtName("key_pem"), "Conflicting Consul TLS Keys",
+			"set only one of key_pem and key_pem_wo; remove key_pem to keep the key out of the state.")
 	}
 }
 
