@@ -532,5 +532,9 @@ func (s Spec) CLIEnv() []string {
 	if s.TLS != nil {
 		env = append(env, "CONSUL_CACERT="+CAFile, "CONSUL_CLIENT_CERT="+CertFile, "CONSUL_CLIENT_KEY="+KeyFile)
 	}
+	// The exec's environment, not the container's: no inspect output shows it.
+	if s.ACL != nil && s.ACL.Token != "" {
+		env = append(env, "CONSUL_HTTP_TOKEN="+s.ACL.Token)
+	}
 	return env
 }

@@ -350,6 +350,8 @@ func TestAPIAddressAsSeenFromTheHost(t *testing.T) {
 		"a private address": {edit: func(s *Spec) { s.ClientAddr = "10.10.0.2"; s.Ports.HTTP = 18500 }, wantHTTPAddr: "10.10.0.2:18500"},
 		"ipv6":              {edit: func(s *Spec) { s.ClientAddr = "::1" }, wantHTTPAddr: "[::1]:8500"},
 		"tls":               {edit: func(s *Spec) { s.TLS = &TLS{} }, wantHTTPAddr: "https://127.0.0.1:8500", wantEnv: "CONSUL_CACERT=" + CAFile},
+		// `consul leave` under default-deny ACLs needs the token (agent write).
+		"acl token": {edit: func(s *Spec) { s.ACL = &ACL{DefaultPolicy: ACLDeny, Token: "t0k"} }, wantHTTPAddr: "127.0.0.1:8500", wantEnv: "CONSUL_HTTP_TOKEN=t0k"},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {

@@ -640,7 +640,7 @@ func consulDelete(ctx context.Context, d *providerData, role consul.Role, m cons
 		diags.AddError("Could Not Inspect Consul Container", fmt.Sprintf("Container %s on %s: %s.", name, host, err))
 		return
 	default:
-		if err := consul.Leave(ctx, docker, c, consulRunningSpec(ctx, docker, c, spec.TLS)); err != nil {
+		if err := consul.Leave(ctx, docker, c, d.consulWithToken(consulRunningSpec(ctx, docker, c, spec.TLS))); err != nil {
 			summary, node := "Consul Agent Did Not Leave Gracefully", c.Spec.NodeName
 			if role == consul.RoleServer {
 				summary = "Consul Server Did Not Leave Gracefully"

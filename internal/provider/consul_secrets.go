@@ -72,8 +72,9 @@ func consulSecretAttributes(noun string) map[string]schema.Attribute {
 				"by `default_policy`. Requires `acl_token_wo`. Every server and agent of a cluster sets the same `acl`. The provider gives the " + noun +
 				" its own least-privilege token (write on its node, read on services), made with `acl_token_wo` and set through the agent's API " +
 				"(persisted on its volume); only the token's accessor ID is recorded (`acl_agent_token_accessor`). Turning it on or changing it " +
-				"recreates the container in place. With ACLs on, a refresh has no token (write-only values exist only during an apply), so it " +
-				"keeps the " + noun + "'s last known status; and the graceful leave on destroy is refused, so the servers mark the node failed instead.",
+				"recreates the container in place. A refresh and a destroy never get `acl_token_wo` (write-only values reach creates and updates " +
+				"only): they use the provider's `consul_management_token` when it is set. Without it, a refresh keeps the " + noun + "'s last " +
+				"known status, and the graceful leave on destroy is refused, so the servers mark the node failed instead.",
 			Optional: true,
 			Attributes: map[string]schema.Attribute{
 				"default_policy": schema.StringAttribute{

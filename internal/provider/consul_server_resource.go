@@ -207,15 +207,7 @@ func (r *consulServerResource) Read(ctx context.Context, req resource.ReadReques
 // default-deny server would not say who its peers are, and a lost quorum would go unseen.
 func (r *consulServerResource) readStatus(ctx context.Context, h *conn.Host, c *consul.Container, state *consulServerModel, resp *resource.ReadResponse) {
 	docker, _ := h.Docker()
-	spec := consulRunningSpec(ctx, docker, c, consulTLSOf(ctx, state.TLS))
-	if (spec.ACL == nil || spec.ACL.Token == "") && r.data.consulHasToken() {
-		acl := consul.ACL{}
-		if spec.ACL != nil {
-			acl = *spec.ACL
-		}
-		acl.Token = r.data.consul.ManagementToken
-		spec.ACL = &acl
-	}
+	spec := r.data.consulWithToken(consulRunningSpec(ctx, docker, c, consulTLSOf(ctx, state.TLS)))
 	api, err := consulAPI(h, spec)
 	if err != nil {
 		return

@@ -110,3 +110,20 @@ func (d *providerData) consulReaderConfig(address string) (conn.ConsulConfig, er
 func (d *providerData) consulHasToken() bool {
 	return d.consul != nil && d.consul.ManagementToken != ""
 }
+
+// consulWithToken gives spec the provider's consul_management_token when it has no ACL
+// token of its own. A refresh and a destroy never get the write-only acl_token_wo
+// (Terraform sends those to creates and updates only); without a token a default-deny
+// agent would not say who its peers are, nor let the agent leave gracefully.
+func (d *providerData) consulWithToken(spec consul.Spec) consul.Spec {
+	if (spec.ACL != nil && spec.ACL.Token != "") || !d.consulHasToken() {
+		return spec
+	}
+	acl := consul.ACL{}
+	if spec.ACL != nil {
+		acl = *spec.ACL
+	}
+	acl.Token = d.consul.ManagementToken
+	spec.ACL = &acl
+	return spec
+}
