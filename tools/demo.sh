@@ -42,6 +42,16 @@ CFG
   [ -s "$STATE/gossip.key" ] || head -c 32 /dev/urandom | base64 >"$STATE/gossip.key"
   TF_VAR_gossip_key=$(cat "$STATE/gossip.key")
   export TF_VAR_gossip_key
+  # Consul's CA, the agents' certificate and key, and the ACL management token: made once,
+  # kept with the demo's state (mode 0600); Terraform gets the key and the token as
+  # ephemeral variables, so neither is in the state.
+  [ -x bin/democheck ] || go build -o bin/ ./tools/democheck
+  bin/democheck -consul-secrets "$STATE/consul"
+  TF_VAR_consul_ca_pem=$(cat "$STATE/consul/ca.pem")
+  TF_VAR_consul_cert_pem=$(cat "$STATE/consul/cert.pem")
+  TF_VAR_consul_key_pem=$(cat "$STATE/consul/key.pem")
+  TF_VAR_consul_management_token=$(cat "$STATE/consul/management.token")
+  export TF_VAR_consul_ca_pem TF_VAR_consul_cert_pem TF_VAR_consul_key_pem TF_VAR_consul_management_token
 }
 
 tf() { terraform -chdir="$EXAMPLE" "$@"; }
@@ -183,7 +193,7 @@ up() {
 # its docker_host, every node is a ready swarm node and an alive Consul voter, the
 # registrator runs everywhere, and the app answers through every proxy.
 check() {
-  bin/democheck -state "$STATE/terraform.tfstate" -key "$STATE/id_ed25519"
+  bin/democheck -state "$STATE/terraform.tfstate" -key "$STATE/id_ed25519" -consul "$STATE/consul"
 }
 
 # finale: where the app is, one request to it, and what to try next.
@@ -227,6 +237,7 @@ down() {
   fi
   rm -f "$STATE/localcloud.pid" "$STATE/localcloud.env" "$STATE/terraform.tfstate" "$STATE/terraform.tfstate.backup" \
     "$STATE/gossip.key" "$STATE/active" "$STATE/off-before" "$STATE/healed"
+  rm -rf "$STATE/consul"
   say "the demo is down"
 }
 

@@ -3,8 +3,12 @@
 # node publishing its containers into Consul, a demo app deployed blue/green behind an
 # HAProxy on every node (v1 blue live, v2 green ready), and Consul's health of it all.
 # A droplet found off is replaced by the next apply (when_off defaults to "replace").
+# Secure by default: Consul's gossip is encrypted, its RPC and HTTP API need TLS with a
+# client certificate, and its ACLs deny what no token allows; no key or token is stored in
+# the state (ephemeral variables into write-only arguments and the provider block).
 # tools/demo.sh sets DIGITALOCEAN_API_URL, DIGITALOCEAN_TOKEN,
-# MICROSWARM_SSH_PRIVATE_KEY_FILE and TF_VAR_gossip_key.
+# MICROSWARM_SSH_PRIVATE_KEY_FILE, TF_VAR_gossip_key and the TF_VAR_consul_* variables
+# (made once by `bin/democheck -consul-secrets .demo/consul`).
 terraform {
   required_providers {
     microswarm = {
@@ -13,7 +17,15 @@ terraform {
   }
 }
 
-provider "microswarm" {}
+# The provider reads Consul (the switch gate, the health data sources) over HTTPS with the
+# certificate, as the least-privilege tokens it makes with the management token. Terraform
+# never stores provider settings.
+provider "microswarm" {
+  consul_ca_pem           = var.consul_ca_pem
+  consul_client_cert_pem  = var.consul_cert_pem
+  consul_client_key_pem   = var.consul_key_pem
+  consul_management_token = var.consul_management_token
+}
 
 variable "active" {
   type        = string
@@ -35,6 +47,36 @@ variable "gossip_key_version" {
   description = "Raise it, with a new gossip_key, to rotate the gossip key of the running cluster."
 }
 
+variable "consul_ca_pem" {
+  type        = string
+  description = "PEM CA certificate that signed the Consul agents' certificate."
+}
+
+variable "consul_cert_pem" {
+  type        = string
+  description = "PEM certificate of the Consul agents (server.dc1.consul, localhost, 127.0.0.1; server and client auth)."
+}
+
+variable "consul_key_pem" {
+  type        = string
+  ephemeral   = true
+  sensitive   = true
+  description = "PEM private key of consul_cert_pem."
+}
+
+variable "consul_management_token" {
+  type        = string
+  ephemeral   = true
+  sensitive   = true
+  description = "Consul ACL management token (a UUID): it bootstraps the ACL system, and the provider makes every other token with it."
+}
+
+variable "consul_token_version" {
+  type        = number
+  default     = 1
+  description = "Raise it when consul_management_token is another management token."
+}
+
 resource "microswarm_droplet_node" "node" {
   count  = 3
   name   = "demo-${count.index}"
@@ -54,6 +96,15 @@ resource "microswarm_consul_server" "consul" {
 
   encrypt_wo         = var.gossip_key
   encrypt_wo_version = var.gossip_key_version
+
+  tls = {
+    ca_pem     = var.consul_ca_pem
+    cert_pem   = var.consul_cert_pem
+    key_pem_wo = var.consul_key_pem
+  }
+  acl                  = { default_policy = "deny" }
+  acl_token_wo         = var.consul_management_token
+  acl_token_wo_version = var.consul_token_version
 }
 
 resource "microswarm_swarm_cluster" "swarm" {
@@ -65,11 +116,15 @@ resource "microswarm_swarm_cluster" "swarm" {
   } }
 }
 
-# Publishes every container and swarm task of each node into that node's Consul agent.
+# Publishes every container and swarm task of each node into that node's Consul agent,
+# over HTTPS, with a token of its own that may write services and nothing else.
 resource "microswarm_registrator" "registrator" {
-  host       = microswarm_droplet_node.node[0].docker_host
-  host_key   = microswarm_droplet_node.node[0].ssh_host_key
-  depends_on = [microswarm_swarm_cluster.swarm, microswarm_consul_server.consul]
+  host                 = microswarm_droplet_node.node[0].docker_host
+  host_key             = microswarm_droplet_node.node[0].ssh_host_key
+  backend              = "consul-tls://127.0.0.1:8500"
+  acl_token_wo         = var.consul_management_token
+  acl_token_wo_version = var.consul_token_version
+  depends_on           = [microswarm_swarm_cluster.swarm, microswarm_consul_server.consul]
 }
 
 # The demo app, blue/green: `make demo-switch` flips active with no failed request.

@@ -10,14 +10,19 @@ import (
 
 	msacctest "github.com/microswarm/terraform-provider-microswarm/internal/acctest"
 	"github.com/microswarm/terraform-provider-microswarm/internal/consul"
+	"github.com/microswarm/terraform-provider-microswarm/internal/consul/consultest"
 )
 
 // TestAccSecrets_exampleLocal applies examples/local as it is (the configuration `make
 // demo` runs: 3 nodes, 3 Consul servers, a swarm, a registrator, the blue/green app) with
 // the real terraform CLI and the provider binary, and searches its state file, `terraform
 // show -json`, the commands' output and their TRACE logs for every secret the example
-// handles: the gossip key (an ephemeral variable into encrypt_wo), the swarm's manager and
-// worker join tokens (read from the manager), the SSH private key and the API token.
+// handles: the gossip key (an ephemeral variable into encrypt_wo), Consul's TLS key
+// (tls.key_pem_wo and the provider's client key), the ACL management token and the
+// least-privilege tokens the provider made with it (the registrator's, the gate's, the
+// health data source's; each is also checked to be refused what it may not do), the
+// swarm's manager and worker join tokens (read from the manager), the SSH private key and
+// the API token.
 func TestAccSecrets_exampleLocal(t *testing.T) {
 	requireAcc(t)
 	started := time.Now()
@@ -26,8 +31,9 @@ func TestAccSecrets_exampleLocal(t *testing.T) {
 		t.Fatal(err)
 	}
 	cli := newTerraformCLI(t, string(main))
-	gossip := newConsulGossipKey(t)
-	cli.vars = map[string]string{"gossip_key": gossip}
+	gossip, pems, management := newConsulGossipKey(t), consultest.NewTLS(t), newACLToken(t)
+	cli.vars = map[string]string{"gossip_key": gossip, "consul_ca_pem": pems.CAPEM, "consul_cert_pem": pems.CertPEM,
+		"consul_key_pem": pems.KeyPEM, "consul_management_token": management}
 	t.Cleanup(func() {
 		if err := cli.run(context.Background(), "destroy", "destroy", "-auto-approve"); err != nil {
 			t.Errorf("destroy: %v", err)
@@ -47,11 +53,17 @@ func TestAccSecrets_exampleLocal(t *testing.T) {
 	}
 	sw, _ := nodes.swarmSecrets(ctx)
 	secrets := msacctest.Secrets{
-		"gossip key":         gossip,
-		"ssh private key":    os.Getenv(envSSHKey),
-		"digitalocean token": os.Getenv(envToken),
-		"worker join token":  sw.JoinTokens.Worker,
-		"manager join token": sw.JoinTokens.Manager,
+		"gossip key":              gossip,
+		"consul tls key":          pems.KeyPEM,
+		"consul management token": management,
+		"ssh private key":         os.Getenv(envSSHKey),
+		"digitalocean token":      os.Getenv(envToken),
+		"worker join token":       sw.JoinTokens.Worker,
+		"manager join token":      sw.JoinTokens.Manager,
+	}
+	acl := &secureNodes{secretsNodes: nodes, pems: pems}
+	for _, name := range []string{"registrator-registrator", "gate", "health"} {
+		secrets[name+" token"] = acl.checkToken(ctx, management, name)
 	}
 	for name, v := range secrets {
 		if v == "" {
@@ -62,6 +74,9 @@ func TestAccSecrets_exampleLocal(t *testing.T) {
 	// file the Consul server on demo-0 started with.
 	if found := secrets.Find(nodes.serverFile(ctx, consul.ConfigFile)); !strings.Contains(strings.Join(found, ","), "gossip key") {
 		t.Errorf("the gossip key is not in the server's config file (found %v): the search cannot be trusted", found)
+	}
+	if found := secrets.Find(nodes.serverFile(ctx, consul.KeyFile)); !strings.Contains(strings.Join(found, ","), "consul tls key") {
+		t.Errorf("the TLS key is not in the server's key file (found %v): the search cannot be trusted", found)
 	}
 
 	artifacts := cli.artifacts()

@@ -4,7 +4,6 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
-	"crypto/rand"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -579,10 +578,9 @@ func (n *secretsNodes) inspectAll(ctx context.Context) map[string][]byte {
 
 // newACLToken is a random UUID (version 4), as `uuidgen` prints.
 func newACLToken(t *testing.T) string {
-	b := make([]byte, 16)
-	if _, err := rand.Read(b); err != nil {
+	token, err := consul.NewACLToken()
+	if err != nil {
 		t.Fatal(err)
 	}
-	b[6], b[8] = b[6]&0x0f|0x40, b[8]&0x3f|0x80
-	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:])
+	return token
 }

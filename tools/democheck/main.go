@@ -32,12 +32,17 @@ func main() {
 	statePath := flag.String("state", "", "the demo's terraform.tfstate")
 	keyPath := flag.String("key", "", "the demo's SSH private key")
 	keygen := flag.String("keygen", "", "write a new ed25519 SSH private key to this path and exit")
+	consulSecrets := flag.String("consul-secrets", "", "make the demo's Consul CA, agent certificate and key, and ACL management token in this directory (those missing) and exit")
+	consulDir := flag.String("consul", "", "check Consul over HTTPS with the certificate and management token in this directory (-consul-secrets)")
 	flag.Parse()
 	var err error
-	if *keygen != "" {
+	switch {
+	case *keygen != "":
 		err = writeKey(*keygen)
-	} else {
-		err = check(*statePath, *keyPath)
+	case *consulSecrets != "":
+		err = writeConsulSecrets(*consulSecrets)
+	default:
+		err = check(*statePath, *keyPath, *consulDir)
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "democheck:", err)
@@ -57,7 +62,7 @@ func writeKey(path string) error {
 	return os.WriteFile(path, pem.EncodeToMemory(block), 0o600)
 }
 
-func check(statePath, keyPath string) error {
+func check(statePath, keyPath, consulDir string) error {
 	state, err := acctest.ReadTFState(statePath)
 	if err != nil {
 		return err
@@ -91,7 +96,7 @@ func check(statePath, keyPath string) error {
 		return fmt.Errorf("no microswarm_droplet_node in %s", statePath)
 	}
 	fmt.Printf("%d nodes answered through SSH with pinned host keys\n", nodes)
-	if err := checkConsul(ctx, pool, state); err != nil {
+	if err := checkConsul(ctx, pool, state, consulDir); err != nil {
 		return err
 	}
 	if err := checkSwarm(ctx, pool, state); err != nil {
@@ -163,8 +168,13 @@ func checkRegistrator(ctx context.Context, pool *conn.Pool, state acctest.TFStat
 	return nil
 }
 
-// checkConsul asks the first Consul server, through SSH, for the raft voters and members.
-func checkConsul(ctx context.Context, pool *conn.Pool, state acctest.TFState) error {
+// checkConsul asks the first Consul server, through SSH, for the raft voters and members:
+// over HTTPS with the demo's certificate and management token when consulDir has them.
+func checkConsul(ctx context.Context, pool *conn.Pool, state acctest.TFState, consulDir string) error {
+	cfg, err := consulClientConfig(consulDir)
+	if err != nil {
+		return err
+	}
 	for _, r := range state.Resources {
 		if r.Type != "microswarm_consul_server" || len(r.Instances) == 0 {
 			continue
@@ -177,7 +187,8 @@ func checkConsul(ctx context.Context, pool *conn.Pool, state acctest.TFState) er
 		if err != nil {
 			return err
 		}
-		consul, err := h.Consul(conn.ConsulConfig{Address: httpAddr})
+		cfg.Address = httpAddr
+		consul, err := h.Consul(cfg)
 		if err != nil {
 			return err
 		}
