@@ -154,8 +154,8 @@ for addr in %[3]s %[4]s; do
 done`, firewallChain, rules, shellQuote(publicIP), shellQuote(privateIP))
 }
 
-// applyNodeFirewall brings one node's chain to what the firewalls say now. force applies
-// even if the node held these rules already (a node that restarted lost them).
+// applyNodeFirewall brings one node's chain to what the firewalls say now. force forgets
+// what the node held (a node that restarted lost its rules), so they go in again.
 func (c *Cloud) applyNodeFirewall(ctx context.Context, dropletID int, force bool) error {
 	c.fw.mu.Lock()
 	defer c.fw.mu.Unlock()
@@ -169,8 +169,11 @@ func (c *Cloud) applyNodeFirewall(ctx context.Context, dropletID int, force bool
 	rules := c.firewallRulesLocked(d)
 	c.mu.Unlock()
 
-	held, known := c.fw.applied[containerID]
-	if !force && (held == rules || (!known && rules == "")) {
+	if force {
+		delete(c.fw.applied, containerID) // a node that restarted holds no rules
+	}
+	// A node never given rules holds none: nothing to do until a firewall covers it.
+	if held, known := c.fw.applied[containerID]; held == rules && (known || rules == "") {
 		return nil
 	}
 	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
