@@ -90,9 +90,9 @@ func TestFirewallAsDigitalOceanShipsEachImage(t *testing.T) {
 }
 
 // TestCloudFirewallDropsWhatNoRuleAllows: a cloud firewall on a tag drops, at the tagged
-// droplet, inbound traffic no rule allows, from the public network and from its VPC; lets
-// answers to the droplet's own connections in; leaves untagged droplets open; comes back
-// after a reboot; and is gone when the firewall is deleted.
+// droplet, inbound traffic no rule allows, from the public network and from its VPC, and
+// outbound traffic no rule allows; lets answers to allowed connections through; leaves
+// untagged droplets open; comes back after a reboot; and is gone when it is deleted.
 func TestCloudFirewallDropsWhatNoRuleAllows(t *testing.T) {
 	cloud := startCloud(t, Config{})
 	do := godoClient(t, cloud, cloud.Token())
@@ -112,7 +112,7 @@ func TestCloudFirewallDropsWhatNoRuleAllows(t *testing.T) {
 			{Protocol: "tcp", PortRange: "22", Sources: &godo.Sources{Addresses: []string{"0.0.0.0/0", "::/0"}}},
 			{Protocol: "tcp", PortRange: "8080", Sources: &godo.Sources{Addresses: []string{vpc.IPRange}}},
 		},
-		OutboundRules: []godo.OutboundRule{{Protocol: "tcp", PortRange: "all", Destinations: &godo.Destinations{Addresses: []string{"0.0.0.0/0"}}}},
+		OutboundRules: []godo.OutboundRule{{Protocol: "tcp", PortRange: "all", Destinations: &godo.Destinations{Addresses: []string{vpc.IPRange}}}},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -170,8 +170,9 @@ func TestCloudFirewallDropsWhatNoRuleAllows(t *testing.T) {
 		expect(when, open, "vpc peer", "http://"+walledPrivate+":9090/", "blocked")
 		expect(when, open, "vpc peer via public", "http://"+walledPublic+":8080/", "blocked")
 		expect(when, nil, "internet", "http://"+openPublic+":9090/", "open")
-		// Stateful: the walled droplet's own connections get their answers.
+		// Out: into the VPC only; stateful, so those connections get their answers.
 		expect(when, walled, "walled droplet", "http://"+openPrivate+":9090/", "open")
+		expect(when, walled, "walled droplet", "http://"+openPublic+":9090/", "blocked")
 	}
 	check("with the firewall")
 	if out, _ := sshRun(t, walledPublic, key.signer, nil, "echo in"); strings.TrimSpace(out) != "in" {

@@ -9,9 +9,8 @@ import (
 	"time"
 )
 
-// Cloud firewalls, with DigitalOcean's request and response shapes (godo's Firewall). The
-// inbound rules are enforced in the nodes (nodefirewall.go); outbound rules are stored and
-// reported, not enforced.
+// Cloud firewalls, with DigitalOcean's request and response shapes (godo's Firewall); the
+// nodes enforce them (nodefirewall.go).
 
 type firewall struct {
 	ID            string         `json:"id"`

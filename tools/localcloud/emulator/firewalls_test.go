@@ -108,9 +108,9 @@ func TestFirewallLifecycle(t *testing.T) {
 	}
 }
 
-// The chain a node gets: stateful, one RETURN per allowed (source, protocol, ports), IPv6
-// sources left out, tag sources resolved to both addresses of each tagged droplet, and a
-// DROP at the end; no chain at all for a droplet no firewall covers.
+// The chains a node gets, inbound then outbound: stateful, one RETURN per allowed (peer,
+// protocol, ports), IPv6 peers left out, tag sources resolved to both addresses of each
+// tagged droplet, and a DROP at the end; no rules at all for a droplet no firewall covers.
 func TestFirewallRulesForANode(t *testing.T) {
 	t.Parallel()
 	c, do, _ := apiWithNetworks(t)
@@ -146,6 +146,11 @@ func TestFirewallRulesForANode(t *testing.T) {
 -A DO-CLOUD-FIREWALL -s 172.30.0.4/32 -p tcp -j RETURN
 -A DO-CLOUD-FIREWALL -s 192.0.2.7/32 -p icmp -j RETURN
 -A DO-CLOUD-FIREWALL -j DROP
+-A DO-CLOUD-FIREWALL-OUT -m conntrack --ctstate ESTABLISHED,RELATED -j RETURN
+-A DO-CLOUD-FIREWALL-OUT -p tcp -m tcp --dport 1:65535 -j RETURN
+-A DO-CLOUD-FIREWALL-OUT -p udp -j RETURN
+-A DO-CLOUD-FIREWALL-OUT -p icmp -j RETURN
+-A DO-CLOUD-FIREWALL-OUT -j DROP
 `
 	if covered != want {
 		t.Errorf("rules for the tagged droplet:\n%s\nwant:\n%s", covered, want)
@@ -167,14 +172,15 @@ func TestFirewallRulesForANode(t *testing.T) {
 	}
 }
 
-func TestFirewallScriptHooksBothInterfaces(t *testing.T) {
+func TestFirewallScriptHooksBothInterfacesBothWays(t *testing.T) {
 	t.Parallel()
 	script := firewallScript("-A DO-CLOUD-FIREWALL -j DROP\n", "172.29.0.2", "172.30.0.2")
 	for _, want := range []string{
 		"iptables-restore --noflush",
-		":DO-CLOUD-FIREWALL - [0:0]\n-A DO-CLOUD-FIREWALL -j DROP\nCOMMIT\n",
+		":DO-CLOUD-FIREWALL - [0:0]\n:DO-CLOUD-FIREWALL-OUT - [0:0]\n-A DO-CLOUD-FIREWALL -j DROP\nCOMMIT\n",
 		"for addr in '172.29.0.2' '172.30.0.2'; do",
-		"iptables -t mangle -I PREROUTING 1 -i \"$dev\" -j DO-CLOUD-FIREWALL",
+		"iptables -t mangle -I PREROUTING 1 -i \"$dev\" -j DO-CLOUD-FIREWALL\n",
+		"iptables -t mangle -I POSTROUTING 1 -o \"$dev\" -j DO-CLOUD-FIREWALL-OUT\n",
 	} {
 		if !strings.Contains(script, want) {
 			t.Errorf("script lacks %q:\n%s", want, script)

@@ -11,14 +11,18 @@ import (
 )
 
 // A DigitalOcean cloud firewall sits in front of a droplet: inbound traffic that no
-// inbound rule allows is dropped before the droplet sees it, on the public and on the VPC
-// interface, statefully (answers to the droplet's own connections pass). Here it is a chain
-// in the mangle table of the node's network namespace, hooked into PREROUTING for the
-// node's public and VPC interfaces only: it sees every packet from outside before Docker's
-// port forwarding and the droplet's own UFW do, and none of the node's local traffic
-// (loopback, its containers). Outbound rules are not enforced.
+// inbound rule allows is dropped before the droplet sees it, and outbound traffic that no
+// outbound rule allows never leaves, on the public and on the VPC interface, statefully
+// (answers to allowed connections pass). Here it is two chains in the mangle table of the
+// node's network namespace, hooked into PREROUTING and POSTROUTING for the node's public and
+// VPC interfaces only: they see every packet from or to outside, the node's own and its
+// containers' (before Docker's port forwarding and the droplet's UFW see it coming in), and
+// none of the node's local traffic (loopback, between its containers).
 
-const firewallChain = "DO-CLOUD-FIREWALL"
+const (
+	firewallChain    = "DO-CLOUD-FIREWALL"     // inbound
+	firewallOutChain = "DO-CLOUD-FIREWALL-OUT" // outbound
+)
 
 // nodeFirewalls remembers which ruleset each node container holds, so that a change to
 // the firewalls only touches the nodes it changes.
@@ -62,42 +66,55 @@ func (c *Cloud) firewallsOfLocked(d *droplet) []*firewall {
 	return applying
 }
 
-// firewallRulesLocked is the iptables-restore input for d's chain: empty when no firewall
-// applies to d (the chain then lets everything through). c.mu must be held.
+// firewallRulesLocked is the iptables-restore input for d's two chains: empty when no
+// firewall applies to d (the chains then let everything through). c.mu must be held.
 func (c *Cloud) firewallRulesLocked(d *droplet) string {
 	applying := c.firewallsOfLocked(d)
 	if len(applying) == 0 {
 		return ""
 	}
 	var b strings.Builder
-	b.WriteString("-A " + firewallChain + " -m conntrack --ctstate ESTABLISHED,RELATED -j RETURN\n")
-	for _, f := range applying {
-		for _, rule := range f.InboundRules {
-			for _, source := range c.sourcesLocked(rule.Sources) {
-				b.WriteString("-A " + firewallChain)
-				if source.Bits() != 0 {
-					b.WriteString(" -s " + source.String())
-				}
-				b.WriteString(" -p " + rule.Protocol)
-				if from, to, ok := portRange(rule.Ports); ok && from != 0 && rule.Protocol != "icmp" {
-					b.WriteString(" -m " + rule.Protocol + " --dport " + strconv.Itoa(from))
-					if to != from {
-						b.WriteString(":" + strconv.Itoa(to))
-					}
-				}
-				b.WriteString(" -j RETURN\n")
+	rule := func(chain, flag string, peer netip.Prefix, protocol, ports string) {
+		b.WriteString("-A " + chain)
+		if peer.Bits() != 0 {
+			b.WriteString(" " + flag + " " + peer.String())
+		}
+		b.WriteString(" -p " + protocol)
+		if from, to, ok := portRange(ports); ok && from != 0 && protocol != "icmp" {
+			b.WriteString(" -m " + protocol + " --dport " + strconv.Itoa(from))
+			if to != from {
+				b.WriteString(":" + strconv.Itoa(to))
 			}
 		}
+		b.WriteString(" -j RETURN\n")
 	}
-	b.WriteString("-A " + firewallChain + " -j DROP\n")
+	for _, chain := range []string{firewallChain, firewallOutChain} {
+		b.WriteString("-A " + chain + " -m conntrack --ctstate ESTABLISHED,RELATED -j RETURN\n")
+		for _, f := range applying {
+			if chain == firewallChain {
+				for _, r := range f.InboundRules {
+					for _, source := range c.peersLocked(r.Sources) {
+						rule(chain, "-s", source, r.Protocol, r.Ports)
+					}
+				}
+				continue
+			}
+			for _, r := range f.OutboundRules {
+				for _, dest := range c.peersLocked(r.Destinations) {
+					rule(chain, "-d", dest, r.Protocol, r.Ports)
+				}
+			}
+		}
+		b.WriteString("-A " + chain + " -j DROP\n")
+	}
 	return b.String()
 }
 
-// sourcesLocked resolves a rule's sources to IPv4 prefixes: its addresses, and both
+// peersLocked resolves a rule's sources or destinations to IPv4 prefixes: its addresses, and both
 // addresses of each droplet it names or that carries one of its tags. IPv6 sources are
 // left out (the nodes have no IPv6); load balancers and Kubernetes clusters do not exist
 // here. c.mu must be held.
-func (c *Cloud) sourcesLocked(t ruleTarget) []netip.Prefix {
+func (c *Cloud) peersLocked(t ruleTarget) []netip.Prefix {
 	var out []netip.Prefix
 	add := func(p netip.Prefix) {
 		if p.IsValid() && p.Addr().Is4() && !containsPrefix(out, p.Masked()) {
@@ -137,21 +154,25 @@ func containsPrefix(list []netip.Prefix, p netip.Prefix) bool {
 	return false
 }
 
-// firewallScript loads rules into the node's chain and hooks the chain into PREROUTING for
-// the interfaces holding the droplet's public and private addresses.
+// firewallScript loads rules into the node's chains and hooks them into PREROUTING (in)
+// and POSTROUTING (out) for the interfaces holding the droplet's public and private
+// addresses.
 func firewallScript(rules, publicIP, privateIP string) string {
 	return fmt.Sprintf(`set -e
 iptables-restore --noflush <<'RULES'
 *mangle
 :%[1]s - [0:0]
-%[2]sCOMMIT
+:%[2]s - [0:0]
+%[3]sCOMMIT
 RULES
-for addr in %[3]s %[4]s; do
+for addr in %[4]s %[5]s; do
   dev=$(ip -o -4 addr show | awk -v a="$addr" '{split($4, p, "/"); if (p[1] == a) print $2}')
   [ -n "$dev" ] || { echo "no interface holds $addr" >&2; exit 1; }
   iptables -t mangle -C PREROUTING -i "$dev" -j %[1]s 2>/dev/null ||
     iptables -t mangle -I PREROUTING 1 -i "$dev" -j %[1]s
-done`, firewallChain, rules, shellQuote(publicIP), shellQuote(privateIP))
+  iptables -t mangle -C POSTROUTING -o "$dev" -j %[2]s 2>/dev/null ||
+    iptables -t mangle -I POSTROUTING 1 -o "$dev" -j %[2]s
+done`, firewallChain, firewallOutChain, rules, shellQuote(publicIP), shellQuote(privateIP))
 }
 
 // applyNodeFirewall brings one node's chain to what the firewalls say now. force forgets
