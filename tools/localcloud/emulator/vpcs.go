@@ -151,8 +151,8 @@ func (c *Cloud) createVPC(w http.ResponseWriter, r *http.Request) error {
 	var ipRange netip.Prefix
 	if req.IPRange != "" {
 		p, err := netip.ParsePrefix(req.IPRange)
-		if err != nil || !p.Addr().Is4() || !p.Addr().IsPrivate() || p.Bits() < 16 || p.Bits() > 24 {
-			return errUnprocessable("ip_range must be a private IPv4 range in CIDR notation, from /16 to /24")
+		if err != nil || !p.Addr().Is4() || !p.Addr().IsPrivate() || p.Bits() < 16 || p.Bits() > 28 {
+			return errUnprocessable("ip_range must be a private (RFC 1918) IPv4 range in CIDR notation, from /16 to /28")
 		}
 		ipRange = p.Masked()
 	}

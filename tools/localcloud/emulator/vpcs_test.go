@@ -87,6 +87,7 @@ func TestVPCLifecycle(t *testing.T) {
 		"bad region":           {Name: "x", RegionSlug: "mars1"},
 		"public range":         {Name: "x", RegionSlug: "fra1", IPRange: "8.8.0.0/20"},
 		"too big":              {Name: "x", RegionSlug: "fra1", IPRange: "10.0.0.0/8"},
+		"too small":            {Name: "x", RegionSlug: "fra1", IPRange: "10.201.0.0/29"},
 		"overlaps a VPC":       {Name: "x", RegionSlug: "fra1", IPRange: "10.100.8.0/24"},
 		"overlaps the default": {Name: "x", RegionSlug: "fra1", IPRange: "172.30.4.0/24"},
 	} {
@@ -99,6 +100,9 @@ func TestVPCLifecycle(t *testing.T) {
 	chosen, _, err := do.VPCs.Create(ctx, &godo.VPCCreateRequest{Name: "chosen", RegionSlug: "ams3", IPRange: "10.200.16.0/20"})
 	if err != nil || chosen.IPRange != "10.200.16.0/20" {
 		t.Fatalf("with ip_range: %+v %v", chosen, err)
+	}
+	if small, _, err := do.VPCs.Create(ctx, &godo.VPCCreateRequest{Name: "small", RegionSlug: "ams3", IPRange: "10.202.0.0/28"}); err != nil || small.IPRange != "10.202.0.0/28" {
+		t.Fatalf("a /28: %+v %v", small, err)
 	}
 
 	updated, _, err := do.VPCs.Update(ctx, vpc.ID, &godo.VPCUpdateRequest{Name: "stack2", Description: "renamed"})
