@@ -112,20 +112,32 @@ check_app() {
   return "$failed"
 }
 
-# check_firewall: every node holds the cloud firewall's chain, and from this machine (the
-# internet, to the nodes) Consul's server port is closed on the public address.
+# check_firewall: every node holds the cloud firewall's chains; and a container port
+# published on a node, which Docker forwards past the droplet's UFW, does not answer from
+# this machine (the internet, to the nodes): only the cloud firewall stands in its way.
 check_firewall() {
-  local id ip rules failed=0
+  local id ip in out failed=0 first="" first_ip=""
   while read -r id ip; do
-    rules=$(docker exec "$NAME-droplet-$id" iptables -t mangle -S DO-CLOUD-FIREWALL 2>&1 | grep -c -- '-A DO-CLOUD-FIREWALL' || true)
-    if timeout 3 bash -c "exec 3<>/dev/tcp/$ip/8300" 2>/dev/null; then
-      say "  droplet $id: port 8300 answers on its public address $ip: the firewall let it through"
-      failed=1
-    else
-      say "  droplet $id ($ip): cloud firewall chain with $rules rules; 8300 closed from outside"
-    fi
-    [ "$rules" -gt 2 ] || failed=1
+    in=$(docker exec "$NAME-droplet-$id" iptables -t mangle -S DO-CLOUD-FIREWALL 2>&1 | grep -c -- '^-A' || true)
+    out=$(docker exec "$NAME-droplet-$id" iptables -t mangle -S DO-CLOUD-FIREWALL-OUT 2>&1 | grep -c -- '^-A' || true)
+    say "  droplet $id ($ip): cloud firewall chains with $in inbound and $out outbound rules"
+    [ "$in" -gt 2 ] && [ "$out" -gt 2 ] || failed=1
+    [ -n "$first" ] || { first=$id first_ip=$ip; }
   done < <(output -json nodes | jq -r '.[] | "\(.droplet_id) \(.public_ip)"')
+  # The probe: the blue image, on a port no rule opens, hidden from the registrator.
+  local node="$NAME-droplet-$first" image=${TF_VAR_blue_image:-microswarm/demo-app:1.0.0}
+  docker exec "$node" docker run -d --rm --name fw-probe -p 9999:8080 -l SERVICE_IGNORE=true -e SERVICE_IGNORE=true "$image" >/dev/null
+  for _ in $(seq 1 50); do docker exec "$node" curl -fsS -m 1 -o /dev/null http://127.0.0.1:9999/ 2>/dev/null && break; sleep 0.2; done
+  if ! docker exec "$node" curl -fsS -m 1 -o /dev/null http://127.0.0.1:9999/; then
+    say "  the probe container does not answer inside droplet $first"
+    failed=1
+  elif curl -fsS -m 3 -o /dev/null "http://$first_ip:9999/" 2>/dev/null; then
+    say "  droplet $first: a published port no rule allows answers from outside ($first_ip:9999)"
+    failed=1
+  else
+    say "  droplet $first: published port 9999 answers inside the node, not from outside (dropped by the cloud firewall)"
+  fi
+  docker exec "$node" docker rm -f fw-probe >/dev/null
   return "$failed"
 }
 
@@ -170,7 +182,7 @@ run() {
   say "checking the cloud firewall"
   check_firewall
   say "consul leader: $(output -raw consul_leader); live: $(output -raw app_live)"
-  echo "checked: app blue on every endpoint, firewall chain in every node, 8300 closed from outside, consul leader $(output -raw consul_leader)" >>"$summary"
+  echo "checked: app blue on every endpoint, firewall chains in every node, a published port no rule allows closed from outside, consul leader $(output -raw consul_leader)" >>"$summary"
   say "a second plan must be empty"
   tf plan -detailed-exitcode -input=false -no-color -state="$STATE/terraform.tfstate" >"$STATE/plan.log" 2>&1 ||
     { say "the plan after apply is not empty (.do-e2e/plan.log)"; return 1; }
