@@ -172,6 +172,7 @@ run() {
     echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
     cat "$STATE/digitalocean-provider.txt"
     echo "terraform: $(terraform version | head -1)"
+    echo "microswarm: $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- . ':!*.md' || echo ' (with uncommitted changes)')"
   } >"$summary"
 
   say "terraform apply (log: .do-e2e/apply.log)"
