@@ -229,26 +229,6 @@ func (c *Cloud) getImage(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-func (c *Cloud) listVPCs(w http.ResponseWriter, r *http.Request) error {
-	vpcs := make([]vpcJSON, 0, len(regionNames))
-	for _, rn := range regionNames {
-		vpcs = append(vpcs, c.vpcFor(rn.slug))
-	}
-	page, l, m := paginate(r, vpcs)
-	writeJSON(w, http.StatusOK, map[string]any{"vpcs": page, "links": l, "meta": m})
-	return nil
-}
-
-func (c *Cloud) getVPC(w http.ResponseWriter, r *http.Request) error {
-	for _, rn := range regionNames {
-		if defaultVPCID(rn.slug) == r.PathValue("id") {
-			writeJSON(w, http.StatusOK, map[string]any{"vpc": c.vpcFor(rn.slug)})
-			return nil
-		}
-	}
-	return errNotFound()
-}
-
 // vpcRegion returns the region of a default VPC id.
 func vpcRegion(id string) (string, bool) {
 	for _, rn := range regionNames {

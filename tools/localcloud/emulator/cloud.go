@@ -110,6 +110,8 @@ type Cloud struct {
 	cfg      Config
 	docker   *client.Client
 	nodes    *nodeBackend
+	vpcNets  vpcNetworks // nodes, but for tests without an engine
+	fw       *nodeFirewalls
 	mirror   *registryMirror
 	limiter  *rateLimiter
 	faults   *faultSwitch
@@ -176,6 +178,8 @@ func Start(ctx context.Context, cfg Config) (*Cloud, error) {
 		waiters:      map[int]*readinessWaiter{},
 		provisioning: map[int]chan struct{}{},
 	}
+	c.vpcNets = c.nodes
+	c.fw = newNodeFirewalls()
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.keep.Store(cfg.KeepOnClose)
 
@@ -200,6 +204,7 @@ func (c *Cloud) start(ctx context.Context) error {
 		return fmt.Errorf("adopting existing droplets: %w", err)
 	}
 	c.tasks.Go(func() { c.nodes.watchNodes(c.ctx, c.onNodeChange) })
+	c.tasks.Go(c.syncFirewalls)
 
 	mirror, err := startRegistryMirror(ctx, c.cfg, c.nodes.public.gateway.String())
 	if err != nil {
@@ -312,6 +317,7 @@ func (c *Cloud) onNodeChange(containerID string, _ events.Action) {
 	switch {
 	case !node.exists:
 		c.logf("droplet %d: container removed outside the API; droplet dropped", d.ID)
+		c.enforceFirewalls()
 		c.stopWaitingLocked(d.ID)
 		c.st.removeDroplet(d.ID)
 	case !node.running:

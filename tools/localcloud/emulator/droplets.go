@@ -98,13 +98,14 @@ func (c *Cloud) planCreateLocked(req dropletCreateRequest) (*createPlan, error) 
 	}
 	p.vpcUUID = defaultVPCID(req.Region)
 	if req.VPCUUID != "" {
-		region, ok := vpcRegion(req.VPCUUID)
+		region, ok := c.vpcRegionLocked(req.VPCUUID)
 		if !ok {
 			return nil, errUnprocessable("Failed to resolve VPC: %s is not a valid VPC.", req.VPCUUID)
 		}
 		if region != req.Region {
 			return nil, errUnprocessable("The VPC %s is not in region %s.", req.VPCUUID, req.Region)
 		}
+		p.vpcUUID = req.VPCUUID
 	}
 	for _, t := range req.Tags {
 		if err := validTagName(t); err != nil {
@@ -149,7 +150,10 @@ func (c *Cloud) createDroplets(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	takenPrivate, err := c.nodes.usedAddresses(r.Context(), c.nodes.vpc)
+	c.mu.Lock()
+	vpcNet := c.vpcNetworkLocked(req.VPCUUID)
+	c.mu.Unlock()
+	takenPrivate, err := c.nodes.usedAddresses(r.Context(), vpcNet)
 	if err != nil {
 		return err
 	}
@@ -170,7 +174,11 @@ func (c *Cloud) createDroplets(w http.ResponseWriter, r *http.Request) error {
 		c.mu.Unlock()
 		return err
 	}
-	privateIPs, err := allocateAddresses(c.nodes.vpc, takenPrivate, len(p.names))
+	if c.vpcNetworkLocked(p.vpcUUID) != vpcNet { // the VPC went away meanwhile
+		c.mu.Unlock()
+		return errUnprocessable("Failed to resolve VPC: %s is not a valid VPC.", req.VPCUUID)
+	}
+	privateIPs, err := allocateAddresses(vpcNet, takenPrivate, len(p.names))
 	if err != nil {
 		c.mu.Unlock()
 		return err
@@ -207,7 +215,7 @@ func (c *Cloud) createDroplets(w http.ResponseWriter, r *http.Request) error {
 		// The container is built from a snapshot: the API may change d meanwhile.
 		snapshot := *d
 		snapshot.Tags = append([]string{}, d.Tags...)
-		specs = append(specs, nodeSpec{droplet: &snapshot, publicIP: publicIP, privateIP: privateIP, seed: seed})
+		specs = append(specs, nodeSpec{droplet: &snapshot, publicIP: publicIP, privateIP: privateIP, vpc: vpcNet, seed: seed})
 		c.provisioning[d.ID] = make(chan struct{})
 		created = append(created, d)
 	}
@@ -221,6 +229,7 @@ func (c *Cloud) createDroplets(w http.ResponseWriter, r *http.Request) error {
 		dones[i] = c.provisioning[d.ID]
 	}
 	c.saveLocked()
+	c.enforceFirewalls() // rules naming its tags now include its addresses
 	c.mu.Unlock()
 
 	for i, spec := range specs {
@@ -434,7 +443,11 @@ func (c *Cloud) forgetDropletLocked(d *droplet) (containerID string, provisionin
 		a.finish(actionErrored, time.Now())
 	}
 	c.st.removeDroplet(d.ID)
+	for _, f := range c.st.Firewalls { // as on DO, a deleted droplet leaves its firewalls
+		f.DropletIDs = removeInt(f.DropletIDs, d.ID)
+	}
 	c.saveLocked()
+	c.enforceFirewalls() // rules naming it by tag or id change
 	if ch, ok := c.provisioning[d.ID]; ok {
 		return "", ch
 	}
@@ -498,8 +511,9 @@ func (c *Cloud) renderDroplet(d *droplet) dropletJSON {
 	nets := networksJSON{V4: []networkV4JSON{}, V6: []struct{}{}}
 	// Like DO, addresses show once the machine exists, not in the create response.
 	if d.ContainerID != "" {
+		vpc := c.vpcNetworkLocked(d.VPCUUID)
 		nets.V4 = []networkV4JSON{
-			{IPAddress: d.PrivateIP, Netmask: c.nodes.vpc.netmask(), Gateway: c.nodes.vpc.gateway.String(), Type: "private"},
+			{IPAddress: d.PrivateIP, Netmask: vpc.netmask(), Gateway: vpc.gateway.String(), Type: "private"},
 			{IPAddress: d.PublicIP, Netmask: c.nodes.public.netmask(), Gateway: c.nodes.public.gateway.String(), Type: "public"},
 		}
 	}

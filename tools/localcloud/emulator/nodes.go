@@ -2,11 +2,11 @@ package emulator
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	cerrdefs "github.com/containerd/errdefs"
-	"io"
 	"net"
 	"net/netip"
 	"strconv"
@@ -68,7 +68,8 @@ type nodeSpec struct {
 	droplet   *droplet // a copy, owned by the spec
 	publicIP  netip.Addr
 	privateIP netip.Addr
-	seed      []byte // tar of /etc/microswarm, unpacked into /etc
+	vpc       bridgeNetwork // the network of the droplet's VPC
+	seed      []byte        // tar of /etc/microswarm, unpacked into /etc
 }
 
 func (n *nodeBackend) instanceFilter(extra ...filters.KeyValuePair) filters.Args {
@@ -99,10 +100,29 @@ func (n *nodeBackend) ensureNetwork(ctx context.Context, role string) (bridgeNet
 		}
 	}
 
+	labels := map[string]string{labelInstance: n.instance, labelRole: role}
+	return n.createNetwork(ctx, name, labels, netip.Prefix{})
+}
+
+// createNetwork creates a bridge network with its subnet pinned: want, or one Docker picks
+// when want is the zero prefix.
+func (n *nodeBackend) createNetwork(ctx context.Context, name string, labels map[string]string, want netip.Prefix) (bridgeNetwork, error) {
+	if want.IsValid() {
+		nw := bridgeNetwork{name: name, subnet: want.Masked(), gateway: want.Masked().Addr().Next()}
+		_, err := n.docker.NetworkCreate(ctx, name, network.CreateOptions{
+			Driver: "bridge",
+			Labels: labels,
+			IPAM:   &network.IPAM{Config: []network.IPAMConfig{{Subnet: nw.subnet.String(), Gateway: nw.gateway.String()}}},
+		})
+		if err != nil {
+			return bridgeNetwork{}, fmt.Errorf("creating network %s: %w", name, err)
+		}
+		n.logf("network %s: %s (gateway %s)", name, nw.subnet, nw.gateway)
+		return nw, nil
+	}
 	// Docker only honours a container's fixed address on a network whose subnet was given
 	// at creation, and droplets must keep their address across power cycles. So let Docker
 	// pick a free subnet, then recreate the network with that subnet pinned.
-	labels := map[string]string{labelInstance: n.instance, labelRole: role}
 	var lastErr error
 	for attempt := 0; attempt < 5; attempt++ {
 		probe, err := n.docker.NetworkCreate(ctx, name, network.CreateOptions{Driver: "bridge", Labels: labels})
@@ -239,7 +259,7 @@ func (n *nodeBackend) createNode(ctx context.Context, spec nodeSpec) (string, er
 	if err := n.docker.CopyToContainer(ctx, id, "/etc", bytes.NewReader(spec.seed), container.CopyToContainerOptions{}); err != nil {
 		return fail("seeding /etc/microswarm", err)
 	}
-	if err := n.docker.NetworkConnect(ctx, n.vpc.name, id, &network.EndpointSettings{
+	if err := n.docker.NetworkConnect(ctx, spec.vpc.name, id, &network.EndpointSettings{
 		IPAMConfig: &network.EndpointIPAMConfig{IPv4Address: spec.privateIP.String()},
 	}); err != nil {
 		return fail("connecting to the vpc network", err)
@@ -334,7 +354,10 @@ func (n *nodeBackend) inspectNode(ctx context.Context, id string) (nodeState, er
 				st.publicIP = ep.IPAMConfig.IPv4Address
 			}
 		}
-		if ep := info.NetworkSettings.Networks[n.vpc.name]; ep != nil {
+		for name, ep := range info.NetworkSettings.Networks { // the other one is its VPC's
+			if name == n.public.name || ep == nil {
+				continue
+			}
 			st.privateIP = ep.IPAddress
 			if st.privateIP == "" && ep.IPAMConfig != nil {
 				st.privateIP = ep.IPAMConfig.IPv4Address
@@ -376,31 +399,41 @@ docker version --format '{{.Server.Version}}' >/dev/null 2>&1 || { echo "inner d
 func (n *nodeBackend) innerServicesAnswer(ctx context.Context, id string) error {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
+	if out, err := n.runInNode(ctx, id, nodeProbe); err != nil {
+		return fmt.Errorf("node not ready: %s", strings.TrimSpace(cmp.Or(out, err.Error())))
+	}
+	return nil
+}
+
+// runInNode runs a bash script inside the node through the host's engine and returns its
+// output (stdout and stderr); a non-zero exit is an error.
+func (n *nodeBackend) runInNode(ctx context.Context, id, script string) (string, error) {
 	exec, err := n.docker.ContainerExecCreate(ctx, id, container.ExecOptions{
-		Cmd:          []string{"bash", "-c", nodeProbe},
+		Cmd:          []string{"bash", "-c", script},
 		AttachStdout: true,
 		AttachStderr: true,
 	})
 	if err != nil {
-		return fmt.Errorf("exec: %w", err)
+		return "", fmt.Errorf("exec: %w", err)
 	}
 	attached, err := n.docker.ContainerExecAttach(ctx, exec.ID, container.ExecAttachOptions{})
 	if err != nil {
-		return fmt.Errorf("exec attach: %w", err)
+		return "", fmt.Errorf("exec attach: %w", err)
 	}
-	deadline, _ := ctx.Deadline()
-	_ = attached.Conn.SetDeadline(deadline)
+	if deadline, ok := ctx.Deadline(); ok {
+		_ = attached.Conn.SetDeadline(deadline)
+	}
 	var output bytes.Buffer
-	_, _ = stdcopy.StdCopy(io.Discard, &output, attached.Reader)
+	_, _ = stdcopy.StdCopy(&output, &output, attached.Reader)
 	attached.Close()
 	result, err := n.docker.ContainerExecInspect(ctx, exec.ID)
 	if err != nil {
-		return fmt.Errorf("exec inspect: %w", err)
+		return output.String(), fmt.Errorf("exec inspect: %w", err)
 	}
 	if result.Running || result.ExitCode != 0 {
-		return fmt.Errorf("node not ready: %s", strings.TrimSpace(output.String()))
+		return output.String(), fmt.Errorf("exit %d", result.ExitCode)
 	}
-	return nil
+	return output.String(), nil
 }
 
 // watchNodes calls onChange with the container id of every droplet container that starts,

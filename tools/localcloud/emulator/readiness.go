@@ -29,7 +29,7 @@ func (c *Cloud) awaitActiveLocked(d *droplet) {
 	c.tasks.Go(func() {
 		defer cancel()
 		started := time.Now()
-		ready, reason := c.pollReady(ctx, containerID)
+		ready, reason := c.pollReady(ctx, id, containerID)
 
 		c.mu.Lock()
 		defer c.mu.Unlock()
@@ -48,6 +48,7 @@ func (c *Cloud) awaitActiveLocked(d *droplet) {
 		switch {
 		case ready:
 			d.Status = statusActive
+			c.enforceFirewalls() // a firewall that changed while the rules went in
 			if pending != nil && pending.Type == "create" {
 				c.startFirstBoot(id, containerID, userData)
 			}
@@ -91,13 +92,19 @@ func (c *Cloud) stopWaitingLocked(id int) {
 }
 
 // pollReady checks the node until it is ready or ctx ends; reason says what was missing last.
-func (c *Cloud) pollReady(ctx context.Context, containerID string) (bool, string) {
+// A ready node gets its cloud firewall rules before it counts as ready: on DO a firewall
+// covers a droplet from its first boot, and a restarted node has lost its rules.
+func (c *Cloud) pollReady(ctx context.Context, id int, containerID string) (bool, string) {
 	ticker := time.NewTicker(readyPoll)
 	defer ticker.Stop()
 	for {
 		ready, reason := c.nodes.nodeReady(ctx, containerID)
 		if ready {
-			return true, ""
+			err := c.applyNodeFirewall(ctx, id, true)
+			if err == nil {
+				return true, ""
+			}
+			reason = err.Error()
 		}
 		select {
 		case <-ctx.Done():

@@ -58,6 +58,10 @@ func (c *Cloud) routes() http.Handler {
 	handle("GET /v2/images/{image}", c.getImage)
 	handle("GET /v2/vpcs", c.listVPCs)
 	handle("GET /v2/vpcs/{id}", c.getVPC)
+	handle("POST /v2/vpcs", c.createVPC)
+	handle("PUT /v2/vpcs/{id}", c.updateVPC)
+	handle("PATCH /v2/vpcs/{id}", c.updateVPC)
+	handle("DELETE /v2/vpcs/{id}", c.deleteVPC)
 
 	handle("POST /v2/droplets", c.createDroplets)
 	handle("GET /v2/droplets", c.listDroplets)
@@ -84,6 +88,12 @@ func (c *Cloud) routes() http.Handler {
 	handle("DELETE /v2/tags/{name}", c.deleteTag)
 	handle("POST /v2/tags/{name}/resources", c.tagResources)
 	handle("DELETE /v2/tags/{name}/resources", c.untagResources)
+
+	handle("GET /v2/firewalls", c.listFirewalls)
+	handle("POST /v2/firewalls", c.createFirewall)
+	handle("GET /v2/firewalls/{id}", c.getFirewall)
+	handle("PUT /v2/firewalls/{id}", c.updateFirewall)
+	handle("DELETE /v2/firewalls/{id}", c.deleteFirewall)
 
 	// Anything else, including a known path with an unknown method, is a JSON 404 like DO's.
 	handle("/", func(http.ResponseWriter, *http.Request) error { return errNotFound() })

@@ -12,13 +12,15 @@ import (
 // state is everything the emulator must remember across restarts; it is saved to
 // <StateDir>/state.json after every change.
 type state struct {
-	NextDropletID int        `json:"next_droplet_id"`
-	NextActionID  int        `json:"next_action_id"`
-	NextKeyID     int        `json:"next_key_id"`
-	Keys          []*sshKey  `json:"keys"`
-	Droplets      []*droplet `json:"droplets"`
-	Actions       []*action  `json:"actions"`
-	Tags          []string   `json:"tags"`
+	NextDropletID int          `json:"next_droplet_id"`
+	NextActionID  int          `json:"next_action_id"`
+	NextKeyID     int          `json:"next_key_id"`
+	Keys          []*sshKey    `json:"keys"`
+	Droplets      []*droplet   `json:"droplets"`
+	Actions       []*action    `json:"actions"`
+	Tags          []string     `json:"tags"`
+	VPCs          []*customVPC `json:"vpcs,omitempty"`
+	Firewalls     []*firewall  `json:"firewalls,omitempty"`
 }
 
 type sshKey struct {
@@ -110,6 +112,15 @@ func (st *state) droplet(id int) *droplet {
 	for _, d := range st.Droplets {
 		if d.ID == id {
 			return d
+		}
+	}
+	return nil
+}
+
+func (st *state) vpc(id string) *customVPC {
+	for _, v := range st.VPCs {
+		if v.ID == id {
+			return v
 		}
 	}
 	return nil

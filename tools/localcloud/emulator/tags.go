@@ -123,6 +123,7 @@ func (c *Cloud) deleteTag(w http.ResponseWriter, r *http.Request) error {
 		d.Tags = removeString(d.Tags, name)
 	}
 	c.saveLocked()
+	c.enforceFirewalls()
 	w.WriteHeader(http.StatusNoContent)
 	return nil
 }
@@ -175,6 +176,7 @@ func (c *Cloud) changeTagging(w http.ResponseWriter, r *http.Request, change fun
 		change(d, name)
 	}
 	c.saveLocked()
+	c.enforceFirewalls()
 	w.WriteHeader(http.StatusNoContent)
 	return nil
 }
