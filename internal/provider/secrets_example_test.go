@@ -2,8 +2,10 @@ package provider
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -11,6 +13,7 @@ import (
 	msacctest "github.com/microswarm/terraform-provider-microswarm/internal/acctest"
 	"github.com/microswarm/terraform-provider-microswarm/internal/consul"
 	"github.com/microswarm/terraform-provider-microswarm/internal/consul/consultest"
+	"github.com/microswarm/terraform-provider-microswarm/internal/wait"
 )
 
 // TestAccSecrets_exampleLocal applies examples/local as it is (the configuration `make
@@ -22,7 +25,8 @@ import (
 // least-privilege tokens the provider made with it (the registrator's, the gate's, the
 // health data source's; each is also checked to be refused what it may not do), the
 // swarm's manager and worker join tokens (read from the manager), the SSH private key and
-// the API token.
+// the API token. In between, one node is powered off and the next apply heals the cluster
+// with TLS and ACLs on (healExampleNode), so its output and logs are searched too.
 func TestAccSecrets_exampleLocal(t *testing.T) {
 	requireAcc(t)
 	started := time.Now()
@@ -79,6 +83,8 @@ func TestAccSecrets_exampleLocal(t *testing.T) {
 		t.Errorf("the TLS key is not in the server's key file (found %v): the search cannot be trusted", found)
 	}
 
+	healExampleNode(ctx, t, cli, acl, management, tfstate, "demo-1")
+
 	artifacts := cli.artifacts()
 	for name, text := range artifacts {
 		if found := secrets.Find(text); len(found) > 0 {
@@ -86,4 +92,68 @@ func TestAccSecrets_exampleLocal(t *testing.T) {
 		}
 	}
 	t.Logf("examples/local applied and searched (%d artifacts, %d secrets) in %s", len(artifacts), len(secrets), time.Since(started).Round(time.Second))
+}
+
+// healExampleNode powers node off through the cloud's API, as a dying machine would be,
+// then applies again: with Consul TLS and default-deny ACLs on, the apply replaces the
+// droplet and its Consul server (whose agent token the provider makes with the management
+// token), the plan after it is empty, and Consul, asked over HTTPS, has its three
+// servers back as alive voters, the replacement's address among them.
+func healExampleNode(ctx context.Context, t *testing.T, cli *terraformCLI, acl *secureNodes, management string, before msacctest.TFState, node string) {
+	t.Helper()
+	oldID := 0
+	for _, a := range before.Instances("microswarm_droplet_node") {
+		if a["name"] == node {
+			oldID, _ = strconv.Atoi(fmt.Sprint(a["id"]))
+		}
+	}
+	if oldID == 0 {
+		t.Fatalf("no droplet %s in the state", node)
+	}
+	if _, _, err := msacctest.Godo(t).DropletActions.PowerOff(ctx, oldID); err != nil {
+		t.Fatalf("powering off %s: %v", node, err)
+	}
+	if _, err := msacctest.Cloud(t).WaitStatus(ctx, oldID, "off"); err != nil {
+		t.Fatal(err)
+	}
+	started := time.Now()
+	cli.mustRun(ctx, "apply (heal)", "apply", "-auto-approve")
+	healed := time.Since(started).Round(time.Second)
+	cli.mustRun(ctx, "plan after the heal", "plan", "-detailed-exitcode")
+	after, err := msacctest.ReadTFState(cli.statePath())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var newAddr string
+	for _, a := range after.Instances("microswarm_droplet_node") {
+		if a["name"] == node {
+			if id, _ := strconv.Atoi(fmt.Sprint(a["id"])); id == oldID {
+				t.Fatalf("%s is still droplet %d after the heal", node, oldID)
+			}
+			newAddr, _ = a["ipv4_address_private"].(string)
+		}
+	}
+	// The dead server leaves the raft configuration on autopilot's next tick (10 s).
+	api := acl.consulTLS(ctx, acl.server, management, true)
+	voters := map[string]bool{}
+	waitCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	err = wait.Until(waitCtx, wait.Options{What: "3 voters, the replacement among them", Interval: time.Second}, func(context.Context) (bool, string, error) {
+		raft, err := api.Operator().RaftGetConfiguration(nil)
+		if err != nil {
+			return false, "", wait.Retryable(err)
+		}
+		voters = map[string]bool{}
+		for _, s := range raft.Servers {
+			if s.Voter {
+				addr, _, _ := strings.Cut(s.Address, ":")
+				voters[addr] = true
+			}
+		}
+		return len(voters) == 3 && voters[newAddr], fmt.Sprintf("voters %v", voters), nil
+	})
+	if err != nil {
+		t.Fatalf("after the heal, over HTTPS: %v; want 3 voters, %s (the replacement) among them", err, newAddr)
+	}
+	t.Logf("%s powered off, healed by one apply in %s with TLS and ACLs on; voters %v", node, healed, voters)
 }
