@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"net/netip"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -265,13 +266,7 @@ func (c *Cloud) deleteFirewall(w http.ResponseWriter, r *http.Request) error {
 	if c.st.firewall(id) == nil {
 		return errNotFound()
 	}
-	kept := c.st.Firewalls[:0]
-	for _, f := range c.st.Firewalls {
-		if f.ID != id {
-			kept = append(kept, f)
-		}
-	}
-	c.st.Firewalls = kept
+	c.st.Firewalls = slices.DeleteFunc(c.st.Firewalls, func(f *firewall) bool { return f.ID == id })
 	c.saveLocked()
 	c.enforceFirewalls()
 	w.WriteHeader(http.StatusNoContent)

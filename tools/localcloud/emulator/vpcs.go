@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/netip"
 	"regexp"
+	"slices"
 	"time"
 )
 
@@ -254,13 +255,7 @@ func (c *Cloud) deleteVPC(w http.ResponseWriter, r *http.Request) error {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	kept := c.st.VPCs[:0]
-	for _, other := range c.st.VPCs {
-		if other.ID != id {
-			kept = append(kept, other)
-		}
-	}
-	c.st.VPCs = kept
+	c.st.VPCs = slices.DeleteFunc(c.st.VPCs, func(v *customVPC) bool { return v.ID == id })
 	c.saveLocked()
 	w.WriteHeader(http.StatusNoContent)
 	return nil
