@@ -3,8 +3,10 @@ package provider
 import (
 	"context"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -69,6 +71,7 @@ func TestAccSecrets_exampleLocal(t *testing.T) {
 	for _, name := range []string{"registrator-registrator", "gate", "health"} {
 		secrets[name+" token"] = acl.checkToken(ctx, management, name)
 	}
+
 	for name, v := range secrets {
 		if v == "" {
 			t.Fatalf("the %s could not be read: the search would prove nothing", name)
@@ -84,6 +87,12 @@ func TestAccSecrets_exampleLocal(t *testing.T) {
 	}
 
 	healExampleNode(ctx, t, cli, acl, management, tfstate, "demo-1")
+	// Every token the cluster has now, the replacement server's own included.
+	tokens := acl.allTokens(ctx, management)
+	if len(tokens) < 1+3+3 { // management, an agent token per server, registrator, gate, health
+		t.Fatalf("the cluster has %d ACL tokens, want at least 7: %v", len(tokens), slices.Collect(maps.Keys(tokens)))
+	}
+	maps.Copy(secrets, tokens)
 
 	artifacts := cli.artifacts()
 	for name, text := range artifacts {

@@ -4,6 +4,7 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"slices"
 	"strings"
@@ -330,6 +331,33 @@ func (n *secureNodes) checkAnonymousRefused(ctx context.Context) {
 // checkToken finds the token the provider made for name (its policy microswarm-NAME),
 // checks it cannot write outside the health ledger (nor the ledger, but for the health
 // data source's), and returns its secret.
+// allTokens is every ACL token of the cluster but the anonymous one (whose secret is the
+// word "anonymous"), each with its secret: the management token, each agent's own and
+// every least-privilege token the provider made.
+func (n *secureNodes) allTokens(ctx context.Context, management string) map[string]string {
+	n.t.Helper()
+	admin := n.consulTLS(ctx, n.server, management, true)
+	list, _, err := admin.ACL().TokenList(nil)
+	if err != nil {
+		n.t.Fatalf("listing the ACL tokens: %v", err)
+	}
+	out := map[string]string{}
+	for _, e := range list {
+		if e.AccessorID == consulAnonymousAccessor {
+			continue
+		}
+		tok, _, err := admin.ACL().TokenRead(e.AccessorID, nil)
+		if err != nil {
+			n.t.Fatalf("reading ACL token %s: %v", e.AccessorID, err)
+		}
+		out[fmt.Sprintf("consul token %.8s (%s)", e.AccessorID, tok.Description)] = tok.SecretID
+	}
+	return out
+}
+
+// consulAnonymousAccessor is the accessor ID of Consul's built-in anonymous token.
+const consulAnonymousAccessor = "00000000-0000-0000-0000-000000000002"
+
 func (n *secureNodes) checkToken(ctx context.Context, management, name string) string {
 	n.t.Helper()
 	admin := n.consulTLS(ctx, n.server, management, true)
