@@ -141,21 +141,23 @@ check_firewall() {
   return "$failed"
 }
 
-# check_nothing_left: the API lists no droplet, firewall or VPC, and no tag but the
-# microswarm provider's own (empty, free, and left by design: docs/resources/droplet_node.md).
+# check_nothing_left: the API lists no droplet, firewall or VPC, no droplet's create tag
+# (each goes with its droplet), and no tag but the microswarm provider's own (empty, free,
+# and left by design: docs/resources/droplet_node.md).
 check_nothing_left() {
-  local droplets firewalls vpcs tags others keys
+  local droplets firewalls vpcs tags others creates keys
   droplets=$(api 'droplets?per_page=200' | jq '.droplets | length')
   firewalls=$(api 'firewalls?per_page=200' | jq '.firewalls | length')
   vpcs=$(api 'vpcs?per_page=200' | jq '[.vpcs[] | select(.default | not)] | length')
   tags=$(api 'tags?per_page=200' | jq -r '[.tags[] | "\(.name) (\(.resources.count))"] | join(", ")')
   others=$(api 'tags?per_page=200' | jq '[.tags[] | select((.name | test("^microswarm(-[a-z]+:.*)?$")) | not)] | length')
+  creates=$(api 'tags?per_page=200' | jq '[.tags[] | select(.name | startswith("microswarm-create:"))] | length')
   keys=$(api 'account/keys?per_page=200' | jq -r '[.ssh_keys[].name] | join(" ")')
   say "  left: $droplets droplets, $firewalls firewalls, $vpcs VPCs besides the defaults"
   say "  tags left: ${tags:-none} (not the provider's: $others)"
   say "  account keys left: ${keys:-none}"
   echo "left after destroy: tags ${tags:-none}; account keys ${keys:-none}" >>"$STATE/summary.txt"
-  [ "$droplets$firewalls$vpcs$others" = 0000 ]
+  [ "$droplets$firewalls$vpcs$others$creates" = 00000 ]
 }
 
 run() {

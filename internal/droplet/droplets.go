@@ -472,6 +472,31 @@ func (c *Client) Delete(ctx context.Context, id int) error {
 	return c.WaitGone(ctx, id)
 }
 
+// RemoveIdempotencyTag deletes the account's tag of a create token once no droplet
+// carries it (deleting a tag would untag whatever still does): the tag names one node's
+// create, and without this every node ever made would leave one behind in the account.
+// A tag already gone is fine.
+func (c *Client) RemoveIdempotencyTag(ctx context.Context, token string) error {
+	tag := IdempotencyTag(token)
+	busy, err := c.hasDroplets(ctx, tag)
+	if err != nil || busy {
+		return err
+	}
+	return c.deleteTag(ctx, tag)
+}
+
+// TagExists reports whether the account has the tag.
+func (c *Client) TagExists(ctx context.Context, name string) (bool, error) {
+	err := c.call(ctx, "get tag "+name, func(ctx context.Context) (r *godo.Response, err error) {
+		_, r, err = c.api.Tags.Get(ctx, name)
+		return r, err
+	})
+	if errors.Is(err, ErrNotFound) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
 // action runs a droplet action and waits until it completes.
 func (c *Client) action(ctx context.Context, id int, name string, start func(context.Context) (*godo.Action, *godo.Response, error)) error {
 	var a *godo.Action

@@ -253,3 +253,48 @@ func TestConcurrentIdenticalCreatesGetADropletEach(t *testing.T) {
 		t.Fatalf("%d concurrent creates got droplets %v of %d in the account", len(ids), ids, n)
 	}
 }
+
+// A deleted droplet's create tag goes with it, and only once no droplet carries it.
+func TestDeleteLeavesNoCreateTagBehind(t *testing.T) {
+	t.Parallel()
+	api, c := newDropletsAPI(t)
+	ctx := context.Background()
+	spec := func(name, token string) Spec {
+		return Spec{Name: name, Region: "nyc3", Size: "s-1vcpu-1gb", Image: "docker-20-04", IdempotencyTag: IdempotencyTag(token)}
+	}
+	gone, _, err := c.Create(ctx, spec("web-1", "tok-gone"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	kept, _, err := c.Create(ctx, spec("web-2", "tok-kept"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Delete(ctx, gone.ID); err != nil {
+		t.Fatal(err)
+	}
+	for _, token := range []string{"tok-gone", "tok-kept"} {
+		if err := c.RemoveIdempotencyTag(ctx, token); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if api.hasTag(IdempotencyTag("tok-gone")) {
+		t.Error("the deleted droplet's create tag is still in the account")
+	}
+	if exists, err := c.TagExists(ctx, IdempotencyTag("tok-kept")); err != nil || !exists {
+		t.Errorf("TagExists(a droplet's tag) = %v, %v", exists, err)
+	}
+	if exists, err := c.TagExists(ctx, IdempotencyTag("tok-gone")); err != nil || exists {
+		t.Errorf("TagExists(a deleted tag) = %v, %v", exists, err)
+	}
+	if !api.hasTag(IdempotencyTag("tok-kept")) {
+		t.Error("the tag of a droplet that still exists was deleted (and so untagged it)")
+	}
+	if d, err := c.Get(ctx, kept.ID); err != nil || d.IdempotencyToken != "tok-kept" {
+		t.Errorf("the remaining droplet: %+v, %v; want it still tagged tok-kept", d, err)
+	}
+	// Again, with the tag already gone: nothing to do, no error.
+	if err := c.RemoveIdempotencyTag(ctx, "tok-gone"); err != nil {
+		t.Errorf("a tag already gone: %v", err)
+	}
+}

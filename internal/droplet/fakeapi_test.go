@@ -119,6 +119,14 @@ func (a *dropletsAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 		_ = json.NewEncoder(w).Encode(map[string]any{"droplets": out, "meta": map[string]any{"total": len(out)}})
+	case r.Method == http.MethodDelete && strings.HasPrefix(r.URL.Path, "/v2/droplets/"):
+		id, _ := strconv.Atoi(strings.TrimPrefix(r.URL.Path, "/v2/droplets/"))
+		if a.dropletLocked(id) == nil {
+			a.notFound(w)
+			return
+		}
+		a.droplets = slices.DeleteFunc(a.droplets, func(d map[string]any) bool { return d["id"] == id })
+		w.WriteHeader(http.StatusNoContent)
 	case r.Method == http.MethodGet && strings.HasPrefix(r.URL.Path, "/v2/droplets/"):
 		id, _ := strconv.Atoi(strings.TrimPrefix(r.URL.Path, "/v2/droplets/"))
 		if d := a.dropletLocked(id); d != nil {
@@ -138,6 +146,13 @@ func (a *dropletsAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		w.WriteHeader(http.StatusCreated)
 		_ = json.NewEncoder(w).Encode(map[string]any{"tag": map[string]any{"name": req.Name}})
+	case r.Method == http.MethodGet && strings.HasPrefix(r.URL.Path, "/v2/tags/"):
+		tag := strings.TrimPrefix(r.URL.Path, "/v2/tags/")
+		if !slices.Contains(a.tags, tag) {
+			a.notFound(w)
+			return
+		}
+		_ = json.NewEncoder(w).Encode(map[string]any{"tag": map[string]any{"name": tag}})
 	case r.Method == http.MethodGet && r.URL.Path == "/v2/tags":
 		var out []map[string]any
 		for _, t := range a.tags {

@@ -575,6 +575,16 @@ func (r *dropletNodeResource) Delete(ctx context.Context, req resource.DeleteReq
 	}
 	if err := r.data.cloud.Delete(ctx, id); err != nil {
 		resp.Diagnostics.AddError("Could Not Delete Droplet", err.Error())
+		return
+	}
+	// The droplet is gone; its create tag goes too, or the account keeps one per node ever
+	// made. If that fails the node stays in the state, so the next destroy removes the tag.
+	if token := state.IdempotencyToken.ValueString(); token != "" {
+		if err := r.data.cloud.RemoveIdempotencyTag(ctx, token); err != nil {
+			resp.Diagnostics.AddError("Could Not Remove the Droplet's Create Tag", fmt.Sprintf(
+				"Droplet %d is deleted; only its tag %s is left in the account: %s. Run the destroy (or apply) again to remove it.",
+				id, droplet.IdempotencyTag(token), err))
+		}
 	}
 }
 

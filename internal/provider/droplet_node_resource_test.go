@@ -569,13 +569,24 @@ func checkDropletNodesDestroyed(s *terraform.State) error {
 			return err
 		}
 		d, err := cloud.Get(context.Background(), id)
-		if errors.Is(err, droplet.ErrNotFound) {
-			continue
-		}
-		if err != nil {
+		switch {
+		case errors.Is(err, droplet.ErrNotFound):
+		case err != nil:
 			return err
+		default:
+			return fmt.Errorf("droplet %d (%s) still exists, status %s", id, d.Name, d.Status)
 		}
-		return fmt.Errorf("droplet %d (%s) still exists, status %s", id, d.Name, d.Status)
+		// Its create tag went with it: the account keeps no tag per node ever made.
+		if token := rs.Primary.Attributes["idempotency_token"]; token != "" {
+			tag := droplet.IdempotencyTag(token)
+			exists, err := cloud.TagExists(context.Background(), tag)
+			if err != nil {
+				return fmt.Errorf("looking for tag %s: %w", tag, err)
+			}
+			if exists {
+				return fmt.Errorf("droplet %d is gone but its tag %s is still in the account", id, tag)
+			}
+		}
 	}
 	return nil
 }
