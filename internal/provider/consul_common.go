@@ -547,6 +547,16 @@ func consulAPI(h *conn.Host, spec consul.Spec) (*consulapi.Client, error) {
 	return h.Consul(cfg)
 }
 
+// consulFiles reads the node's containers' files, or nothing when its engine cannot be
+// reached (a nil *client.Client must not become a non-nil FileReader).
+func consulFiles(h *conn.Host) consul.FileReader {
+	docker, err := h.Docker()
+	if err != nil {
+		return nil
+	}
+	return docker
+}
+
 // consulRunningSpec is how to talk to the container as it runs now: its flags, with the
 // TLS material from the state, or from the plan when an import left the state without it.
 // A key given write-only (in no state or plan) is read from the container, which holds it.
