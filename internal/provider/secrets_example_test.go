@@ -25,7 +25,8 @@ import (
 // handles: the gossip key (an ephemeral variable into encrypt_wo), Consul's TLS key
 // (tls.key_pem_wo and the provider's client key), the ACL management token and the
 // least-privilege tokens the provider made with it (the registrator's, the gate's, the
-// health data source's; each is also checked to be refused what it may not do), the
+// health data source's; each is also checked to be refused what it may not do) and every
+// other ACL token the cluster has after the heal (each agent's own), the
 // swarm's manager and worker join tokens (read from the manager), the SSH private key and
 // the API token. In between, one node is powered off and the next apply heals the cluster
 // with TLS and ACLs on (healExampleNode), so its output and logs are searched too.
