@@ -297,4 +297,24 @@ func TestDeleteLeavesNoCreateTagBehind(t *testing.T) {
 	if err := c.RemoveIdempotencyTag(ctx, "tok-gone"); err != nil {
 		t.Errorf("a tag already gone: %v", err)
 	}
+	// An API that keeps refusing: the error comes back (the provider then keeps the node
+	// in the state, so the next destroy tries again) and the tag stays.
+	if err := c.Delete(ctx, kept.ID); err != nil {
+		t.Fatal(err)
+	}
+	api.mu.Lock()
+	api.throttle = 100
+	api.mu.Unlock()
+	if err := c.RemoveIdempotencyTag(ctx, "tok-kept"); err == nil {
+		t.Error("a refused tag removal reported success")
+	}
+	api.mu.Lock()
+	api.throttle = 0
+	api.mu.Unlock()
+	if !api.hasTag(IdempotencyTag("tok-kept")) {
+		t.Error("the tag is gone although its removal was refused")
+	}
+	if err := c.RemoveIdempotencyTag(ctx, "tok-kept"); err != nil || api.hasTag(IdempotencyTag("tok-kept")) {
+		t.Errorf("the next try: %v, tag still there %v", err, api.hasTag(IdempotencyTag("tok-kept")))
+	}
 }
