@@ -112,7 +112,7 @@ func (r *consulAgentResource) Create(ctx context.Context, req resource.CreateReq
 	host, name := plan.Host.ValueString(), spec.ContainerName
 	c, outcome, err := consul.Ensure(ctx, docker, spec)
 	if err != nil {
-		addConsulContainerError(&resp.Diagnostics, "Could Not Create Consul Agent Container", host, name, err, r.data.nodeNextStep(ctx, host, err))
+		addConsulContainerError(&resp.Diagnostics, "Could Not Create Consul Agent Container", host, name, err, r.data.nodeNextStep(ctx, host, plan.HostKey.ValueString(), err))
 		return
 	}
 	tflog.Info(ctx, "consul agent container ready", map[string]any{"host": host, "container": name, "outcome": string(outcome), "container_id": c.ID})
@@ -141,7 +141,9 @@ func (r *consulAgentResource) waitJoined(ctx context.Context, h *conn.Host, dock
 	}
 	st, err := consul.WaitAgentJoined(ctx, api, func(ctx context.Context) error { return consul.CheckAlive(ctx, docker, c) })
 	if err != nil {
-		addConsulWaitError(diags, consul.RoleAgent, m.Host.ValueString(), spec.ContainerName, operation, err)
+		// An agent that is up and alive but sees no leader is not at fault: the servers are.
+		addConsulWaitError(diags, consul.RoleAgent, m.Host.ValueString(), spec.ContainerName, operation, err,
+			st.MemberStatus == "alive" && st.Leader == "")
 		return
 	}
 	m.NodeID, m.MemberStatus = types.StringValue(st.NodeID), types.StringValue(st.MemberStatus)

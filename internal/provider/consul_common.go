@@ -589,7 +589,8 @@ const consulReadTimeout = 10 * time.Second
 
 // addConsulWaitError reports an agent that did not come up, with what was last seen,
 // the container's logs if it crashed, and what to do next.
-func addConsulWaitError(diags *diag.Diagnostics, role consul.Role, host, containerName, operation string, err error) {
+// noLeader says the agent is up but sees no leader: then the advice is about the servers.
+func addConsulWaitError(diags *diag.Diagnostics, role consul.Role, host, containerName, operation string, err error, noLeader ...bool) {
 	noun := consulRoleNoun(role)
 	summary := "Consul Server Did Not Become a Voter"
 	next := "Check that retry_join lists the servers' advertise addresses, that bootstrap_expect servers exist and can reach each other " +
@@ -603,6 +604,12 @@ func addConsulWaitError(diags *diag.Diagnostics, role consul.Role, host, contain
 	var timeout *wait.TimeoutError
 	var crashed *consul.CrashedError
 	switch {
+	case len(noLeader) > 0 && noLeader[0] && !errors.As(err, &crashed):
+		summary = "Consul Cluster Has No Leader"
+		next = "The agent is up but sees no leader: the servers are down or have lost their quorum, and nothing is wrong with " +
+			"this agent. The next apply starts or re-creates each microswarm_consul_server whose container stopped (and replaces " +
+			"a server whose droplet is off), then creates this agent again; a cluster that lost a majority of its servers is " +
+			"brought back as the self-healing guide's quorum section says."
 	case errors.As(err, &crashed):
 		summary = "Consul Container Stopped"
 		next = "The agent exited: its log lines above say why (a bad flag, key or certificate). Fix the config and apply again."

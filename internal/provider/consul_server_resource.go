@@ -147,7 +147,7 @@ func (r *consulServerResource) Create(ctx context.Context, req resource.CreateRe
 	host, name := plan.Host.ValueString(), spec.ContainerName
 	c, outcome, err := consul.Ensure(ctx, docker, spec)
 	if err != nil {
-		addConsulContainerError(&resp.Diagnostics, "Could Not Create Consul Server Container", host, name, err, r.data.nodeNextStep(ctx, host, err))
+		addConsulContainerError(&resp.Diagnostics, "Could Not Create Consul Server Container", host, name, err, r.data.nodeNextStep(ctx, host, plan.HostKey.ValueString(), err))
 		return
 	}
 	tflog.Info(ctx, "consul server container ready", map[string]any{"host": host, "container": name, "outcome": string(outcome), "container_id": c.ID})

@@ -23,3 +23,17 @@ func TestNodeWentAway(t *testing.T) {
 		}
 	}
 }
+
+func TestEngineUnreachable(t *testing.T) {
+	for err, want := range map[error]bool{
+		nil: false,
+		errors.New("ssh: forwarding to unix /var/run/docker.sock on 10.0.0.2:22: ssh: rejected: connect failed (open failed)"): true,
+		errors.New("Cannot connect to the Docker daemon at unix:///var/run/docker.sock. Is the docker daemon running?"):        true,
+		errors.New("Error response from daemon: No such image: hashicorp/consul:9"):                                            false,
+		fmt.Errorf("running a command: %w", io.EOF):                                                                            false,
+	} {
+		if got := engineUnreachable(err); got != want {
+			t.Errorf("engineUnreachable(%v) = %v, want %v", err, got, want)
+		}
+	}
+}

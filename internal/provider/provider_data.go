@@ -30,11 +30,18 @@ func providerDataFrom(data any, diags *diag.Diagnostics) *providerData {
 }
 
 // openHost reaches a node by its host string and pinned host key, reporting failures
-// against the attribute that named the host.
+// against the attribute that named the host; for a node that does not answer, with what
+// the next apply does about it (nodeNextStep).
 func (d *providerData) openHost(ctx context.Context, at path.Path, host, hostKey string, diags *diag.Diagnostics) *conn.Host {
 	h, err := d.pool.Open(ctx, conn.Target{Host: host, HostKey: hostKey})
 	if err != nil {
-		diags.AddAttributeError(at, "Could Not Reach Host", fmt.Sprintf("%s: %s", host, err))
+		detail := fmt.Sprintf("%s: %s", host, err)
+		if consulUnreachable(err) {
+			if next := d.nodeNextStep(ctx, host, hostKey, err); next != "" {
+				detail += "\n\n" + next
+			}
+		}
+		diags.AddAttributeError(at, "Could Not Reach Host", detail)
 		return nil
 	}
 	return h
