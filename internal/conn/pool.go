@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -161,7 +162,7 @@ func (p *Pool) Open(ctx context.Context, t Target) (*Host, error) {
 			return nil, err
 		}
 	case SchemeTCP:
-		if p.opts.TLS == nil && !isLoopback(ep.Host) {
+		if p.opts.TLS == nil && !IsLoopback(ep.Host) {
 			return nil, fmt.Errorf("refusing to reach the Docker API at %s without TLS: an unauthenticated Docker port is root on that host. Configure the provider's docker TLS material, or use ssh://", ep)
 		}
 	}
@@ -449,8 +450,10 @@ func LoadTLSMaterial(dir string) (*TLSMaterial, error) {
 	return &m, nil
 }
 
-func isLoopback(host string) bool {
-	if host == "localhost" {
+// IsLoopback says host names this machine's loopback: localhost (any case) or a
+// loopback address.
+func IsLoopback(host string) bool {
+	if strings.EqualFold(host, "localhost") {
 		return true
 	}
 	ip := net.ParseIP(host)

@@ -166,11 +166,13 @@ func (r *dropletNodeResource) Schema(ctx context.Context, _ resource.SchemaReque
 				PlanModifiers:       []planmodifier.Bool{boolplanmodifier.RequiresReplace()},
 			},
 			"user_data": schema.StringAttribute{
-				MarkdownDescription: "cloud-init user data. A `#cloud-config` document (or none) also carries the host key the provider generates, so the key is pinned before the droplet boots; a script, or a cloud-config with its own `ssh_keys`, keeps the droplet's own key, which only the provider's `ssh_known_hosts_file` or `host_key_policy` can vouch for (`strict`, the default, refuses it; `accept-new` records it). Changing it replaces the droplet.",
-				Optional:            true,
-				Sensitive:           true,
-				Validators: []validator.String{maxBytesValidator{max: droplet.UserDataLimit,
-					why: fmt.Sprintf("DigitalOcean accepts %d bytes of user data, and the provider adds the node's host key to it", droplet.MaxUserData)}},
+				MarkdownDescription: "cloud-init user data. A `#cloud-config` document (or none) also carries the host key the provider generates, so the key is pinned before the droplet boots; a script, or a cloud-config with its own `ssh_keys`, keeps the droplet's own key, which only the provider's `ssh_known_hosts_file` or `host_key_policy` can vouch for (`strict`, the default, refuses it; `accept-new` records it). Changing it replaces the droplet. " +
+					fmt.Sprintf("At most %d bytes: DigitalOcean takes %d bytes of user data, and the provider adds the node's host key.", droplet.UserDataLimit, droplet.MaxUserData),
+				Optional:  true,
+				Sensitive: true,
+				// In bytes: DigitalOcean accepts droplet.MaxUserData bytes of user data, and the
+				// provider adds the node's host key to it.
+				Validators:    []validator.String{stringvalidator.LengthAtMost(droplet.UserDataLimit)},
 				PlanModifiers: []planmodifier.String{stringplanmodifier.RequiresReplace()},
 			},
 			"ipv4_address": schema.StringAttribute{

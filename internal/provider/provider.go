@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/url"
 	"os"
 	"strings"
@@ -421,13 +420,7 @@ func (s *settings) sshKeyPath() path.Path {
 	return path.Root("ssh_private_key_file")
 }
 
-func hostKeyPolicyNames() []string {
-	names := make([]string, 0, len(conn.HostKeyPolicies))
-	for _, p := range conn.HostKeyPolicies {
-		names = append(names, string(p))
-	}
-	return names
-}
+func hostKeyPolicyNames() []string { return stringsOf(conn.HostKeyPolicies) }
 
 func checkHTTPURL(raw string) error {
 	u, err := url.Parse(raw)
@@ -447,16 +440,8 @@ func checkAPIEndpoint(raw string) error {
 		return err
 	}
 	u, _ := url.Parse(raw)
-	if u.Scheme == "https" || isLoopbackHost(u.Hostname()) {
+	if u.Scheme == "https" || conn.IsLoopback(u.Hostname()) {
 		return nil
 	}
 	return fmt.Errorf("%w: %q would send the DigitalOcean token in clear; use https://, or http:// only to localhost or a loopback address", errPlainHTTP, raw)
-}
-
-func isLoopbackHost(host string) bool {
-	if strings.EqualFold(host, "localhost") {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }

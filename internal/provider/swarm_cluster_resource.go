@@ -102,14 +102,6 @@ func (r *swarmClusterResource) Metadata(_ context.Context, req resource.Metadata
 func swarmRoleNames() []string         { return stringsOf(swarm.Roles) }
 func swarmAvailabilityNames() []string { return stringsOf(swarm.Availabilities) }
 
-func stringsOf[T ~string](values []T) []string {
-	out := make([]string, len(values))
-	for i, v := range values {
-		out[i] = string(v)
-	}
-	return out
-}
-
 func (r *swarmClusterResource) Schema(ctx context.Context, _ resource.SchemaRequest, resp *resource.SchemaResponse) {
 	resp.Schema = swarmClusterSchema(ctx)
 }
@@ -447,10 +439,7 @@ func (r *swarmClusterResource) Read(ctx context.Context, req resource.ReadReques
 	}
 	members := membersOf(entries, entries)
 	// Managers first, but every member is a candidate: roles may have changed outside Terraform.
-	candidates := slices.Clone(members)
-	slices.SortStableFunc(candidates, func(a, b swarm.Member) int {
-		return boolOrder(a.Role != swarm.RoleManager, b.Role != swarm.RoleManager)
-	})
+	candidates := swarm.ByRole(members, true)
 	seen := map[string]string{}
 	st, err := r.cluster(seen).Observe(ctx, state.ID.ValueString(), candidates, "")
 	var none *swarm.NoManagerError
@@ -490,17 +479,6 @@ func (r *swarmClusterResource) Read(ctx context.Context, req resource.ReadReques
 		}
 	}
 	resp.Diagnostics.Append(resp.State.Set(ctx, next)...)
-}
-
-func boolOrder(a, b bool) int {
-	switch {
-	case a == b:
-		return 0
-	case !a:
-		return -1
-	default:
-		return 1
-	}
 }
 
 // readImported fills the state of an import from the manager the import ID names:

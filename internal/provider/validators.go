@@ -322,26 +322,6 @@ func (v minDurationValidator) ValidateString(ctx context.Context, req validator.
 	}
 }
 
-// maxBytesValidator bounds a string's length in bytes.
-type maxBytesValidator struct {
-	max int
-	why string
-}
-
-func (v maxBytesValidator) Description(context.Context) string {
-	return fmt.Sprintf("must be at most %d bytes", v.max)
-}
-func (v maxBytesValidator) MarkdownDescription(ctx context.Context) string { return v.Description(ctx) }
-
-func (v maxBytesValidator) ValidateString(_ context.Context, req validator.StringRequest, resp *validator.StringResponse) {
-	if skip(req) {
-		return
-	}
-	if n := len(req.ConfigValue.ValueString()); n > v.max {
-		attrError(&resp.Diagnostics, req.Path, "Value Too Long", fmt.Sprintf("%d bytes, more than %d: %s.", n, v.max, v.why))
-	}
-}
-
 // withDurationValidators swaps the validators of a timeouts attribute's durations for
 // positiveDurationValidator, whose error names the attribute's path.
 func withDurationValidators(a schema.Attribute) schema.Attribute {
@@ -463,4 +443,13 @@ func providerTagValidator() validator.String {
 		}
 		return nil
 	}}
+}
+
+// stringsOf lists an enum's values as strings, for OneOf validators and descriptions.
+func stringsOf[T ~string](values []T) []string {
+	out := make([]string, len(values))
+	for i, v := range values {
+		out[i] = string(v)
+	}
+	return out
 }

@@ -272,10 +272,7 @@ func (c *Cluster) Dissolve(ctx context.Context, id string, members []Member, unl
 // leaveEach makes every reachable member that is still in a swarm leave, with force,
 // workers before managers. It returns a warning per member it could not make leave.
 func (c *Cluster) leaveEach(ctx context.Context, id string, members []Member) []string {
-	ordered := slices.Clone(members)
-	slices.SortStableFunc(ordered, func(a, b Member) int {
-		return cmp.Compare(boolRank(a.Role == RoleManager), boolRank(b.Role == RoleManager))
-	})
+	ordered := ByRole(members, false)
 	var warnings []string
 	for _, m := range ordered {
 		eng, info, err := c.connectOnce(ctx, m.Target)
@@ -302,11 +299,18 @@ func (c *Cluster) leaveEach(ctx context.Context, id string, members []Member) []
 	return warnings
 }
 
-func boolRank(b bool) int {
-	if b {
+// ByRole is a copy of members with the managers first (managersFirst) or last, each
+// role's members in their given order.
+func ByRole(members []Member, managersFirst bool) []Member {
+	rank := func(m Member) int {
+		if (m.Role == RoleManager) == managersFirst {
+			return 0
+		}
 		return 1
 	}
-	return 0
+	ordered := slices.Clone(members)
+	slices.SortStableFunc(ordered, func(a, b Member) int { return cmp.Compare(rank(a), rank(b)) })
+	return ordered
 }
 
 // found is a manager of a swarm and the swarm's ID.

@@ -356,3 +356,23 @@ func TestQuorum(t *testing.T) {
 		}
 	}
 }
+
+func TestByRole(t *testing.T) {
+	members := []Member{{Key: "w1", Role: RoleWorker}, {Key: "m1", Role: RoleManager}, {Key: "w2", Role: RoleWorker}, {Key: "m2", Role: RoleManager}}
+	keys := func(ms []Member) string {
+		var out []string
+		for _, m := range ms {
+			out = append(out, m.Key)
+		}
+		return strings.Join(out, ",")
+	}
+	if got := keys(ByRole(members, true)); got != "m1,m2,w1,w2" {
+		t.Errorf("managers first: %s", got)
+	}
+	if got := keys(ByRole(members, false)); got != "w1,w2,m1,m2" {
+		t.Errorf("managers last: %s", got)
+	}
+	if got := keys(members); got != "w1,m1,w2,m2" {
+		t.Errorf("ByRole changed its argument: %s", got)
+	}
+}
