@@ -15,11 +15,11 @@ import (
 	"os/exec"
 	"time"
 
-	"github.com/microswarm/terraform-provider-microswarm/internal/acctest"
 	"github.com/microswarm/terraform-provider-microswarm/internal/bluegreen"
 	"github.com/microswarm/terraform-provider-microswarm/internal/conn"
 	"github.com/microswarm/terraform-provider-microswarm/internal/haproxy"
 	"github.com/microswarm/terraform-provider-microswarm/internal/loadgen"
+	"github.com/microswarm/terraform-provider-microswarm/internal/tfstate"
 )
 
 func main() {
@@ -185,11 +185,11 @@ func (a *app) switchStep(ctx context.Context, from, to bluegreen.Color) error {
 
 // reach finds the demo app's proxies and Consul in the state, through the nodes' SSH.
 func reach(ctx context.Context, statePath, keyPath string) (*app, error) {
-	state, err := acctest.ReadTFState(statePath)
+	state, err := tfstate.Read(statePath)
 	if err != nil {
 		return nil, err
 	}
-	pool, err := acctest.PoolFromKeyFile(keyPath)
+	pool, err := tfstate.PoolFromKeyFile(keyPath)
 	if err != nil {
 		return nil, err
 	}
@@ -206,7 +206,7 @@ func reach(ctx context.Context, statePath, keyPath string) (*app, error) {
 			a.endpoints = append(a.endpoints, s)
 		}
 	}
-	manager, err := pool.Open(ctx, acctest.Target(attrs, "host", "host_key"))
+	manager, err := pool.Open(ctx, tfstate.Target(attrs, "host", "host_key"))
 	if err != nil {
 		return nil, err
 	}
@@ -220,7 +220,7 @@ func reach(ctx context.Context, statePath, keyPath string) (*app, error) {
 	proxyHosts, _ := attrs["proxy_hosts"].([]any)
 	for _, ph := range proxyHosts {
 		entry, _ := ph.(map[string]any)
-		h, err := pool.Open(ctx, acctest.Target(entry, "host", "host_key"))
+		h, err := pool.Open(ctx, tfstate.Target(entry, "host", "host_key"))
 		if err != nil {
 			return nil, err
 		}

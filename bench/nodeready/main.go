@@ -18,7 +18,7 @@ import (
 
 	"github.com/microswarm/terraform-provider-microswarm/internal/conn"
 	"github.com/microswarm/terraform-provider-microswarm/internal/droplet"
-	"github.com/microswarm/terraform-provider-microswarm/tools/localcloud/emulator"
+	"github.com/microswarm/terraform-provider-microswarm/internal/localcloud"
 )
 
 func main() {
@@ -33,7 +33,7 @@ func main() {
 func run(rounds int) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	cloud, err := emulator.Start(ctx, emulator.Config{Name: fmt.Sprintf("bench%d", os.Getpid()), Logf: func(string, ...any) {}})
+	cloud, err := localcloud.Start(ctx, localcloud.Config{Name: fmt.Sprintf("bench%d", os.Getpid()), Logf: func(string, ...any) {}})
 	if err != nil {
 		return err
 	}

@@ -22,9 +22,9 @@ import (
 	"github.com/docker/docker/client"
 	consulapi "github.com/hashicorp/consul/api"
 
-	"github.com/microswarm/terraform-provider-microswarm/internal/acctest"
 	"github.com/microswarm/terraform-provider-microswarm/internal/conn"
 	"github.com/microswarm/terraform-provider-microswarm/internal/swarmservice"
+	"github.com/microswarm/terraform-provider-microswarm/internal/tfstate"
 )
 
 const (
@@ -53,11 +53,11 @@ type cluster struct {
 }
 
 func run(statePath, keyPath string, starts int) error {
-	state, err := acctest.ReadTFState(statePath)
+	state, err := tfstate.Read(statePath)
 	if err != nil {
 		return err
 	}
-	pool, err := acctest.PoolFromKeyFile(keyPath)
+	pool, err := tfstate.PoolFromKeyFile(keyPath)
 	if err != nil {
 		return err
 	}

@@ -19,7 +19,7 @@ import (
 	"github.com/docker/docker/client"
 	"github.com/docker/go-connections/nat"
 
-	"github.com/microswarm/terraform-provider-microswarm/internal/acctest"
+	"github.com/microswarm/terraform-provider-microswarm/internal/testkit"
 	"github.com/microswarm/terraform-provider-microswarm/internal/wait"
 )
 
@@ -32,7 +32,7 @@ const (
 // hostEngine is this machine's Docker engine with the images the test runs.
 func hostEngine(t *testing.T) *client.Client {
 	t.Helper()
-	return acctest.HostEngine(t, proxyImage, appImageV1, appImageV2)
+	return testkit.HostEngine(t, proxyImage, appImageV1, appImageV2)
 }
 
 // proxyFixture is a blue/green proxy for service `service` in front of demo apps, all on

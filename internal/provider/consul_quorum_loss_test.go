@@ -16,8 +16,8 @@ import (
 	"github.com/hashicorp/terraform-plugin-testing/plancheck"
 	"github.com/hashicorp/terraform-plugin-testing/terraform"
 
-	msacctest "github.com/microswarm/terraform-provider-microswarm/internal/acctest"
 	"github.com/microswarm/terraform-provider-microswarm/internal/consul"
+	"github.com/microswarm/terraform-provider-microswarm/internal/testkit"
 	"github.com/microswarm/terraform-provider-microswarm/internal/wait"
 )
 
@@ -103,7 +103,7 @@ func testQuorumLost(t *testing.T, newAddresses bool, aclToken string) {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		defer cancel()
 		for i := range 2 {
-			d, _, err := msacctest.Godo(t).Droplets.Create(ctx, &godo.DropletCreateRequest{
+			d, _, err := testkit.Godo(t).Droplets.Create(ctx, &godo.DropletCreateRequest{
 				Name: fmt.Sprintf("%s-spacer%d", prefix, i), Region: "nyc3", Size: "s-1vcpu-1gb",
 				Image: godo.DropletCreateImage{Slug: DefaultDropletImage},
 			})
@@ -111,13 +111,13 @@ func testQuorumLost(t *testing.T, newAddresses bool, aclToken string) {
 				t.Fatalf("creating a spacer droplet: %v", err)
 			}
 			spacers = append(spacers, d.ID)
-			if _, err := msacctest.Cloud(t).WaitStatus(ctx, d.ID, "active"); err != nil {
+			if _, err := testkit.Cloud(t).WaitStatus(ctx, d.ID, "active"); err != nil {
 				t.Fatal(err)
 			}
 		}
 		t.Cleanup(func() {
 			for _, id := range spacers {
-				_ = msacctest.Cloud(t).Delete(context.Background(), id)
+				_ = testkit.Cloud(t).Delete(context.Background(), id)
 			}
 		})
 	}
@@ -137,17 +137,17 @@ func testQuorumLost(t *testing.T, newAddresses bool, aclToken string) {
 		}
 		offAt = time.Now()
 		for _, id := range ids {
-			if _, _, err := msacctest.Godo(t).DropletActions.PowerOff(ctx, id); err != nil {
+			if _, _, err := testkit.Godo(t).DropletActions.PowerOff(ctx, id); err != nil {
 				t.Fatalf("powering off droplet %d: %v", id, err)
 			}
 		}
 		for _, id := range ids {
-			if _, err := msacctest.Cloud(t).WaitStatus(ctx, id, "off"); err != nil {
+			if _, err := testkit.Cloud(t).WaitStatus(ctx, id, "off"); err != nil {
 				t.Fatal(err)
 			}
 		}
 		for _, id := range spacers {
-			if err := msacctest.Cloud(t).Delete(ctx, id); err != nil {
+			if err := testkit.Cloud(t).Delete(ctx, id); err != nil {
 				t.Fatalf("deleting spacer droplet %d: %v", id, err)
 			}
 		}
@@ -207,7 +207,7 @@ func testQuorumLost(t *testing.T, newAddresses bool, aclToken string) {
 	}
 
 	resource.Test(t, resource.TestCase{
-		PreCheck:                 func() { msacctest.PreCheck(t) },
+		PreCheck:                 func() { testkit.PreCheck(t) },
 		ProtoV6ProviderFactories: testAccProtoV6ProviderFactories,
 		CheckDestroy:             checkDropletNodesDestroyed,
 		Steps: []resource.TestStep{

@@ -29,10 +29,10 @@ import (
 	"github.com/hashicorp/terraform-plugin-testing/terraform"
 	"github.com/hashicorp/terraform-plugin-testing/tfjsonpath"
 
-	msacctest "github.com/microswarm/terraform-provider-microswarm/internal/acctest"
 	"github.com/microswarm/terraform-provider-microswarm/internal/conn"
 	"github.com/microswarm/terraform-provider-microswarm/internal/consul"
 	"github.com/microswarm/terraform-provider-microswarm/internal/consul/consultest"
+	"github.com/microswarm/terraform-provider-microswarm/internal/testkit"
 	"github.com/microswarm/terraform-provider-microswarm/internal/wait"
 )
 
@@ -123,7 +123,7 @@ func TestAccConsul_cluster(t *testing.T) {
 	quorumLoss := quorumLossSteps(t, consulClusterConfig(prefix, key, testConsulImage, 2), recorded)
 
 	resource.Test(t, resource.TestCase{
-		PreCheck:                 func() { msacctest.PreCheck(t) },
+		PreCheck:                 func() { testkit.PreCheck(t) },
 		ProtoV6ProviderFactories: testAccProtoV6ProviderFactories,
 		CheckDestroy:             checkDropletNodesDestroyed,
 		Steps: []resource.TestStep{
@@ -165,7 +165,7 @@ func TestAccConsul_cluster(t *testing.T) {
 				PreConfig: func() {
 					repo, from, _ := strings.Cut(testConsulImage, ":")
 					_, to, _ := strings.Cut(testConsulRetaggedImage, ":")
-					msacctest.TagImage(t, repo, from, to)
+					testkit.TagImage(t, repo, from, to)
 					monitor.Start(t, recorded, "microswarm_droplet_node.test[3]", serverNodes)
 				},
 				Config: consulClusterConfig(prefix, key, testConsulRetaggedImage, 2),
@@ -210,7 +210,7 @@ func consulNodeTarget(s *terraform.State, node string) (conn.Target, error) {
 var testConsulToken string
 
 func consulOpenNode(ctx context.Context, t *testing.T, target conn.Target) (*conn.Host, *client.Client, error) {
-	h, err := msacctest.Pool(t).Open(ctx, target)
+	h, err := testkit.Pool(t).Open(ctx, target)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -629,7 +629,7 @@ func TestAccConsulServer_localEngine(t *testing.T) {
 	}
 	defer docker.Close()
 	if _, err := docker.ImageInspect(ctx, testConsulImage); err != nil {
-		msacctest.SkipOrFailInCI(t, "the local engine has no %s (run tools/images/build.sh consul): %v", testConsulImage, err)
+		testkit.SkipOrFailInCI(t, "the local engine has no %s (run tools/images/build.sh consul): %v", testConsulImage, err)
 	}
 	name := "acc-consul-" + acctest.RandString(6)
 	pems := consultest.NewTLS(t)
@@ -673,7 +673,7 @@ resource "microswarm_consul_server" "local" {
 	t.Cleanup(func() { _, _ = docker.ImageRemove(context.Background(), retagged, image.RemoveOptions{}) })
 
 	resource.Test(t, resource.TestCase{
-		PreCheck:                 func() { msacctest.PreCheck(t) },
+		PreCheck:                 func() { testkit.PreCheck(t) },
 		ProtoV6ProviderFactories: testAccProtoV6ProviderFactories,
 		CheckDestroy: func(*terraform.State) error {
 			return checkNoConsulOnEngine(context.Background(), docker, name)
@@ -741,7 +741,7 @@ func checkLocalConsulOverTLS(t *testing.T, docker *client.Client, name string, h
 		if err != nil {
 			return err
 		}
-		pool := msacctest.Pool(t)
+		pool := testkit.Pool(t)
 		h, err := pool.Open(ctx, conn.Target{Host: "unix:///var/run/docker.sock"})
 		if err != nil {
 			return err

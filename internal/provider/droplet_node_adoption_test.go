@@ -26,8 +26,8 @@ import (
 	"github.com/hashicorp/terraform-plugin-testing/terraform"
 	"github.com/hashicorp/terraform-plugin-testing/tfjsonpath"
 
-	msacctest "github.com/microswarm/terraform-provider-microswarm/internal/acctest"
 	"github.com/microswarm/terraform-provider-microswarm/internal/droplet"
+	"github.com/microswarm/terraform-provider-microswarm/internal/testkit"
 )
 
 // Two workspaces of one configuration (same SSH key, no stack_id) in one account: each
@@ -41,7 +41,7 @@ func TestAccDropletNode_twoWorkspaces(t *testing.T) {
 	sameID := statecheck.CompareValue(compare.ValuesSame())
 	var first, second int
 	tfresource.Test(t, tfresource.TestCase{
-		PreCheck:                 func() { msacctest.PreCheck(t) },
+		PreCheck:                 func() { testkit.PreCheck(t) },
 		ProtoV6ProviderFactories: testAccProtoV6ProviderFactories,
 		CheckDestroy:             checkDropletNodesDestroyed,
 		Steps: []tfresource.TestStep{
@@ -79,7 +79,7 @@ func TestAccDropletNode_twoWorkspaces(t *testing.T) {
 					if second == 0 {
 						return errors.New("the second workspace did not run")
 					}
-					d, err := msacctest.Cloud(t).Get(context.Background(), first)
+					d, err := testkit.Cloud(t).Get(context.Background(), first)
 					if err != nil {
 						return fmt.Errorf("the first workspace's droplet %d after the second's destroy: %w", first, err)
 					}
@@ -105,7 +105,7 @@ func TestAccDropletNode_interruptedCreate(t *testing.T) {
 	if os.Getenv("TF_ACC") == "" {
 		t.Skip("acceptance test: set TF_ACC=1")
 	}
-	msacctest.PreCheck(t)
+	testkit.PreCheck(t)
 	t.Setenv(envHostKeyPolicy, "strict")
 	ctx := context.Background()
 	name := "acc-" + acctest.RandString(6) + "-web-0"
@@ -253,7 +253,7 @@ func hasWarning(diags diag.Diagnostics, parts ...string) bool {
 
 func dropletsNamed(t *testing.T, name string) []godo.Droplet {
 	t.Helper()
-	ds, _, err := msacctest.Godo(t).Droplets.ListByName(context.Background(), name, &godo.ListOptions{PerPage: 200})
+	ds, _, err := testkit.Godo(t).Droplets.ListByName(context.Background(), name, &godo.ListOptions{PerPage: 200})
 	if err != nil {
 		t.Fatalf("listing droplets named %s: %v", name, err)
 	}
@@ -263,7 +263,7 @@ func dropletsNamed(t *testing.T, name string) []godo.Droplet {
 func countDropletsNamed(t *testing.T, name string) int { return len(dropletsNamed(t, name)) }
 
 func deleteDropletsNamed(t *testing.T, name string) {
-	cloud := msacctest.Cloud(t)
+	cloud := testkit.Cloud(t)
 	for _, d := range dropletsNamed(t, name) {
 		if err := cloud.Delete(context.Background(), d.ID); err != nil {
 			t.Errorf("deleting droplet %d (%s): %v", d.ID, name, err)
@@ -291,9 +291,9 @@ resource "microswarm_droplet_node" "legacy" {
 	var old *droplet.Droplet
 	tfresource.Test(t, tfresource.TestCase{
 		PreCheck: func() {
-			msacctest.PreCheck(t)
+			testkit.PreCheck(t)
 			ctx := context.Background()
-			cloud := msacctest.Cloud(t)
+			cloud := testkit.Cloud(t)
 			providerKey, err := configuredDropletNode(t, "").registerProviderKey(ctx)
 			if err != nil {
 				t.Fatal(err)
@@ -367,7 +367,7 @@ resource "microswarm_droplet_node" "test" {
 `, prefix)
 	node := func(i int) string { return fmt.Sprintf("microswarm_droplet_node.test[%d]", i) }
 	tfresource.Test(t, tfresource.TestCase{
-		PreCheck:                 func() { msacctest.PreCheck(t) },
+		PreCheck:                 func() { testkit.PreCheck(t) },
 		ProtoV6ProviderFactories: testAccProtoV6ProviderFactories,
 		CheckDestroy:             checkDropletNodesDestroyed,
 		Steps: []tfresource.TestStep{

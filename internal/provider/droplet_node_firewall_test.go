@@ -17,8 +17,8 @@ import (
 	"github.com/hashicorp/terraform-plugin-testing/terraform"
 	"github.com/hashicorp/terraform-plugin-testing/tfjsonpath"
 
-	msacctest "github.com/microswarm/terraform-provider-microswarm/internal/acctest"
 	"github.com/microswarm/terraform-provider-microswarm/internal/conn"
+	"github.com/microswarm/terraform-provider-microswarm/internal/testkit"
 )
 
 func firewallNodeConfig(name, firewall string) string {
@@ -54,7 +54,7 @@ func TestAccDropletNode_firewall(t *testing.T) {
 	const node = "microswarm_droplet_node.test"
 	// One SSH connection for every check: UFW's `limit ssh` refuses a seventh connection
 	// from one address within 30 seconds.
-	pool := msacctest.Pool(t)
+	pool := testkit.Pool(t)
 	opened := []probe{
 		{port: 8300, proto: "tcp", private: true}, {port: 8302, proto: "tcp", private: true},
 		{port: 2377, proto: "tcp", private: true}, {port: 7946, proto: "tcp", private: true},
@@ -68,7 +68,7 @@ func TestAccDropletNode_firewall(t *testing.T) {
 		closed[i] = probe{port: p.port, proto: p.proto}
 	}
 	resource.Test(t, resource.TestCase{
-		PreCheck:                 func() { msacctest.PreCheck(t) },
+		PreCheck:                 func() { testkit.PreCheck(t) },
 		ProtoV6ProviderFactories: testAccProtoV6ProviderFactories,
 		CheckDestroy:             checkDropletNodesDestroyed,
 		Steps: []resource.TestStep{

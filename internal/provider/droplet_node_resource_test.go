@@ -26,9 +26,10 @@ import (
 	"golang.org/x/crypto/ssh"
 	"gopkg.in/yaml.v3"
 
-	msacctest "github.com/microswarm/terraform-provider-microswarm/internal/acctest"
 	"github.com/microswarm/terraform-provider-microswarm/internal/conn"
 	"github.com/microswarm/terraform-provider-microswarm/internal/droplet"
+	"github.com/microswarm/terraform-provider-microswarm/internal/testkit"
+	"github.com/microswarm/terraform-provider-microswarm/internal/tfstate"
 )
 
 const testConsulImage = "hashicorp/consul:1.20.5"
@@ -81,7 +82,7 @@ func TestAccDropletNode_basic(t *testing.T) {
 	}
 
 	resource.Test(t, resource.TestCase{
-		PreCheck:                 func() { msacctest.PreCheck(t) },
+		PreCheck:                 func() { testkit.PreCheck(t) },
 		ProtoV6ProviderFactories: testAccProtoV6ProviderFactories,
 		CheckDestroy:             checkDropletNodesDestroyed,
 		Steps: []resource.TestStep{
@@ -136,7 +137,7 @@ func TestAccDropletNode_update(t *testing.T) {
 	const node = "microswarm_droplet_node.test[0]"
 	sameID := statecheck.CompareValue(compare.ValuesSame())
 	resource.Test(t, resource.TestCase{
-		PreCheck:                 func() { msacctest.PreCheck(t) },
+		PreCheck:                 func() { testkit.PreCheck(t) },
 		ProtoV6ProviderFactories: testAccProtoV6ProviderFactories,
 		CheckDestroy:             checkDropletNodesDestroyed,
 		Steps: []resource.TestStep{
@@ -188,11 +189,11 @@ resource "microswarm_droplet_node" "test" {
 	if os.Getenv("TF_ACC") == "" {
 		t.Skip("acceptance test: set TF_ACC=1") // as resource.Test would; the keys need the API first
 	}
-	msacctest.PreCheck(t)
+	testkit.PreCheck(t)
 	// Registered before the steps, whose configs name their fingerprints.
 	keys["a"], keys["b"] = registerAccountKey(t, prefix+"-a"), registerAccountKey(t, prefix+"-b")
 	resource.Test(t, resource.TestCase{
-		PreCheck:                 func() { msacctest.PreCheck(t) },
+		PreCheck:                 func() { testkit.PreCheck(t) },
 		ProtoV6ProviderFactories: testAccProtoV6ProviderFactories,
 		CheckDestroy:             checkDropletNodesDestroyed,
 		Steps: []resource.TestStep{
@@ -233,7 +234,7 @@ func registerAccountKey(t *testing.T, name string) accountKey {
 	if err != nil {
 		t.Fatal(err)
 	}
-	do := msacctest.Godo(t)
+	do := testkit.Godo(t)
 	key, _, err := do.Keys.Create(context.Background(), &godo.KeyCreateRequest{Name: name, PublicKey: conn.AuthorizedKey(signer.PublicKey())})
 	if err != nil {
 		t.Fatalf("registering %s: %v", name, err)
@@ -281,7 +282,7 @@ func TestAccDropletNode_hostKeyRotated(t *testing.T) {
 	prefix := "acc-" + acctest.RandString(6)
 	const node = "microswarm_droplet_node.test[0]"
 	resource.Test(t, resource.TestCase{
-		PreCheck:                 func() { msacctest.PreCheck(t) },
+		PreCheck:                 func() { testkit.PreCheck(t) },
 		ProtoV6ProviderFactories: testAccProtoV6ProviderFactories,
 		CheckDestroy:             checkDropletNodesDestroyed,
 		Steps: []resource.TestStep{{
@@ -294,14 +295,14 @@ func TestAccDropletNode_hostKeyRotated(t *testing.T) {
 				host, pinned := rs.Primary.Attributes["docker_host"], rs.Primary.Attributes["ssh_host_key"]
 				ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 				defer cancel()
-				pool := msacctest.Pool(t)
+				pool := testkit.Pool(t)
 				h, err := pool.Open(ctx, conn.Target{Host: host, HostKey: pinned})
 				if err != nil {
 					return fmt.Errorf("the pinned key %s does not open %s: %w", fingerprintOf(pinned), host, err)
 				}
 				// What anyone on the droplet (or with its metadata) can read.
 				read := "curl -fsS http://169.254.169.254/metadata/v1/user-data"
-				if msacctest.IsLocalCloud() {
+				if testkit.IsLocalCloud() {
 					read = "cat /etc/microswarm/user-data"
 				}
 				userData, err := h.Run(ctx, read, nil)
@@ -318,7 +319,7 @@ func TestAccDropletNode_hostKeyRotated(t *testing.T) {
 				if fingerprintOf(handedOver) == fingerprintOf(pinned) {
 					return fmt.Errorf("the pinned host key %s is the one user_data carries: its private half is readable on the droplet", fingerprintOf(pinned))
 				}
-				other := msacctest.Pool(t)
+				other := testkit.Pool(t)
 				if _, err := other.Open(ctx, conn.Target{Host: host, HostKey: handedOver}); err == nil {
 					return fmt.Errorf("%s still presents the host key from user_data", host)
 				}
@@ -347,7 +348,7 @@ resource "microswarm_droplet_node" "test" {
 `, policy, prefix)
 	}
 	resource.Test(t, resource.TestCase{
-		PreCheck:                 func() { msacctest.PreCheck(t) },
+		PreCheck:                 func() { testkit.PreCheck(t) },
 		ProtoV6ProviderFactories: testAccProtoV6ProviderFactories,
 		CheckDestroy:             checkDropletNodesDestroyed,
 		Steps: []resource.TestStep{
@@ -375,7 +376,7 @@ func TestAccDropletNode_sameNameAsAnotherStack(t *testing.T) {
 	ctx := context.Background()
 	var other *droplet.Droplet
 	otherSurvives := func(*terraform.State) error {
-		d, err := msacctest.Cloud(t).Get(ctx, other.ID)
+		d, err := testkit.Cloud(t).Get(ctx, other.ID)
 		if err != nil {
 			return fmt.Errorf("the other stack's droplet %d: %w", other.ID, err)
 		}
@@ -386,8 +387,8 @@ func TestAccDropletNode_sameNameAsAnotherStack(t *testing.T) {
 	}
 	resource.Test(t, resource.TestCase{
 		PreCheck: func() {
-			msacctest.PreCheck(t)
-			cloud := msacctest.Cloud(t)
+			testkit.PreCheck(t)
+			cloud := testkit.Cloud(t)
 			d, _, err := cloud.Create(ctx, droplet.Spec{Name: prefix + "-web", Region: "nyc3", Size: "s-1vcpu-1gb",
 				Image: DefaultDropletImage, IdempotencyTag: droplet.IdempotencyTag("other-stack")})
 			if err != nil {
@@ -474,7 +475,7 @@ func checkRunsContainer(t *testing.T, name string) resource.TestCheckFunc {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		defer cancel()
 		target := conn.Target{Host: rs.Primary.Attributes["docker_host"], HostKey: rs.Primary.Attributes["ssh_host_key"]}
-		out, err := msacctest.RunContainer(ctx, msacctest.Pool(t), target, testConsulImage, "version")
+		out, err := tfstate.RunContainer(ctx, testkit.Pool(t), target, testConsulImage, "version")
 		if err != nil {
 			return fmt.Errorf("running a container on %s: %w", target.Host, err)
 		}
@@ -530,7 +531,7 @@ func checkAPIDroplet(t *testing.T, name, field, want string, get func(*droplet.D
 		if err != nil {
 			return err
 		}
-		d, err := msacctest.Cloud(t).Get(context.Background(), id)
+		d, err := testkit.Cloud(t).Get(context.Background(), id)
 		if err != nil {
 			return err
 		}
@@ -544,7 +545,7 @@ func checkAPIDroplet(t *testing.T, name, field, want string, get func(*droplet.D
 func deleteDropletOutOfBand(t *testing.T, name string) {
 	t.Helper()
 	ctx := context.Background()
-	cloud := msacctest.Cloud(t)
+	cloud := testkit.Cloud(t)
 	d, err := cloud.FindManaged(ctx, name, "nyc3")
 	if err != nil || d == nil {
 		t.Fatalf("finding droplet %s to delete out of band: %v (found %v)", name, err, d)

@@ -15,9 +15,9 @@ import (
 	"github.com/hashicorp/terraform-plugin-testing/terraform"
 	"github.com/hashicorp/terraform-plugin-testing/tfjsonpath"
 
-	msacctest "github.com/microswarm/terraform-provider-microswarm/internal/acctest"
 	"github.com/microswarm/terraform-provider-microswarm/internal/conn"
 	"github.com/microswarm/terraform-provider-microswarm/internal/droplet"
+	"github.com/microswarm/terraform-provider-microswarm/internal/testkit"
 )
 
 // TestAccDropletNode_whenOff: a droplet found off is powered on in place with
@@ -51,10 +51,10 @@ resource "microswarm_droplet_node" "off" {
 	powerOff := func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		defer cancel()
-		if _, _, err := msacctest.Godo(t).DropletActions.PowerOff(ctx, id); err != nil {
+		if _, _, err := testkit.Godo(t).DropletActions.PowerOff(ctx, id); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := msacctest.Cloud(t).WaitStatus(ctx, id, "off"); err != nil {
+		if _, err := testkit.Cloud(t).WaitStatus(ctx, id, "off"); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -65,12 +65,12 @@ resource "microswarm_droplet_node" "off" {
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
-		_, err := droplet.WaitReady(ctx, msacctest.Pool(t), target) // with the pinned key
+		_, err := droplet.WaitReady(ctx, testkit.Pool(t), target) // with the pinned key
 		return err
 	}
 
 	resource.Test(t, resource.TestCase{
-		PreCheck:                 func() { msacctest.PreCheck(t) },
+		PreCheck:                 func() { testkit.PreCheck(t) },
 		ProtoV6ProviderFactories: testAccProtoV6ProviderFactories,
 		CheckDestroy:             checkDropletNodesDestroyed,
 		Steps: []resource.TestStep{

@@ -15,9 +15,9 @@ import (
 	"github.com/digitalocean/godo"
 	"github.com/hashicorp/terraform-plugin-testing/helper/acctest"
 
-	msacctest "github.com/microswarm/terraform-provider-microswarm/internal/acctest"
 	"github.com/microswarm/terraform-provider-microswarm/internal/droplet"
-	"github.com/microswarm/terraform-provider-microswarm/tools/localcloud/emulator"
+	"github.com/microswarm/terraform-provider-microswarm/internal/localcloud"
+	"github.com/microswarm/terraform-provider-microswarm/internal/testkit"
 )
 
 // Fault scenarios with terraform as users run it (its own process, the provider a plugin
@@ -32,7 +32,7 @@ func requireAcc(t *testing.T) {
 	if os.Getenv("TF_ACC") == "" {
 		t.Skip("acceptance test: set TF_ACC=1")
 	}
-	msacctest.PreCheck(t)
+	testkit.PreCheck(t)
 }
 
 func requireLongFaults(t *testing.T) {
@@ -62,7 +62,7 @@ resource "microswarm_droplet_node" "n" {
 // dropletsPrefixed lists the account's droplets whose name starts with prefix-.
 func dropletsPrefixed(t *testing.T, prefix string) []godo.Droplet {
 	t.Helper()
-	api := msacctest.Godo(t)
+	api := testkit.Godo(t)
 	var out []godo.Droplet
 	opt := &godo.ListOptions{Page: 1, PerPage: 200}
 	for {
@@ -144,33 +144,33 @@ func faultRow(t *testing.T, fault, observed string, c tally) {
 // killPoint is a moment of a create at which terraform is killed.
 type killPoint struct {
 	name string
-	wait func(t *testing.T, run *msacctest.Command, prefix string, n int) bool
+	wait func(t *testing.T, run *testkit.Command, prefix string, n int) bool
 }
 
 var (
 	// The first create request went out: a droplet exists, terraform has saved nothing.
-	killAfterPost = killPoint{"after the first create request", func(t *testing.T, run *msacctest.Command, prefix string, n int) bool {
+	killAfterPost = killPoint{"after the first create request", func(t *testing.T, run *testkit.Command, prefix string, n int) bool {
 		return poll(run, func() bool { return len(dropletsPrefixed(t, prefix)) >= 1 })
 	}}
 	// Every droplet is active: the creates wait for SSH, rotate host keys.
-	killWhenActive = killPoint{"when every droplet is active", func(t *testing.T, run *msacctest.Command, prefix string, n int) bool {
+	killWhenActive = killPoint{"when every droplet is active", func(t *testing.T, run *testkit.Command, prefix string, n int) bool {
 		return poll(run, func() bool {
 			ds := dropletsPrefixed(t, prefix)
 			return len(ds) == n && !slices.ContainsFunc(ds, func(d godo.Droplet) bool { return d.Status != "active" })
 		})
 	}}
 	// A create returned to terraform, which may not have saved it yet.
-	killAfterCreated = killPoint{"after the first create returned", func(t *testing.T, run *msacctest.Command, prefix string, n int) bool {
+	killAfterCreated = killPoint{"after the first create returned", func(t *testing.T, run *testkit.Command, prefix string, n int) bool {
 		return run.WaitFor("Creation complete", 5*time.Minute)
 	}}
 	// Still planning or just starting the creates.
-	killEarly = killPoint{"1s into the apply", func(t *testing.T, run *msacctest.Command, prefix string, n int) bool {
+	killEarly = killPoint{"1s into the apply", func(t *testing.T, run *testkit.Command, prefix string, n int) bool {
 		time.Sleep(time.Second)
 		return true
 	}}
 )
 
-func poll(run *msacctest.Command, done func() bool) bool {
+func poll(run *testkit.Command, done func() bool) bool {
 	deadline := time.Now().Add(5 * time.Minute)
 	for time.Now().Before(deadline) {
 		if done() {
@@ -195,7 +195,7 @@ func interruptAndReapply(t *testing.T, point killPoint, sig syscall.Signal, grou
 // interruptNAndReapply is interruptAndReapply with n nodes.
 func interruptNAndReapply(t *testing.T, n int, point killPoint, sig syscall.Signal, group bool) {
 	prefix := "kill-" + acctest.RandString(6)
-	ws := msacctest.NewWorkspace(t, faultNodesConfig(prefix, "ws-"+prefix, n))
+	ws := testkit.NewWorkspace(t, faultNodesConfig(prefix, "ws-"+prefix, n))
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
 	what := fmt.Sprintf("%s of terraform%s %s", unix(sig), map[bool]string{true: "'s process group", false: " alone"}[group], point.name)
@@ -301,9 +301,9 @@ func TestAccFaults_concurrentWorkspaces(t *testing.T) {
 	config := faultNodesConfig(prefix, "", n)
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
-	wss := make([]*msacctest.Workspace, workspaces)
+	wss := make([]*testkit.Workspace, workspaces)
 	for i := range wss {
-		wss[i] = msacctest.NewWorkspace(t, config)
+		wss[i] = testkit.NewWorkspace(t, config)
 	}
 	var wg sync.WaitGroup
 	errs := make([]error, workspaces)
@@ -353,18 +353,18 @@ func TestAccFaults_concurrentWorkspaces(t *testing.T) {
 // and 429s on a share of requests. The apply still converges with no duplicate.
 func TestAccFaults_realMannersAndFailingAPI(t *testing.T) {
 	requireAcc(t)
-	cloud := msacctest.LocalCloud(t)
-	cloud.SetManners(emulator.RealManners())
+	cloud := testkit.LocalCloud(t)
+	cloud.SetManners(localcloud.RealManners())
 	cloud.SetFaults(
-		emulator.Fault{Kind: emulator.FaultDrop, Match: "POST /v2/droplets", After: true, Count: 1},
-		emulator.Fault{Kind: emulator.FaultUnavailable, Match: "GET /v2/droplets", Fraction: 0.2},
-		emulator.Fault{Kind: emulator.FaultRateLimit, Fraction: 0.1, RetryAfter: 2},
-		emulator.Fault{Kind: emulator.FaultServerError, Match: "POST /v2/tags", Fraction: 0.2},
+		localcloud.Fault{Kind: localcloud.FaultDrop, Match: "POST /v2/droplets", After: true, Count: 1},
+		localcloud.Fault{Kind: localcloud.FaultUnavailable, Match: "GET /v2/droplets", Fraction: 0.2},
+		localcloud.Fault{Kind: localcloud.FaultRateLimit, Fraction: 0.1, RetryAfter: 2},
+		localcloud.Fault{Kind: localcloud.FaultServerError, Match: "POST /v2/tags", Fraction: 0.2},
 	)
-	t.Cleanup(func() { cloud.SetFaults(); cloud.SetManners(emulator.Manners{}) })
+	t.Cleanup(func() { cloud.SetFaults(); cloud.SetManners(localcloud.Manners{}) })
 	const n = 2
 	prefix := "manners-" + acctest.RandString(6)
-	ws := msacctest.NewWorkspace(t, faultNodesConfig(prefix, "ws-"+prefix, n))
+	ws := testkit.NewWorkspace(t, faultNodesConfig(prefix, "ws-"+prefix, n))
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
 	start := time.Now()
@@ -380,7 +380,7 @@ func TestAccFaults_realMannersAndFailingAPI(t *testing.T) {
 	if c.inCloud != n || c.duplicated != 0 || c.orphaned != 0 {
 		t.Fatalf("under real manners and faults %v: %s", fired, c)
 	}
-	if fired[emulator.FaultDrop] != 1 {
+	if fired[localcloud.FaultDrop] != 1 {
 		t.Fatalf("the lost create answer never happened: faults fired %v", fired)
 	}
 	if _, err := ws.Terraform(ctx, "destroy", "-auto-approve"); err != nil {

@@ -16,7 +16,7 @@ import (
 	"github.com/docker/docker/pkg/stdcopy"
 	"github.com/hashicorp/terraform-plugin-testing/helper/acctest"
 
-	msacctest "github.com/microswarm/terraform-provider-microswarm/internal/acctest"
+	"github.com/microswarm/terraform-provider-microswarm/internal/testkit"
 )
 
 // nodeFault is a fault of one node in the middle of a full-stack create, made from
@@ -97,8 +97,8 @@ func nodeFaultAndReapply(t *testing.T, f nodeFault) {
 	if f.config != nil {
 		config = f.config(prefix)
 	}
-	ws := msacctest.NewWorkspace(t, config)
-	host := msacctest.HostEngine(t)
+	ws := testkit.NewWorkspace(t, config)
+	host := testkit.HostEngine(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 	defer cancel()
 	destroyed := false

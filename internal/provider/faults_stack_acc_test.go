@@ -15,8 +15,8 @@ import (
 	"github.com/docker/docker/api/types/swarm"
 	"github.com/hashicorp/terraform-plugin-testing/helper/acctest"
 
-	msacctest "github.com/microswarm/terraform-provider-microswarm/internal/acctest"
 	"github.com/microswarm/terraform-provider-microswarm/internal/conn"
+	"github.com/microswarm/terraform-provider-microswarm/internal/testkit"
 )
 
 // Terraform interrupted in the middle of a full-stack create (3 droplets, a Consul server
@@ -77,7 +77,7 @@ output "nodes" {
 func interruptStackAndReapply(t *testing.T, point string, sig syscall.Signal, group bool) {
 	const n = 3
 	prefix := "ks-" + acctest.RandString(6)
-	ws := msacctest.NewWorkspace(t, fullStackConfig(prefix))
+	ws := testkit.NewWorkspace(t, fullStackConfig(prefix))
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 	defer cancel()
 	what := fmt.Sprintf("%s of terraform%s when %s", unix(sig), map[bool]string{true: "'s process group", false: " alone"}[group],
@@ -109,7 +109,7 @@ func interruptStackAndReapply(t *testing.T, point string, sig syscall.Signal, gr
 		before.inCloud, before.inState, took, nodes), after)
 }
 
-func stackEndpoints(t *testing.T, ctx context.Context, ws *msacctest.Workspace) []string {
+func stackEndpoints(t *testing.T, ctx context.Context, ws *testkit.Workspace) []string {
 	t.Helper()
 	var endpoints []string
 	outputJSON(t, ctx, ws, "endpoints", &endpoints)
@@ -119,7 +119,7 @@ func stackEndpoints(t *testing.T, ctx context.Context, ws *msacctest.Workspace) 
 	return endpoints
 }
 
-func outputJSON(t *testing.T, ctx context.Context, ws *msacctest.Workspace, name string, v any) {
+func outputJSON(t *testing.T, ctx context.Context, ws *testkit.Workspace, name string, v any) {
 	t.Helper()
 	out, err := ws.Terraform(ctx, "output", "-json", name)
 	if err != nil {
@@ -136,14 +136,14 @@ func outputJSON(t *testing.T, ctx context.Context, ws *msacctest.Workspace, name
 // stackFromOutside checks the nodes as they are, through SSH with the pinned keys: the
 // manager lists exactly 3 swarm nodes, all ready; every node runs exactly one Consul
 // container; the Consul server sees 3 live members. It returns a summary.
-func stackFromOutside(t *testing.T, ctx context.Context, ws *msacctest.Workspace) string {
+func stackFromOutside(t *testing.T, ctx context.Context, ws *testkit.Workspace) string {
 	t.Helper()
 	var nodes []struct {
 		Host    string `json:"host"`
 		HostKey string `json:"host_key"`
 	}
 	outputJSON(t, ctx, ws, "nodes", &nodes)
-	pool := msacctest.Pool(t)
+	pool := testkit.Pool(t)
 	var swarmNodes, consulContainers, members int
 	for i, n := range nodes {
 		h, err := pool.Open(ctx, conn.Target{Host: n.Host, HostKey: n.HostKey})
@@ -209,7 +209,7 @@ func TestAccFaults_nodeOffDuringCreate(t *testing.T) {
 	requireLongFaults(t)
 	const n = 3
 	prefix := "off-" + acctest.RandString(6)
-	ws := msacctest.NewWorkspace(t, fullStackConfig(prefix))
+	ws := testkit.NewWorkspace(t, fullStackConfig(prefix))
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 	defer cancel()
 	destroyed := false
@@ -235,7 +235,7 @@ func TestAccFaults_nodeOffDuringCreate(t *testing.T) {
 	if victim == 0 {
 		t.Fatalf("no droplet %s-w2", prefix)
 	}
-	if _, _, err := msacctest.Godo(t).DropletActions.PowerOff(ctx, victim); err != nil {
+	if _, _, err := testkit.Godo(t).DropletActions.PowerOff(ctx, victim); err != nil {
 		t.Fatal(err)
 	}
 	failed := run.Wait() != nil
@@ -269,7 +269,7 @@ func TestAccFaults_nodeOffDuringCreate(t *testing.T) {
 // reapplyStack runs the one apply that must converge after a fault, then a plan that must
 // be empty, and checks the droplets: n in the cloud, all in state, none duplicated or
 // orphaned. It returns how long the apply took and the count.
-func reapplyStack(t *testing.T, ctx context.Context, ws *msacctest.Workspace, prefix string, n int, what string) (time.Duration, tally) {
+func reapplyStack(t *testing.T, ctx context.Context, ws *testkit.Workspace, prefix string, n int, what string) (time.Duration, tally) {
 	t.Helper()
 	start := time.Now()
 	out, err := ws.Terraform(ctx, "apply", "-auto-approve")
@@ -290,7 +290,7 @@ func reapplyStack(t *testing.T, ctx context.Context, ws *msacctest.Workspace, pr
 // checkStackAndDestroy checks the converged stack from outside (stackFromOutside, blue
 // through every proxy), then destroys it and checks that no droplet is left. It returns
 // stackFromOutside's summary.
-func checkStackAndDestroy(t *testing.T, ctx context.Context, ws *msacctest.Workspace, prefix string, n int, what string) string {
+func checkStackAndDestroy(t *testing.T, ctx context.Context, ws *testkit.Workspace, prefix string, n int, what string) string {
 	t.Helper()
 	nodes := stackFromOutside(t, ctx, ws)
 	if color, ok := agreedColor(stackEndpoints(t, ctx, ws), "blue", 30*time.Second); !ok {

@@ -13,8 +13,8 @@ import (
 
 	"github.com/hashicorp/terraform-plugin-testing/helper/acctest"
 
-	msacctest "github.com/microswarm/terraform-provider-microswarm/internal/acctest"
 	"github.com/microswarm/terraform-provider-microswarm/internal/loadgen"
+	"github.com/microswarm/terraform-provider-microswarm/internal/testkit"
 )
 
 // An interrupted switch, with terraform as users run it: `active = "green"` applied and
@@ -44,7 +44,7 @@ output "endpoints" {
   value = microswarm_microservice.test.endpoints
 }
 `
-	ws := msacctest.NewWorkspace(t, config)
+	ws := testkit.NewWorkspace(t, config)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
 	defer cancel()
 	t.Cleanup(func() {

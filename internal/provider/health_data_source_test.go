@@ -20,7 +20,7 @@ import (
 	"github.com/hashicorp/terraform-plugin-testing/terraform"
 	"github.com/hashicorp/terraform-plugin-testing/tfjsonpath"
 
-	msacctest "github.com/microswarm/terraform-provider-microswarm/internal/acctest"
+	"github.com/microswarm/terraform-provider-microswarm/internal/testkit"
 	"github.com/microswarm/terraform-provider-microswarm/internal/wait"
 )
 
@@ -194,14 +194,14 @@ resource "terraform_data" "app_health" {
 func TestAccHealth_selfHealing(t *testing.T) {
 	prefix := "acc-" + acctest.RandString(6)
 	fx := &healFixture{microserviceFixture: microserviceFixture{registratorFixture: registratorFixture{
-		swarmFixture: swarmFixture{t: t, pool: msacctest.Pool(t)}, app: "accheal"}}}
+		swarmFixture: swarmFixture{t: t, pool: testkit.Pool(t)}, app: "accheal"}}}
 	cfg := healStackConfig(prefix)
 	worker := func(i int) string { return fmt.Sprintf("microswarm_droplet_node.w[%d]", i) }
 	token := func(i int) string { return fmt.Sprintf("terraform_data.worker_health[%d]", i) }
 	const blue = "data.microswarm_health.blue"
 
 	resource.Test(t, resource.TestCase{
-		PreCheck:                 func() { msacctest.PreCheck(t) },
+		PreCheck:                 func() { testkit.PreCheck(t) },
 		ProtoV6ProviderFactories: testAccProtoV6ProviderFactories,
 		CheckDestroy:             checkDropletNodesDestroyed,
 		Steps: []resource.TestStep{
@@ -422,10 +422,10 @@ func (fx *healFixture) powerOffWorker(i int) func() {
 			t.Fatal(err)
 		}
 		fx.powerOffAt = time.Now()
-		if _, _, err := msacctest.Godo(t).DropletActions.PowerOff(ctx, id); err != nil {
+		if _, _, err := testkit.Godo(t).DropletActions.PowerOff(ctx, id); err != nil {
 			t.Fatalf("powering off %s: %v", fx.workerNames[i], err)
 		}
-		if _, err := msacctest.Cloud(t).WaitStatus(ctx, id, "off"); err != nil {
+		if _, err := testkit.Cloud(t).WaitStatus(ctx, id, "off"); err != nil {
 			t.Fatal(err)
 		}
 		api, err := fx.consul("m")
@@ -464,7 +464,7 @@ func (fx *healFixture) checkWorkerReplaced(i int) resource.TestCheckFunc {
 		}
 		fx.t.Logf("%s: droplet %s replaced by %s; power-off to healed apply: %s", fx.workerNames[i], fx.workerIDs[i], rs.Primary.ID,
 			time.Since(fx.powerOffAt).Round(time.Second))
-		if _, err := msacctest.Cloud(fx.t).Get(context.Background(), mustAtoi(fx.workerIDs[i])); err == nil {
+		if _, err := testkit.Cloud(fx.t).Get(context.Background(), mustAtoi(fx.workerIDs[i])); err == nil {
 			return fmt.Errorf("the off droplet %s still exists", fx.workerIDs[i])
 		}
 		return fx.recordWorkers(s)

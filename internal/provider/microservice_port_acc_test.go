@@ -14,7 +14,7 @@ import (
 	"github.com/hashicorp/terraform-plugin-testing/helper/acctest"
 	"github.com/hashicorp/terraform-plugin-testing/helper/resource"
 
-	msacctest "github.com/microswarm/terraform-provider-microswarm/internal/acctest"
+	"github.com/microswarm/terraform-provider-microswarm/internal/testkit"
 )
 
 // TestAccMicroservice_listenPortRounds changes the listen port back and forth under load,
@@ -28,7 +28,7 @@ func TestAccMicroservice_listenPortRounds(t *testing.T) {
 		rounds = n
 	}
 	prefix := "acc-" + acctest.RandString(6)
-	fx := &microserviceFixture{registratorFixture: registratorFixture{swarmFixture: swarmFixture{t: t, pool: msacctest.Pool(t)}, app: "accweb"}}
+	fx := &microserviceFixture{registratorFixture: registratorFixture{swarmFixture: swarmFixture{t: t, pool: testkit.Pool(t)}, app: "accweb"}}
 	config := func(port int, healthPath string) string {
 		return microserviceConfig(prefix, colors("")+fmt.Sprintf("  active = \"blue\"\n  listen_port = %d\n  health_path = %q\n", port, healthPath))
 	}
@@ -50,7 +50,7 @@ func TestAccMicroservice_listenPortRounds(t *testing.T) {
 		})
 	}
 	resource.Test(t, resource.TestCase{
-		PreCheck:                 func() { msacctest.PreCheck(t) },
+		PreCheck:                 func() { testkit.PreCheck(t) },
 		ProtoV6ProviderFactories: testAccProtoV6ProviderFactories,
 		CheckDestroy:             checkDropletNodesDestroyed,
 		Steps:                    steps,

@@ -31,10 +31,10 @@ import (
 	"github.com/hashicorp/terraform-plugin-testing/terraform"
 	"github.com/hashicorp/terraform-plugin-testing/tfjsonpath"
 
-	msacctest "github.com/microswarm/terraform-provider-microswarm/internal/acctest"
 	"github.com/microswarm/terraform-provider-microswarm/internal/bluegreen"
 	"github.com/microswarm/terraform-provider-microswarm/internal/haproxy"
 	"github.com/microswarm/terraform-provider-microswarm/internal/loadgen"
+	"github.com/microswarm/terraform-provider-microswarm/internal/testkit"
 	"github.com/microswarm/terraform-provider-microswarm/internal/wait"
 )
 
@@ -82,11 +82,11 @@ func colors(greenEnv string) string {
 
 func TestAccMicroservice_blueGreen(t *testing.T) {
 	prefix := "acc-" + acctest.RandString(6)
-	fx := &microserviceFixture{registratorFixture: registratorFixture{swarmFixture: swarmFixture{t: t, pool: msacctest.Pool(t)}, app: "accweb"}}
+	fx := &microserviceFixture{registratorFixture: registratorFixture{swarmFixture: swarmFixture{t: t, pool: testkit.Pool(t)}, app: "accweb"}}
 	active := func(c string) string { return colors("") + fmt.Sprintf("  active = %q\n", c) }
 
 	resource.Test(t, resource.TestCase{
-		PreCheck:                 func() { msacctest.PreCheck(t) },
+		PreCheck:                 func() { testkit.PreCheck(t) },
 		ProtoV6ProviderFactories: testAccProtoV6ProviderFactories,
 		CheckDestroy:             checkDropletNodesDestroyed,
 		Steps: []resource.TestStep{

@@ -11,8 +11,8 @@ import (
 	"github.com/hashicorp/terraform-plugin-go/tfprotov6"
 	"github.com/hashicorp/terraform-plugin-testing/helper/resource"
 
-	"github.com/microswarm/terraform-provider-microswarm/internal/acctest"
 	"github.com/microswarm/terraform-provider-microswarm/internal/consul/consultest"
+	"github.com/microswarm/terraform-provider-microswarm/internal/testkit"
 )
 
 // testAccProtoV6ProviderFactories serve the provider in-process to the real terraform.
@@ -20,7 +20,7 @@ var testAccProtoV6ProviderFactories = map[string]func() (tfprotov6.ProviderServe
 	"microswarm": providerserver.NewProtocol6WithError(New("test")()),
 }
 
-func TestMain(m *testing.M) { os.Exit(acctest.Run(m)) }
+func TestMain(m *testing.M) { os.Exit(testkit.Run(m)) }
 
 // A droplet node block makes terraform configure the provider during plan.
 const anyNode = `

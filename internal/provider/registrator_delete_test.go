@@ -15,7 +15,7 @@ import (
 	"github.com/hashicorp/terraform-plugin-go/tftypes"
 	"github.com/hashicorp/terraform-plugin-testing/helper/acctest"
 
-	msacctest "github.com/microswarm/terraform-provider-microswarm/internal/acctest"
+	"github.com/microswarm/terraform-provider-microswarm/internal/testkit"
 )
 
 // A registrator delete whose manager does not answer succeeds only when the manager's
@@ -43,7 +43,7 @@ func TestAccRegistrator_deleteWithUnreachableManager(t *testing.T) {
 	}
 
 	// Powered off: nothing of it runs.
-	if _, _, err := msacctest.Godo(t).DropletActions.PowerOff(ctx, id); err != nil {
+	if _, _, err := testkit.Godo(t).DropletActions.PowerOff(ctx, id); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := nodes.data.cloud.WaitStatus(ctx, id, "off"); err != nil {

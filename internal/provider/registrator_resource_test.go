@@ -27,9 +27,9 @@ import (
 	"github.com/hashicorp/terraform-plugin-testing/terraform"
 	"github.com/hashicorp/terraform-plugin-testing/tfjsonpath"
 
-	msacctest "github.com/microswarm/terraform-provider-microswarm/internal/acctest"
 	"github.com/microswarm/terraform-provider-microswarm/internal/conn"
 	"github.com/microswarm/terraform-provider-microswarm/internal/registrator"
+	"github.com/microswarm/terraform-provider-microswarm/internal/testkit"
 	"github.com/microswarm/terraform-provider-microswarm/internal/wait"
 )
 
@@ -79,13 +79,13 @@ resource "microswarm_registrator" "test" {
 
 func TestAccRegistrator_basic(t *testing.T) {
 	prefix := "acc-" + acctest.RandString(6)
-	fx := &registratorFixture{swarmFixture: swarmFixture{t: t, pool: msacctest.Pool(t)}, app: "acc-web"}
+	fx := &registratorFixture{swarmFixture: swarmFixture{t: t, pool: testkit.Pool(t)}, app: "acc-web"}
 	sameID := statecheck.CompareValue(compare.ValuesSame())
 	body := fmt.Sprintf("  resync = %d\n", testRegistratorResync)
 	withTags := body + "  tags   = [\"acc\"]\n  consul_token = \"acc-registrator-token\"\n"
 
 	resource.Test(t, resource.TestCase{
-		PreCheck:                 func() { msacctest.PreCheck(t) },
+		PreCheck:                 func() { testkit.PreCheck(t) },
 		ProtoV6ProviderFactories: testAccProtoV6ProviderFactories,
 		CheckDestroy:             checkDropletNodesDestroyed,
 		Steps: []resource.TestStep{

@@ -12,9 +12,10 @@ import (
 	"testing"
 	"time"
 
-	msacctest "github.com/microswarm/terraform-provider-microswarm/internal/acctest"
 	"github.com/microswarm/terraform-provider-microswarm/internal/consul"
 	"github.com/microswarm/terraform-provider-microswarm/internal/consul/consultest"
+	"github.com/microswarm/terraform-provider-microswarm/internal/testkit"
+	"github.com/microswarm/terraform-provider-microswarm/internal/tfstate"
 	"github.com/microswarm/terraform-provider-microswarm/internal/wait"
 )
 
@@ -50,16 +51,16 @@ func TestAccSecrets_exampleLocal(t *testing.T) {
 	defer cancel()
 	cli.mustRun(ctx, "apply", "apply", "-auto-approve")
 	cli.mustRun(ctx, "show -json", "show", "-json")
-	tfstate, err := msacctest.ReadTFState(cli.statePath())
+	tfstate, err := tfstate.Read(cli.statePath())
 	if err != nil {
 		t.Fatal(err)
 	}
-	nodes := &secretsNodes{t: t, pool: msacctest.Pool(t), targets: tfstate.Nodes(), server: "demo-0"}
+	nodes := &secretsNodes{t: t, pool: testkit.Pool(t), targets: tfstate.Nodes(), server: "demo-0"}
 	if len(nodes.targets) != 3 {
 		t.Fatalf("droplet nodes in the state: %v", nodes.targets)
 	}
 	sw, _ := nodes.swarmSecrets(ctx)
-	secrets := msacctest.Secrets{
+	secrets := testkit.Secrets{
 		"gossip key":              gossip,
 		"consul tls key":          pems.KeyPEM,
 		"consul management token": management,
@@ -109,7 +110,7 @@ func TestAccSecrets_exampleLocal(t *testing.T) {
 // droplet and its Consul server (whose agent token the provider makes with the management
 // token), the plan after it is empty, and Consul, asked over HTTPS, has its three
 // servers back as alive voters, the replacement's address among them.
-func healExampleNode(ctx context.Context, t *testing.T, cli *terraformCLI, acl *secureNodes, management string, before msacctest.TFState, node string) {
+func healExampleNode(ctx context.Context, t *testing.T, cli *terraformCLI, acl *secureNodes, management string, before tfstate.State, node string) {
 	t.Helper()
 	oldID := 0
 	for _, a := range before.Instances("microswarm_droplet_node") {
@@ -120,17 +121,17 @@ func healExampleNode(ctx context.Context, t *testing.T, cli *terraformCLI, acl *
 	if oldID == 0 {
 		t.Fatalf("no droplet %s in the state", node)
 	}
-	if _, _, err := msacctest.Godo(t).DropletActions.PowerOff(ctx, oldID); err != nil {
+	if _, _, err := testkit.Godo(t).DropletActions.PowerOff(ctx, oldID); err != nil {
 		t.Fatalf("powering off %s: %v", node, err)
 	}
-	if _, err := msacctest.Cloud(t).WaitStatus(ctx, oldID, "off"); err != nil {
+	if _, err := testkit.Cloud(t).WaitStatus(ctx, oldID, "off"); err != nil {
 		t.Fatal(err)
 	}
 	started := time.Now()
 	cli.mustRun(ctx, "apply (heal)", "apply", "-auto-approve")
 	healed := time.Since(started).Round(time.Second)
 	cli.mustRun(ctx, "plan after the heal", "plan", "-detailed-exitcode")
-	after, err := msacctest.ReadTFState(cli.statePath())
+	after, err := tfstate.Read(cli.statePath())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -21,9 +21,10 @@ import (
 	consulapi "github.com/hashicorp/consul/api"
 	"github.com/hashicorp/terraform-plugin-testing/helper/acctest"
 
-	msacctest "github.com/microswarm/terraform-provider-microswarm/internal/acctest"
 	"github.com/microswarm/terraform-provider-microswarm/internal/conn"
 	"github.com/microswarm/terraform-provider-microswarm/internal/consul"
+	"github.com/microswarm/terraform-provider-microswarm/internal/testkit"
+	"github.com/microswarm/terraform-provider-microswarm/internal/tfstate"
 )
 
 // secretsConfig has every resource that handles a secret: a Consul server and agent with a
@@ -129,7 +130,7 @@ func TestAccSecrets_neverWrittenDown(t *testing.T) {
 	if os.Getenv("TF_ACC") == "" {
 		t.Skip("acceptance test: set TF_ACC=1")
 	}
-	msacctest.PreCheck(t)
+	testkit.PreCheck(t)
 	started := time.Now()
 	cli := newTerraformCLI(t, secretsConfig)
 	key1, key2 := newConsulGossipKey(t), newConsulGossipKey(t)
@@ -142,7 +143,7 @@ func TestAccSecrets_neverWrittenDown(t *testing.T) {
 	cli.mustRun(ctx, "plan 1", "plan")
 	cli.mustRun(ctx, "apply 1", "apply", "-auto-approve")
 	t.Logf("created in %s", time.Since(started).Round(time.Second))
-	tfstate, err := msacctest.ReadTFState(cli.statePath())
+	tfstate, err := tfstate.Read(cli.statePath())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -169,7 +170,7 @@ func TestAccSecrets_neverWrittenDown(t *testing.T) {
 	// ACLs, seen from the nodes: anonymous writes refused from the node and from a container.
 	nodes.checkAnonymousRefused(ctx)
 
-	secrets := msacctest.Secrets{
+	secrets := testkit.Secrets{
 		"gossip key 1":         key1,
 		"gossip key 2":         key2,
 		"ssh private key":      os.Getenv(envSSHKey),
@@ -337,8 +338,8 @@ type secretsNodes struct {
 	server  string
 }
 
-func newSecretsNodes(t *testing.T, state msacctest.TFState) *secretsNodes {
-	n := &secretsNodes{t: t, pool: msacctest.Pool(t), targets: state.Nodes()}
+func newSecretsNodes(t *testing.T, state tfstate.State) *secretsNodes {
+	n := &secretsNodes{t: t, pool: testkit.Pool(t), targets: state.Nodes()}
 	for name := range n.targets {
 		if strings.HasSuffix(name, "-0") {
 			n.server = name
@@ -364,7 +365,7 @@ func (n *secretsNodes) open(ctx context.Context, name string) (*conn.Host, *clie
 }
 
 // secretsState reads what the test needs from the state file.
-type secretsState struct{ msacctest.TFState }
+type secretsState struct{ tfstate.State }
 
 // agentTokenAccessors are the accessor IDs of the agent tokens the provider made.
 func (s secretsState) agentTokenAccessors(t *testing.T) []string {

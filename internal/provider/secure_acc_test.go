@@ -16,10 +16,11 @@ import (
 	consulapi "github.com/hashicorp/consul/api"
 	"github.com/hashicorp/terraform-plugin-testing/helper/acctest"
 
-	msacctest "github.com/microswarm/terraform-provider-microswarm/internal/acctest"
 	"github.com/microswarm/terraform-provider-microswarm/internal/conn"
 	"github.com/microswarm/terraform-provider-microswarm/internal/consul"
 	"github.com/microswarm/terraform-provider-microswarm/internal/consul/consultest"
+	"github.com/microswarm/terraform-provider-microswarm/internal/testkit"
+	"github.com/microswarm/terraform-provider-microswarm/internal/tfstate"
 )
 
 // secureConfig is a whole stack with Consul TLS (verify_incoming, HTTPS only) and ACLs
@@ -175,7 +176,7 @@ func TestAccSecure_aclsAndTLS(t *testing.T) {
 	if os.Getenv("TF_ACC") == "" {
 		t.Skip("acceptance test: set TF_ACC=1")
 	}
-	msacctest.PreCheck(t)
+	testkit.PreCheck(t)
 	started := time.Now()
 	pems := consultest.NewTLS(t)
 	management := newACLToken(t)
@@ -204,7 +205,7 @@ func TestAccSecure_aclsAndTLS(t *testing.T) {
 		t.Errorf("the plan after the switch is not empty:\n%s", cli.outputs["plan (empty)"])
 	}
 
-	tfstate, err := msacctest.ReadTFState(cli.statePath())
+	tfstate, err := tfstate.Read(cli.statePath())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -223,7 +224,7 @@ func TestAccSecure_aclsAndTLS(t *testing.T) {
 	nodes := &secureNodes{secretsNodes: newSecretsNodes(t, tfstate), pems: pems}
 	nodes.checkLedgerWritten(ctx, management)
 	nodes.checkAnonymousRefused(ctx)
-	tokens := msacctest.Secrets{"acl management token": management, "consul client key": pems.KeyPEM}
+	tokens := testkit.Secrets{"acl management token": management, "consul client key": pems.KeyPEM}
 	for _, name := range []string{"registrator-registrator", "gate", "health"} {
 		tokens[name+" token"] = nodes.checkToken(ctx, management, name)
 	}

@@ -23,9 +23,9 @@ import (
 	"github.com/hashicorp/terraform-plugin-testing/terraform"
 	"github.com/hashicorp/terraform-plugin-testing/tfjsonpath"
 
-	msacctest "github.com/microswarm/terraform-provider-microswarm/internal/acctest"
 	"github.com/microswarm/terraform-provider-microswarm/internal/conn"
 	"github.com/microswarm/terraform-provider-microswarm/internal/droplet"
+	"github.com/microswarm/terraform-provider-microswarm/internal/testkit"
 	"github.com/microswarm/terraform-provider-microswarm/internal/wait"
 )
 
@@ -68,7 +68,7 @@ func TestAccSwarmCluster_lifecycle(t *testing.T) {
 	t.Setenv(envHostKeyPolicy, "accept-new")
 	prefix := "acc-" + acctest.RandString(6)
 	sameID := statecheck.CompareValue(compare.ValuesSame())
-	fx := &swarmFixture{t: t, pool: msacctest.Pool(t)}
+	fx := &swarmFixture{t: t, pool: testkit.Pool(t)}
 
 	threeNodes := []swarmEntry{{"a", 0, "manager", ""}, {"b", 1, "worker", ""}, {"c", 2, "worker", ""}}
 	fourNodes := append(slices.Clone(threeNodes), swarmEntry{"d", 3, "worker", ""})
@@ -82,7 +82,7 @@ func TestAccSwarmCluster_lifecycle(t *testing.T) {
 `
 
 	resource.Test(t, resource.TestCase{
-		PreCheck:                 func() { msacctest.PreCheck(t) },
+		PreCheck:                 func() { testkit.PreCheck(t) },
 		ProtoV6ProviderFactories: testAccProtoV6ProviderFactories,
 		CheckDestroy:             checkDropletNodesDestroyed,
 		Steps: []resource.TestStep{
@@ -199,7 +199,7 @@ func TestAccSwarmCluster_lifecycle(t *testing.T) {
 
 func TestAccSwarmCluster_partialFailure(t *testing.T) {
 	prefix := "acc-" + acctest.RandString(6)
-	fx := &swarmFixture{t: t, pool: msacctest.Pool(t)}
+	fx := &swarmFixture{t: t, pool: testkit.Pool(t)}
 	entries := []swarmEntry{{"a", 0, "manager", ""}, {"b", 1, "worker", ""}, {"c", 2, "worker", ""}}
 	const options = `  default_addr_pool = ["10.20.0.0/16"]
   subnet_size       = 26
@@ -218,7 +218,7 @@ func TestAccSwarmCluster_partialFailure(t *testing.T) {
 	drainC[2].extra = `availability   = "drain"`
 
 	resource.Test(t, resource.TestCase{
-		PreCheck:                 func() { msacctest.PreCheck(t) },
+		PreCheck:                 func() { testkit.PreCheck(t) },
 		ProtoV6ProviderFactories: testAccProtoV6ProviderFactories,
 		CheckDestroy:             checkDropletNodesDestroyed,
 		Steps: []resource.TestStep{
@@ -730,10 +730,10 @@ func (fx *swarmFixture) powerOff(name string) {
 	ctx, cancel := fx.ctx()
 	defer cancel()
 	id := fx.dropletIDs[name]
-	if _, _, err := msacctest.Godo(fx.t).DropletActions.PowerOff(ctx, id); err != nil {
+	if _, _, err := testkit.Godo(fx.t).DropletActions.PowerOff(ctx, id); err != nil {
 		fx.t.Fatalf("powering off droplet %s (%d): %v", name, id, err)
 	}
-	if _, err := msacctest.Cloud(fx.t).WaitStatus(ctx, id, "off"); err != nil {
+	if _, err := testkit.Cloud(fx.t).WaitStatus(ctx, id, "off"); err != nil {
 		fx.t.Fatalf("droplet %s did not power off: %v", name, err)
 	}
 }
@@ -743,10 +743,10 @@ func (fx *swarmFixture) powerOn(name string) {
 	ctx, cancel := fx.ctx()
 	defer cancel()
 	id := fx.dropletIDs[name]
-	if err := msacctest.Cloud(fx.t).PowerOn(ctx, id); err != nil {
+	if err := testkit.Cloud(fx.t).PowerOn(ctx, id); err != nil {
 		fx.t.Fatalf("powering on droplet %s (%d): %v", name, id, err)
 	}
-	if _, err := msacctest.Cloud(fx.t).WaitStatus(ctx, id, "active"); err != nil {
+	if _, err := testkit.Cloud(fx.t).WaitStatus(ctx, id, "active"); err != nil {
 		fx.t.Fatalf("droplet %s did not become active: %v", name, err)
 	}
 	if _, err := droplet.WaitReady(ctx, fx.pool, fx.targets[name]); err != nil {
@@ -823,7 +823,7 @@ resource "microswarm_swarm_cluster" "test" {
 			fmt.Sprintf("microswarm_droplet_node.test.%d", node), "ssh_host_key")
 	}
 	resource.Test(t, resource.TestCase{
-		PreCheck:                 func() { msacctest.PreCheck(t) },
+		PreCheck:                 func() { testkit.PreCheck(t) },
 		ProtoV6ProviderFactories: testAccProtoV6ProviderFactories,
 		Steps: []resource.TestStep{
 			{Config: config, Check: resource.ComposeAggregateTestCheckFunc(recorded("a", 0), recorded("b", 1))},

@@ -15,8 +15,8 @@ import (
 	"github.com/hashicorp/terraform-plugin-testing/helper/resource"
 	"golang.org/x/crypto/ssh"
 
-	msacctest "github.com/microswarm/terraform-provider-microswarm/internal/acctest"
 	"github.com/microswarm/terraform-provider-microswarm/internal/consul/consultest"
+	"github.com/microswarm/terraform-provider-microswarm/internal/testkit"
 )
 
 // block renders a resource block from base attribute lines, each overridden (or added)
@@ -189,7 +189,7 @@ func TestPlanTimeValidation(t *testing.T) {
 			step := resource.TestStep{Config: tc.config, PlanOnly: true,
 				ExpectError: regexp.MustCompile(`Attribute\s+` + p + `\s|(^|\s)` + p + `:\s`)}
 			if tc.api {
-				resource.Test(t, resource.TestCase{PreCheck: func() { msacctest.PreCheck(t) },
+				resource.Test(t, resource.TestCase{PreCheck: func() { testkit.PreCheck(t) },
 					ProtoV6ProviderFactories: testAccProtoV6ProviderFactories, Steps: []resource.TestStep{step}})
 				return
 			}

@@ -14,8 +14,8 @@ import (
 	"github.com/docker/go-connections/nat"
 	consulapi "github.com/hashicorp/consul/api"
 
-	"github.com/microswarm/terraform-provider-microswarm/internal/acctest"
 	"github.com/microswarm/terraform-provider-microswarm/internal/consul/consultest"
+	"github.com/microswarm/terraform-provider-microswarm/internal/testkit"
 	"github.com/microswarm/terraform-provider-microswarm/internal/wait"
 )
 
@@ -24,7 +24,7 @@ const testAppImage = "microswarm/demo-app:1.0.0"
 // hostEngine is this machine's Docker engine with the images the test runs.
 func hostEngine(t *testing.T) *client.Client {
 	t.Helper()
-	return acctest.HostEngine(t, testAppImage)
+	return testkit.HostEngine(t, testAppImage)
 }
 
 // runApp starts the demo app with a fast HEALTHCHECK, published on a loopback port, and

@@ -23,9 +23,9 @@ import (
 	"github.com/docker/docker/api/types/swarm"
 	"golang.org/x/crypto/ssh"
 
-	"github.com/microswarm/terraform-provider-microswarm/internal/acctest"
 	"github.com/microswarm/terraform-provider-microswarm/internal/conn"
 	"github.com/microswarm/terraform-provider-microswarm/internal/swarmservice"
+	"github.com/microswarm/terraform-provider-microswarm/internal/tfstate"
 )
 
 func main() {
@@ -63,11 +63,11 @@ func writeKey(path string) error {
 }
 
 func check(statePath, keyPath, consulDir string) error {
-	state, err := acctest.ReadTFState(statePath)
+	state, err := tfstate.Read(statePath)
 	if err != nil {
 		return err
 	}
-	pool, err := acctest.PoolFromKeyFile(keyPath)
+	pool, err := tfstate.PoolFromKeyFile(keyPath)
 	if err != nil {
 		return err
 	}
@@ -83,7 +83,7 @@ func check(statePath, keyPath, consulDir string) error {
 			name, _ := inst.Attributes["name"].(string)
 			host, _ := inst.Attributes["docker_host"].(string)
 			hostKey, _ := inst.Attributes["ssh_host_key"].(string)
-			out, err := acctest.RunContainer(ctx, pool, conn.Target{Host: host, HostKey: hostKey}, "hashicorp/consul:1.20.5", "version")
+			out, err := tfstate.RunContainer(ctx, pool, conn.Target{Host: host, HostKey: hostKey}, "hashicorp/consul:1.20.5", "version")
 			if err != nil {
 				return fmt.Errorf("node %s (%s): %w", name, host, err)
 			}
@@ -110,7 +110,7 @@ func check(statePath, keyPath, consulDir string) error {
 
 // checkApp asks the demo app through every proxy, as a user's client would, and checks
 // that the live color answers.
-func checkApp(ctx context.Context, state acctest.TFState) error {
+func checkApp(ctx context.Context, state tfstate.State) error {
 	for _, a := range state.Instances("microswarm_microservice") {
 		live, _ := a["live_color"].(string)
 		endpoints, _ := a["endpoints"].([]any)
@@ -141,9 +141,9 @@ func checkApp(ctx context.Context, state acctest.TFState) error {
 }
 
 // checkRegistrator counts the registrator's running tasks through the manager.
-func checkRegistrator(ctx context.Context, pool *conn.Pool, state acctest.TFState) error {
+func checkRegistrator(ctx context.Context, pool *conn.Pool, state tfstate.State) error {
 	for _, a := range state.Instances("microswarm_registrator") {
-		h, err := pool.Open(ctx, acctest.Target(a, "host", "host_key"))
+		h, err := pool.Open(ctx, tfstate.Target(a, "host", "host_key"))
 		if err != nil {
 			return err
 		}
@@ -170,7 +170,7 @@ func checkRegistrator(ctx context.Context, pool *conn.Pool, state acctest.TFStat
 
 // checkConsul asks the first Consul server, through SSH, for the raft voters and members:
 // over HTTPS with the demo's certificate and management token when consulDir has them.
-func checkConsul(ctx context.Context, pool *conn.Pool, state acctest.TFState, consulDir string) error {
+func checkConsul(ctx context.Context, pool *conn.Pool, state tfstate.State, consulDir string) error {
 	cfg, err := consulClientConfig(consulDir)
 	if err != nil {
 		return err
@@ -232,7 +232,7 @@ func checkConsul(ctx context.Context, pool *conn.Pool, state acctest.TFState, co
 }
 
 // checkSwarm lists the swarm's nodes through a manager.
-func checkSwarm(ctx context.Context, pool *conn.Pool, state acctest.TFState) error {
+func checkSwarm(ctx context.Context, pool *conn.Pool, state tfstate.State) error {
 	for _, r := range state.Resources {
 		if r.Type != "microswarm_swarm_cluster" || len(r.Instances) == 0 {
 			continue

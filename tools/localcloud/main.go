@@ -17,7 +17,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/microswarm/terraform-provider-microswarm/tools/localcloud/emulator"
+	"github.com/microswarm/terraform-provider-microswarm/internal/localcloud"
 )
 
 func main() {
@@ -42,7 +42,7 @@ func run(listen, name string, keep bool, envFile, nodeImage, stateDir string, ra
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	cloud, err := emulator.Start(ctx, emulator.Config{
+	cloud, err := localcloud.Start(ctx, localcloud.Config{
 		Name:               name,
 		Listen:             listen,
 		Token:              os.Getenv("LOCALCLOUD_TOKEN"),

@@ -1,7 +1,0 @@
-//go:build !linux
-
-package emulator
-
-import "syscall"
-
-func dieWithParent() *syscall.SysProcAttr { return nil }
