@@ -2,22 +2,135 @@ package provider
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"strings"
-	"time"
+	"maps"
+	"slices"
 
-	"github.com/hashicorp/terraform-plugin-framework-timetypes/timetypes"
 	"github.com/hashicorp/terraform-plugin-framework/diag"
+	"github.com/hashicorp/terraform-plugin-framework/path"
+	"github.com/hashicorp/terraform-plugin-framework/resource"
 	"github.com/hashicorp/terraform-plugin-framework/resource/schema/planmodifier"
 	"github.com/hashicorp/terraform-plugin-framework/types"
 
 	"github.com/microswarm/terraform-provider-microswarm/internal/conn"
 	"github.com/microswarm/terraform-provider-microswarm/internal/swarm"
-	"github.com/microswarm/terraform-provider-microswarm/internal/wait"
 )
 
-// Plan modifiers.
+// ValidateConfig checks what spans entries: a manager, and one entry per node.
+func (r *swarmClusterResource) ValidateConfig(ctx context.Context, req resource.ValidateConfigRequest, resp *resource.ValidateConfigResponse) {
+	var nodes types.Map
+	resp.Diagnostics.Append(req.Config.GetAttribute(ctx, path.Root("nodes"), &nodes)...)
+	if resp.Diagnostics.HasError() || nodes.IsNull() || nodes.IsUnknown() {
+		return
+	}
+	entries := map[string]swarmNodeModel{}
+	resp.Diagnostics.Append(nodes.ElementsAs(ctx, &entries, false)...)
+	if resp.Diagnostics.HasError() {
+		return
+	}
+	managers, rolesKnown := 0, true
+	hosts, addrs := map[string]string{}, map[string]string{}
+	for _, key := range slices.Sorted(maps.Keys(entries)) {
+		e := entries[key]
+		switch {
+		case e.Role.IsUnknown():
+			rolesKnown = false
+		case e.Role.ValueString() == string(swarm.RoleManager):
+			managers++
+		}
+		entry := path.Root("nodes").AtMapKey(key)
+		if ep, err := conn.ParseEndpoint(e.Host.ValueString()); err == nil && !e.Host.IsUnknown() {
+			if other, dup := hosts[ep.String()]; dup {
+				attrError(&resp.Diagnostics, entry.AtName("host"), "Duplicate Swarm Node Host",
+					fmt.Sprintf("entries %q and %q both name %s; each entry is one node.", other, key, e.Host.ValueString()))
+			}
+			hosts[ep.String()] = key
+		}
+		checkHostKeyBeside(entry.AtName("host_key"), e.Host, e.HostKey, &resp.Diagnostics)
+		if a := e.AdvertiseAddr; !a.IsUnknown() && !a.IsNull() {
+			if other, dup := addrs[a.ValueString()]; dup {
+				attrError(&resp.Diagnostics, entry.AtName("advertise_addr"), "Duplicate Advertise Address",
+					fmt.Sprintf("entries %q and %q both advertise %s; each node needs its own address.", other, key, a.ValueString()))
+			}
+			addrs[a.ValueString()] = key
+		}
+	}
+	var pools types.List
+	var subnetSize types.Int64
+	resp.Diagnostics.Append(req.Config.GetAttribute(ctx, path.Root("default_addr_pool"), &pools)...)
+	resp.Diagnostics.Append(req.Config.GetAttribute(ctx, path.Root("subnet_size"), &subnetSize)...)
+	if !subnetSize.IsNull() && !subnetSize.IsUnknown() {
+		poolList, known := []string{"10.0.0.0/8"}, true // Docker's default pool
+		if !pools.IsNull() {
+			poolList, known = knownStrings(ctx, pools)
+		}
+		if err := swarm.CheckSubnetSize(poolList, int(subnetSize.ValueInt64())); known && err != nil {
+			attrError(&resp.Diagnostics, path.Root("subnet_size"), "Invalid Subnet Size", err.Error()+".")
+		}
+	}
+	if rolesKnown && managers == 0 {
+		resp.Diagnostics.AddAttributeError(path.Root("nodes"), "No Swarm Manager",
+			`A swarm needs at least one manager: set role = "manager" on one entry (three tolerate the loss of one).`)
+	}
+}
+
+// ModifyPlan warns about an even number of managers when a plan sets it, and fails the
+// plan, rather than the apply, when ssh:// hosts meet a provider without an SSH key.
+func (r *swarmClusterResource) ModifyPlan(ctx context.Context, req resource.ModifyPlanRequest, resp *resource.ModifyPlanResponse) {
+	if req.Plan.Raw.IsNull() {
+		return
+	}
+	if r.data != nil {
+		var nodes types.Map
+		resp.Diagnostics.Append(req.Plan.GetAttribute(ctx, path.Root("nodes"), &nodes)...)
+		for key, e := range nodeEntries(ctx, nodes, &resp.Diagnostics) {
+			r.data.checkTCPHost(path.Root("nodes").AtMapKey(key).AtName("host"), e.Host, &resp.Diagnostics)
+		}
+	}
+	if r.data != nil && r.data.sshPublicKey == "" {
+		var nodes types.Map
+		resp.Diagnostics.Append(req.Plan.GetAttribute(ctx, path.Root("nodes"), &nodes)...)
+		for key, e := range nodeEntries(ctx, nodes, &resp.Diagnostics) {
+			if ep, err := conn.ParseEndpoint(e.Host.ValueString()); err == nil && ep.Scheme == conn.SchemeSSH {
+				resp.Diagnostics.AddAttributeError(path.Root("nodes").AtMapKey(key).AtName("host"), "Missing SSH Private Key",
+					fmt.Sprintf("Entry %q reaches its node over SSH (%s), but the provider has no ssh_private_key or ssh_private_key_file.", key, e.Host.ValueString()))
+				break
+			}
+		}
+	}
+	planned, known := managerCount(ctx, req.Plan.GetAttribute)
+	if !known {
+		return
+	}
+	prior := -1
+	if !req.State.Raw.IsNull() {
+		prior, _ = managerCount(ctx, req.State.GetAttribute)
+	}
+	if msg := swarm.ManagerCountWarning(planned); msg != "" && planned != prior {
+		resp.Diagnostics.AddAttributeWarning(path.Root("nodes"), "Even Number of Swarm Managers", msg)
+	}
+}
+
+func managerCount(ctx context.Context, get func(context.Context, path.Path, any) diag.Diagnostics) (int, bool) {
+	var nodes types.Map
+	if get(ctx, path.Root("nodes"), &nodes).HasError() || nodes.IsNull() || nodes.IsUnknown() {
+		return 0, false
+	}
+	entries := map[string]swarmNodeModel{}
+	if nodes.ElementsAs(ctx, &entries, false).HasError() {
+		return 0, false
+	}
+	count := 0
+	for _, e := range entries {
+		if e.Role.IsUnknown() {
+			return 0, false
+		}
+		if e.Role.ValueString() == string(swarm.RoleManager) {
+			count++
+		}
+	}
+	return count, true
+}
 
 // sameNodeModifier keeps a node entry's node_id and hostname from state while the
 // entry names the same host, advertise address and host key and its node was ready:
@@ -29,6 +142,7 @@ type sameNodeModifier struct{}
 func (sameNodeModifier) Description(context.Context) string {
 	return "keeps the value while the entry's node stays the same swarm node"
 }
+
 func (m sameNodeModifier) MarkdownDescription(ctx context.Context) string { return m.Description(ctx) }
 
 func (sameNodeModifier) PlanModifyString(ctx context.Context, req planmodifier.StringRequest, resp *planmodifier.StringResponse) {
@@ -64,6 +178,7 @@ type recordedHostKeyModifier struct{}
 func (recordedHostKeyModifier) Description(context.Context) string {
 	return "keeps the host key recorded for the entry's host"
 }
+
 func (m recordedHostKeyModifier) MarkdownDescription(ctx context.Context) string {
 	return m.Description(ctx)
 }
@@ -95,18 +210,6 @@ func (recordedHostKeyModifier) PlanModifyString(ctx context.Context, req planmod
 	}
 }
 
-// recordHostKeys fills in the host keys a plan left to be recorded: the key each host
-// presented (and known_hosts or the policy accepted), or none for a host not reached or
-// not reached over SSH.
-func recordHostKeys(entries map[string]swarmNodeModel, seen map[string]string) {
-	for key, e := range entries {
-		if e.HostKey.IsUnknown() {
-			e.HostKey = nullIfEmpty(seen[e.Host.ValueString()])
-			entries[key] = e
-		}
-	}
-}
-
 // readyStateModifier plans every node as ready: that is what an apply converges to, so
 // a node that refresh found down or gone shows as a change to apply.
 type readyStateModifier struct{}
@@ -114,6 +217,7 @@ type readyStateModifier struct{}
 func (readyStateModifier) Description(context.Context) string {
 	return "plans the node as ready"
 }
+
 func (m readyStateModifier) MarkdownDescription(ctx context.Context) string {
 	return m.Description(ctx)
 }
@@ -131,6 +235,7 @@ type reachabilityModifier struct{}
 func (reachabilityModifier) Description(context.Context) string {
 	return "plans managers as reachable, workers as null"
 }
+
 func (m reachabilityModifier) MarkdownDescription(ctx context.Context) string {
 	return m.Description(ctx)
 }
@@ -149,81 +254,4 @@ func (reachabilityModifier) PlanModifyString(ctx context.Context, req planmodifi
 	default:
 		resp.PlanValue = types.StringNull()
 	}
-}
-
-// Diagnostics.
-
-// addSwarmError turns an error from internal/swarm into a diagnostic: what failed, on
-// which node, what was done before, and what to do next.
-func addSwarmError(diags *diag.Diagnostics, operation, swarmID string, err error, res *swarm.Result) {
-	summary, next := "Swarm Change Failed", "Fix the cause above, then apply again: every apply starts from the swarm as it is."
-	var (
-		unreachable *swarm.UnreachableError
-		other       *swarm.OtherSwarmError
-		quorum      *swarm.QuorumError
-		noManager   *swarm.NoManagerError
-		locked      *swarm.LockedError
-		timeout     *wait.TimeoutError
-	)
-	switch {
-	case errors.As(err, &unreachable):
-		summary = "Swarm Node Unreachable"
-		next = "Check that the node is powered on and that SSH and Docker answer on it (its host and host_key), then apply again: " +
-			"nodes already in the swarm are kept and the rest join."
-	case errors.As(err, &other):
-		summary = "Node Belongs to Another Swarm"
-		next = "Make the node leave that swarm (`docker swarm leave`, `--force` for a manager) or take it out of `nodes`, then apply again."
-	case errors.As(err, &quorum):
-		summary = "Swarm Quorum Would Be Lost"
-		next = "Bring the unreachable managers back, or change fewer managers per apply, then apply again. If managers are lost for good, " +
-			"recover with `docker swarm init --force-new-cluster` on a reachable manager."
-	case errors.As(err, &noManager):
-		summary = "No Reachable Swarm Manager"
-		next = "Check that at least one manager in `nodes` is powered on and reachable. If the swarm was taken apart outside Terraform, " +
-			"`terraform state rm` this resource and apply again."
-	case errors.As(err, &locked):
-		summary = "Swarm Manager Locked"
-		next = "Unlock one manager with `docker swarm unlock` and the swarm's unlock key (which Terraform does not keep), then apply again: the provider unlocks the others with the key that manager reports."
-	case errors.As(err, &timeout):
-		summary = "Swarm Did Not Converge"
-		next = fmt.Sprintf("Raise timeouts.%s if the swarm is slow (draining a node waits for its tasks to move), or check the node named above, then apply again.", operation)
-	}
-	var b strings.Builder
-	if swarmID == "" && res != nil {
-		swarmID = res.ID
-	}
-	if swarmID != "" {
-		fmt.Fprintf(&b, "Swarm %s: ", swarmID)
-	}
-	b.WriteString(err.Error())
-	b.WriteString(".")
-	var step *swarm.StepError
-	if errors.As(err, &step) && len(step.Done) > 0 {
-		b.WriteString("\n\nDone before the failure: " + strings.Join(step.Done, "; ") + ".")
-	}
-	if operation == "create" && res != nil {
-		b.WriteString("\n\nThe swarm and the nodes that joined it are kept and not recorded in state: the next apply adopts the swarm " +
-			"and joins the rest, it does not start a new one.")
-	}
-	b.WriteString("\n\n" + next)
-	diags.AddError(summary, b.String())
-}
-
-// addSwarmWarnings reports what a change had to skip.
-func addSwarmWarnings(diags *diag.Diagnostics, res *swarm.Result) {
-	if res == nil {
-		return
-	}
-	for _, w := range res.Warnings {
-		diags.AddWarning("Swarm Node Not Cleaned Up", fmt.Sprintf("Swarm %s: %s.", res.ID, w))
-	}
-}
-
-// goDurationOf keeps the configured spelling of a duration ("2160h") when it means the
-// same as what the swarm reports ("2160h0m0s").
-func goDurationOf(configured timetypes.GoDuration, actual time.Duration) timetypes.GoDuration {
-	if d, diags := configured.ValueGoDuration(); !configured.IsNull() && !configured.IsUnknown() && !diags.HasError() && d == actual {
-		return configured
-	}
-	return timetypes.NewGoDurationValue(actual)
 }
