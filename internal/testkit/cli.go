@@ -25,9 +25,20 @@ var (
 	pluginError error
 )
 
-// providerPlugin builds the provider binary once per test process.
+// providerPlugin is the provider binary that workspaces run (built by Run).
 func providerPlugin(t *testing.T) string {
 	t.Helper()
+	buildPlugin()
+	if pluginError != nil {
+		t.Fatal(pluginError)
+	}
+	return pluginDir
+}
+
+// buildPlugin builds the provider binary once per test process. Run calls it before any
+// test: built later, in the middle of a long run, it would take in whatever the tree
+// holds by then, not the code the test binary was compiled from.
+func buildPlugin() {
 	buildOnce.Do(func() {
 		root, err := exec.Command("go", "env", "GOMOD").Output()
 		if err != nil {
@@ -46,10 +57,6 @@ func providerPlugin(t *testing.T) string {
 			pluginError = fmt.Errorf("building the provider: %w: %s", err, out)
 		}
 	})
-	if pluginError != nil {
-		t.Fatal(pluginError)
-	}
-	return pluginDir
 }
 
 // removePlugin deletes the built provider (Run calls it).

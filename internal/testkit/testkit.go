@@ -36,6 +36,12 @@ func Run(m *testing.M) int {
 	if os.Getenv("TF_ACC") == "" {
 		return m.Run()
 	}
+	buildPlugin()
+	defer removePlugin()
+	if pluginError != nil {
+		fmt.Fprintln(os.Stderr, "testkit:", pluginError)
+		return 1
+	}
 	if os.Getenv("MICROSWARM_SSH_PRIVATE_KEY") == "" && os.Getenv("MICROSWARM_SSH_PRIVATE_KEY_FILE") == "" {
 		key, err := newPrivateKey()
 		if err != nil {
@@ -66,7 +72,6 @@ func Run(m *testing.M) int {
 		_ = os.Setenv("DIGITALOCEAN_API_URL", cloud.URL())
 		_ = os.Setenv("DIGITALOCEAN_TOKEN", cloud.Token())
 		code := m.Run()
-		removePlugin()
 		closeCtx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 		defer cancel()
 		if err := cloud.Close(closeCtx); err != nil {
