@@ -33,7 +33,9 @@ type fakeEngine struct {
 	pullable   map[string]bool
 	volumes    map[string]bool
 	failCopy   bool
-	calls      []string
+	// volumeRemoveErr makes VolumeRemove fail (a volume still in use).
+	volumeRemoveErr error
+	calls           []string
 }
 
 type fakeContainer struct {
@@ -253,6 +255,9 @@ func (f *fakeEngine) VolumeCreate(_ context.Context, opts volume.CreateOptions) 
 func (f *fakeEngine) VolumeRemove(_ context.Context, name string, _ bool) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.volumeRemoveErr != nil {
+		return f.volumeRemoveErr
+	}
 	if !f.volumes[name] {
 		return notFound("volume")
 	}

@@ -1,0 +1,300 @@
+package provider
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"time"
+
+	"github.com/docker/docker/client"
+	consulapi "github.com/hashicorp/consul/api"
+	"github.com/hashicorp/terraform-plugin-framework/diag"
+	"github.com/hashicorp/terraform-plugin-framework/path"
+	"github.com/hashicorp/terraform-plugin-framework/resource"
+	"github.com/hashicorp/terraform-plugin-framework/tfsdk"
+	"github.com/hashicorp/terraform-plugin-framework/types"
+	"github.com/hashicorp/terraform-plugin-log/tflog"
+
+	"github.com/microswarm/terraform-provider-microswarm/internal/conn"
+	"github.com/microswarm/terraform-provider-microswarm/internal/consul"
+	"github.com/microswarm/terraform-provider-microswarm/internal/droplet"
+)
+
+// consulPlan does the plan work both resources share: the computed values an apply
+// will set or keep. A stopped container (running false in state) or a config hash that
+// differs from the container's plans an in-place update that recreates it.
+func consulPlan(ctx context.Context, role consul.Role, plan, state *consulContainerModel, bootstrapExpect types.Int64, diags *diag.Diagnostics) {
+	plan.Running = types.BoolValue(true)
+	if !plan.Host.IsUnknown() && !plan.ContainerName.IsUnknown() {
+		plan.ID = types.StringValue(consulID(plan.Host.ValueString(), plan.ContainerName.ValueString()))
+	}
+	spec, known := consulSpecOf(ctx, role, *plan, bootstrapExpect, diags)
+	if known {
+		plan.ConfigHash = types.StringValue(spec.Hash())
+		plan.HTTPAddr = types.StringValue(spec.HTTPAddr())
+	} else {
+		plan.ConfigHash = types.StringUnknown()
+		plan.HTTPAddr = types.StringUnknown()
+	}
+	switch {
+	case plan.ACL.IsNull():
+		plan.ACLAgentToken = types.StringNull()
+	case state != nil && !state.ACLAgentToken.IsNull() && plan.ACL.Equal(state.ACL) && plan.ACLTokenWOVer.Equal(state.ACLTokenWOVer):
+		plan.ACLAgentToken = state.ACLAgentToken
+	default:
+		plan.ACLAgentToken = types.StringUnknown()
+	}
+	if state == nil {
+		plan.ContainerID, plan.NodeID = types.StringUnknown(), types.StringUnknown()
+		return
+	}
+	if recreate := !plan.ConfigHash.Equal(state.ConfigHash) || !state.Running.ValueBool(); recreate {
+		plan.ContainerID = types.StringUnknown()
+	} else {
+		plan.ContainerID = state.ContainerID
+	}
+	// The node ID lives on the data volume, which in-place updates keep.
+	plan.NodeID = state.NodeID
+	if plan.NodeID.IsNull() {
+		plan.NodeID = types.StringUnknown()
+	}
+}
+
+// consulOpenHost reaches the node and records the host key it presented when none was
+// pinned; what vouches for an unpinned key is known_hosts or host_key_policy, after an
+// import too (strict refuses it, accept-new trusts and records it). With tolerateUnreachable
+// (refresh of a known container, delete) a node that does not answer at all is a
+// warning: a dead node must not block the plan that replaces it, nor the destroy that
+// goes with it. A wrong host key is always an error.
+func (d *providerData) consulOpenHost(ctx context.Context, m *consulContainerModel, tolerateUnreachable bool, diags *diag.Diagnostics) *conn.Host {
+	host, hostKey := m.Host.ValueString(), m.HostKey.ValueString()
+	_, err := conn.ParseEndpoint(host)
+	if err != nil {
+		diags.AddAttributeError(path.Root("host"), "Invalid Host", err.Error())
+		return nil
+	}
+	var h *conn.Host
+	if !tolerateUnreachable {
+		h = d.openHost(ctx, path.Root("host"), host, hostKey, diags)
+	} else {
+		h, err = d.openTolerant(ctx, conn.Target{Host: host, HostKey: hostKey}, true)
+	}
+	switch {
+	case h == nil && err == nil:
+		return nil // openHost reported it
+	case err != nil && tolerateUnreachable && consulUnreachable(err):
+		diags.AddWarning("Consul Node Unreachable", fmt.Sprintf(
+			"%s does not answer (%s), so container %s could not be checked; Terraform keeps what it last knew. "+
+				"If the node is gone for good, replace it: its Consul container went with it.", host, err, m.ContainerName.ValueString()))
+		return nil
+	case err != nil:
+		diags.AddAttributeError(path.Root("host"), "Could Not Reach Host", fmt.Sprintf("%s: %s", host, err))
+		return nil
+	}
+	if key := h.HostKey(); key != "" && hostKey == "" {
+		tflog.Warn(ctx, "recorded the host key that known_hosts or host_key_policy accepted; set host_key in the config to pin it",
+			map[string]any{"host": host, "fingerprint": fingerprintOf(key)})
+		m.HostKey = types.StringValue(key)
+	} else if m.HostKey.IsUnknown() {
+		m.HostKey = types.StringNull()
+	}
+	return h
+}
+
+// consulUnreachable tells a node that does not answer (or whose droplet the API reports
+// off) from one that answered wrongly (a changed host key, a refused login).
+func consulUnreachable(err error) bool {
+	var opErr *net.OpError
+	var down *droplet.DownError
+	return errors.As(err, &opErr) || errors.Is(err, context.DeadlineExceeded) || errors.As(err, &down)
+}
+
+// consulDocker returns the node's Docker client.
+func consulDocker(h *conn.Host, host string, diags *diag.Diagnostics) *client.Client {
+	docker, err := h.Docker()
+	if err != nil {
+		diags.AddAttributeError(path.Root("host"), "Could Not Reach the Docker API", fmt.Sprintf("%s: %s", host, err))
+		return nil
+	}
+	return docker
+}
+
+// consulAPI returns a client for the agent that spec describes, through the node.
+func consulAPI(h *conn.Host, spec consul.Spec) (*consulapi.Client, error) {
+	cfg, err := consul.APIConfig(spec)
+	if err != nil {
+		return nil, err
+	}
+	if spec.ACL != nil {
+		cfg.Token = spec.ACL.Token
+	}
+	return h.Consul(cfg)
+}
+
+// consulFiles reads the node's containers' files, or nothing when its engine cannot be
+// reached (a nil *client.Client must not become a non-nil FileReader).
+func consulFiles(h *conn.Host) consul.FileReader {
+	docker, err := h.Docker()
+	if err != nil {
+		return nil
+	}
+	return docker
+}
+
+// consulRunningSpec is how to talk to the container as it runs now: its flags, with the
+// TLS material from the state, or from the plan when an import left the state without it.
+// A key given write-only (in no state or plan) is read from the container, which holds it.
+func consulRunningSpec(ctx context.Context, files consul.FileReader, c *consul.Container, materials ...*consul.TLS) consul.Spec {
+	s := c.Spec
+	if !c.HTTPS {
+		return s
+	}
+	for _, t := range materials {
+		if t != nil {
+			material := *t
+			if material.KeyPEM == "" && material.KeyWriteOnly && files != nil {
+				key, err := consul.ReadTLSKey(ctx, files, c.ID)
+				if err != nil {
+					tflog.Warn(ctx, "could not read the consul agent's write-only TLS key back from its container", map[string]any{"container": c.Name, "error": err.Error()})
+				}
+				material.KeyPEM = key
+			}
+			s.TLS = &material
+			return s
+		}
+	}
+	s.TLS = &consul.TLS{}
+	return s
+}
+
+// consulReadTimeout bounds the Consul queries of a refresh: Read must not wait.
+const consulReadTimeout = 10 * time.Second
+
+// consulDelete reaches the node and deletes the agent there (consul.Delete: a graceful
+// leave, the container, its volume; what is already gone is fine), reporting a failed
+// leave or a foreign container of that name as warnings. A node that does not answer
+// is a success only when its droplet is known gone (requireNodeGone): otherwise the agent
+// may still run there, and the delete fails with the next step.
+func consulDelete(ctx context.Context, d *providerData, role consul.Role, m consulContainerModel, spec consul.Spec, diags *diag.Diagnostics) {
+	if d == nil {
+		return
+	}
+	host, name := m.Host.ValueString(), m.ContainerName.ValueString()
+	h := d.consulOpenHost(ctx, &m, true, diags)
+	if h == nil {
+		if !diags.HasError() { // unreachable: gone only with its droplet, never forgotten while it may run
+			d.requireNodeGone(ctx, "Consul "+consulRoleNoun(role)+" container "+name, host, diags)
+		}
+		return
+	}
+	docker := consulDocker(h, host, diags)
+	if docker == nil {
+		return
+	}
+	res, err := consul.Delete(ctx, docker, name, func(c *consul.Container) consul.Spec {
+		return d.consulWithToken(consulRunningSpec(ctx, docker, c, spec.TLS))
+	})
+	if res.Foreign != nil {
+		diags.AddWarning("Consul Container Replaced Outside Terraform",
+			fmt.Sprintf("%s. That container was left alone; only the data volume %s-data is removed.", res.Foreign, name))
+	}
+	if res.LeaveErr != nil {
+		summary, node := "Consul Agent Did Not Leave Gracefully", cmp.Or(res.NodeName, "NODE_NAME")
+		if role == consul.RoleServer {
+			summary = "Consul Server Did Not Leave Gracefully"
+		}
+		diags.AddWarning(summary, fmt.Sprintf("Container %s on %s: %s. The container is removed anyway; the servers will mark the "+
+			"node failed and reap it after 72h, or run `consul force-leave %s` on a server now.", name, host, res.LeaveErr, node))
+	}
+	var failed *consul.DeleteError
+	if errors.As(err, &failed) {
+		summary := map[consul.DeleteStep]string{
+			consul.StepInspect:         "Could Not Inspect Consul Container",
+			consul.StepRemoveContainer: "Could Not Remove Consul Container",
+			consul.StepRemoveVolume:    "Could Not Remove Consul Data Volume",
+		}[failed.Step]
+		addConsulContainerError(diags, summary, host, name, failed.Err)
+	} else if err != nil {
+		addConsulContainerError(diags, "Could Not Delete Consul Container", host, name, err)
+	}
+}
+
+// consulImportState takes `HOST,CONTAINER_NAME`; Read fills in the rest from the container.
+func consulImportState(ctx context.Context, req resource.ImportStateRequest, resp *resource.ImportStateResponse) {
+	host, name, err := parseConsulImportID(req.ID)
+	if err != nil {
+		resp.Diagnostics.AddError("Invalid Import ID", err.Error()+".")
+		return
+	}
+	resp.Diagnostics.Append(resp.State.SetAttribute(ctx, path.Root("id"), consulID(host, name))...)
+	resp.Diagnostics.Append(resp.State.SetAttribute(ctx, path.Root("host"), host)...)
+	resp.Diagnostics.Append(resp.State.SetAttribute(ctx, path.Root("container_name"), name)...)
+}
+
+// consulPrepare is how Create and Update start: the container spec from the plan, and the
+// node reached through its pinned host. ok is false when diags say why not.
+func (d *providerData) consulPrepare(ctx context.Context, role consul.Role, m *consulContainerModel, bootstrapExpect types.Int64, cfg tfsdk.Config, diags *diag.Diagnostics) (spec consul.Spec, h *conn.Host, docker *client.Client, ok bool) {
+	spec, known := consulSpecOf(ctx, role, *m, bootstrapExpect, diags)
+	if spec.EncryptWriteOnly {
+		spec.Encrypt = consulWriteOnly(ctx, cfg, "encrypt_wo", diags)
+	}
+	if spec.ACL != nil {
+		spec.ACL.Token = consulWriteOnly(ctx, cfg, "acl_token_wo", diags)
+	}
+	if spec.TLS != nil && spec.TLS.KeyWriteOnly {
+		var t types.Object
+		diags.Append(cfg.GetAttribute(ctx, path.Root("tls"), &t)...)
+		if fromConfig := consulTLSOf(ctx, t); fromConfig != nil {
+			spec.TLS.KeyPEM = fromConfig.KeyPEM
+		}
+	}
+	if diags.HasError() {
+		return spec, nil, nil, false
+	}
+	if !known {
+		diags.AddError("Unknown Values at Apply", fmt.Sprintf("The %s's configuration still had unknown values at apply. "+
+			"Please report this issue to the provider developers.", consulRoleNoun(role)))
+		return spec, nil, nil, false
+	}
+	if h = d.consulOpenHost(ctx, m, false, diags); h == nil {
+		return spec, nil, nil, false
+	}
+	if docker = consulDocker(h, m.Host.ValueString(), diags); docker == nil {
+		return spec, nil, nil, false
+	}
+	return spec, h, docker, true
+}
+
+// consulReadContainer refreshes the container part of a Consul resource's state. It
+// returns nil when there is nothing more to read: the container is gone (the resource is
+// removed from state, so the plan re-creates it), the node is unreachable (state kept,
+// with a warning), or an error was reported.
+func (d *providerData) consulReadContainer(ctx context.Context, role consul.Role, m *consulContainerModel, resp *resource.ReadResponse) (*conn.Host, *consul.Container) {
+	host, name := m.Host.ValueString(), m.ContainerName.ValueString()
+	h := d.consulOpenHost(ctx, m, !m.ContainerID.IsNull(), &resp.Diagnostics)
+	if h == nil {
+		return nil, nil
+	}
+	docker := consulDocker(h, host, &resp.Diagnostics)
+	if docker == nil {
+		return nil, nil
+	}
+	c, err := consul.Find(ctx, docker, name)
+	if errors.Is(err, consul.ErrNotFound) {
+		tflog.Warn(ctx, "consul "+consulRoleNoun(role)+" container is gone; removing it from state so the plan re-creates it",
+			map[string]any{"host": host, "container": name})
+		resp.State.RemoveResource(ctx)
+		return nil, nil
+	}
+	if err == nil && c.Role != role {
+		err = fmt.Errorf("the container runs a Consul %s, not a %s", c.Role, consulRoleNoun(role))
+	}
+	if err != nil {
+		addConsulContainerError(&resp.Diagnostics, "Could Not Read Consul "+consulTitle(role)+" Container", host, name, err)
+		return nil, nil
+	}
+	consulFillFromContainer(ctx, role, m, c, &resp.Diagnostics)
+	return h, c
+}
