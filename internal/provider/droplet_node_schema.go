@@ -182,3 +182,15 @@ var dropletTagsDescription = "Tags. Change in place. The provider also writes ta
 	droplet.ManagedTag + "`, `" + droplet.IdempotencyTagPrefix + "TOKEN`, `" + droplet.StackTagPrefix + "ID` (the provider's `stack_id`) " +
 	"and, until a refresh reads the droplet, `" + droplet.PendingTagPrefix + "...` and `" + droplet.RunTagPrefix + "RUN`, by which an interrupted create's droplet is found again " +
 	"(see Interrupted and concurrent applies)."
+
+// providerTagValidator refuses, in a droplet's tags, the tags the provider writes itself
+// and hides from `tags` (an idempotency, pending or stack tag): Read could never show them.
+func providerTagValidator() validator.String {
+	return stringCheck{"Reserved Tag", "must not be one of the provider's own tags (" + droplet.IdempotencyTagPrefix + "..., " +
+		droplet.PendingTagPrefix + "..., " + droplet.StackTagPrefix + "...)", func(s string) error {
+		if droplet.IsProviderTag(s) {
+			return fmt.Errorf("%q is a tag the provider writes itself and hides from tags; choose another", s)
+		}
+		return nil
+	}}
+}

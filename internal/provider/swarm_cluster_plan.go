@@ -5,11 +5,13 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"time"
 
 	"github.com/hashicorp/terraform-plugin-framework/diag"
 	"github.com/hashicorp/terraform-plugin-framework/path"
 	"github.com/hashicorp/terraform-plugin-framework/resource"
 	"github.com/hashicorp/terraform-plugin-framework/resource/schema/planmodifier"
+	"github.com/hashicorp/terraform-plugin-framework/schema/validator"
 	"github.com/hashicorp/terraform-plugin-framework/types"
 
 	"github.com/microswarm/terraform-provider-microswarm/internal/conn"
@@ -253,5 +255,59 @@ func (reachabilityModifier) PlanModifyString(ctx context.Context, req planmodifi
 		resp.PlanValue = types.StringValue(swarm.Reachable)
 	default:
 		resp.PlanValue = types.StringNull()
+	}
+}
+
+// advertiseAddrValidator accepts what `docker swarm init --advertise-addr` does: an IP
+// or a network interface name, optionally with a port.
+func advertiseAddrValidator() validator.String {
+	const desc = `must be an IP address or interface name, optionally with a port ("10.10.0.5", "10.10.0.5:2377", "eth1")`
+	return stringCheck{"Invalid Advertise Address", desc, func(s string) error {
+		if err := swarm.CheckAdvertiseAddr(s); err != nil {
+			return fmt.Errorf("%q %s: %w", s, desc, err)
+		}
+		return nil
+	}}
+}
+
+// addrPoolsValidator accepts swarm address pools: IPv4 networks that do not overlap.
+type addrPoolsValidator struct{}
+
+func (addrPoolsValidator) Description(context.Context) string {
+	return `must be IPv4 networks in CIDR form that do not overlap, e.g. ["10.20.0.0/16"]`
+}
+
+func (v addrPoolsValidator) MarkdownDescription(ctx context.Context) string {
+	return v.Description(ctx)
+}
+
+func (addrPoolsValidator) ValidateList(ctx context.Context, req validator.ListRequest, resp *validator.ListResponse) {
+	pools, known := knownStrings(ctx, req.ConfigValue)
+	if !known {
+		return
+	}
+	if i, err := swarm.CheckAddrPools(pools); err != nil {
+		attrError(&resp.Diagnostics, req.Path.AtListIndex(i), "Invalid Address Pool", err.Error()+".")
+	}
+}
+
+// minDurationValidator accepts Go durations of at least min.
+type minDurationValidator struct{ min time.Duration }
+
+func (v minDurationValidator) Description(context.Context) string {
+	return fmt.Sprintf("must be a Go duration of at least %s", v.min)
+}
+
+func (v minDurationValidator) MarkdownDescription(ctx context.Context) string {
+	return v.Description(ctx)
+}
+
+func (v minDurationValidator) ValidateString(ctx context.Context, req validator.StringRequest, resp *validator.StringResponse) {
+	if skip(req) {
+		return
+	}
+	d, err := time.ParseDuration(req.ConfigValue.ValueString())
+	if err == nil && d < v.min {
+		attrError(&resp.Diagnostics, req.Path, "Invalid Duration", fmt.Sprintf("%q is shorter than %s: Docker refuses certificates valid for less than an hour.", req.ConfigValue.ValueString(), v.min))
 	}
 }
