@@ -129,8 +129,8 @@ func TestConsulUnreachableIsOnlyANodeThatDoesNotAnswer(t *testing.T) {
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
-			if got := consulUnreachable(tc.err); got != tc.want {
-				t.Errorf("consulUnreachable(%v) = %t, want %t", tc.err, got, tc.want)
+			if got := nodeUnreachable(tc.err); got != tc.want {
+				t.Errorf("nodeUnreachable(%v) = %t, want %t", tc.err, got, tc.want)
 			}
 		})
 	}

@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"time"
 
 	"github.com/docker/docker/client"
@@ -19,7 +18,6 @@ import (
 
 	"github.com/microswarm/terraform-provider-microswarm/internal/conn"
 	"github.com/microswarm/terraform-provider-microswarm/internal/consul"
-	"github.com/microswarm/terraform-provider-microswarm/internal/droplet"
 )
 
 // consulPlan does the plan work both resources share: the computed values an apply
@@ -60,65 +58,6 @@ func consulPlan(ctx context.Context, role consul.Role, plan, state *consulContai
 	if plan.NodeID.IsNull() {
 		plan.NodeID = types.StringUnknown()
 	}
-}
-
-// consulOpenHost reaches the node and records the host key it presented when none was
-// pinned; what vouches for an unpinned key is known_hosts or host_key_policy, after an
-// import too (strict refuses it, accept-new trusts and records it). With tolerateUnreachable
-// (refresh of a known container, delete) a node that does not answer at all is a
-// warning: a dead node must not block the plan that replaces it, nor the destroy that
-// goes with it. A wrong host key is always an error.
-func (d *providerData) consulOpenHost(ctx context.Context, m *consulContainerModel, tolerateUnreachable bool, diags *diag.Diagnostics) *conn.Host {
-	host, hostKey := m.Host.ValueString(), m.HostKey.ValueString()
-	_, err := conn.ParseEndpoint(host)
-	if err != nil {
-		diags.AddAttributeError(path.Root("host"), "Invalid Host", err.Error())
-		return nil
-	}
-	var h *conn.Host
-	if !tolerateUnreachable {
-		h = d.openHost(ctx, path.Root("host"), host, hostKey, diags)
-	} else {
-		h, err = d.openTolerant(ctx, conn.Target{Host: host, HostKey: hostKey}, true)
-	}
-	switch {
-	case h == nil && err == nil:
-		return nil // openHost reported it
-	case err != nil && tolerateUnreachable && consulUnreachable(err):
-		diags.AddWarning("Consul Node Unreachable", fmt.Sprintf(
-			"%s does not answer (%s), so container %s could not be checked; Terraform keeps what it last knew. "+
-				"If the node is gone for good, replace it: its Consul container went with it.", host, err, m.ContainerName.ValueString()))
-		return nil
-	case err != nil:
-		diags.AddAttributeError(path.Root("host"), "Could Not Reach Host", fmt.Sprintf("%s: %s", host, err))
-		return nil
-	}
-	if key := h.HostKey(); key != "" && hostKey == "" {
-		tflog.Warn(ctx, "recorded the host key that known_hosts or host_key_policy accepted; set host_key in the config to pin it",
-			map[string]any{"host": host, "fingerprint": fingerprintOf(key)})
-		m.HostKey = types.StringValue(key)
-	} else if m.HostKey.IsUnknown() {
-		m.HostKey = types.StringNull()
-	}
-	return h
-}
-
-// consulUnreachable tells a node that does not answer (or whose droplet the API reports
-// off) from one that answered wrongly (a changed host key, a refused login).
-func consulUnreachable(err error) bool {
-	var opErr *net.OpError
-	var down *droplet.DownError
-	return errors.As(err, &opErr) || errors.Is(err, context.DeadlineExceeded) || errors.As(err, &down)
-}
-
-// consulDocker returns the node's Docker client.
-func consulDocker(h *conn.Host, host string, diags *diag.Diagnostics) *client.Client {
-	docker, err := h.Docker()
-	if err != nil {
-		diags.AddAttributeError(path.Root("host"), "Could Not Reach the Docker API", fmt.Sprintf("%s: %s", host, err))
-		return nil
-	}
-	return docker
 }
 
 // consulAPI returns a client for the agent that spec describes, through the node.
@@ -182,14 +121,14 @@ func consulDelete(ctx context.Context, d *providerData, role consul.Role, m cons
 		return
 	}
 	host, name := m.Host.ValueString(), m.ContainerName.ValueString()
-	h := d.consulOpenHost(ctx, &m, true, diags)
+	h := d.reachNode(ctx, path.Root("host"), host, &m.HostKey, mayBeUnreachable, "Consul container "+name, diags)
 	if h == nil {
 		if !diags.HasError() { // unreachable: gone only with its droplet, never forgotten while it may run
 			d.requireNodeGone(ctx, "Consul "+consulRoleNoun(role)+" container "+name, host, diags)
 		}
 		return
 	}
-	docker := consulDocker(h, host, diags)
+	docker := dockerOf(h, path.Root("host"), host, diags)
 	if docker == nil {
 		return
 	}
@@ -258,10 +197,10 @@ func (d *providerData) consulPrepare(ctx context.Context, role consul.Role, m *c
 			"Please report this issue to the provider developers.", consulRoleNoun(role)))
 		return spec, nil, nil, false
 	}
-	if h = d.consulOpenHost(ctx, m, false, diags); h == nil {
+	if h = d.reachNode(ctx, path.Root("host"), m.Host.ValueString(), &m.HostKey, mustReach, "", diags); h == nil {
 		return spec, nil, nil, false
 	}
-	if docker = consulDocker(h, m.Host.ValueString(), diags); docker == nil {
+	if docker = dockerOf(h, path.Root("host"), m.Host.ValueString(), diags); docker == nil {
 		return spec, nil, nil, false
 	}
 	return spec, h, docker, true
@@ -273,11 +212,12 @@ func (d *providerData) consulPrepare(ctx context.Context, role consul.Role, m *c
 // with a warning), or an error was reported.
 func (d *providerData) consulReadContainer(ctx context.Context, role consul.Role, m *consulContainerModel, resp *resource.ReadResponse) (*conn.Host, *consul.Container) {
 	host, name := m.Host.ValueString(), m.ContainerName.ValueString()
-	h := d.consulOpenHost(ctx, m, !m.ContainerID.IsNull(), &resp.Diagnostics)
+	h := d.reachNode(ctx, path.Root("host"), m.Host.ValueString(), &m.HostKey, reachOf(!m.ContainerID.IsNull()),
+		"Consul container "+m.ContainerName.ValueString(), &resp.Diagnostics)
 	if h == nil {
 		return nil, nil
 	}
-	docker := consulDocker(h, host, &resp.Diagnostics)
+	docker := dockerOf(h, path.Root("host"), host, &resp.Diagnostics)
 	if docker == nil {
 		return nil, nil
 	}

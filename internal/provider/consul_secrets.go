@@ -216,7 +216,8 @@ func (d *providerData) registratorToken(ctx context.Context, m registratorModel,
 				"consul_ca_pem; %s is not one. Make a token with the rules of consul.RegistratorRules yourself and pass it as consul_token.", backend))
 		return ""
 	}
-	h := d.openHost(ctx, path.Root("host"), m.Host.ValueString(), m.HostKey.ValueString(), diags)
+	hostKey := m.HostKey
+	h := d.reachNode(ctx, path.Root("host"), m.Host.ValueString(), &hostKey, mustReach, "", diags)
 	if h == nil {
 		return ""
 	}

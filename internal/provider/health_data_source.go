@@ -266,7 +266,7 @@ func (d *healthDataSource) Read(ctx context.Context, req datasource.ReadRequest,
 		resp.Diagnostics.AddError("Invalid Health Scope", err.Error())
 		return
 	}
-	h := d.data.openNode(ctx, path.Root("host"), m.Host.ValueString(), &m.HostKey, false, &resp.Diagnostics)
+	h := d.data.reachNode(ctx, path.Root("host"), m.Host.ValueString(), &m.HostKey, mustReach, "", &resp.Diagnostics)
 	if h == nil {
 		return
 	}

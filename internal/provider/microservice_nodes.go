@@ -85,7 +85,7 @@ func (r *microserviceResource) reach(ctx context.Context, mgr *client.Client, m 
 			}
 		}
 	}
-	managerHost := r.data.openNode(ctx, path.Root("host"), m.Host.ValueString(), &m.HostKey, false, diags)
+	managerHost := r.data.reachNode(ctx, path.Root("host"), m.Host.ValueString(), &m.HostKey, mustReach, "", diags)
 	if managerHost == nil {
 		return nil
 	}
@@ -113,7 +113,7 @@ func (r *microserviceResource) reach(ctx context.Context, mgr *client.Client, m 
 			d.urls = append(d.urls, "http://"+net.JoinHostPort(ep.Host, listen))
 		}
 		hostKey := ph.HostKey
-		h := r.data.openNode(ctx, at, ph.Host.ValueString(), &hostKey, tolerateUnreachableProxies, diags)
+		h := r.data.reachNode(ctx, at, ph.Host.ValueString(), &hostKey, reachOf(tolerateUnreachableProxies), "its proxy", diags)
 		if h == nil {
 			if diags.HasError() {
 				return nil

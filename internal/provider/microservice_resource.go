@@ -148,7 +148,7 @@ func (r *microserviceResource) Create(ctx context.Context, req resource.CreateRe
 		plan.Network = types.StringValue(plan.Name.ValueString() + "-net")
 	}
 	plan.ID = plan.Name
-	mgr := r.data.managerDocker(ctx, plan.Host, &plan.HostKey, false, &resp.Diagnostics)
+	mgr := r.data.reachDocker(ctx, path.Root("host"), plan.Host.ValueString(), &plan.HostKey, mustReach, "the service", &resp.Diagnostics)
 	if mgr == nil {
 		return
 	}
@@ -199,7 +199,7 @@ func (r *microserviceResource) Update(ctx context.Context, req resource.UpdateRe
 	ctx, cancel := withTimeout(ctx, plan.Timeouts.Update, 15*time.Minute, &resp.Diagnostics)
 	defer cancel()
 	name := plan.Name.ValueString()
-	mgr := r.data.managerDocker(ctx, plan.Host, &plan.HostKey, false, &resp.Diagnostics)
+	mgr := r.data.reachDocker(ctx, path.Root("host"), plan.Host.ValueString(), &plan.HostKey, mustReach, "the service", &resp.Diagnostics)
 	if mgr == nil {
 		return
 	}
@@ -316,7 +316,7 @@ func (r *microserviceResource) Read(ctx context.Context, req resource.ReadReques
 	if resp.Diagnostics.HasError() || r.data == nil {
 		return
 	}
-	mgr := r.data.managerDocker(ctx, state.Host, &state.HostKey, true, &resp.Diagnostics)
+	mgr := r.data.reachDocker(ctx, path.Root("host"), state.Host.ValueString(), &state.HostKey, mayBeUnreachable, "the service", &resp.Diagnostics)
 	if mgr == nil {
 		return
 	}
@@ -396,7 +396,7 @@ func (r *microserviceResource) Delete(ctx context.Context, req resource.DeleteRe
 	ctx, cancel := withTimeout(ctx, state.Timeouts.Delete, 5*time.Minute, &resp.Diagnostics)
 	defer cancel()
 	name := state.Name.ValueString()
-	mgr := r.data.managerDocker(ctx, state.Host, &state.HostKey, true, &resp.Diagnostics)
+	mgr := r.data.reachDocker(ctx, path.Root("host"), state.Host.ValueString(), &state.HostKey, mayBeUnreachable, "the service", &resp.Diagnostics)
 	if mgr == nil {
 		resp.Diagnostics.AddAttributeError(path.Root("host"), "Could Not Remove the Microservice", fmt.Sprintf(
 			"Service %s: the manager %s does not answer, so its services, proxies and network may still run. Bring the manager back (or "+

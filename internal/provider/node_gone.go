@@ -105,7 +105,7 @@ func (d *providerData) nodeProbeStep(ctx context.Context, host, hostKey string, 
 	defer cancel()
 	h, perr := d.pool.Open(ctx, conn.Target{Host: host, HostKey: hostKey})
 	if perr != nil {
-		if !consulUnreachable(perr) {
+		if !nodeUnreachable(perr) {
 			return ""
 		}
 		return fmt.Sprintf("The node does not answer over SSH now (%s): sshd may have stopped, or something blocks port 22. "+
@@ -143,7 +143,7 @@ func nodeWentAway(err error) bool {
 	if err == nil {
 		return false
 	}
-	if consulUnreachable(err) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+	if nodeUnreachable(err) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
 		return true
 	}
 	msg := err.Error()

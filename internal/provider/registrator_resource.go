@@ -297,7 +297,7 @@ func (r *registratorResource) Read(ctx context.Context, req resource.ReadRequest
 	if resp.Diagnostics.HasError() || r.data == nil {
 		return
 	}
-	docker := r.data.managerDocker(ctx, state.Host, &state.HostKey, true, &resp.Diagnostics)
+	docker := r.data.reachDocker(ctx, path.Root("host"), state.Host.ValueString(), &state.HostKey, mayBeUnreachable, "the registrator service", &resp.Diagnostics)
 	if docker == nil {
 		return
 	}
@@ -370,7 +370,7 @@ func (r *registratorResource) Delete(ctx context.Context, req resource.DeleteReq
 	}
 	ctx, cancel := withTimeout(ctx, state.Timeouts.Delete, 5*time.Minute, &resp.Diagnostics)
 	defer cancel()
-	docker := r.data.managerDocker(ctx, state.Host, &state.HostKey, true, &resp.Diagnostics)
+	docker := r.data.reachDocker(ctx, path.Root("host"), state.Host.ValueString(), &state.HostKey, mayBeUnreachable, "the registrator service", &resp.Diagnostics)
 	if docker == nil {
 		if !resp.Diagnostics.HasError() { // unreachable: gone only with its droplet
 			r.data.requireNodeGone(ctx, "registrator service "+state.ID.ValueString(), state.Host.ValueString(), &resp.Diagnostics)
@@ -413,7 +413,7 @@ func (r *registratorResource) ImportState(ctx context.Context, req resource.Impo
 // prepare reaches the manager and builds the deployment the plan describes, its Consul
 // token stored as a swarm secret.
 func (r *registratorResource) prepare(ctx context.Context, plan *registratorModel, cfg tfsdk.Config, diags *diag.Diagnostics) (*client.Client, registrator.Deployment, bool) {
-	docker := r.data.managerDocker(ctx, plan.Host, &plan.HostKey, false, diags)
+	docker := r.data.reachDocker(ctx, path.Root("host"), plan.Host.ValueString(), &plan.HostKey, mustReach, "the registrator service", diags)
 	if docker == nil {
 		return nil, registrator.Deployment{}, false
 	}
