@@ -146,7 +146,8 @@ resource "microswarm_microservice" "test" {
       SERVICE_CHECK_HTTP     = "/health"
       SERVICE_CHECK_INTERVAL = "1s"
     }
-    healthcheck = { test = ["CMD", "/demo-app", "-check"], interval = "5s", retries = 6 }
+    # 5000ms reads back from the service as 5s: the same duration, so no diff.
+    healthcheck = { test = ["CMD", "/demo-app", "-check"], interval = "5000ms", retries = 6 }
   }
   green = {
     image    = "microswarm/demo-app:2.0.0"

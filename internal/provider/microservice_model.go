@@ -2,6 +2,7 @@ package provider
 
 import (
 	"context"
+	"maps"
 	"strconv"
 	"strings"
 	"time"
@@ -217,4 +218,42 @@ func int64OrNull(v int64) types.Int64 {
 
 func titleColor(c bluegreen.Color) string {
 	return strings.ToUpper(string(c[:1])) + string(c[1:])
+}
+
+// keepDurationSpelling keeps the prior state's spelling of a healthcheck duration that
+// the service reads back in Go's canonical form (1m as 1m0s, 5000ms as 5s): the same
+// value, so no diff, as with an image's spelling.
+func keepDurationSpelling(was, now types.Object, diags *diag.Diagnostics) types.Object {
+	if was.IsNull() || was.IsUnknown() || now.IsNull() || now.IsUnknown() {
+		return now
+	}
+	wasHC, ok := was.Attributes()["healthcheck"].(types.Object)
+	nowHC, ok2 := now.Attributes()["healthcheck"].(types.Object)
+	if !ok || !ok2 || wasHC.IsNull() || wasHC.IsUnknown() || nowHC.IsNull() || nowHC.IsUnknown() {
+		return now
+	}
+	hc := maps.Clone(nowHC.Attributes())
+	kept := false
+	for _, k := range []string{"interval", "timeout"} {
+		w, _ := wasHC.Attributes()[k].(types.String)
+		n, _ := hc[k].(types.String)
+		if w.IsNull() || w.IsUnknown() || n.IsNull() || w.Equal(n) {
+			continue
+		}
+		wd, err1 := time.ParseDuration(w.ValueString())
+		nd, err2 := time.ParseDuration(n.ValueString())
+		if err1 == nil && err2 == nil && wd == nd {
+			hc[k], kept = w, true
+		}
+	}
+	if !kept {
+		return now
+	}
+	newHC, d := types.ObjectValue(healthcheckAttrTypes, hc)
+	diags.Append(d...)
+	attrs := maps.Clone(now.Attributes())
+	attrs["healthcheck"] = newHC
+	obj, d := types.ObjectValue(colorAttrTypes, attrs)
+	diags.Append(d...)
+	return obj
 }

@@ -334,12 +334,13 @@ func (r *microserviceResource) Read(ctx context.Context, req resource.ReadReques
 		default:
 			anything = true
 			spec := bluegreen.ColorFromServiceSpec(live.Spec)
-			if was := state.colorObject(c); !was.IsNull() && !was.IsUnknown() {
+			was := state.colorObject(c)
+			if !was.IsNull() && !was.IsUnknown() {
 				if img, ok := was.Attributes()["image"].(types.String); ok && bluegreen.SameImage(img.ValueString(), spec.Image) {
 					spec.Image = img.ValueString() // the configuration's spelling of the same image
 				}
 			}
-			state.setColorObject(c, colorObjectFrom(ctx, spec, &resp.Diagnostics))
+			state.setColorObject(c, keepDurationSpelling(was, colorObjectFrom(ctx, spec, &resp.Diagnostics), &resp.Diagnostics))
 			readServiceSettings(&state, live.Spec)
 		}
 	}

@@ -63,6 +63,12 @@ func swarmBlock(m1 map[string]string, o map[string]string) string {
 	return block("microswarm_swarm_cluster", map[string]string{"nodes": nodes}, o)
 }
 
+func microserviceBlock(o map[string]string) string {
+	return block("microswarm_microservice", map[string]string{"name": `"web"`, "host": `"ssh://root@127.0.0.1:2201"`,
+		"blue": `{ image = "microswarm/demo-app:1.0.0" }`, "green": `{ image = "microswarm/demo-app:2.0.0" }`, "active": `"blue"`,
+		"proxy_hosts": `[{ host = "ssh://root@127.0.0.1:2201" }]`}, o)
+}
+
 func providerBlock(attrs string) string {
 	return "provider \"microswarm\" {\n" + attrs + "\n}\n" + anyNode
 }
@@ -115,6 +121,12 @@ func TestPlanTimeValidation(t *testing.T) {
 		"droplet ssh_keys: not an id or md5": {config: dropletBlock(map[string]string{"ssh_keys": `["my key"]`}), path: `ssh_keys[Value("my key")]`},
 		"droplet tags: the managed tag":      {config: dropletBlock(map[string]string{"tags": `["microswarm"]`}), path: `tags[Value("microswarm")]`},
 		"droplet when_off: unknown action":   {config: dropletBlock(map[string]string{"when_off": `"reboot"`}), path: "when_off"},
+
+		// microswarm_microservice: durations are timetypes.GoDuration (1m and 60s are one value).
+		"microservice drain_timeout: words":        {config: microserviceBlock(map[string]string{"drain_timeout": `"5 minutes"`}), path: "drain_timeout"},
+		"microservice drain_timeout: negative":     {config: microserviceBlock(map[string]string{"drain_timeout": `"-1s"`}), path: "drain_timeout"},
+		"microservice auto_rollback: words":        {config: microserviceBlock(map[string]string{"auto_rollback": `"a minute"`}), path: "auto_rollback"},
+		"microservice healthcheck interval: words": {config: microserviceBlock(map[string]string{"blue": `{ image = "microswarm/demo-app:1.0.0", healthcheck = { test = ["NONE"], interval = "5 secs" } }`}), path: "blue.healthcheck.interval"},
 
 		// data.microswarm_health.
 		"health: service and node":       {config: healthBlock(map[string]string{"service": `"web"`, "node": `"w1"`}), path: "node"},
