@@ -101,14 +101,7 @@ func nodeFaultAndReapply(t *testing.T, f nodeFault) {
 	host := testkit.HostEngine(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 	defer cancel()
-	destroyed := false
-	t.Cleanup(func() {
-		if !destroyed {
-			if out, err := ws.Terraform(context.Background(), "destroy", "-auto-approve"); err != nil {
-				t.Errorf("destroy: %v\n%s", err, out)
-			}
-		}
-	})
+	destroyed := destroyAtCleanup(t, ws)
 
 	run := ws.Start("apply", "-auto-approve")
 	if !run.WaitFor(f.point, 10*time.Minute) {
@@ -143,13 +136,27 @@ func nodeFaultAndReapply(t *testing.T, f nodeFault) {
 
 	took, after := reapplyStack(t, ctx, ws, prefix, n, f.name)
 	nodes := checkStackAndDestroy(t, ctx, ws, prefix, n, f.name)
-	destroyed = true
+	*destroyed = true
 	lifted := "with nothing done by hand"
 	if f.lift != "" {
 		lifted = "after `" + f.lift + "` on the node"
 	}
 	faultRow(t, f.name, fmt.Sprintf("the apply failed: %s; %s, one re-apply (%s) converged: %s, the app blue through every proxy; empty plan; destroy left 0",
 		errLine, lifted, took, nodes), after)
+}
+
+// destroyAtCleanup destroys what the workspace made when the test ends, unless the test
+// destroyed it itself and set the flag.
+func destroyAtCleanup(t *testing.T, ws *testkit.Workspace) *bool {
+	destroyed := false
+	t.Cleanup(func() {
+		if !destroyed {
+			if out, err := ws.Terraform(context.Background(), "destroy", "-auto-approve"); err != nil {
+				t.Errorf("destroy: %v\n%s", err, out)
+			}
+		}
+	})
+	return &destroyed
 }
 
 // firstError is terraform's first error line, with the resource it names.

@@ -82,15 +82,7 @@ func interruptStackAndReapply(t *testing.T, point string, sig syscall.Signal, gr
 	defer cancel()
 	what := fmt.Sprintf("%s of terraform%s when %s", unix(sig), map[bool]string{true: "'s process group", false: " alone"}[group],
 		strings.TrimSuffix(point, "..."))
-	destroyed := false
-	t.Cleanup(func() {
-		if destroyed {
-			return
-		}
-		if out, err := ws.Terraform(context.Background(), "destroy", "-auto-approve"); err != nil {
-			t.Errorf("destroy: %v\n%s", err, out)
-		}
-	})
+	destroyed := destroyAtCleanup(t, ws)
 
 	run := ws.Start("apply", "-auto-approve")
 	if !run.WaitFor(point, 10*time.Minute) {
@@ -104,7 +96,7 @@ func interruptStackAndReapply(t *testing.T, point string, sig syscall.Signal, gr
 
 	took, after := reapplyStack(t, ctx, ws, prefix, n, what)
 	nodes := checkStackAndDestroy(t, ctx, ws, prefix, n, what)
-	destroyed = true
+	*destroyed = true
 	faultRow(t, what, fmt.Sprintf("after the interruption %d droplets (%d in state); one re-apply (%s) converged: %s, the app blue through every proxy; empty plan; destroy left 0",
 		before.inCloud, before.inState, took, nodes), after)
 }
@@ -212,14 +204,7 @@ func TestAccFaults_nodeOffDuringCreate(t *testing.T) {
 	ws := testkit.NewWorkspace(t, fullStackConfig(prefix))
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 	defer cancel()
-	destroyed := false
-	t.Cleanup(func() {
-		if !destroyed {
-			if out, err := ws.Terraform(context.Background(), "destroy", "-auto-approve"); err != nil {
-				t.Errorf("destroy: %v\n%s", err, out)
-			}
-		}
-	})
+	destroyed := destroyAtCleanup(t, ws)
 	point := "microswarm_consul_agent.a[1]: Creating..."
 	what := "worker w2 powered off when " + strings.TrimSuffix(point, "...")
 	run := ws.Start("apply", "-auto-approve")
@@ -240,13 +225,7 @@ func TestAccFaults_nodeOffDuringCreate(t *testing.T) {
 	}
 	failed := run.Wait() != nil
 	first := run.Output()
-	errLine := ""
-	if i := strings.Index(first, "Error: "); i >= 0 {
-		errLine = strings.SplitN(first[i:], "\n", 2)[0]
-		if j := strings.Index(first[i:], "with "); j >= 0 {
-			errLine += " (" + strings.SplitN(first[i+j:], "\n", 2)[0] + ")"
-		}
-	}
+	errLine := firstError(first)
 	t.Logf("%s: the apply failed=%v: %s", what, failed, errLine)
 	// Terraform wraps diagnostics to the terminal's width: compare the words.
 	flat := strings.Join(strings.Fields(strings.ReplaceAll(first, "│", " ")), " ")
@@ -261,7 +240,7 @@ func TestAccFaults_nodeOffDuringCreate(t *testing.T) {
 		}
 	}
 	nodes := checkStackAndDestroy(t, ctx, ws, prefix, n, what)
-	destroyed = true
+	*destroyed = true
 	faultRow(t, what, fmt.Sprintf("the apply failed=%v: %s; one re-apply (%s) replaced the droplet and converged: %s, the app blue through every proxy; empty plan; destroy left 0",
 		failed, errLine, took, nodes), after)
 }
