@@ -58,7 +58,9 @@ func (r *consulAgentResource) Schema(ctx context.Context, _ resource.SchemaReque
 			"policy `unless-stopped`) and joined to the servers through `retry_join`. Create returns once the agent is an `alive` member that the " +
 			"servers have in their catalog. A changed config or image recreates the container in place on the same volume (same node ID); a " +
 			"container stopped or changed outside Terraform is recreated on the next apply. Delete leaves gracefully (`consul leave`) before " +
-			"removing the container and its volume, so the catalog keeps no trace of the node.",
+			"removing the container and its volume, so the catalog keeps no trace of the node. A delete whose node does not answer succeeds " +
+			"only when its droplet is off or deleted (nothing of it runs there any more); while the droplet is active the container may " +
+			"still run, so the delete fails and says what to do.",
 		Attributes: attrs,
 	}
 }
