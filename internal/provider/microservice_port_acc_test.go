@@ -3,14 +3,9 @@ package provider
 import (
 	"fmt"
 	"os"
-	"slices"
 	"strconv"
-	"strings"
 	"testing"
-	"time"
 
-	"github.com/docker/docker/api/types/filters"
-	dockerswarm "github.com/docker/docker/api/types/swarm"
 	"github.com/hashicorp/terraform-plugin-testing/helper/acctest"
 	"github.com/hashicorp/terraform-plugin-testing/helper/resource"
 
@@ -55,40 +50,4 @@ func TestAccMicroservice_listenPortRounds(t *testing.T) {
 		CheckDestroy:             checkDropletNodesDestroyed,
 		Steps:                    steps,
 	})
-}
-
-// proxyTaskHistory is every task the proxy's service has had, oldest first: its node, its
-// desired and current state with the time of that state, its published port and error.
-// A port handover that failed says with it what swarm did meanwhile.
-func (fx *microserviceFixture) proxyTaskHistory() string {
-	docker, err := fx.docker("m")
-	if err != nil {
-		return "task history: " + err.Error()
-	}
-	ctx, cancel := fx.ctx()
-	defer cancel()
-	tasks, err := docker.TaskList(ctx, dockerswarm.TaskListOptions{Filters: filters.NewArgs(filters.Arg("service", fx.app+"-proxy"))})
-	if err != nil {
-		return "task history: " + err.Error()
-	}
-	slices.SortFunc(tasks, func(a, b dockerswarm.Task) int { return a.CreatedAt.Compare(b.CreatedAt) })
-	names := map[string]string{}
-	for key, id := range fx.nodeIDs {
-		names[id] = key
-	}
-	var b strings.Builder
-	for _, t := range tasks {
-		port := 0
-		if ps := t.Status.PortStatus.Ports; len(ps) > 0 {
-			port = int(ps[0].PublishedPort)
-		}
-		fmt.Fprintf(&b, "\n  task %.8s on %s: created %s, desired %s, %s at %s, port %d, version %d %s", t.ID, names[t.NodeID],
-			t.CreatedAt.Format(time.StampMilli), t.DesiredState, t.Status.State, t.Status.Timestamp.Format(time.StampMilli), port, t.Version.Index, t.Status.Err)
-	}
-	hosts := []string{}
-	for key, t := range fx.targets {
-		hosts = append(hosts, key+"="+t.Host)
-	}
-	slices.Sort(hosts)
-	return "proxy tasks (" + strings.Join(hosts, ", ") + "):" + b.String()
 }
