@@ -136,6 +136,20 @@ func (c *Client) findTagged(ctx context.Context, tag, name, region string, accep
 // listTagged returns every droplet carrying tag with the given name and region.
 func (c *Client) listTagged(ctx context.Context, tag, name, region string) ([]*Droplet, error) {
 	var out []*Droplet
+	err := c.eachTagged(ctx, tag, func(d *Droplet) {
+		if d.Name == name && d.Region == region {
+			out = append(out, d)
+		}
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// eachTagged calls each for every droplet carrying tag, page by page; a tag that does
+// not exist is no droplet.
+func (c *Client) eachTagged(ctx context.Context, tag string, each func(*Droplet)) error {
 	opt := &godo.ListOptions{Page: 1, PerPage: 200}
 	for {
 		var page []godo.Droplet
@@ -146,22 +160,20 @@ func (c *Client) listTagged(ctx context.Context, tag, name, region string) ([]*D
 			return r, err
 		})
 		if errors.Is(err, ErrNotFound) {
-			return out, nil // no such tag: no droplet carries it
+			return nil // no such tag: no droplet carries it
 		}
 		if err != nil {
-			return nil, err
+			return err
 		}
 		for i := range page {
-			if d := fromGodo(&page[i]); d.Name == name && d.Region == region {
-				out = append(out, d)
-			}
+			each(fromGodo(&page[i]))
 		}
 		if resp == nil || resp.Links == nil || resp.Links.IsLastPage() {
-			return out, nil
+			return nil
 		}
 		next, err := resp.Links.CurrentPage()
 		if err != nil {
-			return nil, fmt.Errorf("list droplets: reading the page number: %w", err)
+			return fmt.Errorf("list droplets: reading the page number: %w", err)
 		}
 		opt.Page = next + 1
 	}

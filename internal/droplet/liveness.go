@@ -2,12 +2,9 @@ package droplet
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"sync"
 	"time"
-
-	"github.com/digitalocean/godo"
 )
 
 // DownError says the API reports the droplet at an address powered off or archived: what
@@ -70,37 +67,15 @@ func (l *Liveness) listing(ctx context.Context, c *Client, fresh bool) (map[stri
 		return l.byAddr, nil
 	}
 	byAddr := map[string]*Droplet{}
-	opt := &godo.ListOptions{Page: 1, PerPage: 200}
-	for {
-		var page []godo.Droplet
-		var resp *godo.Response
-		err := c.call(ctx, "list droplets tagged "+ManagedTag, func(ctx context.Context) (r *godo.Response, err error) {
-			page, r, err = c.api.Droplets.ListByTag(ctx, ManagedTag, opt)
-			resp = r
-			return r, err
-		})
-		if errors.Is(err, ErrNotFound) {
-			break
-		}
-		if err != nil {
-			return nil, err
-		}
-		for i := range page {
-			d := fromGodo(&page[i])
-			for _, a := range []string{d.PublicIPv4, d.PrivateIPv4} {
-				if a != "" {
-					byAddr[a] = d
-				}
+	err := c.eachTagged(ctx, ManagedTag, func(d *Droplet) {
+		for _, a := range []string{d.PublicIPv4, d.PrivateIPv4} {
+			if a != "" {
+				byAddr[a] = d
 			}
 		}
-		if resp == nil || resp.Links == nil || resp.Links.IsLastPage() {
-			break
-		}
-		next, err := resp.Links.CurrentPage()
-		if err != nil {
-			return nil, fmt.Errorf("list droplets: reading the page number: %w", err)
-		}
-		opt.Page = next + 1
+	})
+	if err != nil {
+		return nil, err
 	}
 	l.byAddr, l.at = byAddr, time.Now()
 	return byAddr, nil
