@@ -235,6 +235,6 @@ func (d *providerData) consulReadContainer(ctx context.Context, role consul.Role
 		addConsulContainerError(&resp.Diagnostics, "Could Not Read Consul "+consulTitle(role)+" Container", host, name, err)
 		return nil, nil
 	}
-	consulFillFromContainer(ctx, role, m, c, &resp.Diagnostics)
+	fillConsulModel(ctx, role, m, c, &resp.Diagnostics)
 	return h, c
 }

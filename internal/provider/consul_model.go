@@ -167,9 +167,9 @@ func consulSpecOf(ctx context.Context, role consul.Role, m consulContainerModel,
 	return spec, !diags.HasError()
 }
 
-// consulFillFromContainer records what the container really runs: the plan then shows
+// fillConsulModel records what the container really runs: the plan then shows
 // any drift (another image, other flags) as a change.
-func consulFillFromContainer(ctx context.Context, role consul.Role, m *consulContainerModel, c *consul.Container, diags *diag.Diagnostics) {
+func fillConsulModel(ctx context.Context, role consul.Role, m *consulContainerModel, c *consul.Container, diags *diag.Diagnostics) {
 	s := c.Spec
 	m.ContainerName = types.StringValue(c.Name)
 	m.Image = types.StringValue(c.Image)

@@ -136,8 +136,8 @@ func colorSpecOf(ctx context.Context, m colorModel, diags *diag.Diagnostics) blu
 	return spec
 }
 
-// healthcheckObject is a live healthcheck override as its attribute.
-func healthcheckObject(hc *container.HealthConfig, diags *diag.Diagnostics) types.Object {
+// healthcheckValue is a live healthcheck override as its attribute.
+func healthcheckValue(hc *container.HealthConfig, diags *diag.Diagnostics) types.Object {
 	if hc == nil || len(hc.Test) == 0 {
 		return types.ObjectNull(healthcheckAttrTypes)
 	}
@@ -158,9 +158,9 @@ func healthcheckObject(hc *container.HealthConfig, diags *diag.Diagnostics) type
 	return obj
 }
 
-// colorObjectFrom is a color's live deployment as its attribute; maps and lists the
+// colorValue is a color's live deployment as its attribute; maps and lists the
 // configuration left unset stay null when the live spec has none.
-func colorObjectFrom(ctx context.Context, spec bluegreen.ColorSpec, diags *diag.Diagnostics) types.Object {
+func colorValue(ctx context.Context, spec bluegreen.ColorSpec, diags *diag.Diagnostics) types.Object {
 	mapOrNull := func(v map[string]string) types.Map {
 		if len(v) == 0 {
 			return types.MapNull(types.StringType)
@@ -177,7 +177,7 @@ func colorObjectFrom(ctx context.Context, spec bluegreen.ColorSpec, diags *diag.
 		"command":         stringListOrNull(spec.Command),
 		"args":            stringListOrNull(spec.Args),
 		"constraints":     stringListOrNull(spec.Constraints),
-		"healthcheck":     healthcheckObject(spec.Healthcheck, diags),
+		"healthcheck":     healthcheckValue(spec.Healthcheck, diags),
 		"cpu_limit":       float64OrNull(spec.CPULimit),
 		"memory_limit_mb": int64OrNull(spec.MemoryLimitMB),
 	})
@@ -185,10 +185,10 @@ func colorObjectFrom(ctx context.Context, spec bluegreen.ColorSpec, diags *diag.
 	return obj
 }
 
-// readServiceSettings reads back from a color's live service what an import cannot know
+// fillServiceSettings reads back from a color's live service what an import cannot know
 // otherwise: the port (bluegreen.ServicePort: the same one whatever the label order),
 // its health path and the endpoint mode.
-func readServiceSettings(m *microserviceModel, spec dockerswarm.ServiceSpec) {
+func fillServiceSettings(m *microserviceModel, spec dockerswarm.ServiceSpec) {
 	if ep := spec.EndpointSpec; ep != nil && ep.Mode != "" {
 		m.EndpointMode = types.StringValue(string(ep.Mode))
 	}

@@ -340,8 +340,8 @@ func (r *microserviceResource) Read(ctx context.Context, req resource.ReadReques
 					spec.Image = img.ValueString() // the configuration's spelling of the same image
 				}
 			}
-			state.setColorObject(c, keepDurationSpelling(was, colorObjectFrom(ctx, spec, &resp.Diagnostics), &resp.Diagnostics))
-			readServiceSettings(&state, live.Spec)
+			state.setColorObject(c, keepDurationSpelling(was, colorValue(ctx, spec, &resp.Diagnostics), &resp.Diagnostics))
+			fillServiceSettings(&state, live.Spec)
 		}
 	}
 	proxy, err := swarmservice.Get(ctx, mgr, name+"-proxy")

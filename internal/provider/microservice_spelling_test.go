@@ -18,7 +18,7 @@ func TestKeepDurationSpelling(t *testing.T) {
 	ctx := context.Background()
 	var diags diag.Diagnostics
 	color := func(interval, timeout time.Duration) types.Object {
-		return colorObjectFrom(ctx, bluegreen.ColorSpec{Image: "app:1", Replicas: 1,
+		return colorValue(ctx, bluegreen.ColorSpec{Image: "app:1", Replicas: 1,
 			Healthcheck: &container.HealthConfig{Test: []string{"CMD", "true"}, Interval: interval, Timeout: timeout}}, &diags)
 	}
 	spelled := func(interval, timeout string) types.Object {
