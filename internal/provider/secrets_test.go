@@ -458,26 +458,46 @@ func (n *secretsNodes) checkAnonymousRefused(ctx context.Context) {
 func (n *secretsNodes) runConsulCLI(ctx context.Context, node string, args ...string) string {
 	n.t.Helper()
 	_, docker := n.open(ctx, node)
+	return consulCLI(ctx, n.t, docker, nil, args...)
+}
+
+// consulCLI runs the consul CLI in a throwaway container on the node's network (through
+// its Docker API), with files copied into /tls first, and returns what it printed.
+func consulCLI(ctx context.Context, t *testing.T, docker *client.Client, files map[string]string, args ...string) string {
+	t.Helper()
 	created, err := docker.ContainerCreate(ctx, &container.Config{Image: consul.DefaultImage, Entrypoint: []string{consul.Binary}, Cmd: args},
 		&container.HostConfig{NetworkMode: "host"}, nil, nil, "")
 	if err != nil {
-		n.t.Fatal(err)
+		t.Fatal(err)
 	}
 	defer func() {
 		_ = docker.ContainerRemove(context.WithoutCancel(ctx), created.ID, container.RemoveOptions{Force: true})
 	}()
+	if len(files) > 0 {
+		var buf bytes.Buffer
+		tw := tar.NewWriter(&buf)
+		_ = tw.WriteHeader(&tar.Header{Name: "tls/", Typeflag: tar.TypeDir, Mode: 0o755})
+		for name, body := range files {
+			_ = tw.WriteHeader(&tar.Header{Name: "tls/" + name, Mode: 0o644, Size: int64(len(body))})
+			_, _ = tw.Write([]byte(body))
+		}
+		_ = tw.Close()
+		if err := docker.CopyToContainer(ctx, created.ID, "/", &buf, container.CopyToContainerOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
 	waitC, errC := docker.ContainerWait(ctx, created.ID, container.WaitConditionNextExit)
 	if err := docker.ContainerStart(ctx, created.ID, container.StartOptions{}); err != nil {
-		n.t.Fatal(err)
+		t.Fatal(err)
 	}
 	select {
 	case <-waitC:
 	case err := <-errC:
-		n.t.Fatal(err)
+		t.Fatal(err)
 	}
 	logs, err := docker.ContainerLogs(ctx, created.ID, container.LogsOptions{ShowStdout: true, ShowStderr: true})
 	if err != nil {
-		n.t.Fatal(err)
+		t.Fatal(err)
 	}
 	defer logs.Close()
 	var out bytes.Buffer

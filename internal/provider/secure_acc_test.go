@@ -1,8 +1,6 @@
 package provider
 
 import (
-	"archive/tar"
-	"bytes"
 	"context"
 	"fmt"
 	"os"
@@ -11,8 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/docker/docker/api/types/container"
-	"github.com/docker/docker/pkg/stdcopy"
 	consulapi "github.com/hashicorp/consul/api"
 	"github.com/hashicorp/terraform-plugin-testing/helper/acctest"
 
@@ -396,42 +392,5 @@ func isForbidden(err error) bool { return err != nil && strings.Contains(err.Err
 func (n *secureNodes) runConsulCLIWithFiles(ctx context.Context, node string, files map[string]string, args ...string) string {
 	n.t.Helper()
 	_, docker := n.open(ctx, node)
-	created, err := docker.ContainerCreate(ctx, &container.Config{Image: consul.DefaultImage, Entrypoint: []string{consul.Binary}, Cmd: args},
-		&container.HostConfig{NetworkMode: "host"}, nil, nil, "")
-	if err != nil {
-		n.t.Fatal(err)
-	}
-	defer func() {
-		_ = docker.ContainerRemove(context.WithoutCancel(ctx), created.ID, container.RemoveOptions{Force: true})
-	}()
-	if len(files) > 0 {
-		var buf bytes.Buffer
-		tw := tar.NewWriter(&buf)
-		_ = tw.WriteHeader(&tar.Header{Name: "tls/", Typeflag: tar.TypeDir, Mode: 0o755})
-		for name, body := range files {
-			_ = tw.WriteHeader(&tar.Header{Name: "tls/" + name, Mode: 0o644, Size: int64(len(body))})
-			_, _ = tw.Write([]byte(body))
-		}
-		_ = tw.Close()
-		if err := docker.CopyToContainer(ctx, created.ID, "/", &buf, container.CopyToContainerOptions{}); err != nil {
-			n.t.Fatal(err)
-		}
-	}
-	waitC, errC := docker.ContainerWait(ctx, created.ID, container.WaitConditionNextExit)
-	if err := docker.ContainerStart(ctx, created.ID, container.StartOptions{}); err != nil {
-		n.t.Fatal(err)
-	}
-	select {
-	case <-waitC:
-	case err := <-errC:
-		n.t.Fatal(err)
-	}
-	logs, err := docker.ContainerLogs(ctx, created.ID, container.LogsOptions{ShowStdout: true, ShowStderr: true})
-	if err != nil {
-		n.t.Fatal(err)
-	}
-	defer logs.Close()
-	var out bytes.Buffer
-	_, _ = stdcopy.StdCopy(&out, &out, logs)
-	return out.String()
+	return consulCLI(ctx, n.t, docker, files, args...)
 }
