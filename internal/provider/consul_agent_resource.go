@@ -203,7 +203,7 @@ func (r *consulAgentResource) Update(ctx context.Context, req resource.UpdateReq
 	// SIGTERM and rejoins with the same node ID).
 	c, outcome, err := consul.Ensure(ctx, docker, spec)
 	if err != nil {
-		addConsulContainerError(&resp.Diagnostics, "Could Not Update Consul Agent Container", host, name, err)
+		addConsulContainerError(&resp.Diagnostics, "Could Not Update Consul Agent Container", host, name, err, r.data.nodeNextStep(ctx, host, plan.HostKey.ValueString(), err))
 		return
 	}
 	tflog.Info(ctx, "consul agent container updated", map[string]any{"host": host, "container": name, "outcome": string(outcome)})
