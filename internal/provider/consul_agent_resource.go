@@ -134,7 +134,7 @@ func (r *consulAgentResource) Create(ctx context.Context, req resource.CreateReq
 func (r *consulAgentResource) waitJoined(ctx context.Context, h *conn.Host, docker consul.Engine, c *consul.Container, spec consul.Spec, m *consulAgentModel, operation string, diags *diag.Diagnostics) {
 	api, err := consulAPI(h, spec)
 	if err != nil {
-		diags.AddAttributeError(path.Root("tls"), "Invalid Consul TLS Settings", err.Error())
+		attrError(diags, path.Root("tls"), "Invalid Consul TLS Settings", err.Error())
 		return
 	}
 	// With ACLs on, the agent needs its own token before it can put its node in the catalog.

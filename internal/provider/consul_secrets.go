@@ -150,7 +150,7 @@ func consulEnsureAgentToken(ctx context.Context, api *consulapi.Client, spec con
 			return true, "", nil
 		})
 	if err != nil {
-		diags.AddAttributeError(path.Root("acl"), "Could Not Give the Consul Agent Its ACL Token", fmt.Sprintf(
+		attrError(diags, path.Root("acl"), "Could Not Give the Consul Agent Its ACL Token", fmt.Sprintf(
 			"Container %s on %s: %s.\n\nCheck that acl_token_wo is a management token of this cluster (on the servers, the one they "+
 				"bootstrapped with) and that the servers have a leader, then apply again.", spec.ContainerName, m.Host.ValueString(), err))
 		return
@@ -169,7 +169,7 @@ func consulRotateGossipKey(ctx context.Context, api *consulapi.Client, spec cons
 	res, err := consul.RotateGossipKey(ctx, api.Operator(), spec.Encrypt)
 	if err != nil {
 		plan.EncryptWOVer = state.EncryptWOVer
-		diags.AddAttributeError(path.Root("encrypt_wo_version"), "Gossip Key Rotation Failed", fmt.Sprintf(
+		attrError(diags, path.Root("encrypt_wo_version"), "Gossip Key Rotation Failed", fmt.Sprintf(
 			"Rotating the gossip keyring to version %d of encrypt_wo through %s on %s: %s.\n\nEvery member of the cluster must answer each step "+
 				"(install, use, remove the old keys); nothing after the failed step ran, so the members still understand each other. Bring back "+
 				"the members that are down (or replace them), then apply again: the rotation resumes where it stopped.",
@@ -205,13 +205,13 @@ func (d *providerData) registratorToken(ctx context.Context, m registratorModel,
 	if tlsAddr, isTLS := strings.CutPrefix(backend, "consul-tls://"); isTLS && d.consul != nil && d.consul.CAPEM != "" {
 		var err error
 		if cfg, err = d.consul.Config(tlsAddr); err != nil {
-			diags.AddAttributeError(path.Root("backend"), "Invalid Consul TLS Material", err.Error())
+			attrError(diags, path.Root("backend"), "Invalid Consul TLS Material", err.Error())
 			return ""
 		}
 		addr, ok = tlsAddr, true
 	}
 	if !ok {
-		diags.AddAttributeError(path.Root("acl_token_wo"), "Backend Not Supported With acl_token_wo", fmt.Sprintf(
+		attrError(diags, path.Root("acl_token_wo"), "Backend Not Supported With acl_token_wo", fmt.Sprintf(
 			"The provider makes the registrator's token through a consul:// backend, or a consul-tls:// one with the provider's "+
 				"consul_ca_pem; %s is not one. Make a token with the rules of consul.RegistratorRules yourself and pass it as consul_token.", backend))
 		return ""
@@ -229,7 +229,7 @@ func (d *providerData) registratorToken(ctx context.Context, m registratorModel,
 			return tok.SecretID
 		}
 	}
-	diags.AddAttributeError(path.Root("acl_token_wo"), "Could Not Make the Registrator's Consul Token", fmt.Sprintf(
+	attrError(diags, path.Root("acl_token_wo"), "Could Not Make the Registrator's Consul Token", fmt.Sprintf(
 		"Through the Consul agent at %s on %s: %s. Check that acl_token_wo is a management token of this cluster and that the agent "+
 			"answers, then apply again.", addr, m.Host.ValueString(), err))
 	return ""

@@ -163,7 +163,7 @@ func (r *consulServerResource) Create(ctx context.Context, req resource.CreateRe
 
 	api, err := consulAPI(h, spec)
 	if err != nil {
-		resp.Diagnostics.AddAttributeError(path.Root("tls"), "Invalid Consul TLS Settings", err.Error())
+		attrError(&resp.Diagnostics, path.Root("tls"), "Invalid Consul TLS Settings", err.Error())
 		return
 	}
 	// Before waiting to vote: a server joining a running cluster is promoted only after
@@ -270,7 +270,7 @@ func (r *consulServerResource) Update(ctx context.Context, req resource.UpdateRe
 	}
 	api, err := consulAPI(h, spec)
 	if err != nil {
-		resp.Diagnostics.AddAttributeError(path.Root("tls"), "Invalid Consul TLS Settings", err.Error())
+		attrError(&resp.Diagnostics, path.Root("tls"), "Invalid Consul TLS Settings", err.Error())
 		return
 	}
 	// No leader: the others may be coming back, or gone for good (then it recovers).
@@ -306,7 +306,7 @@ func (r *consulServerResource) rollingRestart(ctx context.Context, h *conn.Host,
 	}
 	newAPI, err := consulAPI(h, spec)
 	if err != nil {
-		diags.AddAttributeError(path.Root("tls"), "Invalid Consul TLS Settings", err.Error())
+		attrError(diags, path.Root("tls"), "Invalid Consul TLS Settings", err.Error())
 		return nil
 	}
 	started := time.Now()

@@ -204,7 +204,7 @@ func (r *dropletNodeResource) prepareCreate(ctx context.Context, plan dropletNod
 		return creq, diags
 	}
 	if spec.UserData, creq.pinned, err = droplet.WithHostKey(spec.UserData, creq.hostKey); err != nil {
-		diags.AddAttributeError(path.Root("user_data"), "Invalid User Data", err.Error())
+		attrError(&diags, path.Root("user_data"), "Invalid User Data", err.Error())
 		return creq, diags
 	}
 	creq.spec = spec

@@ -49,7 +49,7 @@ func (r *dropletNodeResource) applyFirewall(ctx context.Context, d *droplet.Drop
 	host := r.dockerHost(d)
 	h, err := r.data.pool.Open(ctx, conn.Target{Host: host, HostKey: hostKey})
 	if err != nil {
-		diags.AddAttributeError(path.Root("firewall"), "Could Not Reach the Node to Set Its Firewall", fmt.Sprintf("Droplet %d (%s): %s.", d.ID, host, err))
+		attrError(&diags, path.Root("firewall"), "Could Not Reach the Node to Set Its Firewall", fmt.Sprintf("Droplet %d (%s): %s.", d.ID, host, err))
 		return diags
 	}
 	run := func(ctx context.Context, script string) (string, error) { return h.Run(ctx, script, nil) }
@@ -59,7 +59,7 @@ func (r *dropletNodeResource) applyFirewall(ctx context.Context, d *droplet.Drop
 	}
 	result, err := change(ctx, run, d.PublicIPv4, d.PrivateIPv4)
 	if err != nil {
-		diags.AddAttributeError(path.Root("firewall"), "Could Not Set the Node's Firewall", fmt.Sprintf(
+		attrError(&diags, path.Root("firewall"), "Could Not Set the Node's Firewall", fmt.Sprintf(
 			"Droplet %d (%s): %s. Set firewall = \"none\" to leave the node's firewall alone and open the ports yourself.", d.ID, host, err))
 		return diags
 	}

@@ -83,7 +83,7 @@ func (r *dropletNodeResource) Read(ctx context.Context, req resource.ReadRequest
 	}
 	id, err := strconv.Atoi(state.ID.ValueString())
 	if err != nil {
-		resp.Diagnostics.AddAttributeError(path.Root("id"), "Invalid Droplet ID", fmt.Sprintf("%q is not a numeric droplet ID.", state.ID.ValueString()))
+		attrError(&resp.Diagnostics, path.Root("id"), "Invalid Droplet ID", fmt.Sprintf("%q is not a numeric droplet ID.", state.ID.ValueString()))
 		return
 	}
 	d, err := r.data.cloud.Get(ctx, id)
@@ -157,14 +157,14 @@ func (r *dropletNodeResource) Update(ctx context.Context, req resource.UpdateReq
 	}
 	id, err := strconv.Atoi(state.ID.ValueString())
 	if err != nil {
-		resp.Diagnostics.AddAttributeError(path.Root("id"), "Invalid Droplet ID", err.Error())
+		attrError(&resp.Diagnostics, path.Root("id"), "Invalid Droplet ID", err.Error())
 		return
 	}
 	cloud := r.data.cloud
 
 	if !plan.Name.Equal(state.Name) {
 		if err := cloud.Rename(ctx, id, plan.Name.ValueString()); err != nil {
-			resp.Diagnostics.AddAttributeError(path.Root("name"), "Could Not Rename Droplet", err.Error())
+			attrError(&resp.Diagnostics, path.Root("name"), "Could Not Rename Droplet", err.Error())
 			return
 		}
 	}
@@ -174,7 +174,7 @@ func (r *dropletNodeResource) Update(ctx context.Context, req resource.UpdateReq
 			return
 		}
 		if err := cloud.SetTags(ctx, id, current, wanted); err != nil {
-			resp.Diagnostics.AddAttributeError(path.Root("tags"), "Could Not Update Droplet Tags", err.Error())
+			attrError(&resp.Diagnostics, path.Root("tags"), "Could Not Update Droplet Tags", err.Error())
 			return
 		}
 	}
@@ -217,7 +217,7 @@ func (r *dropletNodeResource) Update(ctx context.Context, req resource.UpdateReq
 // waits until SSH, with the pinned key, and Docker answer again, recording Docker's version.
 func (r *dropletNodeResource) bootThen(ctx context.Context, id int, hostKey string, action func(context.Context) error, at path.Path, summary string, dockerVersion *string, diags *diag.Diagnostics) bool {
 	if err := action(ctx); err != nil {
-		diags.AddAttributeError(at, summary, err.Error())
+		attrError(diags, at, summary, err.Error())
 		return false
 	}
 	_, ready, waitDiags := r.waitReady(ctx, id, conn.Target{HostKey: hostKey})

@@ -272,7 +272,7 @@ func (d *healthDataSource) Read(ctx context.Context, req datasource.ReadRequest,
 	}
 	cfg, err := healthConsulConfig(m, d.data.consul)
 	if err != nil {
-		resp.Diagnostics.AddAttributeError(path.Root("consul_ca_pem"), "Invalid Consul CA", err.Error())
+		attrError(&resp.Diagnostics, path.Root("consul_ca_pem"), "Invalid Consul CA", err.Error())
 		return
 	}
 	api, err := d.data.consulReader(ctx, h, m.Host.ValueString(), cfg, consul.HealthReader)

@@ -130,11 +130,11 @@ func (r *microserviceResource) reach(ctx context.Context, mgr *client.Client, m 
 		}
 		if err != nil {
 			if tolerateUnreachableProxies {
-				diags.AddAttributeWarning(at, "Proxy Node's Docker API Unreachable", fmt.Sprintf("%s: %s; its proxy converges on a later apply.", ph.Host.ValueString(), err))
+				attrWarning(diags, at, "Proxy Node's Docker API Unreachable", fmt.Sprintf("%s: %s; its proxy converges on a later apply.", ph.Host.ValueString(), err))
 				d.unreachable = append(d.unreachable, ph.Host.ValueString())
 				continue
 			}
-			diags.AddAttributeError(at, "Could Not Reach the Docker API", fmt.Sprintf("%s: %s", ph.Host.ValueString(), err))
+			attrError(diags, at, "Could Not Reach the Docker API", fmt.Sprintf("%s: %s", ph.Host.ValueString(), err))
 			return nil
 		}
 		proxy := &bluegreen.HAProxy{Node: info.name, MapPath: mapPath,
@@ -149,7 +149,7 @@ func (r *microserviceResource) reach(ctx context.Context, mgr *client.Client, m 
 			Ports: bluegreen.SSHPorts{Host: h}, StandIn: standIn})
 	}
 	if len(d.nodes) == 0 && len(hosts) > 0 {
-		diags.AddAttributeError(path.Root("proxy_hosts"), "No Proxy Node Reachable", fmt.Sprintf(
+		attrError(diags, path.Root("proxy_hosts"), "No Proxy Node Reachable", fmt.Sprintf(
 			"Service %s: none of the %d proxy hosts answers, so no route can be read or changed. Check the nodes, then apply again.", svc.Name, len(hosts)))
 		return nil
 	}
@@ -182,11 +182,11 @@ func deployDiag(name string, err error, diags *diag.Diagnostics) {
 	next := "Nothing after this step was done; the next apply continues from here."
 	switch de.Step {
 	case bluegreen.StepNetwork:
-		diags.AddAttributeError(path.Root("network"), "Could Not Create the Network", fmt.Sprintf("%s. %s", err, next))
+		attrError(diags, path.Root("network"), "Could Not Create the Network", fmt.Sprintf("%s. %s", err, next))
 	case bluegreen.StepActiveRemoved:
-		diags.AddAttributeError(path.Root(string(de.Color)), "Active Color Removed", fmt.Sprintf("%s.", err))
+		attrError(diags, path.Root(string(de.Color)), "Active Color Removed", fmt.Sprintf("%s.", err))
 	case bluegreen.StepColor:
-		diags.AddAttributeError(path.Root(string(de.Color)), "Could Not Deploy "+titleColor(de.Color), fmt.Sprintf("%s. %s", err, next))
+		attrError(diags, path.Root(string(de.Color)), "Could Not Deploy "+titleColor(de.Color), fmt.Sprintf("%s. %s", err, next))
 	case bluegreen.StepConverge:
 		diags.AddError("Service Did Not Converge", fmt.Sprintf("%s.\n\nA task that stays `starting` has not passed its HEALTHCHECK; a `rejected` "+
 			"one could not start (image name? the node's registry?). Raise the timeouts if the nodes are only slow. %s", err, next))
@@ -233,7 +233,7 @@ func (d *deployment) awaitStandby(ctx context.Context, m *microserviceModel, dia
 		err := d.awaitGate(waitCtx, c, int(replicas.ValueInt64()))
 		cancel()
 		if err != nil {
-			diags.AddAttributeWarning(path.Root(string(c)), "Standby Color Not Healthy", fmt.Sprintf(
+			attrWarning(diags, path.Root(string(c)), "Standby Color Not Healthy", fmt.Sprintf(
 				"Service %s: %s is deployed but not every instance is healthy yet: %s. A switch to it will be gated on min_healthy.", d.name, c, err))
 		}
 	}

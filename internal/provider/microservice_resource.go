@@ -60,7 +60,7 @@ func (r *microserviceResource) ValidateConfig(ctx context.Context, req resource.
 		labels, _ := obj.Attributes()["labels"].(types.Map)
 		for key := range labels.Elements() {
 			if bluegreen.IsOwnedLabel(key, port) {
-				resp.Diagnostics.AddAttributeError(path.Root(string(c)).AtName("labels"), "Label Owned by the Provider", fmt.Sprintf(
+				attrError(&resp.Diagnostics, path.Root(string(c)).AtName("labels"), "Label Owned by the Provider", fmt.Sprintf(
 					"%q is set by the provider on every task of the service (its registrator keys for port %d and the microswarm.* labels); "+
 						"use port and health_path instead, or another key.", key, port))
 			}
@@ -72,7 +72,7 @@ func (r *microserviceResource) ValidateConfig(ctx context.Context, req resource.
 	active := bluegreen.Color(m.Active.ValueString())
 	block := m.colorObject(active)
 	if block.IsNull() {
-		resp.Diagnostics.AddAttributeError(path.Root(string(active)), "Active Color Not Deployed",
+		attrError(&resp.Diagnostics, path.Root(string(active)), "Active Color Not Deployed",
 			fmt.Sprintf("active = %q, but there is no %s block: the active color needs an image.", active, active))
 		return
 	}
@@ -86,15 +86,15 @@ func (r *microserviceResource) ValidateConfig(ctx context.Context, req resource.
 		replicas = c.Replicas.ValueInt64()
 	}
 	if replicas < 1 {
-		resp.Diagnostics.AddAttributeError(path.Root(string(active)).AtName("replicas"), "Active Color Has No Task",
+		attrError(&resp.Diagnostics, path.Root(string(active)).AtName("replicas"), "Active Color Has No Task",
 			fmt.Sprintf("%s takes the traffic, so it needs at least one replica.", active))
 	}
 	if !m.MinHealthy.IsNull() && !m.MinHealthy.IsUnknown() && m.MinHealthy.ValueInt64() > replicas && !c.Replicas.IsUnknown() {
-		resp.Diagnostics.AddAttributeError(path.Root("min_healthy"), "Minimum Healthy Above Replicas",
+		attrError(&resp.Diagnostics, path.Root("min_healthy"), "Minimum Healthy Above Replicas",
 			fmt.Sprintf("min_healthy = %d, but %s has %d replicas: no switch to it could ever pass the gate.", m.MinHealthy.ValueInt64(), active, replicas))
 	}
 	if w := m.CanaryWeight; !w.IsNull() && !w.IsUnknown() && w.ValueInt64() > 0 && m.colorObject(active.Other()).IsNull() {
-		resp.Diagnostics.AddAttributeError(path.Root("canary_weight"), "Canary Without a Second Color",
+		attrError(&resp.Diagnostics, path.Root("canary_weight"), "Canary Without a Second Color",
 			fmt.Sprintf("canary_weight = %d sends requests to %s, which has no block.", w.ValueInt64(), active.Other()))
 	}
 }
@@ -284,15 +284,15 @@ func (r *microserviceResource) doSwitch(ctx context.Context, d *deployment, plan
 	)
 	switch {
 	case errors.As(err, &gate):
-		diags.AddAttributeError(path.Root("active"), "Switch Refused: Target Not Healthy", fmt.Sprintf(
+		attrError(diags, path.Root("active"), "Switch Refused: Target Not Healthy", fmt.Sprintf(
 			"Service %s: %s\n\nFix or wait for %s, or lower min_healthy.", name, err, gate.Target))
 	case errors.As(err, &room):
-		diags.AddAttributeError(path.Root("timeouts").AtName("update"), "Switch Refused: Not Enough Time for the Watch", fmt.Sprintf(
+		attrError(diags, path.Root("timeouts").AtName("update"), "Switch Refused: Not Enough Time for the Watch", fmt.Sprintf(
 			"Service %s: %s. Raise timeouts.update or shorten auto_rollback.", name, err))
 	case errors.As(err, &back):
-		diags.AddAttributeError(path.Root("active"), "Switch Rolled Back", fmt.Sprintf("Service %s: %s.%s", name, err, notRestoredHint(back.NotRestored)))
+		attrError(diags, path.Root("active"), "Switch Rolled Back", fmt.Sprintf("Service %s: %s.%s", name, err, notRestoredHint(back.NotRestored)))
 	case errors.As(err, &flip):
-		diags.AddAttributeError(path.Root("active"), "Switch Failed", fmt.Sprintf("Service %s: %s.%s\n\nApply again to retry the switch.", name, err, notRestoredHint(flip.NotRestored)))
+		attrError(diags, path.Root("active"), "Switch Failed", fmt.Sprintf("Service %s: %s.%s\n\nApply again to retry the switch.", name, err, notRestoredHint(flip.NotRestored)))
 	case err != nil:
 		diags.AddError("Switch Failed", fmt.Sprintf("Service %s: %s. Traffic stays on %s; apply again to retry.", name, err, from.Active))
 	default:
@@ -399,7 +399,7 @@ func (r *microserviceResource) Delete(ctx context.Context, req resource.DeleteRe
 	name := state.Name.ValueString()
 	mgr := r.data.reachDocker(ctx, path.Root("host"), state.Host.ValueString(), &state.HostKey, mayBeUnreachable, "the service", &resp.Diagnostics)
 	if mgr == nil {
-		resp.Diagnostics.AddAttributeError(path.Root("host"), "Could Not Remove the Microservice", fmt.Sprintf(
+		attrError(&resp.Diagnostics, path.Root("host"), "Could Not Remove the Microservice", fmt.Sprintf(
 			"Service %s: the manager %s does not answer, so its services, proxies and network may still run. Bring the manager back (or "+
 				"point host at another manager of the swarm) and destroy again; if the whole cluster is gone for good, `terraform state rm` this resource.",
 			name, state.Host.ValueString()))

@@ -107,7 +107,7 @@ func reachOf(tolerate bool) nodeReach {
 // about, for the warning.
 func (d *providerData) reachNode(ctx context.Context, at path.Path, host string, hostKey *types.String, reach nodeReach, what string, diags *diag.Diagnostics) *conn.Host {
 	if _, err := conn.ParseEndpoint(host); err != nil {
-		diags.AddAttributeError(at, "Invalid Host", err.Error())
+		attrError(diags, at, "Invalid Host", err.Error())
 		return nil
 	}
 	pinned := ""
@@ -127,7 +127,7 @@ func (d *providerData) reachNode(ctx context.Context, at path.Path, host string,
 				detail += "\n\n" + next
 			}
 		}
-		diags.AddAttributeError(at, "Could Not Reach Host", detail)
+		attrError(diags, at, "Could Not Reach Host", detail)
 		return nil
 	}
 	if hostKey == nil {
@@ -156,7 +156,7 @@ func (d *providerData) reachDocker(ctx context.Context, at path.Path, host strin
 func dockerOf(h *conn.Host, at path.Path, host string, diags *diag.Diagnostics) *client.Client {
 	docker, err := h.Docker()
 	if err != nil {
-		diags.AddAttributeError(at, "Could Not Reach the Docker API", fmt.Sprintf("%s: %s", host, err))
+		attrError(diags, at, "Could Not Reach the Docker API", fmt.Sprintf("%s: %s", host, err))
 		return nil
 	}
 	return docker

@@ -247,7 +247,7 @@ func (p *microswarmProvider) Configure(ctx context.Context, req provider.Configu
 	case settings.sshKeyFile != "":
 		key, err := os.ReadFile(settings.sshKeyFile)
 		if err != nil {
-			resp.Diagnostics.AddAttributeError(path.Root("ssh_private_key_file"), "Unreadable SSH Private Key File",
+			attrError(&resp.Diagnostics, path.Root("ssh_private_key_file"), "Unreadable SSH Private Key File",
 				fmt.Sprintf("Reading %s: %s.", settings.sshKeyFile, err))
 			return
 		}
@@ -256,14 +256,14 @@ func (p *microswarmProvider) Configure(ctx context.Context, req provider.Configu
 	if len(opts.PrivateKey) > 0 {
 		signer, err := ssh.ParsePrivateKey(opts.PrivateKey)
 		if err != nil {
-			resp.Diagnostics.AddAttributeError(settings.sshKeyPath(), "Invalid SSH Private Key",
+			attrError(&resp.Diagnostics, settings.sshKeyPath(), "Invalid SSH Private Key",
 				"The SSH private key could not be parsed: "+err.Error()+". Provide an unencrypted PEM or OpenSSH private key.")
 			return
 		}
 		data.sshPublicKey = conn.AuthorizedKey(signer.PublicKey())
 		stack, err := droplet.NewStack(settings.stackID, opts.PrivateKey)
 		if err != nil {
-			resp.Diagnostics.AddAttributeError(settings.sshKeyPath(), "Invalid SSH Private Key",
+			attrError(&resp.Diagnostics, settings.sshKeyPath(), "Invalid SSH Private Key",
 				"Deriving the stack's secret from the SSH private key: "+err.Error()+".")
 			return
 		}
@@ -272,7 +272,7 @@ func (p *microswarmProvider) Configure(ctx context.Context, req provider.Configu
 	if settings.dockerCertPath != "" {
 		material, err := conn.LoadTLSMaterial(settings.dockerCertPath)
 		if err != nil {
-			resp.Diagnostics.AddAttributeError(path.Root("docker_cert_path"), "Unreadable Docker TLS Material", err.Error())
+			attrError(&resp.Diagnostics, path.Root("docker_cert_path"), "Unreadable Docker TLS Material", err.Error())
 			return
 		}
 		opts.TLS = material
@@ -292,7 +292,7 @@ func (p *microswarmProvider) Configure(ctx context.Context, req provider.Configu
 			UserAgent: "terraform-provider-microswarm/" + p.version,
 		})
 		if err != nil {
-			resp.Diagnostics.AddAttributeError(path.Root("api_endpoint"), "Invalid DigitalOcean API Settings", err.Error())
+			attrError(&resp.Diagnostics, path.Root("api_endpoint"), "Invalid DigitalOcean API Settings", err.Error())
 			return
 		}
 		data.cloud = cloud
@@ -382,32 +382,32 @@ func resolveSettings(cfg providerModel, getenv func(string) string) settings {
 func (s *settings) validate(diags *diag.Diagnostics) {
 	if s.apiEndpoint != "" {
 		if err := checkAPIEndpoint(s.apiEndpoint); errors.Is(err, errPlainHTTP) {
-			diags.AddAttributeError(path.Root("api_endpoint"), "Insecure API Endpoint",
+			attrError(diags, path.Root("api_endpoint"), "Insecure API Endpoint",
 				fmt.Sprintf("api_endpoint: %s (from the config or %s).", err, envAPIURL))
 		} else if err != nil {
-			diags.AddAttributeError(path.Root("api_endpoint"), "Invalid API Endpoint", fmt.Sprintf("api_endpoint: %s (from the config or %s).", err, envAPIURL))
+			attrError(diags, path.Root("api_endpoint"), "Invalid API Endpoint", fmt.Sprintf("api_endpoint: %s (from the config or %s).", err, envAPIURL))
 		}
 	}
 	if s.sshKey != "" && s.sshKeyFile != "" {
-		diags.AddAttributeError(path.Root("ssh_private_key"), "Conflicting SSH Keys",
+		attrError(diags, path.Root("ssh_private_key"), "Conflicting SSH Keys",
 			fmt.Sprintf("Both %s and %s are set; set only one.", envSSHKey, envSSHKeyFile))
 	}
 	if !oneOf(s.hostKeyPolicy, hostKeyPolicyNames()) {
-		diags.AddAttributeError(path.Root("host_key_policy"), "Invalid Host Key Policy",
+		attrError(diags, path.Root("host_key_policy"), "Invalid Host Key Policy",
 			fmt.Sprintf("%q (from %s) is not one of %s.", s.hostKeyPolicy, envHostKeyPolicy, strings.Join(hostKeyPolicyNames(), ", ")))
 	}
 	if !userPattern.MatchString(s.sshUser) {
-		diags.AddAttributeError(path.Root("ssh_user"), "Invalid SSH User", fmt.Sprintf("%q (from %s) is not a valid user name.", s.sshUser, envSSHUser))
+		attrError(diags, path.Root("ssh_user"), "Invalid SSH User", fmt.Sprintf("%q (from %s) is not a valid user name.", s.sshUser, envSSHUser))
 	}
 	if s.stackID != "" && !droplet.StackIDPattern.MatchString(s.stackID) {
-		diags.AddAttributeError(path.Root("stack_id"), "Invalid Stack ID",
+		attrError(diags, path.Root("stack_id"), "Invalid Stack ID",
 			fmt.Sprintf("stack_id: %q (from the config or %s) must be 1-64 letters, digits, '-' or '_'.", s.stackID, envStackID))
 	}
 	s.connectTimeout = conn.DefaultConnectTimeout
 	if s.connectTimeoutText != "" {
 		d, err := parsePositiveDuration(s.connectTimeoutText)
 		if err != nil {
-			diags.AddAttributeError(path.Root("connect_timeout"), "Invalid Connect Timeout", fmt.Sprintf("%s (from the config or %s).", err, envConnectTimeout))
+			attrError(diags, path.Root("connect_timeout"), "Invalid Connect Timeout", fmt.Sprintf("%s (from the config or %s).", err, envConnectTimeout))
 		}
 		s.connectTimeout = d
 	}

@@ -72,12 +72,12 @@ func consulProviderAttributes() map[string]schema.Attribute {
 func (s *settings) consulAccess(diags *diag.Diagnostics) *consul.Access {
 	a := &consul.Access{CAPEM: s.consulCAPEM, CertPEM: s.consulCertPEM, KeyPEM: s.consulKeyPEM, ManagementToken: s.consulManagementToken}
 	if _, err := a.Config(""); err != nil {
-		diags.AddAttributeError(path.Root("consul_ca_pem"), "Invalid Consul TLS Material", fmt.Sprintf(
+		attrError(diags, path.Root("consul_ca_pem"), "Invalid Consul TLS Material", fmt.Sprintf(
 			"%s (from the config or %s, %s and %s).", err, envConsulCAPEM, envConsulClientCertPEM, envConsulClientKeyPEM))
 	}
 	if s.consulManagementToken != "" {
 		if err := consul.ValidateACLToken(s.consulManagementToken); err != nil {
-			diags.AddAttributeError(path.Root("consul_management_token"), "Invalid ACL Token",
+			attrError(diags, path.Root("consul_management_token"), "Invalid ACL Token",
 				fmt.Sprintf("%s (from the config or %s).", err, envConsulManagementToken))
 		}
 	}

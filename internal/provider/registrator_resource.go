@@ -448,7 +448,7 @@ func (r *registratorResource) attachTLS(ctx context.Context, docker *client.Clie
 		name := swarmservice.SecretName(d.Name+"-"+f.name, []byte(f.pem))
 		id, err := swarmservice.EnsureSecret(ctx, docker, name, []byte(f.pem), registratorOwner)
 		if err != nil {
-			diags.AddAttributeError(path.Root("backend"), "Could Not Store the Consul TLS Material", err.Error())
+			attrError(diags, path.Root("backend"), "Could Not Store the Consul TLS Material", err.Error())
 			return false
 		}
 		d.TLSSecrets = append(d.TLSSecrets, &swarm.SecretReference{
@@ -481,7 +481,7 @@ func (r *registratorResource) attachToken(ctx context.Context, docker *client.Cl
 	name := swarmservice.SecretName(d.Name+"-consul-token", token)
 	id, err := swarmservice.EnsureSecret(ctx, docker, name, token, registratorOwner)
 	if err != nil {
-		diags.AddAttributeError(path.Root("consul_token"), "Could Not Store the Consul Token", err.Error())
+		attrError(diags, path.Root("consul_token"), "Could Not Store the Consul Token", err.Error())
 		return false
 	}
 	d.TokenSecret = &swarm.SecretReference{
@@ -569,7 +569,7 @@ func addServiceError(diags *diag.Diagnostics, summary, service, host string, err
 	var foreign *swarmservice.ForeignServiceError
 	switch {
 	case errors.As(err, &foreign):
-		diags.AddAttributeError(path.Root("name"), summary, err.Error())
+		attrError(diags, path.Root("name"), summary, err.Error())
 	default:
 		diags.AddError(summary, fmt.Sprintf("Service %s through the manager %s: %s.", service, host, err))
 	}

@@ -71,7 +71,7 @@ func (r *swarmClusterResource) ValidateConfig(ctx context.Context, req resource.
 		}
 	}
 	if rolesKnown && managers == 0 {
-		resp.Diagnostics.AddAttributeError(path.Root("nodes"), "No Swarm Manager",
+		attrError(&resp.Diagnostics, path.Root("nodes"), "No Swarm Manager",
 			`A swarm needs at least one manager: set role = "manager" on one entry (three tolerate the loss of one).`)
 	}
 }
@@ -94,7 +94,7 @@ func (r *swarmClusterResource) ModifyPlan(ctx context.Context, req resource.Modi
 		resp.Diagnostics.Append(req.Plan.GetAttribute(ctx, path.Root("nodes"), &nodes)...)
 		for key, e := range nodeEntries(ctx, nodes, &resp.Diagnostics) {
 			if ep, err := conn.ParseEndpoint(e.Host.ValueString()); err == nil && ep.Scheme == conn.SchemeSSH {
-				resp.Diagnostics.AddAttributeError(path.Root("nodes").AtMapKey(key).AtName("host"), "Missing SSH Private Key",
+				attrError(&resp.Diagnostics, path.Root("nodes").AtMapKey(key).AtName("host"), "Missing SSH Private Key",
 					fmt.Sprintf("Entry %q reaches its node over SSH (%s), but the provider has no ssh_private_key or ssh_private_key_file.", key, e.Host.ValueString()))
 				break
 			}
@@ -109,7 +109,7 @@ func (r *swarmClusterResource) ModifyPlan(ctx context.Context, req resource.Modi
 		prior, _ = managerCount(ctx, req.State.GetAttribute)
 	}
 	if msg := swarm.ManagerCountWarning(planned); msg != "" && planned != prior {
-		resp.Diagnostics.AddAttributeWarning(path.Root("nodes"), "Even Number of Swarm Managers", msg)
+		attrWarning(&resp.Diagnostics, path.Root("nodes"), "Even Number of Swarm Managers", msg)
 	}
 }
 

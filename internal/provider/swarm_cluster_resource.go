@@ -135,7 +135,7 @@ func (r *swarmClusterResource) Read(ctx context.Context, req resource.ReadReques
 					what += ", manager " + n.Reachability
 				}
 			}
-			resp.Diagnostics.AddAttributeWarning(path.Root("nodes").AtMapKey(m.Key), "Swarm Node Not Ready", fmt.Sprintf(
+			attrWarning(&resp.Diagnostics, path.Root("nodes").AtMapKey(m.Key), "Swarm Node Not Ready", fmt.Sprintf(
 				"Swarm %s: %s %s. The next apply reaches the node and re-joins it if it left; if the node is gone for good, take it out of nodes.",
 				st.ID, m, what))
 		}
