@@ -156,7 +156,13 @@ func (a *dropletsAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case r.Method == http.MethodGet && r.URL.Path == "/v2/tags":
 		var out []map[string]any
 		for _, t := range a.tags {
-			out = append(out, map[string]any{"name": t})
+			n := 0
+			for _, d := range a.droplets {
+				if slices.Contains(tagsOf(d), t) {
+					n++
+				}
+			}
+			out = append(out, map[string]any{"name": t, "resources": map[string]any{"count": n, "droplets": map[string]any{"count": n}}})
 		}
 		_ = json.NewEncoder(w).Encode(map[string]any{"tags": out, "meta": map[string]any{"total": len(out)}})
 	case r.Method == http.MethodPost && strings.HasPrefix(r.URL.Path, "/v2/tags/") && strings.HasSuffix(r.URL.Path, "/resources"):

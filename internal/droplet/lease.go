@@ -59,7 +59,12 @@ type lease struct {
 	tag    string // the current lease tag
 	users  int    // creates in flight
 	done   chan struct{}
+	// tidyOnce runs TidyRunTags once, at this run's first create.
+	tidyOnce sync.Once
 }
+
+// tidyTimeout bounds the tidying of other runs' tags.
+const tidyTimeout = 30 * time.Second
 
 // skew is leaseSkew, or less for a short test lease.
 func (l *lease) skew() time.Duration { return min(leaseSkew, l.ttl/2) }
@@ -136,6 +141,14 @@ func (l *lease) acquire(ctx context.Context) (release func(), err error) {
 		}
 		l.tag, l.active, l.done = tag, true, make(chan struct{})
 		go l.renew(l.done)
+		l.tidyOnce.Do(func() {
+			// What killed runs left behind goes, once per run, beside its creates.
+			go func() {
+				ctx, cancel := context.WithTimeout(context.Background(), tidyTimeout)
+				defer cancel()
+				l.c.TidyRunTags(ctx)
+			}()
+		})
 	}
 	l.users++
 	return func() {
@@ -214,6 +227,44 @@ func (l *lease) stop(done chan struct{}, deleteLease bool) {
 // leases lists the account's run leases: the latest expiry of each run.
 func (c *Client) leases(ctx context.Context) (map[string]time.Time, error) {
 	out := map[string]time.Time{}
+	err := c.eachTag(ctx, func(t godo.Tag) {
+		run, exp, ok := parseLease(t.Name)
+		switch {
+		case !ok:
+		case exp.Equal(doneExpiry):
+			out[run] = doneExpiry
+		case exp.After(out[run]) && !out[run].Equal(doneExpiry):
+			out[run] = exp
+		}
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// parseLease reads a lease tag: its run and expiry (doneExpiry for a run that ended).
+func parseLease(tag string) (run string, exp time.Time, ok bool) {
+	rest, ok := strings.CutPrefix(tag, LeaseTagPrefix)
+	if !ok {
+		return "", time.Time{}, false
+	}
+	run, expText, ok := strings.Cut(rest, ":")
+	if !ok {
+		return "", time.Time{}, false
+	}
+	if expText == leaseDone {
+		return run, doneExpiry, true
+	}
+	ms, err := strconv.ParseInt(expText, 10, 64)
+	if err != nil {
+		return "", time.Time{}, false
+	}
+	return run, time.UnixMilli(ms), true
+}
+
+// eachTag calls each for every tag of the account, page by page.
+func (c *Client) eachTag(ctx context.Context, each func(godo.Tag)) error {
 	opt := &godo.ListOptions{Page: 1, PerPage: 200}
 	for {
 		var page []godo.Tag
@@ -224,35 +275,109 @@ func (c *Client) leases(ctx context.Context) (map[string]time.Time, error) {
 			return r, err
 		})
 		if err != nil {
-			return nil, err
+			return err
 		}
 		for _, t := range page {
-			rest, ok := strings.CutPrefix(t.Name, LeaseTagPrefix)
-			if !ok {
-				continue
-			}
-			run, exp, ok := strings.Cut(rest, ":")
-			ms, err := strconv.ParseInt(exp, 10, 64)
-			if ok && exp == leaseDone {
-				out[run] = doneExpiry
-				continue
-			}
-			if !ok || err != nil {
-				continue
-			}
-			if e := time.UnixMilli(ms); e.After(out[run]) && !out[run].Equal(doneExpiry) {
-				out[run] = e
-			}
+			each(t)
 		}
 		if resp == nil || resp.Links == nil || resp.Links.IsLastPage() {
-			return out, nil
+			return nil
 		}
 		next, err := resp.Links.CurrentPage()
 		if err != nil {
-			return nil, fmt.Errorf("list tags: reading the page number: %w", err)
+			return fmt.Errorf("list tags: reading the page number: %w", err)
 		}
 		opt.Page = next + 1
 	}
+}
+
+// TidyRunTags deletes the run bookkeeping that no longer marks anything, which runs
+// killed mid-create leave in the account (tags outlive what they tagged):
+//   - a lease that lapsed (past its expiry and the clock skew, and a whole TTL more): a
+//     lapsed lease and no lease say the same thing, a dead run, so nothing's verdict
+//     changes;
+//   - the run tag of a run that is not live (lapsed, done, or no lease) once no droplet
+//     carries it (checked again just before), with that run's done lease: no droplet of
+//     the run is pending any more.
+//
+// A live run's tags are never touched: it may be about to tag a droplet. Best effort:
+// what fails stays for a later run to tidy. It returns how many tags it deleted.
+func (c *Client) TidyRunTags(ctx context.Context) int {
+	type runTags struct {
+		leases []string
+		latest time.Time
+		runTag bool
+		tagged int
+	}
+	runs := map[string]*runTags{}
+	get := func(run string) *runTags {
+		if runs[run] == nil {
+			runs[run] = &runTags{}
+		}
+		return runs[run]
+	}
+	err := c.eachTag(ctx, func(t godo.Tag) {
+		if run, exp, ok := parseLease(t.Name); ok {
+			r := get(run)
+			r.leases = append(r.leases, t.Name)
+			if exp.After(r.latest) {
+				r.latest = exp
+			}
+			return
+		}
+		if run, ok := strings.CutPrefix(t.Name, RunTagPrefix); ok {
+			r := get(run)
+			r.runTag = true
+			if t.Resources != nil {
+				r.tagged = t.Resources.Count
+			}
+		}
+	})
+	if err != nil {
+		return 0
+	}
+	lapsed := func(exp time.Time) bool {
+		return !exp.Equal(doneExpiry) && time.Now().After(exp.Add(c.lease.skew()+c.lease.ttl))
+	}
+	deleted := 0
+	del := func(tag string) {
+		if c.deleteTag(ctx, tag) == nil {
+			deleted++
+		}
+	}
+	for run, r := range runs {
+		if run == c.lease.run {
+			continue
+		}
+		live := !r.latest.IsZero() && !r.latest.Equal(doneExpiry) && !lapsed(r.latest)
+		if live {
+			continue
+		}
+		for _, l := range r.leases {
+			if _, exp, _ := parseLease(l); lapsed(exp) {
+				del(l) // says no more than its absence would
+			}
+		}
+		if r.tagged > 0 {
+			continue // droplets of the run are still pending: its tag (and a done lease) stay
+		}
+		if r.latest.IsZero() {
+			// No lease at all: a live run between creates may be writing a new one now.
+			if live, err := c.runLiveNow(ctx, run); err != nil || live {
+				continue
+			}
+		}
+		if r.runTag {
+			if busy, err := c.hasDroplets(ctx, RunTagPrefix+run); err != nil || busy {
+				continue
+			}
+			del(RunTagPrefix + run)
+		}
+		if r.latest.Equal(doneExpiry) {
+			del(LeaseTagPrefix + run + ":" + leaseDone)
+		}
+	}
+	return deleted
 }
 
 // leaseDone ends the lease tag of a run that ended normally; doneExpiry stands for it.

@@ -164,3 +164,40 @@ func TestARunThatEndedNormallyKeepsItsDroplets(t *testing.T) {
 		})
 	}
 }
+
+// TidyRunTags deletes what killed runs left (lapsed leases, run tags no droplet carries)
+// and never a live run's tags, a pending droplet's run tag or the done lease beside it.
+func TestTidyRunTagsDeletesOnlyWhatMarksNothing(t *testing.T) {
+	api, c := newDropletsAPI(t)
+	long := time.Now().Add(-time.Hour)
+	soon := time.Now().Add(time.Hour)
+	api.mu.Lock()
+	api.tags = append(api.tags,
+		leaseTag("dead", long), RunTagPrefix+"dead", // a killed run whose droplets were adopted
+		LeaseTagPrefix+"done:"+leaseDone, RunTagPrefix+"done", // ended, a droplet still pending
+		leaseTag("live", soon), RunTagPrefix+"live", // going on, about to tag a droplet
+		leaseTag("waiting", long), RunTagPrefix+"waiting", // dead, a droplet awaiting adoption
+		LeaseTagPrefix+"claimed:"+leaseDone, // ended, every droplet claimed since
+	)
+	api.droplets = append(api.droplets,
+		map[string]any{"id": 901, "name": "a", "status": "active", "tags": []string{RunTagPrefix + "done"}},
+		map[string]any{"id": 902, "name": "b", "status": "active", "tags": []string{RunTagPrefix + "waiting"}},
+	)
+	api.mu.Unlock()
+
+	if n := c.TidyRunTags(context.Background()); n != 4 {
+		t.Errorf("deleted %d tags, want 4", n)
+	}
+	api.mu.Lock()
+	defer api.mu.Unlock()
+	for _, gone := range []string{leaseTag("dead", long), RunTagPrefix + "dead", leaseTag("waiting", long), LeaseTagPrefix + "claimed:" + leaseDone} {
+		if slices.Contains(api.tags, gone) {
+			t.Errorf("%s is still there", gone)
+		}
+	}
+	for _, kept := range []string{LeaseTagPrefix + "done:" + leaseDone, RunTagPrefix + "done", leaseTag("live", soon), RunTagPrefix + "live", RunTagPrefix + "waiting"} {
+		if !slices.Contains(api.tags, kept) {
+			t.Errorf("%s was deleted", kept)
+		}
+	}
+}
