@@ -120,6 +120,9 @@ func (d *providerData) nodeProbeStep(ctx context.Context, host, hostKey string, 
 		return fmt.Sprintf("The node answers over SSH, but its Docker engine does not (%s). Start it (systemctl start docker "+
 			"on the node); the next apply then resumes this where it stopped.", derr)
 	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		return "" // slow rather than cut: the error's own advice (raise the timeouts) stands
+	}
 	return "The connection to the node was cut, and the node answers again: the next apply resumes this where it stopped."
 }
 
