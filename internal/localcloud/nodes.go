@@ -499,3 +499,20 @@ func shortID(id string) string {
 	}
 	return id
 }
+
+// RunInDroplet runs a bash script as root on a droplet's machine, as at its console (for
+// tests that break a node from outside the provider: stop sshd, stop the engine), and
+// returns what it printed; a non-zero exit is an error.
+func (c *Cloud) RunInDroplet(ctx context.Context, dropletID int, script string) (string, error) {
+	c.mu.Lock()
+	d := c.st.droplet(dropletID)
+	containerID := ""
+	if d != nil {
+		containerID = d.ContainerID
+	}
+	c.mu.Unlock()
+	if containerID == "" {
+		return "", fmt.Errorf("droplet %d has no machine here", dropletID)
+	}
+	return c.nodes.runInNode(ctx, containerID, script)
+}

@@ -1,19 +1,13 @@
 package provider
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"os"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/docker/docker/api/types/container"
-	"github.com/docker/docker/api/types/filters"
-	"github.com/docker/docker/client"
-	"github.com/docker/docker/pkg/stdcopy"
 	"github.com/hashicorp/terraform-plugin-testing/helper/acctest"
 
 	"github.com/microswarm/terraform-provider-microswarm/internal/testkit"
@@ -98,7 +92,7 @@ func nodeFaultAndReapply(t *testing.T, f nodeFault) {
 		config = f.config(prefix)
 	}
 	ws := testkit.NewWorkspace(t, config)
-	host := testkit.HostEngine(t)
+	cloud := testkit.LocalCloud(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 	defer cancel()
 	destroyed := destroyAtCleanup(t, ws)
@@ -107,8 +101,8 @@ func nodeFaultAndReapply(t *testing.T, f nodeFault) {
 	if !run.WaitFor(f.point, 10*time.Minute) {
 		t.Fatalf("%s: the apply never reached the point:\n%s", f.name, run.Output())
 	}
-	node := dropletMachine(t, ctx, host, prefix, prefix+"-"+f.victim)
-	if out, err := nodeExec(ctx, host, node, f.inject); err != nil {
+	node := dropletNamed(t, prefix, prefix+"-"+f.victim)
+	if out, err := cloud.RunInDroplet(ctx, node, f.inject); err != nil {
 		t.Fatalf("%s: making the fault: %v\n%s", f.name, err, out)
 	}
 	failed := run.Wait() != nil
@@ -129,7 +123,7 @@ func nodeFaultAndReapply(t *testing.T, f nodeFault) {
 		}
 	}
 	if f.lift != "" {
-		if out, err := nodeExec(ctx, host, node, f.lift); err != nil {
+		if out, err := cloud.RunInDroplet(ctx, node, f.lift); err != nil {
 			t.Fatalf("%s: lifting the fault: %v\n%s", f.name, err, out)
 		}
 	}
@@ -180,50 +174,14 @@ func errorText(flat string) string {
 	return ""
 }
 
-// dropletMachine is the local cloud's container for the droplet named name.
-func dropletMachine(t *testing.T, ctx context.Context, host *client.Client, prefix, name string) string {
+// dropletNamed is the ID of the stack's droplet named name.
+func dropletNamed(t *testing.T, prefix, name string) int {
 	t.Helper()
 	for _, d := range dropletsPrefixed(t, prefix) {
-		if d.Name != name {
-			continue
+		if d.Name == name {
+			return d.ID
 		}
-		list, err := host.ContainerList(ctx, container.ListOptions{Filters: filters.NewArgs(
-			filters.Arg("label", "io.microswarm.localcloud.droplet.id="+strconv.Itoa(d.ID)))})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(list) != 1 {
-			t.Fatalf("droplet %s (%d) has %d containers", name, d.ID, len(list))
-		}
-		return list[0].ID
 	}
 	t.Fatalf("no droplet %s", name)
-	return ""
-}
-
-// nodeExec runs script with sh on the node's machine, as root at its console would.
-func nodeExec(ctx context.Context, host *client.Client, node, script string) (string, error) {
-	exec, err := host.ContainerExecCreate(ctx, node, container.ExecOptions{
-		Cmd: []string{"sh", "-c", script}, AttachStdout: true, AttachStderr: true,
-	})
-	if err != nil {
-		return "", err
-	}
-	att, err := host.ContainerExecAttach(ctx, exec.ID, container.ExecAttachOptions{})
-	if err != nil {
-		return "", err
-	}
-	defer att.Close()
-	var out bytes.Buffer
-	if _, err := stdcopy.StdCopy(&out, &out, att.Reader); err != nil {
-		return out.String(), err
-	}
-	ins, err := host.ContainerExecInspect(ctx, exec.ID)
-	if err != nil {
-		return out.String(), err
-	}
-	if ins.ExitCode != 0 {
-		return out.String(), fmt.Errorf("exit status %d", ins.ExitCode)
-	}
-	return out.String(), nil
+	return 0
 }

@@ -211,15 +211,7 @@ func TestAccFaults_nodeOffDuringCreate(t *testing.T) {
 	if !run.WaitFor(point, 10*time.Minute) {
 		t.Fatalf("%s: the apply never reached the point:\n%s", what, run.Output())
 	}
-	var victim int
-	for _, d := range dropletsPrefixed(t, prefix) {
-		if d.Name == prefix+"-w2" {
-			victim = d.ID
-		}
-	}
-	if victim == 0 {
-		t.Fatalf("no droplet %s-w2", prefix)
-	}
+	victim := dropletNamed(t, prefix, prefix+"-w2")
 	if _, _, err := testkit.Godo(t).DropletActions.PowerOff(ctx, victim); err != nil {
 		t.Fatal(err)
 	}
