@@ -15,6 +15,9 @@ type Deleted struct {
 	NodeName string
 	// LeaveErr is a graceful leave that failed; the container was removed anyway.
 	LeaveErr error
+	// NoLeave says the leave was skipped because the plan said so (the whole cluster is
+	// going: see Departures).
+	NoLeave bool
 }
 
 // DeleteStep names the step of Delete that failed.
@@ -40,9 +43,10 @@ func (e *DeleteError) Unwrap() error { return e.Err }
 // keep it for 72 hours), then the container, then its data volume (name + "-data"). What
 // is already gone is fine, so a delete cut short is finished by the next. A container of
 // that name that microswarm did not make is left alone; a failed leave does not stop the
-// removal (a dead agent cannot leave, and the servers reap it). leaveSpec says how to
-// talk to the running agent (its flags and TLS, read back from it).
-func Delete(ctx context.Context, e Engine, name string, leaveSpec func(*Container) Spec) (Deleted, error) {
+// removal (a dead agent cannot leave, and the servers reap it). leave says how to talk
+// to the running agent (its flags and TLS, read back from it), and whether to leave at
+// all: a server whose whole cluster is being deleted has nobody to hand its place to.
+func Delete(ctx context.Context, e Engine, name string, leave func(*Container) (spec Spec, graceful bool)) (Deleted, error) {
 	var out Deleted
 	c, err := Find(ctx, e, name)
 	var notManaged *NotManagedError
@@ -54,7 +58,11 @@ func Delete(ctx context.Context, e Engine, name string, leaveSpec func(*Containe
 		return out, &DeleteError{Step: StepInspect, Err: fmt.Errorf("inspecting container %s: %w", name, err)}
 	default:
 		out.NodeName = c.Spec.NodeName
-		out.LeaveErr = Leave(ctx, e, c, leaveSpec(c))
+		if spec, graceful := leave(c); graceful {
+			out.LeaveErr = Leave(ctx, e, c, spec)
+		} else {
+			out.NoLeave = true
+		}
 		if err := Remove(ctx, e, c.ID, ""); err != nil {
 			return out, &DeleteError{Step: StepRemoveContainer, Err: err}
 		}

@@ -8,7 +8,7 @@ import (
 	"github.com/docker/docker/api/types/container"
 )
 
-func leaveAs(c *Container) Spec { return c.Spec }
+func leaveAs(c *Container) (Spec, bool) { return c.Spec, true }
 
 // The container and its volume go even when the agent cannot leave (here: exec fails),
 // and the failed leave is reported, not swallowed.
@@ -73,5 +73,22 @@ func TestDeleteSaysWhichStepFailed(t *testing.T) {
 	}
 	if len(f.containers) != 0 {
 		t.Errorf("the container was kept although its step came first")
+	}
+}
+
+// A server whose whole cluster is going is removed without a leave (no exec into it).
+func TestDeleteWithoutLeave(t *testing.T) {
+	t.Parallel()
+	f := newFakeEngine()
+	mustEnsure(t, f, agentSpec())
+	got, err := Delete(context.Background(), f, "consul-agent", func(c *Container) (Spec, bool) { return c.Spec, false })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !got.NoLeave || got.LeaveErr != nil {
+		t.Errorf("Deleted = %+v, want NoLeave and no leave error", got)
+	}
+	if len(f.containers) != 0 || len(f.volumes) != 0 {
+		t.Errorf("left behind: %d containers, %d volumes", len(f.containers), len(f.volumes))
 	}
 }

@@ -121,6 +121,9 @@ func consulDelete(ctx context.Context, d *providerData, role consul.Role, m cons
 		return
 	}
 	host, name := m.Host.ValueString(), m.ContainerName.ValueString()
+	if role == consul.RoleServer { // first, so that the other servers' deletes see it at once
+		d.departures.Add(m.NodeID.ValueString())
+	}
 	h := d.reachNode(ctx, path.Root("host"), host, &m.HostKey, mayBeUnreachable, "Consul container "+name, diags)
 	if h == nil {
 		if !diags.HasError() { // unreachable: gone only with its droplet, never forgotten while it may run
@@ -132,9 +135,21 @@ func consulDelete(ctx context.Context, d *providerData, role consul.Role, m cons
 	if docker == nil {
 		return
 	}
-	res, err := consul.Delete(ctx, docker, name, func(c *consul.Container) consul.Spec {
-		return d.consulWithToken(consulRunningSpec(ctx, docker, c, spec.TLS))
+	res, err := consul.Delete(ctx, docker, name, func(c *consul.Container) (consul.Spec, bool) {
+		running := d.consulWithToken(consulRunningSpec(ctx, docker, c, spec.TLS))
+		if role != consul.RoleServer {
+			return running, true
+		}
+		api, err := consulAPI(h, running)
+		if err != nil {
+			return running, true
+		}
+		return running, !d.departures.WholeCluster(ctx, consul.APIView{API: api}, m.NodeID.ValueString(), consul.TeardownWindow)
 	})
+	if res.NoLeave {
+		tflog.Info(ctx, "every server of the consul cluster is being deleted; removed this one without a graceful leave",
+			map[string]any{"host": host, "container": name})
+	}
 	if res.Foreign != nil {
 		diags.AddWarning("Consul Container Replaced Outside Terraform",
 			fmt.Sprintf("%s. That container was left alone; only the data volume %s-data is removed.", res.Foreign, name))

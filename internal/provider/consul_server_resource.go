@@ -68,7 +68,10 @@ func (r *consulServerResource) Schema(ctx context.Context, _ resource.SchemaRequ
 			"container in place on the same volume (same node ID and raft data) as a rolling restart: servers take a cluster-wide lock in Consul " +
 			"and go one at a time, each only once every other server is healthy, so a 3-server cluster never has two servers down. " +
 			"A container stopped or changed outside Terraform is recreated on the next apply. Delete leaves the cluster gracefully " +
-			"(`consul leave`, which removes the server from the raft peers), then removes the container and its volume. A delete whose node " +
+			"(`consul leave`, which removes the server from the raft peers), then removes the container and its volume. When every server " +
+			"of the cluster is deleted in one run (`terraform destroy`, say), nobody is left to keep a quorum for, so the servers are removed " +
+			"at once without the leave (Consul's leave takes 5-10 s per server, one after another); a server whose cluster keeps other " +
+			"servers still leaves gracefully, one second later than before while it looks for its peers' deletes. A delete whose node " +
 			"does not answer succeeds only when its droplet is off or deleted; while the droplet is active the container may still run, so " +
 			"the delete fails and says what to do.\n\n" +
 			"**Quorum loss.** When a majority of the servers is lost at once (2 of 3), the survivor has no leader, so no server can join it " +

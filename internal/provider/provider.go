@@ -111,6 +111,10 @@ type providerData struct {
 	// probe them over SSH.
 	liveness droplet.Liveness
 
+	// departures gathers the Consul servers whose delete began in this run, so that a
+	// whole cluster going away skips the graceful leave, server by server.
+	departures consul.Departures
+
 	// dockerTLS says whether docker_cert_path gave TLS material for tcp:// hosts.
 	dockerTLS bool
 
