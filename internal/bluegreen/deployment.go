@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/docker/docker/api/types/swarm"
@@ -309,16 +310,22 @@ func Undeploy(ctx context.Context, eng Engine, svc Service, nodes []ProxyNode, o
 	if err := unsteerAll(ctx, proxy, nodes); err != nil {
 		return err
 	}
+	// All at once: the proxies stop taking requests as the colors drain theirs, so the
+	// delete takes one grace period, not four in a row.
+	var ids, names []string
 	for _, service := range []string{proxy.StandInName(), proxy.ProxyName(), svc.ServiceName(Blue), svc.ServiceName(Green)} {
 		live, err := swarmservice.Get(ctx, eng, service)
 		if errors.Is(err, swarmservice.ErrNotFound) {
 			continue
 		}
-		if err == nil {
-			err = swarmservice.Remove(ctx, eng, live.ID)
-		}
 		if err != nil {
 			return fmt.Errorf("removing service %s: %w", service, err)
+		}
+		ids, names = append(ids, live.ID), append(names, service)
+	}
+	if len(ids) > 0 {
+		if err := swarmservice.Remove(ctx, eng, ids...); err != nil {
+			return fmt.Errorf("removing services %s: %w", strings.Join(names, ", "), err)
 		}
 	}
 	var errs []error

@@ -142,7 +142,9 @@ func (r *microserviceResource) Schema(ctx context.Context, _ resource.SchemaRequ
 			"answers again the refresh shows `live_color = \"mixed\"` and the next apply brings it to the configured color;\n" +
 			"- `auto_rollback` is refused, changing nothing, when `timeouts.update` leaves too little time for its window and a " +
 			"rollback;\n" +
-			"- a delete whose manager does not answer fails rather than forget services that may still run.",
+			"- a delete whose manager does not answer fails rather than forget services that may still run. A delete removes the " +
+			"proxy and both colors at once and returns when their tasks have stopped (each color keeps answering its open requests " +
+			"for its drain time after SIGTERM), then removes the network.",
 		Attributes: map[string]schema.Attribute{
 			"id": schema.StringAttribute{
 				MarkdownDescription: "The service's name.",

@@ -133,13 +133,20 @@ func update(ctx context.Context, e Engine, current swarm.Service, spec swarm.Ser
 	return nil
 }
 
-// Remove removes the service, if it is still there, and waits until its tasks are gone
-// (their containers stopped), bounded by ctx.
-func Remove(ctx context.Context, e Engine, id string) error {
-	if err := e.ServiceRemove(ctx, id); err != nil && !errdefs.IsNotFound(err) {
-		return fmt.Errorf("remove service %s: %w", id, err)
+// Remove removes the services, if they are still there, all at once, and waits until
+// their tasks are gone (their containers stopped), bounded by ctx. The wait polls often
+// and evenly: a task stops within its grace period, and each pause past that is a pause
+// of every destroy.
+func Remove(ctx context.Context, e Engine, ids ...string) error {
+	waiting := map[string]bool{}
+	for _, id := range ids {
+		if err := e.ServiceRemove(ctx, id); err != nil && !errdefs.IsNotFound(err) {
+			return fmt.Errorf("remove service %s: %w", id, err)
+		}
+		waiting[id] = true
 	}
-	return wait.Until(ctx, wait.Options{What: "service " + id + "'s tasks to stop", Interval: 200 * time.Millisecond, MaxInterval: 2 * time.Second},
+	what := "service " + strings.Join(ids, ", ") + "'s tasks to stop"
+	return wait.Until(ctx, wait.Options{What: what, Interval: 100 * time.Millisecond, MaxInterval: 250 * time.Millisecond},
 		func(ctx context.Context) (bool, string, error) {
 			// Not filtered by service: the engine refuses that filter once the service is gone.
 			tasks, err := e.TaskList(ctx, swarm.TaskListOptions{})
@@ -159,7 +166,7 @@ func Remove(ctx context.Context, e Engine, id string) error {
 			live, unreachable := 0, 0
 			for _, t := range tasks {
 				switch {
-				case t.ServiceID != id || terminal(t.Status.State):
+				case !waiting[t.ServiceID] || terminal(t.Status.State):
 				case t.NodeID != "" && !ready[t.NodeID]:
 					unreachable++
 				default:
