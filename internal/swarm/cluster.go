@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync"
 	"time"
 
 	dockerswarm "github.com/docker/docker/api/types/swarm"
@@ -210,81 +211,70 @@ func (c *Cluster) Observe(ctx context.Context, id string, candidates []Member, u
 	return r.status(ctx)
 }
 
-// Dissolve takes the swarm apart: every member but one manager is demoted (one at a
-// time, keeping the quorum) and leaves, then the last manager leaves with force.
-// Nodes that cannot be reached are reported as warnings, not errors: a node that is
-// gone has nothing left to leave.
+// Dissolve takes the swarm apart. Every member goes, so there is no quorum to keep and
+// no node to hand work to: the members leave with force, all at once, and the manager
+// that answered leaves last, so a failure there is reported while the others are already
+// out. Nodes that cannot be reached are reported as warnings, not errors: a node that is
+// gone has nothing left to leave. A reachable last manager that does not leave is an
+// error, so the state keeps the swarm.
 func (c *Cluster) Dissolve(ctx context.Context, id string, members []Member, unlockKey string) (warnings []string, err error) {
 	found, err := c.findManager(ctx, id, managersOf(members), unlockKey)
 	var none *NoManagerError
 	if errors.As(err, &none) {
 		// No manager of ours answers: make whatever still belongs to the swarm leave.
 		if !none.Gone {
-			warnings = append(warnings, "no manager of the swarm answered ("+none.Error()+"); making the reachable members leave one by one")
+			warnings = append(warnings, "no manager of the swarm answered ("+none.Error()+"); making the reachable members leave")
 		}
 		return append(warnings, c.leaveEach(ctx, id, members)...), nil
 	}
 	if err != nil {
 		return nil, err
 	}
-	r := &run{c: c, id: found.id, ctl: found.manager, managed: map[string]bool{}, targets: map[string]Target{},
-		unlockKey: unlockKey, left: map[string]bool{}}
-	nodes, err := r.nodes(ctx)
-	if err != nil {
-		// Without a node list (no quorum, say) there is no order to keep.
-		warnings = append(warnings, fmt.Sprintf("the swarm's nodes could not be listed (%s); making the members leave with force", err))
-		return append(warnings, c.leaveEach(ctx, id, members)...), nil
+	last := found.member
+	others := slices.DeleteFunc(slices.Clone(members), func(m Member) bool { return m.Target.Host == last.Target.Host })
+	warnings = c.leaveEach(ctx, id, others)
+	if err := found.engine.SwarmLeave(ctx, true); err != nil && !isNotInSwarm(ctx, found.engine) {
+		return warnings, fmt.Errorf("the last manager, %s, did not leave: %w", last, err)
 	}
-	for _, m := range Resolve(nodes, members) {
-		if m.NodeID != "" {
-			r.managed[m.NodeID] = true
-			r.targets[m.NodeID] = m.Target
-		}
-	}
-	keep := r.ctl.member
-	keep.Role, keep.Availability, keep.NodeID = RoleManager, "", r.ctl.nodeID
-	r.members = []Member{keep}
-	err = r.converge(ctx)
-	warnings = append(warnings, r.warnings...)
-	if err != nil {
-		warnings = append(warnings, fmt.Sprintf("taking the swarm apart in order failed (%s); making the remaining members leave with force", err))
-		warnings = append(warnings, c.leaveEach(ctx, id, members)...)
-	}
-	if err := r.ctl.engine.SwarmLeave(ctx, true); err != nil && !isNotInSwarm(ctx, r.ctl.engine) {
-		return warnings, fmt.Errorf("the last manager, %s, did not leave: %w", r.ctl.member, err)
-	}
-	c.log(ctx, "swarm dissolved", map[string]any{"swarm_id": id, "last_manager": r.ctl.member.String()})
+	c.log(ctx, "swarm dissolved", map[string]any{"swarm_id": found.id, "last_manager": last.String()})
 	return warnings, nil
 }
 
-// leaveEach makes every reachable member that is still in a swarm leave, with force,
-// workers before managers. It returns a warning per member it could not make leave.
+// leaveEach makes every reachable member that is still in swarm id leave, with force, all
+// at once. It returns a warning per member it could not make leave, in members' order.
 func (c *Cluster) leaveEach(ctx context.Context, id string, members []Member) []string {
-	ordered := ByRole(members, false)
-	var warnings []string
-	for _, m := range ordered {
-		eng, info, err := c.connectOnce(ctx, m.Target)
-		if err != nil {
-			warnings = append(warnings, fmt.Sprintf("%s could not be reached, so it was not made to leave: %s", m, err))
-			continue
-		}
-		sw := info.Swarm
-		if sw.LocalNodeState == dockerswarm.LocalNodeStateInactive {
-			continue
-		}
-		if sw.Cluster != nil && sw.Cluster.ID != id {
-			warnings = append(warnings, fmt.Sprintf("%s is a manager of another swarm (%s), so it was left alone", m, sw.Cluster.ID))
-			continue
-		}
-		if sw.Cluster == nil && m.NodeID != "" && sw.NodeID != m.NodeID {
-			warnings = append(warnings, fmt.Sprintf("%s is now node %s, not the recorded %s, so it was left alone", m, sw.NodeID, m.NodeID))
-			continue
-		}
-		if err := eng.SwarmLeave(ctx, true); err != nil {
-			warnings = append(warnings, fmt.Sprintf("%s did not leave: %s", m, err))
-		}
+	results := make([]string, len(members))
+	var wg sync.WaitGroup
+	for i, m := range members {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			results[i] = c.leaveOne(ctx, id, m)
+		}()
 	}
-	return warnings
+	wg.Wait()
+	return slices.DeleteFunc(results, func(w string) bool { return w == "" })
+}
+
+// leaveOne makes one member leave swarm id with force; it returns a warning, or "".
+func (c *Cluster) leaveOne(ctx context.Context, id string, m Member) string {
+	eng, info, err := c.connectOnce(ctx, m.Target)
+	if err != nil {
+		return fmt.Sprintf("%s could not be reached, so it was not made to leave: %s", m, err)
+	}
+	sw := info.Swarm
+	switch {
+	case sw.LocalNodeState == dockerswarm.LocalNodeStateInactive:
+		return ""
+	case sw.Cluster != nil && sw.Cluster.ID != id:
+		return fmt.Sprintf("%s is a manager of another swarm (%s), so it was left alone", m, sw.Cluster.ID)
+	case sw.Cluster == nil && m.NodeID != "" && sw.NodeID != m.NodeID:
+		return fmt.Sprintf("%s is now node %s, not the recorded %s, so it was left alone", m, sw.NodeID, m.NodeID)
+	}
+	if err := eng.SwarmLeave(ctx, true); err != nil {
+		return fmt.Sprintf("%s did not leave: %s", m, err)
+	}
+	return ""
 }
 
 // ByRole is a copy of members with the managers first (managersFirst) or last, each
