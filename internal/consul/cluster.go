@@ -126,9 +126,11 @@ func ReadServerStatus(ctx context.Context, api *consulapi.Client) (ServerStatus,
 	return st, nil
 }
 
-// waitOptions polls often at first (an agent starts in about a second) and settles.
+// waitOptions polls often (an agent starts in about a second, an election takes one or
+// two): a read of the local agent is cheap, and each pause past the moment the cluster
+// is ready is a pause of the whole apply.
 func waitOptions(what string) wait.Options {
-	return wait.Options{What: what, Interval: 500 * time.Millisecond, MaxInterval: 3 * time.Second}
+	return wait.Options{What: what, Interval: 250 * time.Millisecond, MaxInterval: time.Second}
 }
 
 // AliveCheck fails (not retryable) when the agent container died while it was awaited.

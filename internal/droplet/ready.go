@@ -40,7 +40,7 @@ func (e *NotReadyError) Unwrap() error { return e.Err }
 // cannot make an untrusted key trusted.
 func WaitReady(ctx context.Context, pool *conn.Pool, target conn.Target) (Readiness, error) {
 	var host *conn.Host
-	err := wait.Until(ctx, wait.Options{What: "SSH on " + target.Host, Interval: 500 * time.Millisecond, MaxInterval: 3 * time.Second},
+	err := wait.Until(ctx, wait.Options{What: "SSH on " + target.Host, Interval: 250 * time.Millisecond, MaxInterval: time.Second},
 		func(ctx context.Context) (bool, string, error) {
 			h, err := pool.Open(ctx, target)
 			if err != nil {
@@ -62,7 +62,7 @@ func WaitReady(ctx context.Context, pool *conn.Pool, target conn.Target) (Readin
 		return Readiness{}, &NotReadyError{Stage: "docker", Host: target.Host, Err: err}
 	}
 	var version string
-	err = wait.Until(ctx, wait.Options{What: "the Docker API on " + target.Host, Interval: 500 * time.Millisecond, MaxInterval: 3 * time.Second},
+	err = wait.Until(ctx, wait.Options{What: "the Docker API on " + target.Host, Interval: 250 * time.Millisecond, MaxInterval: time.Second},
 		func(ctx context.Context) (bool, string, error) {
 			v, err := docker.ServerVersion(ctx)
 			if err != nil {

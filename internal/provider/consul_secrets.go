@@ -140,7 +140,7 @@ func consulEnsureAgentToken(ctx context.Context, api *consulapi.Client, spec con
 		return
 	}
 	var tok consul.ManagedToken
-	err := wait.Until(ctx, wait.Options{What: "the agent's ACL token", Interval: time.Second, MaxInterval: 5 * time.Second},
+	err := wait.Until(ctx, wait.Options{What: "the agent's ACL token", Interval: 250 * time.Millisecond, MaxInterval: time.Second},
 		func(ctx context.Context) (bool, string, error) {
 			var err error
 			tok, err = consul.EnsureAgentToken(ctx, api)
