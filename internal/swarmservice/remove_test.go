@@ -12,7 +12,7 @@ import (
 // stoppingEngine is a manager whose removed services' tasks stop stopAfter after their
 // ServiceRemove, as a swarm's tasks do after their grace period.
 type stoppingEngine struct {
-	Engine // only the methods below are called
+	Engine    // only the methods below are called
 	mu        sync.Mutex
 	stopAfter time.Duration
 	removedAt map[string]time.Time
