@@ -12,6 +12,10 @@ import (
 // away is seen at once; a single server leaving pays this once.
 const TeardownWindow = time.Second
 
+// peerReadTimeout bounds the read of the raft peers: an agent that does not answer at
+// once is left to the graceful leave, which has its own bound (LeaveTimeout).
+const peerReadTimeout = 5 * time.Second
+
 // PeerReader reads the raft configuration a server holds (APIView, with a stale read so
 // that it answers without a leader).
 type PeerReader interface {
@@ -59,7 +63,9 @@ func (d *Departures) WholeCluster(ctx context.Context, r PeerReader, self string
 	if self == "" {
 		return false
 	}
-	peers, err := r.RaftPeers(ctx)
+	readCtx, cancel := context.WithTimeout(ctx, peerReadTimeout)
+	peers, err := r.RaftPeers(readCtx)
+	cancel()
 	if err != nil || len(peers) == 0 {
 		return false
 	}
