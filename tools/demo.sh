@@ -8,6 +8,8 @@
 #                         (MICROSWARM_DEMO_LOAD=0: no load, for benchmarks that bring their own)
 #   tools/demo.sh break   power off a worker droplet through the local cloud's API
 #   tools/demo.sh check   the checks `up` ends with, alone
+#   tools/demo.sh tf ARGS terraform ARGS on the running demo: its configuration, variables and
+#                         state (e.g. tools/demo.sh tf plan; bench/perf.sh times it)
 # Progress goes to stderr, each line with the time since the command started; the full
 # output of each terraform apply goes to .demo/apply.log (switch: .demo/switch.log).
 set -euo pipefail
@@ -302,5 +304,6 @@ case "${1:-up}" in
   break) break_node ;;
   down) down ;;
   check) require_up; go build -o bin/ ./tools/democheck; check ;;
-  *) echo "usage: $0 up|down|check|break|switch [blue|green]" >&2; exit 2 ;;
+  tf) shift; require_up; tf_env; tf "$1" -input=false -no-color -state="$STATE/terraform.tfstate" "${@:2}" ;;
+  *) echo "usage: $0 up|down|check|break|switch [blue|green]|tf ARGS" >&2; exit 2 ;;
 esac

@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# The demo's everyday terraform runs, timed as a user runs them, on the `make demo` stack
+# (3 droplets, a Consul server on each with TLS, ACLs and gossip encryption, a swarm of
+# 1 manager + 2 workers, the registrator, the blue/green app with a proxy on every node):
+#   destroy       terraform destroy of the whole stack
+#   full stack    terraform apply from nothing to every resource created and ready
+#   plan          terraform plan with nothing to change (refresh included)
+#   switch        terraform apply -var active=green, then back to blue (no load here:
+#                 bench/bluegreen counts requests through a switch)
+# Each figure is the wall time of the terraform command, start to exit, terraform's own
+# start-up included. The provider's peak RSS (VmHWM, sampled every 0.2 s) is the largest
+# any provider process reached in the round.
+#   bench/perf.sh [rounds]    default 3; one line per round, then the medians
+# Brings the demo up first (compiling the provider) and takes it down at the end. Each
+# round's create output stays in .demo/perf-create-N.log (per resource: "after Ns").
+set -euo pipefail
+cd "$(dirname "$0")/.."
+rounds=${1:-3}
+now() { date +%s.%N; }
+secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", b - a }'; }
+median() { sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+log=$(mktemp)
+rss_file=$(mktemp)
+cleanup() {
+  [ -n "${sampler:-}" ] && kill "$sampler" 2>/dev/null
+  rm -f "$log" "$rss_file"
+}
+trap cleanup EXIT
+
+# sample_rss keeps in $rss_file the largest VmHWM (kB) of any provider process seen.
+sample_rss() {
+  local peak=0 hwm pid
+  while true; do
+    for pid in $(pgrep -f 'bin/terraform-provider-microswarm' || true); do
+      hwm=$(awk '/^VmHWM:/ { print $2 }' "/proc/$pid/status" 2>/dev/null || echo 0)
+      if [ "${hwm:-0}" -gt "$peak" ]; then
+        peak=$hwm
+        echo "$peak" >"$rss_file"
+      fi
+    done
+    sleep 0.2
+  done
+}
+
+# timed NAME ARGS: runs tools/demo.sh tf ARGS, prints its seconds; fails loudly.
+timed() {
+  local name=$1 t0 t1
+  shift
+  t0=$(now)
+  if ! tools/demo.sh tf "$@" >"$log" 2>&1; then
+    tail -30 "$log" >&2
+    echo "$name: terraform $* failed" >&2
+    exit 1
+  fi
+  t1=$(now)
+  secs "$t0" "$t1"
+}
+
+echo "bringing the demo up (make demo)" >&2
+tools/demo.sh up >/dev/null 2>&1
+destroys=() creates=() plans=() switches=() rsss=()
+for round in $(seq 1 "$rounds"); do
+  echo 0 >"$rss_file"
+  sample_rss &
+  sampler=$!
+  d=$(timed destroy destroy -auto-approve)
+  grep -q 'Destroy complete' "$log" || { cat "$log" >&2; exit 1; }
+  c=$(timed "full stack" apply -auto-approve -var active=blue)
+  cp "$log" ".demo/perf-create-$round.log" # terraform's own time per resource ("after Ns")
+  p=$(timed plan plan -detailed-exitcode -var active=blue)
+  grep -q 'No changes' "$log" || { cat "$log" >&2; echo "the plan after the apply is not empty" >&2; exit 1; }
+  s1=$(timed switch apply -auto-approve -var active=green)
+  s2=$(timed switch apply -auto-approve -var active=blue)
+  kill "$sampler" 2>/dev/null
+  wait "$sampler" 2>/dev/null || true
+  sampler=""
+  rss=$(awk '{ printf "%.0f", $1 / 1024 }' "$rss_file")
+  destroys+=("$d") creates+=("$c") plans+=("$p") switches+=("$s1" "$s2") rsss+=("$rss")
+  echo "round $round: destroy ${d} s; full stack ${c} s; no-change plan ${p} s; switch to green ${s1} s, to blue ${s2} s; provider peak RSS ${rss} MB"
+done
+echo "blue" >.demo/active
+m() { printf '%s\n' "$@" | median; }
+echo "median over $rounds rounds: destroy $(m "${destroys[@]}") s; full stack $(m "${creates[@]}") s; no-change plan $(m "${plans[@]}") s; switch $(m "${switches[@]}") s; provider peak RSS $(m "${rsss[@]}") MB"
+tools/demo.sh down >/dev/null 2>&1
