@@ -65,6 +65,14 @@ func TestArgsRenderTheAgentCommandLine(t *testing.T) {
 				"-http-port=8500", "-https-port=-1", "-dns-port=8600", "-serf-lan-port=8301",
 				"-retry-join=10.10.0.2", "-ui"},
 		},
+		"server with raft at full speed": {
+			spec: func() Spec { s := serverSpec(); s.RetryJoin = nil; s.RaftMultiplier = 1; return s }(),
+			want: []string{"agent", "-server", "-bootstrap-expect=3", "-datacenter=dc1",
+				"-bind=10.10.0.2", "-advertise=10.10.0.2", "-client=127.0.0.1",
+				"-http-port=8500", "-https-port=-1", "-dns-port=8600", "-serf-lan-port=8301",
+				"-server-port=8300", "-serf-wan-port=8302", "-grpc-tls-port=8503",
+				"-hcl=performance { raft_multiplier = 1 }"},
+		},
 		"tls moves the api to https on the same port": {
 			spec: func() Spec { s := agentSpec(); s.TLS = &TLS{}; s.Ports.HTTP = 9500; return s }(),
 			want: []string{"agent", "-datacenter=dc1",
@@ -111,9 +119,10 @@ func TestParseArgsReadsBackWhatArgsRendered(t *testing.T) {
 			s.Ports = Ports{HTTP: 18500, DNS: -1, Server: 18300, SerfLAN: 18301, SerfWAN: -1, GRPCTLS: -1}
 			return s
 		}(),
-		"named node":  func() Spec { s := agentSpec(); s.NodeName = "n1"; s.UI = true; s.ClientAddr = "0.0.0.0"; return s }(),
-		"https api":   func() Spec { s := serverSpec(); s.TLS = &TLS{}; s.Ports.HTTP = 8501; return s }(),
-		"single join": func() Spec { s := serverSpec(); s.BootstrapExpect = 1; s.RetryJoin = nil; return s }(),
+		"named node":      func() Spec { s := agentSpec(); s.NodeName = "n1"; s.UI = true; s.ClientAddr = "0.0.0.0"; return s }(),
+		"https api":       func() Spec { s := serverSpec(); s.TLS = &TLS{}; s.Ports.HTTP = 8501; return s }(),
+		"single join":     func() Spec { s := serverSpec(); s.BootstrapExpect = 1; s.RetryJoin = nil; return s }(),
+		"raft multiplier": func() Spec { s := serverSpec(); s.RaftMultiplier = 10; return s }(),
 	}
 	for name, spec := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -143,6 +152,8 @@ func TestParseArgsRejectsForeignCommands(t *testing.T) {
 		"bare word":        {"agent", "server"},
 		"bad port":         {"agent", "-http-port=web"},
 		"bad expectations": {"agent", "-bootstrap-expect=three"},
+		"foreign hcl":      {"agent", "-hcl=performance { raft_multiplier = 1 } ui_config { enabled = true }"},
+		"hcl not a number": {"agent", "-hcl=performance { raft_multiplier = x }"},
 	}
 	for name, args := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -478,6 +489,26 @@ func TestACLConfig(t *testing.T) {
 			if strings.Contains(arg, token) {
 				t.Errorf("%s: the token is on the command line", role)
 			}
+		}
+	}
+}
+
+// raft_multiplier is 1 to 10, and a server's setting only.
+func TestValidateRaftMultiplier(t *testing.T) {
+	t.Parallel()
+	for name, c := range map[string]struct {
+		spec Spec
+		ok   bool
+	}{
+		"unset":       {serverSpec(), true},
+		"1":           {func() Spec { s := serverSpec(); s.RaftMultiplier = 1; return s }(), true},
+		"10":          {func() Spec { s := serverSpec(); s.RaftMultiplier = 10; return s }(), true},
+		"11":          {func() Spec { s := serverSpec(); s.RaftMultiplier = 11; return s }(), false},
+		"negative":    {func() Spec { s := serverSpec(); s.RaftMultiplier = -1; return s }(), false},
+		"on a client": {func() Spec { s := agentSpec(); s.RaftMultiplier = 1; return s }(), false},
+	} {
+		if err := c.spec.Validate(); (err == nil) != c.ok {
+			t.Errorf("%s: Validate() = %v, want ok=%t", name, err, c.ok)
 		}
 	}
 }

@@ -34,8 +34,8 @@ type consulAgentModel struct {
 	MemberStatus types.String `tfsdk:"member_status"`
 }
 
-// consulAgentNoBootstrap stands for the server-only bootstrap_expect in shared code.
-var consulAgentNoBootstrap = types.Int64Null()
+// consulAgentNoServer stands for the server-only settings in shared code.
+var consulAgentNoServer = consulServerSettings{}
 
 func (r *consulAgentResource) Metadata(_ context.Context, req resource.MetadataRequest, resp *resource.MetadataResponse) {
 	resp.TypeName = req.ProviderTypeName + "_consul_agent"
@@ -87,7 +87,7 @@ func (r *consulAgentResource) ModifyPlan(ctx context.Context, req resource.Modif
 		}
 		state = &prior.consulContainerModel
 	}
-	consulPlan(ctx, consul.RoleAgent, &plan.consulContainerModel, state, consulAgentNoBootstrap, &resp.Diagnostics)
+	consulPlan(ctx, consul.RoleAgent, &plan.consulContainerModel, state, consulAgentNoServer, &resp.Diagnostics)
 	r.data.checkTCPHost(path.Root("host"), plan.Host, &resp.Diagnostics)
 	resp.Diagnostics.Append(resp.Plan.Set(ctx, &plan)...)
 	if state != nil && !resp.Plan.Raw.Equal(req.State.Raw) {
@@ -107,7 +107,7 @@ func (r *consulAgentResource) Create(ctx context.Context, req resource.CreateReq
 	}
 	ctx, cancel := withTimeout(ctx, plan.Timeouts.Create, 10*time.Minute, &resp.Diagnostics)
 	defer cancel()
-	spec, h, docker, ok := r.data.consulPrepare(ctx, consul.RoleAgent, &plan.consulContainerModel, consulAgentNoBootstrap, req.Config, &resp.Diagnostics)
+	spec, h, docker, ok := r.data.consulPrepare(ctx, consul.RoleAgent, &plan.consulContainerModel, consulAgentNoServer, req.Config, &resp.Diagnostics)
 	if !ok {
 		return
 	}
@@ -194,7 +194,7 @@ func (r *consulAgentResource) Update(ctx context.Context, req resource.UpdateReq
 	}
 	ctx, cancel := withTimeout(ctx, plan.Timeouts.Update, 20*time.Minute, &resp.Diagnostics)
 	defer cancel()
-	spec, h, docker, ok := r.data.consulPrepare(ctx, consul.RoleAgent, &plan.consulContainerModel, consulAgentNoBootstrap, req.Config, &resp.Diagnostics)
+	spec, h, docker, ok := r.data.consulPrepare(ctx, consul.RoleAgent, &plan.consulContainerModel, consulAgentNoServer, req.Config, &resp.Diagnostics)
 	if !ok {
 		return
 	}
@@ -229,7 +229,7 @@ func (r *consulAgentResource) Delete(ctx context.Context, req resource.DeleteReq
 	}
 	ctx, cancel := withTimeout(ctx, state.Timeouts.Delete, 5*time.Minute, &resp.Diagnostics)
 	defer cancel()
-	spec, _ := consulSpecOf(ctx, consul.RoleAgent, state.consulContainerModel, consulAgentNoBootstrap, &resp.Diagnostics)
+	spec, _ := consulSpecOf(ctx, consul.RoleAgent, state.consulContainerModel, consulAgentNoServer, &resp.Diagnostics)
 	consulDelete(ctx, r.data, consul.RoleAgent, state.consulContainerModel, spec, &resp.Diagnostics)
 }
 

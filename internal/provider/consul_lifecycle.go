@@ -23,12 +23,12 @@ import (
 // consulPlan does the plan work both resources share: the computed values an apply
 // will set or keep. A stopped container (running false in state) or a config hash that
 // differs from the container's plans an in-place update that recreates it.
-func consulPlan(ctx context.Context, role consul.Role, plan, state *consulContainerModel, bootstrapExpect types.Int64, diags *diag.Diagnostics) {
+func consulPlan(ctx context.Context, role consul.Role, plan, state *consulContainerModel, server consulServerSettings, diags *diag.Diagnostics) {
 	plan.Running = types.BoolValue(true)
 	if !plan.Host.IsUnknown() && !plan.ContainerName.IsUnknown() {
 		plan.ID = types.StringValue(consulID(plan.Host.ValueString(), plan.ContainerName.ValueString()))
 	}
-	spec, known := consulSpecOf(ctx, role, *plan, bootstrapExpect, diags)
+	spec, known := consulSpecOf(ctx, role, *plan, server, diags)
 	if known {
 		plan.ConfigHash = types.StringValue(spec.Hash())
 		plan.HTTPAddr = types.StringValue(spec.HTTPAddr())
@@ -189,8 +189,8 @@ func consulImportState(ctx context.Context, req resource.ImportStateRequest, res
 
 // consulPrepare is how Create and Update start: the container spec from the plan, and the
 // node reached through its pinned host. ok is false when diags say why not.
-func (d *providerData) consulPrepare(ctx context.Context, role consul.Role, m *consulContainerModel, bootstrapExpect types.Int64, cfg tfsdk.Config, diags *diag.Diagnostics) (spec consul.Spec, h *conn.Host, docker *client.Client, ok bool) {
-	spec, known := consulSpecOf(ctx, role, *m, bootstrapExpect, diags)
+func (d *providerData) consulPrepare(ctx context.Context, role consul.Role, m *consulContainerModel, server consulServerSettings, cfg tfsdk.Config, diags *diag.Diagnostics) (spec consul.Spec, h *conn.Host, docker *client.Client, ok bool) {
+	spec, known := consulSpecOf(ctx, role, *m, server, diags)
 	if spec.EncryptWriteOnly {
 		spec.Encrypt = consulWriteOnly(ctx, cfg, "encrypt_wo", diags)
 	}

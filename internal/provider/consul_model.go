@@ -100,9 +100,17 @@ func consulPortsValue(role consul.Role, ports consul.Ports) types.Object {
 	return types.ObjectValueMust(consulPortsAttrTypes(role), values)
 }
 
+// consulServerSettings are a server's own settings, for the code servers and agents
+// share; an agent's are the zero value (nulls).
+type consulServerSettings struct {
+	BootstrapExpect types.Int64
+	RaftMultiplier  types.Int64
+}
+
 // consulSpecOf maps a model to a spec. ok is false while a value is unknown (at plan time).
-func consulSpecOf(ctx context.Context, role consul.Role, m consulContainerModel, bootstrapExpect types.Int64, diags *diag.Diagnostics) (spec consul.Spec, ok bool) {
-	values := []attr.Value{m.ContainerName, m.Image, m.Datacenter, m.NodeName, m.AdvertiseAddr, m.ClientAddr, m.RetryJoin, m.UI, m.Encrypt, m.EncryptWOVer, m.TLS, m.ACL, m.ACLTokenWOVer, m.Ports, bootstrapExpect}
+func consulSpecOf(ctx context.Context, role consul.Role, m consulContainerModel, server consulServerSettings, diags *diag.Diagnostics) (spec consul.Spec, ok bool) {
+	values := []attr.Value{m.ContainerName, m.Image, m.Datacenter, m.NodeName, m.AdvertiseAddr, m.ClientAddr, m.RetryJoin, m.UI, m.Encrypt, m.EncryptWOVer, m.TLS, m.ACL, m.ACLTokenWOVer, m.Ports,
+		server.BootstrapExpect, server.RaftMultiplier}
 	for _, v := range values {
 		if v.IsUnknown() {
 			return consul.Spec{}, false
@@ -116,7 +124,8 @@ func consulSpecOf(ctx context.Context, role consul.Role, m consulContainerModel,
 		NodeName:        m.NodeName.ValueString(),
 		AdvertiseAddr:   m.AdvertiseAddr.ValueString(),
 		ClientAddr:      m.ClientAddr.ValueString(),
-		BootstrapExpect: int(bootstrapExpect.ValueInt64()),
+		BootstrapExpect: int(server.BootstrapExpect.ValueInt64()),
+		RaftMultiplier:  int(server.RaftMultiplier.ValueInt64()),
 		UI:              m.UI.ValueBool(),
 		Encrypt:         m.Encrypt.ValueString(),
 		// The write-only key itself is never in a plan or state: consulPrepare adds it.

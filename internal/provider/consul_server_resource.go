@@ -36,7 +36,12 @@ type consulServerResource struct {
 type consulServerModel struct {
 	consulContainerModel
 	BootstrapExpect types.Int64  `tfsdk:"bootstrap_expect"`
+	RaftMultiplier  types.Int64  `tfsdk:"raft_multiplier"`
 	Leader          types.String `tfsdk:"leader"`
+}
+
+func (m consulServerModel) server() consulServerSettings {
+	return consulServerSettings{BootstrapExpect: m.BootstrapExpect, RaftMultiplier: m.RaftMultiplier}
 }
 
 func (r *consulServerResource) Metadata(_ context.Context, req resource.MetadataRequest, resp *resource.MetadataResponse) {
@@ -50,6 +55,14 @@ func (r *consulServerResource) Schema(ctx context.Context, _ resource.SchemaRequ
 			"resources, 3 or 5 in production (an odd number keeps a majority through one or two failures). Changes in place.",
 		Required:   true,
 		Validators: []validator.Int64{int64validator.AtLeast(1)},
+	}
+	attrs["raft_multiplier"] = schema.Int64Attribute{
+		MarkdownDescription: "Scales the server's raft timings (Consul's `performance.raft_multiplier`, 1 to 10). Unset, Consul's default of 5 " +
+			"applies: a leader is elected 5-6 s after the servers find each other, and a dead leader is replaced as slowly. HashiCorp " +
+			"recommends 1 for production servers, which elects in about a second; keep a higher value on small, CPU-starved machines " +
+			"whose leader would otherwise flap. Changing it recreates the container in place as a rolling restart, like an image change.",
+		Optional:   true,
+		Validators: []validator.Int64{int64validator.Between(1, consul.MaxRaftMultiplier)},
 	}
 	attrs["retry_join"] = schema.ListAttribute{
 		MarkdownDescription: "Addresses of the servers to join (`IP` or `IP:PORT`), usually the `advertise_addr` of every server, this one included. " +
@@ -115,7 +128,7 @@ func (r *consulServerResource) ModifyPlan(ctx context.Context, req resource.Modi
 		}
 		state, priorExpect = &prior.consulContainerModel, prior.BootstrapExpect
 	}
-	consulPlan(ctx, consul.RoleServer, &plan.consulContainerModel, state, plan.BootstrapExpect, &resp.Diagnostics)
+	consulPlan(ctx, consul.RoleServer, &plan.consulContainerModel, state, plan.server(), &resp.Diagnostics)
 	r.data.checkTCPHost(path.Root("host"), plan.Host, &resp.Diagnostics)
 	// Warned when the plan sets the count, as the swarm warns for its managers.
 	if n := plan.BootstrapExpect; !n.IsUnknown() && !n.Equal(priorExpect) {
@@ -145,7 +158,7 @@ func (r *consulServerResource) Create(ctx context.Context, req resource.CreateRe
 	}
 	ctx, cancel := withTimeout(ctx, plan.Timeouts.Create, 10*time.Minute, &resp.Diagnostics)
 	defer cancel()
-	spec, h, docker, ok := r.data.consulPrepare(ctx, consul.RoleServer, &plan.consulContainerModel, plan.BootstrapExpect, req.Config, &resp.Diagnostics)
+	spec, h, docker, ok := r.data.consulPrepare(ctx, consul.RoleServer, &plan.consulContainerModel, plan.server(), req.Config, &resp.Diagnostics)
 	if !ok {
 		return
 	}
@@ -197,6 +210,10 @@ func (r *consulServerResource) Read(ctx context.Context, req resource.ReadReques
 		return
 	}
 	state.BootstrapExpect = types.Int64Value(int64(c.Spec.BootstrapExpect))
+	state.RaftMultiplier = types.Int64Null()
+	if c.Spec.RaftMultiplier != 0 {
+		state.RaftMultiplier = types.Int64Value(int64(c.Spec.RaftMultiplier))
+	}
 	if c.Running {
 		r.readStatus(ctx, h, c, &state, resp)
 	}
@@ -240,7 +257,7 @@ func (r *consulServerResource) Update(ctx context.Context, req resource.UpdateRe
 	}
 	ctx, cancel := withTimeout(ctx, plan.Timeouts.Update, 20*time.Minute, &resp.Diagnostics)
 	defer cancel()
-	spec, h, docker, ok := r.data.consulPrepare(ctx, consul.RoleServer, &plan.consulContainerModel, plan.BootstrapExpect, req.Config, &resp.Diagnostics)
+	spec, h, docker, ok := r.data.consulPrepare(ctx, consul.RoleServer, &plan.consulContainerModel, plan.server(), req.Config, &resp.Diagnostics)
 	if !ok {
 		return
 	}
@@ -341,7 +358,7 @@ func (r *consulServerResource) Delete(ctx context.Context, req resource.DeleteRe
 	}
 	ctx, cancel := withTimeout(ctx, state.Timeouts.Delete, 5*time.Minute, &resp.Diagnostics)
 	defer cancel()
-	spec, _ := consulSpecOf(ctx, consul.RoleServer, state.consulContainerModel, state.BootstrapExpect, &resp.Diagnostics)
+	spec, _ := consulSpecOf(ctx, consul.RoleServer, state.consulContainerModel, state.server(), &resp.Diagnostics)
 	consulDelete(ctx, r.data, consul.RoleServer, state.consulContainerModel, spec, &resp.Diagnostics)
 }
 

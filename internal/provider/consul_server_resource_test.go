@@ -70,6 +70,7 @@ resource "microswarm_consul_server" "s" {
   host_key         = microswarm_droplet_node.test[count.index].ssh_host_key
   advertise_addr   = microswarm_droplet_node.test[count.index].ipv4_address_private
   bootstrap_expect = 3
+  raft_multiplier  = 1
   retry_join       = local.server_ips
   encrypt          = %[1]q
   image            = %[2]q

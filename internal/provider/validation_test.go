@@ -162,6 +162,7 @@ func TestPlanTimeValidation(t *testing.T) {
 		"consul server encrypt: not a key":          {config: consulServerBlock(map[string]string{"encrypt": `"abc"`}), path: "encrypt"},
 		"consul server image: spaces":               {config: consulServerBlock(map[string]string{"image": `"Hashicorp Consul"`}), path: "image"},
 		"consul server bootstrap_expect: 0":         {config: consulServerBlock(map[string]string{"bootstrap_expect": "0"}), path: "bootstrap_expect"},
+		"consul server raft_multiplier: 11":         {config: consulServerBlock(map[string]string{"raft_multiplier": "11"}), path: "raft_multiplier"},
 		"consul server timeouts: words":             {config: consulServerBlock(map[string]string{"timeouts": `{ update = "5 minutes" }`}), path: "timeouts.update"},
 		"consul server datacenter: capitals, space": {config: consulServerBlock(map[string]string{"datacenter": `"DC 1"`}), path: "datacenter"},
 

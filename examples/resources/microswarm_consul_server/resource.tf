@@ -23,6 +23,7 @@ resource "microswarm_consul_server" "this" {
   host_key         = microswarm_droplet_node.server[count.index].ssh_host_key
   advertise_addr   = microswarm_droplet_node.server[count.index].ipv4_address_private
   bootstrap_expect = 3
+  raft_multiplier  = 1
   retry_join       = local.consul_servers
   encrypt          = var.gossip_key
   image            = "hashicorp/consul:1.20.5"
