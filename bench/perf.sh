@@ -3,6 +3,8 @@
 # (3 droplets, a Consul server on each with TLS, ACLs and gossip encryption, a swarm of
 # 1 manager + 2 workers, the registrator, the blue/green app with a proxy on every node):
 #   destroy       terraform destroy of the whole stack
+#   infra         terraform apply from nothing of the infrastructure alone (-target: the
+#                 droplets, the Consul servers with a leader and the agents, the swarm)
 #   full stack    terraform apply from nothing to every resource created and ready
 #   plan          terraform plan with nothing to change (refresh included)
 #   switch        terraform apply -var active=green, then back to blue (no load here:
@@ -11,11 +13,17 @@
 # start-up included. The provider's peak RSS (VmHWM, sampled every 0.2 s) is the largest
 # any provider process reached in the round.
 #   bench/perf.sh [rounds]    default 3; one line per round, then the medians
+#   NODES=12 bench/perf.sh    the demo's configuration at 12 nodes (3 Consul servers and 9
+#                             agents, 3 swarm managers and 9 workers, a proxy on every node)
 # Brings the demo up first (compiling the provider) and takes it down at the end. Each
-# round's create output stays in .demo/perf-create-N.log (per resource: "after Ns").
+# round's create outputs stay in .demo/perf-infra-N.log and .demo/perf-create-N.log (per
+# resource: "after Ns").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=${1:-3}
+nodes=${NODES:-3}
+vars=(-var active=blue -var "nodes=$nodes")
+infra=(-target=microswarm_swarm_cluster.swarm -target=microswarm_consul_server.consul -target=microswarm_consul_agent.agent)
 now() { date +%s.%N; }
 secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", b - a }'; }
 median() { sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
@@ -58,27 +66,31 @@ timed() {
 
 echo "bringing the demo up (make demo)" >&2
 tools/demo.sh up >/dev/null 2>&1
-destroys=() creates=() plans=() switches=() rsss=()
+timed "the first apply at $nodes nodes" apply -auto-approve "${vars[@]}" >/dev/null
+destroys=() infras=() creates=() plans=() switches=() rsss=()
 for round in $(seq 1 "$rounds"); do
   echo 0 >"$rss_file"
   sample_rss &
   sampler=$!
-  d=$(timed destroy destroy -auto-approve)
+  d=$(timed destroy destroy -auto-approve "${vars[@]}")
   grep -q 'Destroy complete' "$log" || { cat "$log" >&2; exit 1; }
-  c=$(timed "full stack" apply -auto-approve -var active=blue)
+  i=$(timed infra apply -auto-approve "${vars[@]}" "${infra[@]}")
+  cp "$log" ".demo/perf-infra-$round.log"
+  timed "destroy of the infrastructure" destroy -auto-approve "${vars[@]}" >/dev/null
+  c=$(timed "full stack" apply -auto-approve "${vars[@]}")
   cp "$log" ".demo/perf-create-$round.log" # terraform's own time per resource ("after Ns")
-  p=$(timed plan plan -detailed-exitcode -var active=blue)
+  p=$(timed plan plan -detailed-exitcode "${vars[@]}")
   grep -q 'No changes' "$log" || { cat "$log" >&2; echo "the plan after the apply is not empty" >&2; exit 1; }
-  s1=$(timed switch apply -auto-approve -var active=green)
-  s2=$(timed switch apply -auto-approve -var active=blue)
+  s1=$(timed switch apply -auto-approve -var active=green -var "nodes=$nodes")
+  s2=$(timed switch apply -auto-approve "${vars[@]}")
   kill "$sampler" 2>/dev/null
   wait "$sampler" 2>/dev/null || true
   sampler=""
   rss=$(awk '{ printf "%.0f", $1 / 1024 }' "$rss_file")
-  destroys+=("$d") creates+=("$c") plans+=("$p") switches+=("$s1" "$s2") rsss+=("$rss")
-  echo "round $round: destroy ${d} s; full stack ${c} s; no-change plan ${p} s; switch to green ${s1} s, to blue ${s2} s; provider peak RSS ${rss} MB"
+  destroys+=("$d") infras+=("$i") creates+=("$c") plans+=("$p") switches+=("$s1" "$s2") rsss+=("$rss")
+  echo "round $round ($nodes nodes): destroy ${d} s; infra ${i} s; full stack ${c} s; no-change plan ${p} s; switch to green ${s1} s, to blue ${s2} s; provider peak RSS ${rss} MB"
 done
 echo "blue" >.demo/active
 m() { printf '%s\n' "$@" | median; }
-echo "median over $rounds rounds: destroy $(m "${destroys[@]}") s; full stack $(m "${creates[@]}") s; no-change plan $(m "${plans[@]}") s; switch $(m "${switches[@]}") s; provider peak RSS $(m "${rsss[@]}") MB"
+echo "median over $rounds rounds ($nodes nodes): destroy $(m "${destroys[@]}") s; infra $(m "${infras[@]}") s; full stack $(m "${creates[@]}") s; no-change plan $(m "${plans[@]}") s; switch $(m "${switches[@]}") s; provider peak RSS $(m "${rsss[@]}") MB"
 tools/demo.sh down >/dev/null 2>&1

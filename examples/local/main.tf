@@ -77,22 +77,39 @@ variable "consul_token_version" {
   description = "Raise it when consul_management_token is another management token."
 }
 
+variable "nodes" {
+  description = "How many droplets. A Consul server on each of the first three (on every one when fewer), a Consul client agent on each of the rest; one swarm manager, three from 9 nodes up; a proxy on every node. bench/perf.sh runs 12."
+  type        = number
+  default     = 3
+  validation {
+    condition     = var.nodes >= 1 && var.nodes <= 24 && floor(var.nodes) == var.nodes
+    error_message = "nodes must be a whole number from 1 to 24."
+  }
+}
+
+locals {
+  servers    = min(3, var.nodes)
+  managers   = var.nodes >= 9 ? 3 : 1
+  server_ips = slice(microswarm_droplet_node.node[*].ipv4_address_private, 0, local.servers)
+}
+
 resource "microswarm_droplet_node" "node" {
-  count  = 3
+  count  = var.nodes
   name   = "demo-${count.index}"
   region = "nyc3"
   size   = "s-1vcpu-1gb"
   tags   = ["demo"]
 }
 
-# A Consul server on every node: the cluster keeps its quorum through the loss of one.
+# A Consul server on each of the first three nodes: the cluster keeps its quorum through
+# the loss of one.
 resource "microswarm_consul_server" "consul" {
-  count            = length(microswarm_droplet_node.node)
+  count            = local.servers
   host             = microswarm_droplet_node.node[count.index].docker_host
   host_key         = microswarm_droplet_node.node[count.index].ssh_host_key
   advertise_addr   = microswarm_droplet_node.node[count.index].ipv4_address_private
-  bootstrap_expect = 3
-  retry_join       = microswarm_droplet_node.node[*].ipv4_address_private
+  bootstrap_expect = local.servers
+  retry_join       = local.server_ips
   # Raft at full speed (HashiCorp's advice for production): a leader in about a second.
   raft_multiplier = 1
 
@@ -109,12 +126,34 @@ resource "microswarm_consul_server" "consul" {
   acl_token_wo_version = var.consul_token_version
 }
 
+# A Consul client agent on every other node (none with the default 3 nodes).
+resource "microswarm_consul_agent" "agent" {
+  count          = var.nodes - local.servers
+  host           = microswarm_droplet_node.node[local.servers + count.index].docker_host
+  host_key       = microswarm_droplet_node.node[local.servers + count.index].ssh_host_key
+  advertise_addr = microswarm_droplet_node.node[local.servers + count.index].ipv4_address_private
+  retry_join     = local.server_ips
+
+  encrypt_wo         = var.gossip_key
+  encrypt_wo_version = var.gossip_key_version
+
+  tls = {
+    ca_pem     = var.consul_ca_pem
+    cert_pem   = var.consul_cert_pem
+    key_pem_wo = var.consul_key_pem
+  }
+  acl                  = { default_policy = "deny" }
+  acl_token_wo         = var.consul_management_token
+  acl_token_wo_version = var.consul_token_version
+  depends_on           = [microswarm_consul_server.consul]
+}
+
 resource "microswarm_swarm_cluster" "swarm" {
   nodes = { for i, n in microswarm_droplet_node.node : n.name => {
     host           = n.docker_host
     host_key       = n.ssh_host_key
     advertise_addr = n.ipv4_address_private
-    role           = i == 0 ? "manager" : "worker"
+    role           = i < local.managers ? "manager" : "worker"
   } }
 }
 
@@ -126,7 +165,7 @@ resource "microswarm_registrator" "registrator" {
   backend              = "consul-tls://127.0.0.1:8500"
   acl_token_wo         = var.consul_management_token
   acl_token_wo_version = var.consul_token_version
-  depends_on           = [microswarm_swarm_cluster.swarm, microswarm_consul_server.consul]
+  depends_on           = [microswarm_swarm_cluster.swarm, microswarm_consul_server.consul, microswarm_consul_agent.agent]
 }
 
 # The demo app, blue/green: `make demo-switch` flips active with no failed request.
@@ -190,7 +229,7 @@ output "nodes" {
   value = {
     for i, n in microswarm_droplet_node.node : n.name => {
       droplet_id     = n.id
-      role           = i == 0 ? "manager" : "worker"
+      role           = i < local.managers ? "manager" : "worker"
       docker_host    = n.docker_host
       private_ip     = n.ipv4_address_private
       docker_version = n.docker_version
