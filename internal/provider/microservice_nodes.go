@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/docker/docker/client"
@@ -104,49 +105,33 @@ func (r *microserviceResource) reach(ctx context.Context, mgr *client.Client, m 
 	var hosts []proxyHostModel
 	diags.Append(m.ProxyHosts.ElementsAs(ctx, &hosts, false)...)
 	listen := strconv.Itoa(int(m.ListenPort.ValueInt64()))
-	mapPath := bluegreen.ProxyConfig(svc).MapPath
-	layout := bluegreen.ProxyDeployment{Service: svc}
-	socket, master, standInSocket := layout.AdminSocket(), layout.MasterSocket(), layout.StandInDir()+"/admin.sock"
+	// Every proxy node at once (an SSH handshake and an engine query each, which one after
+	// another made a plan at 12 nodes wait for twelve of them); merged in the given order.
+	reached := make([]proxyReach, len(hosts))
+	var wg sync.WaitGroup
 	for i, ph := range hosts {
-		at := path.Root("proxy_hosts").AtListIndex(i).AtName("host")
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			reached[i] = r.reachProxy(ctx, svc, i, ph, tolerateUnreachableProxies)
+		}()
+	}
+	wg.Wait()
+	for i, ph := range hosts {
 		if ep, err := conn.ParseEndpoint(ph.Host.ValueString()); err == nil {
 			d.urls = append(d.urls, "http://"+net.JoinHostPort(ep.Host, listen))
 		}
-		hostKey := ph.HostKey
-		h := r.data.reachNode(ctx, at, ph.Host.ValueString(), &hostKey, reachOf(tolerateUnreachableProxies), "its proxy", diags)
-		if h == nil {
-			if diags.HasError() {
-				return nil
-			}
+		diags.Append(reached[i].diags...)
+		switch {
+		case reached[i].node != nil:
+			d.nodes = append(d.nodes, *reached[i].node)
+		case reached[i].diags.HasError():
+		default:
 			d.unreachable = append(d.unreachable, ph.Host.ValueString())
-			continue
 		}
-		docker, err := h.Docker()
-		var info struct{ name, nodeID string }
-		if err == nil {
-			var sys, infoErr = docker.Info(ctx)
-			err = infoErr
-			info.name, info.nodeID = sys.Name, sys.Swarm.NodeID
-		}
-		if err != nil {
-			if tolerateUnreachableProxies {
-				attrWarning(diags, at, "Proxy Node's Docker API Unreachable", fmt.Sprintf("%s: %s; its proxy converges on a later apply.", ph.Host.ValueString(), err))
-				d.unreachable = append(d.unreachable, ph.Host.ValueString())
-				continue
-			}
-			attrError(diags, at, "Could Not Reach the Docker API", fmt.Sprintf("%s: %s", ph.Host.ValueString(), err))
-			return nil
-		}
-		proxy := &bluegreen.HAProxy{Node: info.name, MapPath: mapPath,
-			Client: &haproxy.Client{Dial: func(ctx context.Context) (net.Conn, error) { return h.DialContext(ctx, "unix", socket) }},
-			Master: &haproxy.Client{Dial: func(ctx context.Context) (net.Conn, error) { return h.DialContext(ctx, "unix", master) }},
-		}
-		standIn := &bluegreen.HAProxy{Node: info.name + " (stand-in)", MapPath: mapPath,
-			Client: &haproxy.Client{Dial: func(ctx context.Context) (net.Conn, error) { return h.DialContext(ctx, "unix", standInSocket) }},
-		}
-		d.nodes = append(d.nodes, bluegreen.ProxyNode{Name: info.name, SwarmID: info.nodeID, Files: bluegreen.SSHFiles{Host: h},
-			Proxy: faultyProxy{proxy}, ServersState: proxy.Client.ServersStateFile, Reload: proxy.Reload,
-			Ports: bluegreen.SSHPorts{Host: h}, StandIn: standIn})
+	}
+	if diags.HasError() {
+		return nil
 	}
 	if len(d.nodes) == 0 && len(hosts) > 0 {
 		attrError(diags, path.Root("proxy_hosts"), "No Proxy Node Reachable", fmt.Sprintf(
@@ -154,6 +139,52 @@ func (r *microserviceResource) reach(ctx context.Context, mgr *client.Client, m 
 		return nil
 	}
 	return d
+}
+
+// proxyReach is one proxy node as reach found it: node when it answered; neither node
+// nor an error in diags when it did not and that is tolerated.
+type proxyReach struct {
+	node  *bluegreen.ProxyNode
+	diags diag.Diagnostics
+}
+
+// reachProxy opens proxy host i and asks its engine who it is.
+func (r *microserviceResource) reachProxy(ctx context.Context, svc bluegreen.Service, i int, ph proxyHostModel, tolerate bool) (out proxyReach) {
+	at := path.Root("proxy_hosts").AtListIndex(i).AtName("host")
+	hostKey := ph.HostKey
+	h := r.data.reachNode(ctx, at, ph.Host.ValueString(), &hostKey, reachOf(tolerate), "its proxy", &out.diags)
+	if h == nil {
+		return out
+	}
+	docker, err := h.Docker()
+	var info struct{ name, nodeID string }
+	if err == nil {
+		var sys, infoErr = docker.Info(ctx)
+		err = infoErr
+		info.name, info.nodeID = sys.Name, sys.Swarm.NodeID
+	}
+	if err != nil {
+		if tolerate {
+			attrWarning(&out.diags, at, "Proxy Node's Docker API Unreachable", fmt.Sprintf("%s: %s; its proxy converges on a later apply.", ph.Host.ValueString(), err))
+			return out
+		}
+		attrError(&out.diags, at, "Could Not Reach the Docker API", fmt.Sprintf("%s: %s", ph.Host.ValueString(), err))
+		return out
+	}
+	mapPath := bluegreen.ProxyConfig(svc).MapPath
+	layout := bluegreen.ProxyDeployment{Service: svc}
+	socket, master, standInSocket := layout.AdminSocket(), layout.MasterSocket(), layout.StandInDir()+"/admin.sock"
+	proxy := &bluegreen.HAProxy{Node: info.name, MapPath: mapPath,
+		Client: &haproxy.Client{Dial: func(ctx context.Context) (net.Conn, error) { return h.DialContext(ctx, "unix", socket) }},
+		Master: &haproxy.Client{Dial: func(ctx context.Context) (net.Conn, error) { return h.DialContext(ctx, "unix", master) }},
+	}
+	standIn := &bluegreen.HAProxy{Node: info.name + " (stand-in)", MapPath: mapPath,
+		Client: &haproxy.Client{Dial: func(ctx context.Context) (net.Conn, error) { return h.DialContext(ctx, "unix", standInSocket) }},
+	}
+	out.node = &bluegreen.ProxyNode{Name: info.name, SwarmID: info.nodeID, Files: bluegreen.SSHFiles{Host: h},
+		Proxy: faultyProxy{proxy}, ServersState: proxy.Client.ServersStateFile, Reload: proxy.Reload,
+		Ports: bluegreen.SSHPorts{Host: h}, StandIn: standIn}
+	return out
 }
 
 // desired is the deployment the model asks for; its map files start at route.
