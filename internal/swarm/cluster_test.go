@@ -413,3 +413,31 @@ func TestConvergeJoinsAReplacementAtTheSameAddress(t *testing.T) {
 	}
 	roles(t, res)
 }
+
+// A worker whose machine goes away just before the swarm's update (Terraform destroys a
+// scale-down's droplets first) is drained while still listed ready, then turns down: its
+// tasks never report stopped, and the removal must not wait for them.
+func TestConvergeRemovesAWorkerThatWentAwayWhileDraining(t *testing.T) {
+	t.Parallel()
+	cloud := newFakeCloud("a", "b")
+	cluster := newTestCluster(cloud)
+	ctx := testContext(t)
+	res, err := cluster.Converge(ctx, Desired{Members: []Member{cloud.member("a", "a", RoleManager), cloud.member("b", "b", RoleWorker)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := cloud.swarms[res.ID]
+	bNode := res.Members[1].NodeID
+	s.tasks[bNode] = []string{"t1"}
+	s.goneOnDrain = map[string]bool{"b": true}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	prior := res.Members
+	res, err = cluster.Converge(ctx, Desired{ID: res.ID, Members: []Member{prior[0]}, Prior: prior})
+	if err != nil {
+		t.Fatalf("converge: %v", err)
+	}
+	if _, listed := res.Node(bNode); listed {
+		t.Fatalf("b's node %s is still listed: %v", bNode, res.Nodes)
+	}
+}

@@ -27,6 +27,9 @@ type fakeSwarm struct {
 	manager string
 	nodes   map[string]*fakeNode
 	tasks   map[string][]string // node ID -> task IDs
+	// goneOnDrain are hosts whose machine goes away as they are drained (their droplet
+	// destroyed a moment before): the node turns down and its tasks never report.
+	goneOnDrain map[string]bool
 }
 
 type fakeNode struct {
@@ -336,7 +339,12 @@ func (e *fakeEngine) NodeUpdate(_ context.Context, id string, v dockerswarm.Vers
 		}
 	}
 	if spec.Availability == dockerswarm.NodeAvailabilityDrain {
-		delete(s.tasks, id) // the tasks move at once
+		if n.engine != nil && s.goneOnDrain[n.engine.host] {
+			n.engine.down = true
+			n.node.Status.State = dockerswarm.NodeStateDown
+		} else {
+			delete(s.tasks, id) // the tasks move at once
+		}
 	}
 	n.node.Spec = spec
 	return nil

@@ -237,10 +237,18 @@ func (r *run) rejoined(t Target, staleID string) bool {
 	})
 }
 
-// waitTasksGone waits until no task runs on a drained node any more.
+// waitTasksGone waits until no task runs on a drained node any more, or until the node
+// is down: a node that went away (its droplet destroyed a moment before the swarm's
+// update, as Terraform orders a scale-down) never reports its tasks stopped, and swarm
+// has already rescheduled them elsewhere.
 func (r *run) waitTasksGone(ctx context.Context, n Node) error {
 	return wait.Until(ctx, wait.Options{What: fmt.Sprintf("the tasks on node %s (%s) to move after draining it", n.ID, n.Hostname), MaxInterval: 2 * time.Second},
 		func(ctx context.Context) (bool, string, error) {
+			if node, _, err := r.ctl.engine.NodeInspectWithRaw(ctx, n.ID); err == nil && node.Status.State != dockerswarm.NodeStateReady {
+				r.c.log(ctx, "the drained node is down: its tasks cannot report, so they are not waited for",
+					map[string]any{"node_id": n.ID, "hostname": n.Hostname, "state": string(node.Status.State)})
+				return true, "", nil
+			}
 			tasks, err := r.ctl.engine.TaskList(ctx, dockerswarm.TaskListOptions{Filters: filters.NewArgs(filters.Arg("node", n.ID))})
 			if err != nil {
 				return false, "", wait.Retryable(err)
