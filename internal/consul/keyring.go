@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+	"strings"
+	"time"
 
 	consulapi "github.com/hashicorp/consul/api"
 )
@@ -45,7 +47,7 @@ func RotateGossipKey(ctx context.Context, kr Keyring, key string) (KeyringResult
 	}
 	q := (&consulapi.QueryOptions{}).WithContext(ctx)
 	w := (&consulapi.WriteOptions{}).WithContext(ctx)
-	keys, err := keyringKeys(kr, q)
+	keys, err := keyringKeys(ctx, kr, q)
 	if err != nil {
 		return res, err
 	}
@@ -53,15 +55,15 @@ func RotateGossipKey(ctx context.Context, kr Keyring, key string) (KeyringResult
 		return res, nil
 	}
 	if !slices.Contains(keys, key) {
-		if err := kr.KeyringInstall(key, w); err != nil {
+		if err := retryQuery(ctx, func() error { return kr.KeyringInstall(key, w) }); err != nil {
 			return res, fmt.Errorf("installing the new gossip key on every member: %w", err)
 		}
 		res.Installed = true
 	}
-	if err := kr.KeyringUse(key, w); err != nil {
+	if err := retryQuery(ctx, func() error { return kr.KeyringUse(key, w) }); err != nil {
 		return res, fmt.Errorf("making the new gossip key the primary one on every member: %w", err)
 	}
-	if keys, err = keyringKeys(kr, q); err != nil {
+	if keys, err = keyringKeys(ctx, kr, q); err != nil {
 		return res, err
 	}
 	for _, old := range keys {
@@ -70,7 +72,7 @@ func RotateGossipKey(ctx context.Context, kr Keyring, key string) (KeyringResult
 		}
 		if err := kr.KeyringRemove(old, w); err != nil {
 			// Another resource of the cluster may have removed it a moment ago.
-			if again, lerr := keyringKeys(kr, q); lerr == nil && !slices.Contains(again, old) {
+			if again, lerr := keyringKeys(ctx, kr, q); lerr == nil && !slices.Contains(again, old) {
 				continue
 			}
 			return res, fmt.Errorf("removing an old gossip key from every member: %w", err)
@@ -81,8 +83,12 @@ func RotateGossipKey(ctx context.Context, kr Keyring, key string) (KeyringResult
 }
 
 // keyringKeys lists every key any member of any pool holds, sorted.
-func keyringKeys(kr Keyring, q *consulapi.QueryOptions) ([]string, error) {
-	responses, err := kr.KeyringList(q)
+func keyringKeys(ctx context.Context, kr Keyring, q *consulapi.QueryOptions) ([]string, error) {
+	var responses []*consulapi.KeyringResponse
+	err := retryQuery(ctx, func() (err error) {
+		responses, err = kr.KeyringList(q)
+		return err
+	})
 	if err != nil {
 		return nil, fmt.Errorf("listing the gossip keyring: %w", err)
 	}
@@ -101,4 +107,26 @@ func keyringKeys(kr Keyring, q *consulapi.QueryOptions) ([]string, error) {
 	}
 	sort.Strings(out)
 	return out, nil
+}
+
+// queryRetries are the pauses before each new try of a keyring operation whose gossip
+// query no member answered in time ("0/2 nodes reported success": the members got it,
+// their answers came after the query's timeout, as on a loaded machine). The operations
+// are idempotent, so trying again is safe; any other error is returned at once.
+var queryRetries = []time.Duration{500 * time.Millisecond, time.Second, 2 * time.Second}
+
+func retryQuery(ctx context.Context, op func() error) error {
+	err := op()
+	for _, pause := range queryRetries {
+		if err == nil || !strings.Contains(err.Error(), "nodes reported success") {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(pause):
+		}
+		err = op()
+	}
+	return err
 }
