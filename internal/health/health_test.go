@@ -1,10 +1,12 @@
 package health
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"maps"
+	"net"
 	"os/exec"
 	"slices"
 	"strconv"
@@ -335,14 +337,37 @@ type server struct {
 	name             string
 	http, serf, rpcP int
 	cmd              *exec.Cmd
+	out              *bytes.Buffer // its output, for a server that exits at start
+	exited           chan struct{} // closed when the process has exited
 }
 
 // startServers starts n Consul servers on loopback ports, joined into one cluster with
-// production raft timing, stopped with the test.
+// production raft timing, stopped with the test. A server that exits at start (a port
+// FreePort gave was taken, by another package's agent, before Consul bound it) makes
+// the cluster start again on other ports, up to three times.
 func startServers(t *testing.T, n int) []*server {
 	t.Helper()
+	for attempt := 1; ; attempt++ {
+		servers, failed := tryStartServers(t, n)
+		if failed == nil {
+			return servers
+		}
+		for _, s := range servers {
+			s.stop()
+		}
+		if attempt == 3 {
+			t.Fatalf("consul server %s exited at start, three times; its output:\n%s", failed.name, failed.out)
+		}
+		t.Logf("consul server %s exited at start; starting the cluster again on other ports. Its output:\n%s", failed.name, failed.out)
+	}
+}
+
+// tryStartServers starts the servers and waits until each one's HTTP port accepts
+// connections; failed is a server whose process exited first.
+func tryStartServers(t *testing.T, n int) (servers []*server, failed *server) {
+	t.Helper()
 	bin := consultest.Binary(t)
-	servers := make([]*server, n)
+	servers = make([]*server, n)
 	for i := range servers {
 		servers[i] = &server{name: fmt.Sprintf("s%d", i+1), http: consultest.FreePort(t), serf: consultest.FreePort(t), rpcP: consultest.FreePort(t)}
 	}
@@ -357,19 +382,46 @@ func startServers(t *testing.T, n int) []*server {
 				args = append(args, "-retry-join=127.0.0.1:"+strconv.Itoa(o.serf))
 			}
 		}
+		s.out, s.exited = &bytes.Buffer{}, make(chan struct{})
 		s.cmd = exec.Command(bin, args...)
+		s.cmd.Stdout, s.cmd.Stderr = s.out, s.out
 		if err := s.cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
+		go func(cmd *exec.Cmd, exited chan struct{}) {
+			_ = cmd.Wait()
+			close(exited)
+		}(s.cmd, s.exited)
 		t.Cleanup(s.stop)
 	}
-	return servers
+	deadline := time.Now().Add(30 * time.Second)
+	for _, s := range servers {
+		for {
+			select {
+			case <-s.exited:
+				return servers, s
+			default:
+			}
+			if c, err := net.DialTimeout("tcp", "127.0.0.1:"+strconv.Itoa(s.http), time.Second); err == nil {
+				_ = c.Close()
+				break
+			}
+			if time.Now().After(deadline) {
+				return servers, nil // slow, not dead: the test's own waits say more
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	return servers, nil
 }
 
 func (s *server) stop() {
 	if s.cmd != nil && s.cmd.Process != nil {
 		_ = s.cmd.Process.Kill()
-		_ = s.cmd.Wait()
+		select {
+		case <-s.exited:
+		case <-time.After(10 * time.Second):
+		}
 	}
 	s.cmd = nil
 }
