@@ -84,7 +84,9 @@ func (r *consulServerResource) Schema(ctx context.Context, _ resource.SchemaRequ
 			"(`consul leave`, which removes the server from the raft peers), then removes the container and its volume. When every server " +
 			"of the cluster is deleted in one run (`terraform destroy`, say), nobody is left to keep a quorum for, so the servers are removed " +
 			"at once without the leave (Consul's leave takes 5-10 s per server, one after another); a server whose cluster keeps other " +
-			"servers still leaves gracefully, one second later than before while it looks for its peers' deletes. A delete whose node " +
+			"servers still leaves gracefully, one second later than before while it looks for its peers' deletes. A teardown cut short " +
+			"(terraform killed, a node that fails) leaves the servers still in state without a quorum; the next destroy removes them, " +
+			"each after a graceful leave that fails within 60 s with a warning. A delete whose node " +
 			"does not answer succeeds only when its droplet is off or deleted; while the droplet is active the container may still run, so " +
 			"the delete fails and says what to do.\n\n" +
 			"**Quorum loss.** When a majority of the servers is lost at once (2 of 3), the survivor has no leader, so no server can join it " +
