@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"strconv"
 	"strings"
 	"time"
 
@@ -232,6 +233,24 @@ printf '%s\n' "$old" | grep -e "--to-destination" | grep -v -e "--dport $2 .*--t
 const unsteerScript = `iptables -t nat -S DOCKER 2>/dev/null | grep -E -e "--comment \"?$1\"? " | sed -e 's/^-A /-D /' |
   while read -r r; do eval "iptables -t nat $r" || exit 1; done
 `
+
+// trackedScript: $1 port. Prints how many conntrack entries name the address of the
+// container Docker publishes on the port (its own DNAT rule, not a steering one): 0 when
+// none is published there, -1 when the kernel does not list its entries.
+const trackedScript = `rule=$(iptables -t nat -S DOCKER | grep -e "--dport $1 " | grep -e "-j DNAT" | grep -v -e "--comment" | head -n 1)
+if [ -z "$rule" ]; then echo 0; exit 0; fi
+dest=${rule##*--to-destination }
+if [ ! -r /proc/net/nf_conntrack ]; then echo -1; exit 0; fi
+awk -v m=" src=${dest%:*} " 'index($0, m) {n++} END {print n+0}' /proc/net/nf_conntrack
+`
+
+func (p SSHPorts) Tracked(ctx context.Context, port int) (int, error) {
+	out, err := SSHFiles(p).run(ctx, fmt.Sprintf("sh -c %s sh %d", shellQuote(trackedScript), port), "")
+	if err != nil {
+		return -1, err
+	}
+	return strconv.Atoi(strings.TrimSpace(out))
+}
 
 func (p SSHPorts) Steer(ctx context.Context, tag string, from, to int) error {
 	_, err := SSHFiles(p).run(ctx, fmt.Sprintf("sh -c %s sh %s %d %d", shellQuote(steerScript), shellQuote(tag), from, to), "")

@@ -27,6 +27,14 @@ import (
 //     stop signal is a soft stop) while the stand-in takes every new connection;
 //  4. once the new proxy answers on every node, the steering goes, then the stand-in.
 //
+// A proxy container (the old proxy in step 3, the stand-in in step 4) stops only once its
+// node tracks no connection to it (waitUntracked): when a container stops, Docker deletes
+// the node's conntrack entries of its connections, closed ones included (the kernel keeps
+// those two minutes), and a new connection to another container that reuses the client
+// port of one of them was seen deleted with it, mid-request: its reply then left the
+// node unNATed and the client's connection was reset. A container with nothing tracked
+// stops with nothing to delete.
+//
 // Invariant: a steering rule exists only while the stand-in service does (the rules go
 // first, and an error keeps the stand-in), so no rule ever points at nothing. An
 // interrupted handover is finished by the next Deploy (retireStandIn).
@@ -39,6 +47,10 @@ type NodePorts interface {
 	Steer(ctx context.Context, tag string, from, to int) error
 	// Unsteer removes the steering of tag; none is success.
 	Unsteer(ctx context.Context, tag string) error
+	// Tracked counts the connections, open or lately closed, that the node's connection
+	// tracking holds to the container Docker publishes on port (0 when none is
+	// published there); negative when the node cannot say.
+	Tracked(ctx context.Context, port int) (int, error)
 }
 
 // StandInName is the stand-in's swarm service name; StandInDir its directory on each
@@ -100,10 +112,12 @@ func handOver(ctx context.Context, eng swarmservice.Engine, proxy ProxyDeploymen
 			return fmt.Errorf("steering port %d of node %s to the stand-in: %w", proxy.ListenPort, n.Name, err)
 		}
 	}
-	// The old proxies finish what they serve before they are stopped.
+	// The old proxies finish what they serve, and their nodes forget their connections,
+	// before they are stopped.
 	for _, n := range nodes {
 		waitIdle(ctx, n.Proxy)
 	}
+	waitUntracked(ctx, nodes, func(ProxyNode) int { return proxy.ListenPort })
 	_, _, err = swarmservice.Ensure(ctx, eng, proxy.Spec(), owner)
 	return err
 }
@@ -162,7 +176,63 @@ func retireStandIn(ctx context.Context, eng swarmservice.Engine, proxy ProxyDepl
 			waitIdle(ctx, n.StandIn)
 		}
 	}
+	if ports, err := runningPorts(ctx, eng, standIn.ID); err == nil {
+		waitUntracked(ctx, nodes, func(n ProxyNode) int { return ports[n.SwarmID] })
+	}
 	return swarmservice.Remove(ctx, eng, standIn.ID)
+}
+
+// untrackedWait bounds waitUntracked: the kernel keeps a closed connection's entry for
+// net.netfilter.nf_conntrack_tcp_timeout_time_wait, 120 s unless set otherwise.
+var untrackedWait, untrackedPoll = 150 * time.Second, 2 * time.Second
+
+// waitUntracked waits until no node tracks a connection to the container it publishes
+// on port(node), every node at once, for at most untrackedWait. A node that cannot say
+// (no /proc/net/nf_conntrack, an SSH error) counts as tracking some; at the bound the
+// stop goes on, as it did before this wait.
+func waitUntracked(ctx context.Context, nodes []ProxyNode, port func(ProxyNode) int) {
+	ctx, cancel := context.WithTimeout(ctx, untrackedWait)
+	defer cancel()
+	pending := map[string]bool{}
+	for _, n := range nodes {
+		if n.Ports != nil && port(n) != 0 {
+			pending[n.Name] = true
+		}
+	}
+	for len(pending) > 0 {
+		for _, n := range nodes {
+			if !pending[n.Name] {
+				continue
+			}
+			if count, err := n.Ports.Tracked(ctx, port(n)); err == nil && count == 0 {
+				delete(pending, n.Name)
+			}
+		}
+		if len(pending) == 0 {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(untrackedPoll):
+		}
+	}
+}
+
+// runningPorts is the host port each node's running task of service publishes.
+func runningPorts(ctx context.Context, eng swarmservice.Engine, serviceID string) (map[string]int, error) {
+	tasks, err := eng.TaskList(ctx, swarm.TaskListOptions{Filters: filters.NewArgs(
+		filters.Arg("service", serviceID), filters.Arg("desired-state", string(swarm.TaskStateRunning)))})
+	if err != nil {
+		return nil, err
+	}
+	ports := map[string]int{}
+	for _, t := range tasks {
+		if ps := t.Status.PortStatus.Ports; t.Status.State == swarm.TaskStateRunning && len(ps) > 0 {
+			ports[t.NodeID] = int(ps[0].PublishedPort)
+		}
+	}
+	return ports, nil
 }
 
 // unsteerAll removes the steering on every node, naming those where it could not.

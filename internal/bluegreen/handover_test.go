@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/docker/docker/api/types/swarm"
 	"github.com/docker/docker/errdefs"
@@ -163,6 +164,9 @@ type fakeNode struct {
 	rules map[string]int // tag: the port steered to
 	// failSteer and failUnsteer make those fail while set.
 	failSteer, failUnsteer error
+	// tracked is how many more times Tracked answers non-zero for a port (every
+	// container's connections are forgotten after that many asks); -1 never.
+	tracked map[int]int
 }
 
 func (n *fakeNode) Prepare(_ context.Context, dir string, _, _ int, file, content string) error {
@@ -185,6 +189,18 @@ func (n *fakeNode) Steer(_ context.Context, tag string, from, to int) error {
 	n.rules[tag] = to
 	*n.log = append(*n.log, fmt.Sprintf("steer %s %d->%d", n.name, from, to))
 	return nil
+}
+
+func (n *fakeNode) Tracked(_ context.Context, port int) (int, error) {
+	switch left := n.tracked[port]; {
+	case left < 0:
+		return 1, nil
+	case left > 0:
+		n.tracked[port]--
+		return left, nil
+	}
+	*n.log = append(*n.log, fmt.Sprintf("untracked %s %d", n.name, port))
+	return 0, nil
 }
 
 func (n *fakeNode) Unsteer(_ context.Context, tag string) error {
@@ -212,7 +228,7 @@ func newHandoverWorld(t *testing.T) *handoverWorld {
 	w.sw = newFakeSwarm(&w.log)
 	w.proxy = ProxyDeployment{Service: Service{Name: "app", Network: "app-net"}, ListenPort: 8080, Image: "haproxy:old"}
 	for _, name := range w.sw.nodes {
-		fn := &fakeNode{name: name, log: &w.log, files: map[string]string{}, rules: map[string]int{}}
+		fn := &fakeNode{name: name, log: &w.log, files: map[string]string{}, rules: map[string]int{}, tracked: map[int]int{}}
 		fn.files[w.proxy.ConfigFile()] = "config of " + name
 		fn.files[w.proxy.MapFile()] = "active green\n"
 		w.fakes = append(w.fakes, fn)
@@ -421,4 +437,52 @@ func TestAnImageThatRollsBackKeepsTheStandInUntilTheImageIsFixed(t *testing.T) {
 		t.Fatalf("going back to the image that runs: %v", err)
 	}
 	w.checkDone(t, "haproxy:old")
+}
+
+// Each old proxy stops only once its node tracks no connection to it, and the stand-in
+// is removed only once no node tracks one to it: Docker's deletion of a stopping
+// container's tracked connections was seen taking a new connection to another container
+// with them (a reset in the middle of a request).
+func TestContainersStopOnlyOnceTheirNodesForgetTheirConnections(t *testing.T) {
+	untrackedPoll = time.Millisecond
+	defer func() { untrackedPoll = 2 * time.Second }()
+	w := newHandoverWorld(t)
+	for i, n := range w.fakes {
+		n.tracked[8080] = 2 + i // the old proxy's connections, forgotten after a few asks
+	}
+	standInPort := 30001 // where the fake engine publishes the stand-in
+	w.fakes[1].tracked[standInPort] = 3
+	if err := w.ensure("haproxy:new"); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%q", w.log)
+	update, remove := w.index("update app-proxy haproxy:new"), w.index("remove app-proxy-standin")
+	for _, n := range w.sw.nodes {
+		steer, unsteer := w.index("steer "+n+" 8080->"), w.index("unsteer "+n)
+		old, standIn := w.index(fmt.Sprintf("untracked %s 8080", n)), w.index(fmt.Sprintf("untracked %s %d", n, standInPort))
+		if !(steer < old && old < update) {
+			t.Errorf("node %s: want the steering, then the old proxy forgotten, then the update: %q", n, w.log)
+		}
+		if !(unsteer < standIn && standIn < remove) {
+			t.Errorf("node %s: want the unsteering, then the stand-in forgotten, then its removal: %q", n, w.log)
+		}
+	}
+	w.checkDone(t, "haproxy:new")
+}
+
+// A node that cannot say what it tracks, or never forgets, holds the handover back for a
+// bounded time only.
+func TestANodeThatNeverForgetsDelaysTheHandoverOnlyForAWhile(t *testing.T) {
+	untrackedPoll, untrackedWait = time.Millisecond, 50*time.Millisecond
+	defer func() { untrackedPoll, untrackedWait = 2*time.Second, 150*time.Second }()
+	w := newHandoverWorld(t)
+	w.fakes[0].tracked[8080] = -1
+	start := time.Now()
+	if err := w.ensure("haproxy:new"); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d < untrackedWait || d > 5*time.Second {
+		t.Errorf("the handover took %s, want the bound (%s) and not much more", d, untrackedWait)
+	}
+	w.checkDone(t, "haproxy:new")
 }

@@ -1042,22 +1042,15 @@ func (fx *microserviceFixture) checkNewProxies() resource.TestCheckFunc {
 	}
 }
 
-// checkFewFailures ends the load: at least min requests were sent, no request was
-// refused, and at most one in perRequests failed otherwise.
-func (fx *microserviceFixture) checkFewFailures(minRequests, perRequests int) resource.TestCheckFunc {
+// checkChangeLoad ends the load: at least min requests were sent and none failed; when
+// one did, every proxy's log is logged with it.
+func (fx *microserviceFixture) checkChangeLoad(minRequests int) resource.TestCheckFunc {
 	return func(*terraform.State) error {
 		rep := fx.load.Stop()
 		fx.t.Logf("load through the change: %s", rep)
-		for e := range rep.Errors {
-			if strings.Contains(e, "refused") {
-				return fmt.Errorf("a connection was refused: %v %v", rep.Errors, rep.Examples)
-			}
-		}
 		if rep.Failed > 0 {
 			fx.logProxyLogs()
-		}
-		if rep.Failed*perRequests > rep.Requests {
-			return fmt.Errorf("%d of %d requests failed, more than one in %d: %v %v", rep.Failed, rep.Requests, perRequests, rep.Errors, rep.Examples)
+			return fmt.Errorf("%d of %d requests failed: %v %v", rep.Failed, rep.Requests, rep.Errors, rep.Examples)
 		}
 		if rep.Requests < minRequests {
 			return fmt.Errorf("only %d requests, want at least %d", rep.Requests, minRequests)

@@ -233,7 +233,10 @@ func (r *microserviceResource) Schema(ctx context.Context, _ resource.SchemaRequ
 				MarkdownDescription: "The HAProxy image (2.6 or later; the official image's entrypoint and user, or one that behaves alike). Changes in " +
 					"place with no connection refused: on every node a stand-in proxy takes the listen port's new connections (a NAT " +
 					"rule) while the proxy is replaced, starting from the servers' state the old one saved; the stand-in goes once the " +
-					"new proxy answers everywhere. An interrupted change is finished by the next apply. Default: `" + defaultProxyImage + "`.",
+					"new proxy answers everywhere. Each old proxy, and then the stand-in, stops only once its node's connection tracking " +
+					"holds none of its connections (the kernel keeps a closed one two minutes; Docker deletes a stopping container's " +
+					"entries, and with them, as seen, a new connection that reused a client port of one of them): a change takes about " +
+					"five minutes, mostly waiting. An interrupted change is finished by the next apply. Default: `" + defaultProxyImage + "`.",
 				Optional: true, Computed: true,
 				Default:    stringdefault.StaticString(defaultProxyImage),
 				Validators: []validator.String{imageValidator()},
