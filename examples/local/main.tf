@@ -34,6 +34,12 @@ variable "active" {
 }
 
 # Ephemeral: Terraform never writes it into the state or a plan file; encrypt_wo takes it.
+variable "proxy_image" {
+  description = "The proxies' HAProxy image; bench/proxyimage.sh changes it under load."
+  type        = string
+  default     = "haproxy:2.6"
+}
+
 variable "gossip_key" {
   type        = string
   ephemeral   = true
@@ -190,6 +196,7 @@ resource "microswarm_microservice" "app" {
   }
   active      = var.active
   min_healthy = 2
+  proxy_image = var.proxy_image
 
   depends_on = [microswarm_registrator.registrator]
 }

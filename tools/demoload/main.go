@@ -36,6 +36,7 @@ func main() {
 	maxDuration := flag.Duration("max", 10*time.Minute, "end the run after this long in any case")
 	tail := flag.Duration("tail", 2*time.Second, "how long the run goes on after SIGUSR2")
 	ready := flag.String("ready", "", "create this file once the load runs")
+	newConn := flag.Bool("new-conn", false, "open a new connection for every request (no kept-alive connection, so no silent resend by the client)")
 	flag.Parse()
 	if err := checkTargets(flag.Args()); err != nil {
 		fmt.Fprintln(os.Stderr, "demoload:", err)
@@ -43,7 +44,7 @@ func main() {
 	}
 	ok, err := run(sigs, loadgen.Options{
 		Targets: flag.Args(), Concurrency: *concurrency, Rate: *rate,
-		MaxRequests: 100_000_000, MaxDuration: *maxDuration,
+		MaxRequests: 100_000_000, MaxDuration: *maxDuration, DisableKeepAlive: *newConn,
 	}, *tail, *ready)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "demoload:", err)
