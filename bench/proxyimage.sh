@@ -15,7 +15,8 @@ go build -o bin/ ./tools/demoload
 for node in $(docker ps --filter name=demo-droplet- --format '{{.Names}}'); do
   docker exec "$node" docker tag haproxy:2.6 haproxy:2.6-bench
 done
-mapfile -t targets < <(tools/demo.sh tf output -json app_endpoints | tr -d '[]" ' | tr ',' '\n')
+mapfile -t targets < <(terraform -chdir=examples/local output -state="$PWD/.demo/terraform.tfstate" -json app_endpoints | tr -d '[]" ' | tr ',' '\n')
+[ "${#targets[@]}" -gt 0 ] || { echo "no app_endpoints output in the demo's state" >&2; exit 1; }
 log=$(mktemp)
 change() {
   bin/demoload -new-conn -rate 0 -concurrency 16 -max 15m "${targets[@]}" >"$log" 2>&1 &
@@ -25,7 +26,7 @@ change() {
   tools/demo.sh tf apply -auto-approve -var proxy_image="$1" >/dev/null
   t1=$(date +%s.%N)
   sleep 3
-  kill -INT "$load"
+  kill -INT "$load" 2>/dev/null || true
   wait "$load" || true
   echo "proxy_image -> $1: apply $(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.0f", b - a }') s; $(grep '^\[load\] ' "$log" | tail -1 | sed 's/^\[load\] //')"
 }
