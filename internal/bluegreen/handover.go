@@ -199,24 +199,18 @@ func waitUntracked(ctx context.Context, nodes []ProxyNode, port func(ProxyNode) 
 			pending[n.Name] = true
 		}
 	}
-	for len(pending) > 0 {
-		for _, n := range nodes {
-			if !pending[n.Name] {
-				continue
+	_ = wait.Until(ctx, wait.Options{What: "every proxy node to forget the stopping proxy's connections", Interval: untrackedPoll, MaxInterval: untrackedPoll},
+		func(ctx context.Context) (bool, string, error) {
+			for _, n := range nodes {
+				if !pending[n.Name] {
+					continue
+				}
+				if count, err := n.Ports.Tracked(ctx, port(n)); err == nil && count == 0 {
+					delete(pending, n.Name)
+				}
 			}
-			if count, err := n.Ports.Tracked(ctx, port(n)); err == nil && count == 0 {
-				delete(pending, n.Name)
-			}
-		}
-		if len(pending) == 0 {
-			return
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(untrackedPoll):
-		}
-	}
+			return len(pending) == 0, "", nil
+		})
 }
 
 // runningPorts is the host port each node's running task of service publishes.
