@@ -57,9 +57,7 @@ func Converge(ctx context.Context, proxies []Proxy, r Route, every time.Duration
 	errs := make([]error, len(proxies))
 	var wg sync.WaitGroup
 	for i, p := range proxies {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			for {
 				errs[i] = p.SetRoute(ctx, r)
 				if errs[i] == nil {
@@ -71,7 +69,7 @@ func Converge(ctx context.Context, proxies []Proxy, r Route, every time.Duration
 				case <-time.After(every):
 				}
 			}
-		}()
+		})
 	}
 	wg.Wait()
 	failed := map[string]error{}
@@ -98,12 +96,10 @@ func ReadRoutes(ctx context.Context, proxies []Proxy) []ProxyRoute {
 	out := make([]ProxyRoute, len(proxies))
 	var wg sync.WaitGroup
 	for i, p := range proxies {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			r, err := p.Route(ctx)
 			out[i] = ProxyRoute{Proxy: p.Name(), Route: r, Err: err}
-		}()
+		})
 	}
 	wg.Wait()
 	return out

@@ -110,11 +110,9 @@ func (r *microserviceResource) reach(ctx context.Context, mgr *client.Client, m 
 	reached := make([]proxyReach, len(hosts))
 	var wg sync.WaitGroup
 	for i, ph := range hosts {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			reached[i] = r.reachProxy(ctx, svc, i, ph, tolerateUnreachableProxies)
-		}()
+		})
 	}
 	wg.Wait()
 	for i, ph := range hosts {

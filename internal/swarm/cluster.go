@@ -246,11 +246,9 @@ func (c *Cluster) leaveEach(ctx context.Context, id string, members []Member) []
 	results := make([]string, len(members))
 	var wg sync.WaitGroup
 	for i, m := range members {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			results[i] = c.leaveOne(ctx, id, m)
-		}()
+		})
 	}
 	wg.Wait()
 	return slices.DeleteFunc(results, func(w string) bool { return w == "" })
