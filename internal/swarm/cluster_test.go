@@ -14,6 +14,19 @@ func newTestCluster(c *fakeCloud) *Cluster {
 	return &Cluster{Connect: c.connect, ReachTimeout: 50 * time.Millisecond}
 }
 
+// twoNodeSwarm is a converged swarm of manager a and worker b on a fake cloud.
+func twoNodeSwarm(t *testing.T) (*fakeCloud, *Cluster, context.Context, *Result) {
+	t.Helper()
+	cloud := newFakeCloud("a", "b")
+	cluster := newTestCluster(cloud)
+	ctx := testContext(t)
+	res, err := cluster.Converge(ctx, Desired{Members: []Member{cloud.member("a", "a", RoleManager), cloud.member("b", "b", RoleWorker)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cloud, cluster, ctx, res
+}
+
 func testContext(t *testing.T) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	t.Cleanup(cancel)
@@ -177,20 +190,13 @@ func TestConvergeReshapesInPlace(t *testing.T) {
 
 func TestConvergeRejoinsANodeThatLeft(t *testing.T) {
 	t.Parallel()
-	cloud := newFakeCloud("a", "b")
-	cluster := newTestCluster(cloud)
-	ctx := testContext(t)
-	members := []Member{cloud.member("a", "a", RoleManager), cloud.member("b", "b", RoleWorker)}
-	res, err := cluster.Converge(ctx, Desired{Members: members})
-	if err != nil {
-		t.Fatal(err)
-	}
+	cloud, cluster, ctx, res := twoNodeSwarm(t)
 	old := res.Members[1].NodeID
 	if err := cloud.engines["b"].SwarmLeave(ctx, false); err != nil {
 		t.Fatal(err)
 	}
 	prior := res.Members
-	res, err = cluster.Converge(ctx, Desired{ID: res.ID, Members: Resolve(res.Nodes, prior), Prior: prior})
+	res, err := cluster.Converge(ctx, Desired{ID: res.ID, Members: Resolve(res.Nodes, prior), Prior: prior})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -205,15 +211,9 @@ func TestConvergeRejoinsANodeThatLeft(t *testing.T) {
 
 func TestConvergeReportsAnUnreachableMember(t *testing.T) {
 	t.Parallel()
-	cloud := newFakeCloud("a", "b")
-	cluster := newTestCluster(cloud)
-	ctx := testContext(t)
-	res, err := cluster.Converge(ctx, Desired{Members: []Member{cloud.member("a", "a", RoleManager), cloud.member("b", "b", RoleWorker)}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	cloud, cluster, ctx, res := twoNodeSwarm(t)
 	cloud.setDown("b", true)
-	_, err = cluster.Converge(ctx, Desired{ID: res.ID, Members: res.Members, Prior: res.Members})
+	_, err := cluster.Converge(ctx, Desired{ID: res.ID, Members: res.Members, Prior: res.Members})
 	var unreachable *UnreachableError
 	if !errors.As(err, &unreachable) {
 		t.Fatalf("error %v, want an UnreachableError", err)
@@ -384,21 +384,14 @@ func TestLockedManagersAreUnlockedWithTheKeyAnotherManagerReports(t *testing.T) 
 // new node and the old entry is removed, in one converge.
 func TestConvergeJoinsAReplacementAtTheSameAddress(t *testing.T) {
 	t.Parallel()
-	cloud := newFakeCloud("a", "b")
-	cluster := newTestCluster(cloud)
-	ctx := testContext(t)
-	members := []Member{cloud.member("a", "a", RoleManager), cloud.member("b", "b", RoleWorker)}
-	res, err := cluster.Converge(ctx, Desired{Members: members})
-	if err != nil {
-		t.Fatal(err)
-	}
+	cloud, cluster, ctx, res := twoNodeSwarm(t)
 	old := res.Members[1].NodeID
 	cloud.mu.Lock()
 	gone := cloud.engines["b"]
 	cloud.engines["b"] = &fakeEngine{cloud: cloud, host: "b", ip: gone.ip, hostname: gone.hostname}
 	cloud.mu.Unlock()
 	prior := res.Members
-	res, err = cluster.Converge(ctx, Desired{ID: res.ID, Members: Resolve(res.Nodes, prior), Prior: prior})
+	res, err := cluster.Converge(ctx, Desired{ID: res.ID, Members: Resolve(res.Nodes, prior), Prior: prior})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -419,13 +412,7 @@ func TestConvergeJoinsAReplacementAtTheSameAddress(t *testing.T) {
 // tasks never report stopped, and the removal must not wait for them.
 func TestConvergeRemovesAWorkerThatWentAwayWhileDraining(t *testing.T) {
 	t.Parallel()
-	cloud := newFakeCloud("a", "b")
-	cluster := newTestCluster(cloud)
-	ctx := testContext(t)
-	res, err := cluster.Converge(ctx, Desired{Members: []Member{cloud.member("a", "a", RoleManager), cloud.member("b", "b", RoleWorker)}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	cloud, cluster, ctx, res := twoNodeSwarm(t)
 	s := cloud.swarms[res.ID]
 	bNode := res.Members[1].NodeID
 	s.tasks[bNode] = []string{"t1"}
@@ -433,7 +420,7 @@ func TestConvergeRemovesAWorkerThatWentAwayWhileDraining(t *testing.T) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	prior := res.Members
-	res, err = cluster.Converge(ctx, Desired{ID: res.ID, Members: []Member{prior[0]}, Prior: prior})
+	res, err := cluster.Converge(ctx, Desired{ID: res.ID, Members: []Member{prior[0]}, Prior: prior})
 	if err != nil {
 		t.Fatalf("converge: %v", err)
 	}
