@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -125,12 +126,16 @@ func (f *fakeSwarm) ServiceList(context.Context, swarm.ServiceListOptions) ([]sw
 }
 
 // TaskList: every service runs one task of its current spec on every node, published
-// on its port, or on one the engine picked.
-func (f *fakeSwarm) TaskList(context.Context, swarm.TaskListOptions) ([]swarm.Task, error) {
+// on its port, or on one the engine picked. A "service" filter keeps that service's
+// tasks, as the engine's does.
+func (f *fakeSwarm) TaskList(_ context.Context, opts swarm.TaskListOptions) ([]swarm.Task, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	var out []swarm.Task
 	for _, s := range f.services {
+		if ids := opts.Filters.Get("service"); len(ids) > 0 && !slices.Contains(ids, s.ID) {
+			continue
+		}
 		if f.stale[s.ID] > 0 {
 			f.stale[s.ID]--
 			s.Spec = f.previous[s.ID]
