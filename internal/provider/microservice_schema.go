@@ -236,7 +236,7 @@ func (r *microserviceResource) Schema(ctx context.Context, _ resource.SchemaRequ
 					"new proxy answers everywhere. Each old proxy, and then the stand-in, stops only once its node's connection tracking " +
 					"holds none of its connections (the kernel keeps a closed one two minutes; Docker deletes a stopping container's " +
 					"entries, and with them, as seen, a new connection that reused a client port of one of them): a change takes about " +
-					"four minutes, most of it those two waits. An interrupted change is finished by the next apply. Default: `" + defaultProxyImage + "`.",
+					"four minutes, most of it those two waits (each at most 150 s: a node that cannot say, or never forgets, holds it that long and no longer). An interrupted change is finished by the next apply. Default: `" + defaultProxyImage + "`.",
 				Optional: true, Computed: true,
 				Default:    stringdefault.StaticString(defaultProxyImage),
 				Validators: []validator.String{imageValidator()},
