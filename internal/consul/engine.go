@@ -76,6 +76,9 @@ type Container struct {
 	Spec Spec
 	// HTTPS says the API is served over TLS.
 	HTTPS bool
+	// RootDir is the running container's merged root on its node (the engine's overlay
+	// mount), "" when it does not run or the storage driver does not say.
+	RootDir string
 }
 
 // Matches reports whether the container runs exactly spec.
@@ -108,6 +111,9 @@ func Find(ctx context.Context, e Engine, name string) (*Container, error) {
 	if info.State != nil {
 		c.Running = info.State.Running && !info.State.Restarting
 		c.State = info.State.Status
+	}
+	if c.Running && info.GraphDriver.Data != nil {
+		c.RootDir = info.GraphDriver.Data["MergedDir"]
 	}
 	spec, https, err := ParseArgs(info.Config.Cmd)
 	if err != nil {

@@ -17,6 +17,7 @@ import (
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/image"
 	"github.com/docker/docker/api/types/network"
+	"github.com/docker/docker/api/types/storage"
 	"github.com/docker/docker/api/types/volume"
 	"github.com/docker/docker/client"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -82,10 +83,11 @@ func (f *fakeEngine) ContainerInspect(_ context.Context, ref string) (container.
 	if c.running {
 		status = "running"
 	}
-	return container.InspectResponse{
-		ContainerJSONBase: &container.ContainerJSONBase{ID: c.id, Name: "/" + name, State: &container.State{Running: c.running, Status: status}},
-		Config:            c.config,
-	}, nil
+	base := &container.ContainerJSONBase{ID: c.id, Name: "/" + name, State: &container.State{Running: c.running, Status: status}}
+	if c.running {
+		base.GraphDriver = storage.DriverData{Name: "overlay2", Data: map[string]string{"MergedDir": "/var/lib/docker/overlay2/" + c.id + "/merged"}}
+	}
+	return container.InspectResponse{ContainerJSONBase: base, Config: c.config}, nil
 }
 
 func (f *fakeEngine) ContainerCreate(_ context.Context, cfg *container.Config, host *container.HostConfig, _ *network.NetworkingConfig, _ *ocispec.Platform, name string) (container.CreateResponse, error) {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/docker/docker/client"
@@ -79,7 +80,24 @@ func consulFiles(h *conn.Host) consul.FileReader {
 	if err != nil {
 		return nil
 	}
-	return docker
+	return nodeFiles{FileReader: docker, host: h}
+}
+
+// nodeFiles reads a container's files through the engine, and a running one's also
+// through its node over SSH (consul.RootReader): one command instead of the engine's
+// archive. A node that refuses (another scheme, a user that may not read the engine's
+// storage) leaves consul.ReadKeyOf to the engine.
+type nodeFiles struct {
+	consul.FileReader
+	host *conn.Host
+}
+
+func (f nodeFiles) ReadRootFile(ctx context.Context, file string, limit int64) ([]byte, error) {
+	if !strings.HasPrefix(file, "/") || strings.ContainsAny(file, "'\n") {
+		return nil, fmt.Errorf("will not read %q through the node", file)
+	}
+	out, err := f.host.Run(ctx, fmt.Sprintf("head -c %d -- '%s'", limit, file), nil)
+	return []byte(out), err
 }
 
 // consulRunningSpec is how to talk to the container as it runs now: its flags, with the
@@ -94,7 +112,7 @@ func consulRunningSpec(ctx context.Context, files consul.FileReader, c *consul.C
 		if t != nil {
 			material := *t
 			if material.KeyPEM == "" && material.KeyWriteOnly && files != nil {
-				key, err := consul.ReadTLSKey(ctx, files, c.ID)
+				key, err := consul.ReadKeyOf(ctx, files, c)
 				if err != nil {
 					tflog.Warn(ctx, "could not read the consul agent's write-only TLS key back from its container", map[string]any{"container": c.Name, "error": err.Error()})
 				}
@@ -136,7 +154,7 @@ func consulDelete(ctx context.Context, d *providerData, role consul.Role, m cons
 		return
 	}
 	res, err := consul.Delete(ctx, docker, name, func(c *consul.Container) (consul.Spec, bool) {
-		running := d.consulWithToken(consulRunningSpec(ctx, docker, c, spec.TLS))
+		running := d.consulWithToken(consulRunningSpec(ctx, consulFiles(h), c, spec.TLS))
 		if role != consul.RoleServer {
 			return running, true
 		}

@@ -319,7 +319,7 @@ func (r *consulServerResource) Update(ctx context.Context, req resource.UpdateRe
 
 // rollingRestart recreates a running server through consul.RollingRestart.
 func (r *consulServerResource) rollingRestart(ctx context.Context, h *conn.Host, docker consul.Engine, host string, c *consul.Container, spec consul.Spec, stateTLS *consul.TLS, diags *diag.Diagnostics) *consul.Container {
-	running := consulRunningSpec(ctx, docker, c, stateTLS, spec.TLS)
+	running := consulRunningSpec(ctx, consulFiles(h), c, stateTLS, spec.TLS)
 	running.ACL = spec.ACL // the only token there is: the running cluster's own ACLs take it
 	oldAPI, err := consulAPI(h, running)
 	if err != nil {
