@@ -201,3 +201,38 @@ func TestTidyRunTagsDeletesOnlyWhatMarksNothing(t *testing.T) {
 		}
 	}
 }
+
+// FinishRuns waits for a dead parent to be reparented only in a process that holds a
+// lease: every other provider process (3 or 4 a terraform command, most never create)
+// exits at once. A held lease is still waited for and ended as done. Not parallel: it
+// swaps this process's leases for its own.
+func TestFinishRunsWaitsOnlyWhenARunHoldsALease(t *testing.T) {
+	waits := 0
+	saved, savedWait := allLeases.leases, reparentWait
+	reparentWait = func() { waits++ }
+	t.Cleanup(func() {
+		allLeases.mu.Lock()
+		allLeases.leases = saved
+		allLeases.mu.Unlock()
+		reparentWait = savedWait
+	})
+	api, c := newDropletsAPI(t)
+	ctx := context.Background()
+	allLeases.mu.Lock()
+	allLeases.leases = []*lease{c.lease}
+	allLeases.mu.Unlock()
+	FinishRuns(ctx)
+	if waits != 0 {
+		t.Fatalf("a process with no lease waited %d times before it exited; want none", waits)
+	}
+	if _, _, err := c.Create(ctx, createSpec(testStack(t, "s"), "tok")); err != nil {
+		t.Fatal(err)
+	}
+	FinishRuns(ctx)
+	if waits != 1 {
+		t.Fatalf("a process holding a lease waited %d times; want once", waits)
+	}
+	if !api.hasTag(LeaseTagPrefix + c.RunID() + ":" + leaseDone) {
+		t.Fatal("the run holding a lease was not marked done")
+	}
+}
