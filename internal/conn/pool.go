@@ -36,8 +36,11 @@ type Options struct {
 	KnownHostsFile string
 	// HostKeyPolicy decides about hosts nothing vouches for; default strict.
 	HostKeyPolicy HostKeyPolicy
-	// ConnectTimeout bounds dialing and the SSH handshake.
+	// ConnectTimeout bounds dialing and the SSH handshake, and the wait for a channel.
 	ConnectTimeout time.Duration
+	// ReuseUntested is how long a connection that answered is reused without a keepalive
+	// round trip first; default DefaultReuseUntested, negative for never.
+	ReuseUntested time.Duration
 	// DockerSocket is the engine's socket path on ssh:// hosts.
 	DockerSocket string
 	// TLS secures tcp:// hosts; required unless the host is a loopback address.
@@ -81,6 +84,9 @@ func NewPool(opts Options) (*Pool, error) {
 	if opts.ConnectTimeout <= 0 {
 		opts.ConnectTimeout = DefaultConnectTimeout
 	}
+	if opts.ReuseUntested == 0 {
+		opts.ReuseUntested = DefaultReuseUntested
+	}
 	if opts.DockerSocket == "" {
 		opts.DockerSocket = DefaultDockerSocket
 	}
@@ -122,7 +128,15 @@ type Host struct {
 	sshClient *ssh.Client
 	hostKey   ssh.PublicKey
 	docker    *client.Client
+	// provenAt is when sshClient last answered: its handshake, a keepalive, a channel
+	// (see Options.ReuseUntested).
+	provenAt time.Time
 }
+
+// DefaultReuseUntested: a refresh or an apply opens dozens of channels on a node within a
+// second (a switch, 30: about 0.3 s of keepalives on a busy node). A peer that vanished in
+// that second is caught by the bound on opening a channel (openBounded).
+const DefaultReuseUntested = time.Second
 
 // Open returns the pooled Host for a target, connecting (and verifying the host key)
 // if there is no live connection yet.
@@ -199,24 +213,113 @@ func (h *Host) HostKey() string {
 // ssh returns a live SSH client, dialling if there is none or the last one died. The
 // verifier is the caller's: a pooled connection is only reused when its key passes it.
 func (h *Host) ssh(ctx context.Context, v hostKeyVerifier) (*ssh.Client, error) {
+	c, _, err := h.sshChecked(ctx, v)
+	return c, err
+}
+
+// sshChecked is ssh, and says whether the connection was dialled or answered a keepalive
+// just now (checked) rather than reused untested because it answered recently.
+func (h *Host) sshChecked(ctx context.Context, v hostKeyVerifier) (c *ssh.Client, checked bool, err error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.sshClient != nil {
 		// Reuse only a live connection whose key this caller trusts. Otherwise dial again
 		// and verify whatever answers now: a replaced droplet often gets the old one's
 		// address, so a stale connection must not decide for the new host.
-		if v.verify(h.endpoint.Address(), nil, h.hostKey) == nil && alive(h.sshClient, h.pool.opts.ConnectTimeout) {
-			return h.sshClient, nil
+		if v.verify(h.endpoint.Address(), nil, h.hostKey) == nil {
+			if time.Since(h.provenAt) < h.pool.opts.ReuseUntested {
+				return h.sshClient, false, nil
+			}
+			if alive(h.sshClient, h.pool.opts.ConnectTimeout) {
+				h.provenAt = time.Now()
+				return h.sshClient, true, nil
+			}
 		}
 		_ = h.sshClient.Close()
 		h.sshClient = nil
 	}
 	client, key, err := h.pool.dialSSH(ctx, h.endpoint, v)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
-	h.sshClient, h.hostKey, h.verifier = client, key, v
-	return client, nil
+	h.sshClient, h.hostKey, h.verifier, h.provenAt = client, key, v, time.Now()
+	return client, true, nil
+}
+
+// openChannel opens a channel (a forwarded connection, a session) on h's connection. If
+// that connection was reused untested and the open fails as a dead connection does, it
+// is dropped and the open tried once more on a checked or new one: a host that closed
+// the connection (a reboot) costs no failed call.
+func openChannel[T any](ctx context.Context, h *Host, open func(*ssh.Client) (T, error), discard func(T)) (T, error) {
+	h.mu.Lock()
+	v := h.verifier
+	h.mu.Unlock()
+	var zero T
+	c, checked, err := h.sshChecked(ctx, v)
+	if err != nil {
+		return zero, err
+	}
+	t, err := openBounded(ctx, h, c, func() (T, error) { return open(c) }, discard)
+	if err == nil || checked || ctx.Err() != nil || !Transient(err) {
+		return t, err
+	}
+	h.drop(c)
+	if c, err = h.ssh(ctx, v); err != nil {
+		return zero, err
+	}
+	return openBounded(ctx, h, c, func() (T, error) { return open(c) }, discard)
+}
+
+// openBounded opens a channel on c (a forwarded connection, a session). The far end
+// answers an open at once when it lives; one that does not answer within the connect
+// timeout has vanished without closing, so c is dropped (the next use dials again) and
+// the error is transient. An open that succeeds proves c alive.
+func openBounded[T any](ctx context.Context, h *Host, c *ssh.Client, open func() (T, error), discard func(T)) (T, error) {
+	type result struct {
+		v   T
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		v, err := open()
+		done <- result{v, err}
+	}()
+	timer := time.NewTimer(h.pool.opts.ConnectTimeout)
+	defer timer.Stop()
+	var zero T
+	select {
+	case r := <-done:
+		if r.err == nil {
+			h.mu.Lock()
+			if h.sshClient == c {
+				h.provenAt = time.Now()
+			}
+			h.mu.Unlock()
+		}
+		return r.v, r.err
+	case <-ctx.Done():
+	case <-timer.C:
+		h.drop(c)
+	}
+	go func() {
+		if r := <-done; r.err == nil {
+			discard(r.v)
+		}
+	}()
+	if ctx.Err() != nil {
+		return zero, ctx.Err()
+	}
+	return zero, fmt.Errorf("ssh: %s did not answer within %s: %w", h.endpoint.Address(), h.pool.opts.ConnectTimeout, net.ErrClosed)
+}
+
+// drop closes c if it is still h's connection: the next use dials again.
+func (h *Host) drop(c *ssh.Client) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.sshClient == c {
+		_ = c.Close()
+		h.sshClient = nil
+	}
 }
 
 // alive asks the server for a keepalive reply. A peer that vanished without closing the
@@ -286,37 +389,12 @@ func (h *Host) DialContext(ctx context.Context, network, addr string) (net.Conn,
 		var d net.Dialer
 		return d.DialContext(ctx, network, addr)
 	}
-	h.mu.Lock()
-	v := h.verifier
-	h.mu.Unlock()
-	c, err := h.ssh(ctx, v)
-	if err != nil {
-		return nil, err
+	// ssh.Client.Dial covers tcp; unix goes through direct-streamlocal.
+	conn, err := openChannel(ctx, h, func(c *ssh.Client) (net.Conn, error) { return c.Dial(network, addr) }, func(c net.Conn) { _ = c.Close() })
+	if err != nil && ctx.Err() == nil {
+		return nil, fmt.Errorf("ssh: forwarding to %s %s on %s: %w", network, addr, h.endpoint.Address(), err)
 	}
-	// ssh.Client.DialContext covers tcp; unix goes through direct-streamlocal.
-	type result struct {
-		conn net.Conn
-		err  error
-	}
-	done := make(chan result, 1)
-	go func() {
-		conn, err := c.Dial(network, addr)
-		done <- result{conn, err}
-	}()
-	select {
-	case r := <-done:
-		if r.err != nil {
-			return nil, fmt.Errorf("ssh: forwarding to %s %s on %s: %w", network, addr, h.endpoint.Address(), r.err)
-		}
-		return r.conn, nil
-	case <-ctx.Done():
-		go func() {
-			if r := <-done; r.conn != nil {
-				_ = r.conn.Close()
-			}
-		}()
-		return nil, ctx.Err()
-	}
+	return conn, err
 }
 
 // Docker returns the host's Docker API client (API version negotiated with the engine).

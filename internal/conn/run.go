@@ -5,6 +5,8 @@ import (
 	"context"
 	"fmt"
 	"io"
+
+	"golang.org/x/crypto/ssh"
 )
 
 // Run runs a shell command on an ssh:// host over its pinned connection, with stdin as
@@ -14,14 +16,7 @@ func (h *Host) Run(ctx context.Context, command string, stdin io.Reader) (string
 	if h.endpoint.Scheme != SchemeSSH {
 		return "", fmt.Errorf("%s is not an ssh:// host: commands run only over SSH", h.endpoint)
 	}
-	h.mu.Lock()
-	v := h.verifier
-	h.mu.Unlock()
-	c, err := h.ssh(ctx, v)
-	if err != nil {
-		return "", err
-	}
-	session, err := c.NewSession()
+	session, err := openChannel(ctx, h, (*ssh.Client).NewSession, func(s *ssh.Session) { _ = s.Close() })
 	if err != nil {
 		return "", fmt.Errorf("opening an SSH session on %s: %w", h.endpoint, err)
 	}

@@ -31,6 +31,10 @@ type testSSHServer struct {
 	// dropOnExec drops the whole connection on the next N execs.
 	cutSessions atomic.Int32
 	dropOnExec  atomic.Int32
+	// keepalives counts keepalive requests. silent makes the connections open so far
+	// answer nothing more (a host that vanished without closing them); new ones are served.
+	keepalives atomic.Int32
+	silent     atomic.Int32
 }
 
 func newTestKey(t *testing.T) (ssh.Signer, []byte) {
@@ -148,14 +152,22 @@ func (s *testSSHServer) serve(c net.Conn, cfg *ssh.ServerConfig) {
 		_ = c.Close()
 		return
 	}
+	generation := s.silent.Load()
+	vanished := func() bool { return s.silent.Load() > generation }
 	go func() {
 		for r := range reqs {
-			if r.WantReply {
+			if r.Type == "keepalive@openssh.com" {
+				s.keepalives.Add(1)
+			}
+			if r.WantReply && !vanished() {
 				_ = r.Reply(r.Type == "keepalive@openssh.com", nil)
 			}
 		}
 	}()
 	for nc := range chans {
+		if vanished() {
+			continue // never answered: the client waits
+		}
 		var network, address string
 		switch nc.ChannelType() {
 		case "direct-streamlocal@openssh.com":
