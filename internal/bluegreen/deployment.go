@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/docker/docker/api/types/swarm"
@@ -144,12 +145,22 @@ func Deploy(ctx context.Context, eng Engine, nodes []ProxyNode, want Desired) (c
 	}
 	// The proxy nodes: the directory (the proxy's own) and the routing map it loads at
 	// start, kept if there: it holds the live route.
-	for _, n := range nodes {
-		if err := n.Files.Prepare(ctx, proxy.NodeDir(), ProxyUID, ProxyGID, proxy.MapFile(), mapText); err != nil {
-			return nil, &DeployError{Step: StepPrepare, Err: fmt.Errorf("node %s: %w", n.Name, err)}
-		}
-		if err := swarmservice.SetNodeLabel(ctx, eng, n.SwarmID, proxy.NodeLabel(), "true"); err != nil {
-			return nil, &DeployError{Step: StepLabel, Err: fmt.Errorf("node %s: %w", n.Name, err)}
+	// Every node at once: each is an SSH command and a node update of its own.
+	prepared := make([]error, len(nodes))
+	var wg sync.WaitGroup
+	for i, n := range nodes {
+		wg.Go(func() {
+			if err := n.Files.Prepare(ctx, proxy.NodeDir(), ProxyUID, ProxyGID, proxy.MapFile(), mapText); err != nil {
+				prepared[i] = &DeployError{Step: StepPrepare, Err: fmt.Errorf("node %s: %w", n.Name, err)}
+			} else if err := swarmservice.SetNodeLabel(ctx, eng, n.SwarmID, proxy.NodeLabel(), "true"); err != nil {
+				prepared[i] = &DeployError{Step: StepLabel, Err: fmt.Errorf("node %s: %w", n.Name, err)}
+			}
+		})
+	}
+	wg.Wait()
+	for _, err := range prepared {
+		if err != nil {
+			return nil, err
 		}
 	}
 	// Colors: create or update what want has; remove an inactive color it dropped.
@@ -210,8 +221,15 @@ func Deploy(ctx context.Context, eng Engine, nodes []ProxyNode, want Desired) (c
 func writeProxyConfig(ctx context.Context, eng Engine, proxy ProxyDeployment, nodes []ProxyNode, cfgText string) error {
 	_, err := swarmservice.Get(ctx, eng, proxy.ProxyName())
 	running := err == nil
-	for _, n := range nodes {
-		old, err := n.Files.Read(ctx, proxy.ConfigFile())
+	// Read every node's at once; write and reload one node after another.
+	olds, errs := make([]string, len(nodes)), make([]error, len(nodes))
+	var wg sync.WaitGroup
+	for i, n := range nodes {
+		wg.Go(func() { olds[i], errs[i] = n.Files.Read(ctx, proxy.ConfigFile()) })
+	}
+	wg.Wait()
+	for i, n := range nodes {
+		old, err := olds[i], errs[i]
 		if err != nil {
 			return fmt.Errorf("node %s: %w", n.Name, err)
 		}
@@ -254,6 +272,11 @@ func ensureProxy(ctx context.Context, eng swarmservice.Engine, proxy ProxyDeploy
 		return retireStandIn(ctx, eng, proxy, nodes)
 	case err != nil:
 		return err
+	}
+	if publishedPort(live.Spec) == proxy.ListenPort && swarmservice.UpToDate(live, spec, owner) {
+		// Nothing replaces the proxies, so their servers' state need not be saved: an
+		// apply that changes only the route (a switch) spends no SSH command on it.
+		return retireStandIn(ctx, eng, proxy, nodes)
 	}
 	states := map[string]string{}
 	for _, n := range nodes {

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -490,4 +491,26 @@ func TestANodeThatNeverForgetsDelaysTheHandoverOnlyForAWhile(t *testing.T) {
 		t.Errorf("the handover took %s, want the bound (%s) and not much more", d, untrackedWait)
 	}
 	w.checkDone(t, "haproxy:new")
+}
+
+// A proxy that nothing replaces (an apply that only switches) is left alone: no node is
+// asked for its servers' state. One that is replaced still has it saved on every node.
+func TestAnUnchangedProxySavesNoServersState(t *testing.T) {
+	w := newHandoverWorld(t)
+	var asked atomic.Int32
+	for i := range w.nodes {
+		w.nodes[i].ServersState = func(context.Context) (string, error) { asked.Add(1); return "state", nil }
+	}
+	if err := w.ensure("haproxy:old"); err != nil {
+		t.Fatal(err)
+	}
+	if n := asked.Load(); n != 0 {
+		t.Fatalf("an unchanged proxy: %d nodes asked for their servers' state; want none", n)
+	}
+	if err := w.ensure("haproxy:new"); err != nil {
+		t.Fatal(err)
+	}
+	if n := asked.Load(); n != int32(len(w.nodes)) {
+		t.Fatalf("a replaced proxy: %d nodes asked for their servers' state; want %d", n, len(w.nodes))
+	}
 }

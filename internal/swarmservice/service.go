@@ -118,9 +118,19 @@ func Update(ctx context.Context, e Engine, id string, spec swarm.ServiceSpec, ow
 	return update(ctx, e, current, withOwner(spec, owner))
 }
 
+// UpToDate reports whether live already is spec as Ensure would make it for owner: Ensure
+// would not update it.
+func UpToDate(live swarm.Service, spec swarm.ServiceSpec, owner string) bool {
+	return upToDate(live, withOwner(spec, owner))
+}
+
+func upToDate(current swarm.Service, spec swarm.ServiceSpec) bool {
+	return current.Spec.Labels[LabelSpecHash] == spec.Labels[LabelSpecHash] && sameJSON(coreOf(current.Spec), coreOf(spec))
+}
+
 // update brings current to spec (already labelled by withOwner), unless it already is.
 func update(ctx context.Context, e Engine, current swarm.Service, spec swarm.ServiceSpec) error {
-	if current.Spec.Labels[LabelSpecHash] == spec.Labels[LabelSpecHash] && sameJSON(coreOf(current.Spec), coreOf(spec)) {
+	if upToDate(current, spec) {
 		return nil
 	}
 	resp, err := e.ServiceUpdate(ctx, current.ID, current.Version, spec, swarm.ServiceUpdateOptions{QueryRegistry: false})
