@@ -153,7 +153,8 @@ func consulSchemaAttributes(ctx context.Context, role consul.Role) map[string]sc
 					MarkdownDescription: "PEM private key of `cert_pem`, **write-only**: Terraform (1.11 or later) passes it to the provider at apply and " +
 						"never stores it in the state or the plan; feed it from an `ephemeral = true` variable. It is written (mode 0600) into the " +
 						"container, and the provider reads it back from there, over its own connection, whenever it talks to the agent later (a refresh, " +
-						"a rolling restart, the leave on destroy); if it cannot (the container was changed by hand), a refresh keeps the last known status " +
+						"a rolling restart, the leave on destroy): through the node's file system over SSH (the running container's root, when the " +
+						"SSH user may read the engine's storage, as `root` may), else through the Docker API's archive, which is slower; if it cannot (the container was changed by hand), a refresh keeps the last known status " +
 						"and the leave on destroy is skipped with a warning, as for an unreachable agent. A new key comes with a new `cert_pem`, and that change is what makes the apply " +
 						"write it: Terraform cannot see a write-only value change. Moving the same key from `key_pem` to `key_pem_wo` recreates " +
 						"the container in place.",
