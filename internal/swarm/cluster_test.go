@@ -78,6 +78,30 @@ func TestConvergeBuildsASwarm(t *testing.T) {
 	}
 }
 
+// A manager too busy to commit a node update in time (its raft deadline passed; the
+// update may or may not have gone through) is asked again, not reported as a failed
+// change: seen promoting the 4th node of 12 on 2 cores.
+func TestConvergeRetriesAnUpdateTheManagerDidNotCommitInTime(t *testing.T) {
+	t.Parallel()
+	cloud := newFakeCloud("a", "b", "c")
+	cluster := newTestCluster(cloud)
+	ctx := testContext(t)
+	m := func(k string, r Role) Member { return cloud.member(k, k, r) }
+	if _, err := cluster.Converge(ctx, Desired{Members: []Member{m("a", RoleManager), m("b", RoleWorker), m("c", RoleWorker)}}); err != nil {
+		t.Fatal(err)
+	}
+	cloud.mu.Lock()
+	cloud.engines["a"].busyUpdates = 2 // one not committed, then one committed but reported failed
+	cloud.mu.Unlock()
+	res, err := cluster.Converge(ctx, Desired{Members: []Member{m("a", RoleManager), m("b", RoleManager), m("c", RoleManager)}})
+	if err != nil {
+		t.Fatalf("promotions through a busy manager: %v", err)
+	}
+	if got := roles(t, res); !sameRoles(got, map[string]Role{"a": RoleManager, "b": RoleManager, "c": RoleManager}) {
+		t.Fatalf("roles = %v", got)
+	}
+}
+
 func TestConvergeAfterAFailedCreateAdoptsTheSwarm(t *testing.T) {
 	t.Parallel()
 	cloud := newFakeCloud("a", "b", "c")

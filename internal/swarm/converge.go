@@ -275,8 +275,24 @@ func (r *run) retryOnNewVersion(ctx context.Context, what string, update func(co
 		if verr == nil && used != 0 && now != used {
 			return false, "version moved on", wait.Retryable(err)
 		}
+		if ctx.Err() == nil && managerBusy(err) {
+			// The raft proposal may have gone through: the next try reads the version
+			// again and finds the node changed already, or updates it.
+			return false, "the manager did not commit in time", wait.Retryable(err)
+		}
 		return false, "", err
 	})
+}
+
+// managerBusy reports a manager that could not commit an update in time (its raft
+// proposal's deadline passed, or it had no leader for a moment), as a swarm of many nodes
+// on busy machines does now and then: another try usually goes through. Seen promoting
+// the 4th node of 12 on 2 cores: "rpc error: code = DeadlineExceeded desc = context
+// deadline exceeded".
+func managerBusy(err error) bool {
+	msg := err.Error()
+	return strings.Contains(msg, "code = DeadlineExceeded") || strings.Contains(msg, "code = Unavailable") ||
+		strings.Contains(msg, "lost leader") || strings.Contains(msg, "no elected cluster leader")
 }
 
 // waitNode waits until the node, as the current manager sees it, satisfies ok.

@@ -50,6 +50,9 @@ type fakeEngine struct {
 	// locked is a manager whose engine restarted with autolock on: it answers Info as
 	// locked and nothing else until SwarmUnlock gets the swarm's key.
 	locked bool
+	// busyUpdates fails the next node updates as a manager whose raft proposal timed out,
+	// the first one after committing it (the update may have gone through).
+	busyUpdates int
 }
 
 func newFakeCloud(hosts ...string) *fakeCloud {
@@ -307,7 +310,7 @@ func (e *fakeEngine) NodeInspectWithRaw(_ context.Context, id string) (dockerswa
 	return n.node, nil, nil
 }
 
-func (e *fakeEngine) NodeUpdate(_ context.Context, id string, v dockerswarm.Version, spec dockerswarm.NodeSpec) error {
+func (e *fakeEngine) NodeUpdate(_ context.Context, id string, v dockerswarm.Version, spec dockerswarm.NodeSpec) (err error) {
 	e.cloud.mu.Lock()
 	defer e.cloud.mu.Unlock()
 	s, err := e.managed()
@@ -320,6 +323,17 @@ func (e *fakeEngine) NodeUpdate(_ context.Context, id string, v dockerswarm.Vers
 	}
 	if v.Index != n.node.Version.Index {
 		return errors.New("update out of sequence")
+	}
+	busy := e.busyUpdates > 0
+	committed := busy && e.busyUpdates%2 == 1
+	if busy {
+		e.busyUpdates--
+		if !committed {
+			return errors.New("Error response from daemon: rpc error: code = DeadlineExceeded desc = context deadline exceeded")
+		}
+		defer func() {
+			err = errors.New("Error response from daemon: rpc error: code = DeadlineExceeded desc = context deadline exceeded")
+		}()
 	}
 	n.node.Version.Index++
 	if spec.Role != n.node.Spec.Role {
