@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# The provider at another revision (A) against the working tree (B), alternating on one
+# running `make demo` cluster, so that both see the same machine: per round and build, the
+# wall time of a no-change plan and of a switch there and back (terraform apply
+# -var active=green, then blue), terraform's own start-up included.
+#   bench/ab.sh REV [rounds]    default 6 rounds; one line per round and build, then medians
+#   NODES=12 bench/ab.sh REV    the demo scaled to 12 nodes first (and left at 12)
+# Builds REV in a temporary worktree; brings the demo up if it is not, and leaves it up on
+# the working tree's build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+rev=${1:?usage: bench/ab.sh REV [rounds]}
+rounds=${2:-6}
+nodes=${NODES:-3}
+dir=$(mktemp -d)
+cleanup() { git worktree remove --force "$dir/tree" >/dev/null 2>&1 || true; rm -rf "$dir"; }
+trap cleanup EXIT
+git worktree add -q "$dir/tree" "$rev"
+(cd "$dir/tree" && go build -o "$dir/a" .)
+go build -o "$dir/b" .
+tools/demo.sh up >/dev/null 2>&1
+if [ "$nodes" != 3 ]; then
+  tools/demo.sh tf apply -auto-approve -var active=blue -var "nodes=$nodes" >/dev/null 2>&1 || { echo "scaling the demo to $nodes nodes failed" >&2; exit 1; }
+fi
+median() { sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+timed() {
+  local a b
+  a=$(date +%s.%N)
+  tools/demo.sh tf "$@" >/dev/null 2>&1 || { echo "terraform $* failed" >&2; exit 1; }
+  b=$(date +%s.%N)
+  awk -v a="$a" -v b="$b" 'BEGIN { printf "%.2f", b - a }'
+}
+declare -A plans switches
+for r in $(seq 1 "$rounds"); do
+  for v in a b; do
+    cp "$dir/$v" bin/terraform-provider-microswarm
+    p=$(timed plan -var active=blue -var "nodes=$nodes")
+    s1=$(timed apply -auto-approve -var active=green -var "nodes=$nodes")
+    s2=$(timed apply -auto-approve -var active=blue -var "nodes=$nodes")
+    plans[$v]+="$p " switches[$v]+="$s1 $s2 "
+    echo "round $r $v: no-change plan $p s; switch to green $s1 s, to blue $s2 s"
+  done
+done
+cp "$dir/b" bin/terraform-provider-microswarm
+for v in a b; do
+  name=$([ "$v" = a ] && echo "$rev" || echo "working tree")
+  echo "median ($name, $nodes nodes): no-change plan $(printf '%s\n' ${plans[$v]} | median) s; switch $(printf '%s\n' ${switches[$v]} | median) s"
+done
