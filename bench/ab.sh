@@ -19,14 +19,17 @@ git worktree add -q "$dir/tree" "$rev"
 (cd "$dir/tree" && go build -o "$dir/a" .)
 go build -o "$dir/b" .
 tools/demo.sh up >/dev/null 2>&1
-if [ "$nodes" != 3 ]; then
-  tools/demo.sh tf apply -auto-approve -var active=blue -var "nodes=$nodes" >/dev/null 2>&1 || { echo "scaling the demo to $nodes nodes failed" >&2; exit 1; }
+log="$dir/log"
+if [ "$nodes" != 3 ] && ! tools/demo.sh tf apply -auto-approve -var active=blue -var "nodes=$nodes" >"$log" 2>&1; then
+  tail -40 "$log" >&2
+  echo "scaling the demo to $nodes nodes failed" >&2
+  exit 1
 fi
 median() { sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 timed() {
   local a b
   a=$(date +%s.%N)
-  tools/demo.sh tf "$@" >/dev/null 2>&1 || { echo "terraform $* failed" >&2; exit 1; }
+  tools/demo.sh tf "$@" >"$log" 2>&1 || { tail -40 "$log" >&2; echo "terraform $* failed" >&2; exit 1; }
   b=$(date +%s.%N)
   awk -v a="$a" -v b="$b" 'BEGIN { printf "%.2f", b - a }'
 }
