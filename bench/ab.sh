@@ -18,7 +18,8 @@ trap cleanup EXIT
 git worktree add -q "$dir/tree" "$rev"
 (cd "$dir/tree" && go build -o "$dir/a" .)
 go build -o "$dir/b" .
-tools/demo.sh up >/dev/null 2>&1
+# `make demo` applies the demo's defaults (3 nodes): only when the demo is not up yet.
+[ -s .demo/terraform.tfstate ] || tools/demo.sh up >/dev/null 2>&1
 log="$dir/log"
 if [ "$nodes" != 3 ] && ! tools/demo.sh tf apply -auto-approve -var active=blue -var "nodes=$nodes" >"$log" 2>&1; then
   tail -40 "$log" >&2
