@@ -32,7 +32,7 @@ for round in $(seq 1 "$rounds"); do
   fi
   t1=$(now)
   grep -q '\] healed: ' "$log" || { tail -30 "$log" >&2; echo "round $round: make demo did not say it healed" >&2; exit 1; }
-  cluster=$(terraform -chdir=examples/local output -state="$PWD/.demo/terraform.tfstate" -raw health_cluster)
+  cluster=$(TF_CLI_CONFIG_FILE="$PWD/.demo/terraformrc" terraform -chdir=examples/local output -state="$PWD/.demo/terraform.tfstate" -raw health_cluster)
   case "$cluster" in passing*) ;; *) echo "round $round: health after the heal: $cluster" >&2; exit 1 ;; esac
   # The apply alone: from "terraform apply" to "Apply complete", on demo.sh's clock.
   start=$(clock_at '\] terraform apply' "$log")
