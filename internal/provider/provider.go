@@ -185,7 +185,8 @@ func (p *microswarmProvider) Schema(_ context.Context, _ provider.SchemaRequest,
 				Validators: []validator.String{stringvalidator.OneOf(hostKeyPolicyNames()...)},
 			},
 			"connect_timeout": schema.StringAttribute{
-				MarkdownDescription: "How long dialing a host and the SSH handshake may take, as a Go duration (`30s`, `2m`). " +
+				MarkdownDescription: "How long dialing a host and the SSH handshake may take, as a Go duration (`30s`, `2m`); also how long a node may " +
+					"take to answer a new channel on an open connection, after which the connection is taken for dead and dialled afresh. " +
 					"Env: `" + envConnectTimeout + "`. Default: `30s`.",
 				Optional:   true,
 				Validators: []validator.String{positiveDurationValidator{}},
