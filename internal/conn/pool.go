@@ -389,12 +389,15 @@ func (h *Host) DialContext(ctx context.Context, network, addr string) (net.Conn,
 		var d net.Dialer
 		return d.DialContext(ctx, network, addr)
 	}
-	// ssh.Client.Dial covers tcp; unix goes through direct-streamlocal.
-	conn, err := openChannel(ctx, h, func(c *ssh.Client) (net.Conn, error) { return c.Dial(network, addr) }, func(c net.Conn) { _ = c.Close() })
-	if err != nil && ctx.Err() == nil {
-		return nil, fmt.Errorf("ssh: forwarding to %s %s on %s: %w", network, addr, h.endpoint.Address(), err)
-	}
-	return conn, err
+	// ssh.Client.Dial covers tcp; unix goes through direct-streamlocal. A failure to dial
+	// the host comes back as it is; one to forward says what was forwarded.
+	return openChannel(ctx, h, func(c *ssh.Client) (net.Conn, error) {
+		conn, err := c.Dial(network, addr)
+		if err != nil {
+			return nil, fmt.Errorf("ssh: forwarding to %s %s on %s: %w", network, addr, h.endpoint.Address(), err)
+		}
+		return conn, nil
+	}, func(c net.Conn) { _ = c.Close() })
 }
 
 // Docker returns the host's Docker API client (API version negotiated with the engine).

@@ -16,9 +16,16 @@ func (h *Host) Run(ctx context.Context, command string, stdin io.Reader) (string
 	if h.endpoint.Scheme != SchemeSSH {
 		return "", fmt.Errorf("%s is not an ssh:// host: commands run only over SSH", h.endpoint)
 	}
-	session, err := openChannel(ctx, h, (*ssh.Client).NewSession, func(s *ssh.Session) { _ = s.Close() })
+	// A failure to dial the host comes back as it is; one to open the session says so.
+	session, err := openChannel(ctx, h, func(c *ssh.Client) (*ssh.Session, error) {
+		s, err := c.NewSession()
+		if err != nil {
+			return nil, fmt.Errorf("opening an SSH session on %s: %w", h.endpoint, err)
+		}
+		return s, nil
+	}, func(s *ssh.Session) { _ = s.Close() })
 	if err != nil {
-		return "", fmt.Errorf("opening an SSH session on %s: %w", h.endpoint, err)
+		return "", err
 	}
 	defer session.Close()
 	var stdout, stderr bytes.Buffer
