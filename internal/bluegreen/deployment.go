@@ -346,11 +346,15 @@ func Undeploy(ctx context.Context, eng Engine, svc Service, nodes []ProxyNode, o
 		}
 		ids, names = append(ids, live.ID), append(names, service)
 	}
-	if len(ids) > 0 {
-		if err := swarmservice.Remove(ctx, eng, ids...); err != nil {
-			return fmt.Errorf("removing services %s: %w", strings.Join(names, ", "), err)
-		}
+	if err := swarmservice.RemoveNoWait(ctx, eng, ids...); err != nil {
+		return fmt.Errorf("removing services %s: %w", strings.Join(names, ", "), err)
 	}
+	// While the tasks stop (Docker pauses 2 s before it stops a task attached to a network,
+	// then the grace period), what only the services held goes: their configs (swarm
+	// refuses to remove a config only while a service names it), the nodes' proxy label,
+	// the proxy nodes' directories (a running proxy has its map loaded). The network waits.
+	stopped := make(chan error, 1)
+	go func() { stopped <- swarmservice.WaitStopped(ctx, eng, ids...) }()
 	var errs []error
 	if err := swarmservice.RemoveConfigs(ctx, eng, svc.Name+"-proxy-", owner, ""); err != nil {
 		errs = append(errs, fmt.Errorf("proxy configs: %w", err))
@@ -371,6 +375,10 @@ func Undeploy(ctx context.Context, eng Engine, svc Service, nodes []ProxyNode, o
 			errs = append(errs, fmt.Errorf("directory %s on node %s: %w", proxy.NodeDir(), n.Name, err))
 		}
 	}
+	if err := <-stopped; err != nil {
+		errs = append(errs, fmt.Errorf("removing services %s: %w", strings.Join(names, ", "), err))
+		return errors.Join(errs...)
+	}
 	// Swarm releases a network a moment after its last task stopped.
 	var netErr error
 	for {
@@ -381,7 +389,7 @@ func Undeploy(ctx context.Context, eng Engine, svc Service, nodes []ProxyNode, o
 		case <-ctx.Done():
 			errs = append(errs, fmt.Errorf("network %s: %w", svc.Network, netErr))
 			return errors.Join(errs...)
-		case <-time.After(500 * time.Millisecond):
+		case <-time.After(250 * time.Millisecond):
 		}
 	}
 	return errors.Join(errs...)

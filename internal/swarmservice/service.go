@@ -148,11 +148,29 @@ func update(ctx context.Context, e Engine, current swarm.Service, spec swarm.Ser
 // and evenly: a task stops within its grace period, and each pause past that is a pause
 // of every destroy.
 func Remove(ctx context.Context, e Engine, ids ...string) error {
-	waiting := map[string]bool{}
+	if err := RemoveNoWait(ctx, e, ids...); err != nil {
+		return err
+	}
+	return WaitStopped(ctx, e, ids...)
+}
+
+// RemoveNoWait removes the services, if they are still there, and returns while their
+// tasks stop: what only the services held (their configs, node labels) can go meanwhile.
+// WaitStopped waits for the tasks.
+func RemoveNoWait(ctx context.Context, e Engine, ids ...string) error {
 	for _, id := range ids {
 		if err := e.ServiceRemove(ctx, id); err != nil && !errdefs.IsNotFound(err) {
 			return fmt.Errorf("remove service %s: %w", id, err)
 		}
+	}
+	return nil
+}
+
+// WaitStopped waits until no task of the removed services ids runs on a ready node,
+// bounded by ctx.
+func WaitStopped(ctx context.Context, e Engine, ids ...string) error {
+	waiting := map[string]bool{}
+	for _, id := range ids {
 		waiting[id] = true
 	}
 	what := "service " + strings.Join(ids, ", ") + "'s tasks to stop"

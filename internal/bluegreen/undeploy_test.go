@@ -1,0 +1,216 @@
+package bluegreen
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/docker/docker/api/types/network"
+	"github.com/docker/docker/api/types/swarm"
+	"github.com/docker/docker/errdefs"
+
+	"github.com/microswarm/terraform-provider-microswarm/internal/swarmservice"
+)
+
+// stoppingSwarm is a manager whose removed services' tasks stop stopAfter after their
+// removal (Docker's 2 s pause before it stops a networked task, then the grace period),
+// and which refuses what a real one refuses meanwhile: a config a service still names, a
+// network a task still uses. It records when each thing went.
+type stoppingSwarm struct {
+	Engine    // only the methods below are called
+	mu        sync.Mutex
+	stopAfter time.Duration
+	services  map[string]bool // by name (= ID here)
+	removedAt map[string]time.Time
+	configs   map[string]string // ID: name
+	labels    map[string]map[string]string
+	network   bool
+	gone      map[string]time.Time // what went, and when
+}
+
+func (s *stoppingSwarm) ServiceInspectWithRaw(_ context.Context, id string, _ swarm.ServiceInspectOptions) (swarm.Service, []byte, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.services[id] {
+		return swarm.Service{}, nil, errdefs.NotFound(errors.New("no such service"))
+	}
+	return swarm.Service{ID: id, Spec: swarm.ServiceSpec{Annotations: swarm.Annotations{Name: id}}}, nil, nil
+}
+
+func (s *stoppingSwarm) ServiceRemove(_ context.Context, id string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.services, id)
+	s.removedAt[id] = time.Now()
+	return nil
+}
+
+// running says whether a task of a removed service still runs; s.mu held.
+func (s *stoppingSwarm) running() bool {
+	for _, at := range s.removedAt {
+		if time.Since(at) < s.stopAfter {
+			return true
+		}
+	}
+	return false
+}
+
+func (s *stoppingSwarm) TaskList(context.Context, swarm.TaskListOptions) ([]swarm.Task, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []swarm.Task
+	for id, at := range s.removedAt {
+		state := swarm.TaskStateRunning
+		if time.Since(at) >= s.stopAfter {
+			state = swarm.TaskStateShutdown
+		}
+		out = append(out, swarm.Task{ServiceID: id, NodeID: "node-a", Status: swarm.TaskStatus{State: state}})
+	}
+	return out, nil
+}
+
+func (s *stoppingSwarm) NodeList(context.Context, swarm.NodeListOptions) ([]swarm.Node, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []swarm.Node
+	for id, labels := range s.labels {
+		out = append(out, swarm.Node{ID: id, Spec: swarm.NodeSpec{Annotations: swarm.Annotations{Labels: labels}},
+			Status: swarm.NodeStatus{State: swarm.NodeStateReady}, Description: swarm.NodeDescription{Hostname: id}})
+	}
+	return out, nil
+}
+
+func (s *stoppingSwarm) NodeInspectWithRaw(_ context.Context, id string) (swarm.Node, []byte, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return swarm.Node{ID: id, Spec: swarm.NodeSpec{Annotations: swarm.Annotations{Labels: s.labels[id]}}}, nil, nil
+}
+
+func (s *stoppingSwarm) NodeUpdate(_ context.Context, id string, _ swarm.Version, spec swarm.NodeSpec) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.labels[id] = spec.Labels
+	if len(spec.Labels) == 0 {
+		s.gone["label on "+id] = time.Now()
+	}
+	return nil
+}
+
+func (s *stoppingSwarm) ConfigList(context.Context, swarm.ConfigListOptions) ([]swarm.Config, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []swarm.Config
+	for id, name := range s.configs {
+		out = append(out, swarm.Config{ID: id, Spec: swarm.ConfigSpec{Annotations: swarm.Annotations{Name: name,
+			Labels: map[string]string{swarmservice.LabelOwner: "test"}}}})
+	}
+	return out, nil
+}
+
+func (s *stoppingSwarm) ConfigRemove(_ context.Context, id string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.services) > 0 {
+		return fmt.Errorf("config %s is in use by a service", id)
+	}
+	delete(s.configs, id)
+	s.gone["config "+id] = time.Now()
+	return nil
+}
+
+func (s *stoppingSwarm) NetworkInspect(_ context.Context, name string, _ network.InspectOptions) (network.Inspect, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.network {
+		return network.Inspect{}, errdefs.NotFound(errors.New("no such network"))
+	}
+	return network.Inspect{ID: name, Name: name, Labels: map[string]string{swarmservice.LabelOwner: "test"}}, nil
+}
+
+func (s *stoppingSwarm) NetworkRemove(_ context.Context, id string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.running() {
+		return fmt.Errorf("network %s is in use by a task", id)
+	}
+	s.network = false
+	s.gone["network"] = time.Now()
+	return nil
+}
+
+// removingNode is a proxy node whose directory removal is recorded.
+type removingNode struct {
+	NodeFiles
+	s    *stoppingSwarm
+	name string
+}
+
+func (n removingNode) RemoveAll(context.Context, string) error {
+	n.s.mu.Lock()
+	defer n.s.mu.Unlock()
+	n.s.gone["directory on "+n.name] = time.Now()
+	return nil
+}
+
+// A service's delete waits for its tasks only once: what only the services held (the
+// proxy's configs, the nodes' label, the nodes' directories) goes while the tasks stop,
+// and the network, which the tasks hold, after. Everything goes either way.
+func TestUndeployCleansUpWhileTheTasksStop(t *testing.T) {
+	t.Parallel()
+	svc := Service{Name: "web", Network: "web-net"}
+	proxy := ProxyDeployment{Service: svc}
+	s := &stoppingSwarm{
+		stopAfter: 400 * time.Millisecond,
+		services:  map[string]bool{proxy.ProxyName(): true, svc.ServiceName(Blue): true, svc.ServiceName(Green): true},
+		removedAt: map[string]time.Time{},
+		configs:   map[string]string{"c1": "web-proxy-cfg-1", "c2": "web-proxy-cfg-2"},
+		labels: map[string]map[string]string{
+			"node-a": {proxy.NodeLabel(): "true"}, "node-b": {proxy.NodeLabel(): "true"}, "node-c": {proxy.NodeLabel(): "true"},
+		},
+		network: true,
+		gone:    map[string]time.Time{},
+	}
+	var nodes []ProxyNode
+	for _, name := range []string{"node-a", "node-b", "node-c"} {
+		nodes = append(nodes, ProxyNode{Name: name, SwarmID: name, Files: removingNode{s: s, name: name}})
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := Undeploy(ctx, s, svc, nodes, "test"); err != nil {
+		t.Fatal(err)
+	}
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.services) > 0 || len(s.configs) > 0 || s.network {
+		t.Fatalf("left behind: services %v, configs %v, network %t", s.services, s.configs, s.network)
+	}
+	var stopped time.Time // when the last task stopped
+	for _, at := range s.removedAt {
+		if at.Add(s.stopAfter).After(stopped) {
+			stopped = at.Add(s.stopAfter)
+		}
+	}
+	want := []string{"config c1", "config c2", "label on node-a", "label on node-b", "label on node-c",
+		"directory on node-a", "directory on node-b", "directory on node-c"}
+	var late []string
+	for _, what := range want {
+		at, ok := s.gone[what]
+		switch {
+		case !ok:
+			t.Errorf("%s was not removed", what)
+		case !at.Before(stopped):
+			late = append(late, fmt.Sprintf("%s %s after", what, at.Sub(stopped).Round(time.Millisecond)))
+		}
+	}
+	if len(late) > 0 {
+		t.Errorf("removed only once the tasks had stopped (a wait the delete pays on top of theirs): %s", strings.Join(late, "; "))
+	}
+	if at, ok := s.gone["network"]; !ok || at.Before(stopped) {
+		t.Errorf("the network went at %v, the tasks stopped at %v", at, stopped)
+	}
+}
