@@ -12,21 +12,6 @@ import (
 	"github.com/microswarm/terraform-provider-microswarm/internal/wait"
 )
 
-// WaitStatus waits until the droplet reports the given status ("active", "off").
-func (c *Client) WaitStatus(ctx context.Context, id int, status string) (*Droplet, error) {
-	var last *Droplet
-	err := wait.Until(ctx, wait.Options{What: fmt.Sprintf("droplet %d to become %s", id, status), Interval: pollInterval, MaxInterval: maxPollInterval},
-		func(ctx context.Context) (bool, string, error) {
-			d, err := c.Get(ctx, id)
-			if err != nil {
-				return false, "", err
-			}
-			last = d
-			return d.Status == status, "status " + d.Status, nil
-		})
-	return last, err
-}
-
 // WaitGone waits until the droplet no longer exists.
 func (c *Client) WaitGone(ctx context.Context, id int) error {
 	return wait.Until(ctx, wait.Options{What: fmt.Sprintf("droplet %d to be deleted", id), Interval: pollInterval, MaxInterval: maxPollInterval},

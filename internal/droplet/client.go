@@ -67,6 +67,8 @@ type ClientOptions struct {
 	// answer was lost looks for its droplet that long before sending the request again.
 	// Default DefaultListLag.
 	ListLag time.Duration
+	// StatusPoll is how often WaitStatus's shared list runs. Default DefaultStatusPoll.
+	StatusPoll time.Duration
 }
 
 // DefaultListLag bounds how long DigitalOcean takes to list a droplet by tag after its create.
@@ -88,6 +90,7 @@ type Client struct {
 	adopt   adoptions
 	lease   *lease
 	listLag time.Duration
+	watch   statusWatch
 }
 
 // NewClient builds a Client.
@@ -132,6 +135,7 @@ func NewClient(opts ClientOptions) (*Client, error) {
 	if c.listLag <= 0 {
 		c.listLag = DefaultListLag
 	}
+	c.watch.interval = opts.StatusPoll
 	ttl := opts.LeaseTTL
 	if ttl <= 0 {
 		ttl = DefaultLeaseTTL

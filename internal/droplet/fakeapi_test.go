@@ -33,6 +33,8 @@ type dropletsAPI struct {
 	retryAfter int
 	throttled  []time.Time
 	url        string
+	// gets and lists count the requests for one droplet and for the list.
+	gets, lists int
 }
 
 func newDropletsAPI(t *testing.T) (*dropletsAPI, *Client) {
@@ -108,6 +110,7 @@ func (a *dropletsAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusAccepted)
 		_ = json.NewEncoder(w).Encode(map[string]any{"droplet": d})
 	case r.Method == http.MethodGet && r.URL.Path == "/v2/droplets":
+		a.lists++
 		tag := r.URL.Query().Get("tag_name")
 		var out []map[string]any
 		for _, d := range a.droplets {
@@ -128,6 +131,7 @@ func (a *dropletsAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		a.droplets = slices.DeleteFunc(a.droplets, func(d map[string]any) bool { return d["id"] == id })
 		w.WriteHeader(http.StatusNoContent)
 	case r.Method == http.MethodGet && strings.HasPrefix(r.URL.Path, "/v2/droplets/"):
+		a.gets++
 		id, _ := strconv.Atoi(strings.TrimPrefix(r.URL.Path, "/v2/droplets/"))
 		if d := a.dropletLocked(id); d != nil {
 			_ = json.NewEncoder(w).Encode(map[string]any{"droplet": d})
