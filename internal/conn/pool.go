@@ -260,7 +260,7 @@ func openChannel[T any](ctx context.Context, h *Host, open func(*ssh.Client) (T,
 		return zero, err
 	}
 	t, err := openBounded(ctx, h, c, func() (T, error) { return open(c) }, discard)
-	if err == nil || checked || ctx.Err() != nil || !Transient(err) {
+	if err == nil || checked || ctx.Err() != nil || !connectionLost(err) {
 		return t, err
 	}
 	h.drop(c)
@@ -310,6 +310,15 @@ func openBounded[T any](ctx context.Context, h *Host, c *ssh.Client, open func()
 		return zero, ctx.Err()
 	}
 	return zero, fmt.Errorf("ssh: %s did not answer within %s: %w", h.endpoint.Address(), h.pool.opts.ConnectTimeout, net.ErrClosed)
+}
+
+// connectionLost reports whether a failed channel open says the connection itself is gone.
+// A refused open (the far end's sshd answered that it could not reach the port or socket,
+// a Consul not listening yet, say) proves the connection alive: dropping it would cut every
+// other channel on it, a swarm join in flight among them.
+func connectionLost(err error) bool {
+	var refused *ssh.OpenChannelError
+	return Transient(err) && !errors.As(err, &refused)
 }
 
 // drop closes c if it is still h's connection: the next use dials again.

@@ -1,7 +1,10 @@
 package conn
 
 import (
+	"bufio"
 	"context"
+	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -83,5 +86,61 @@ func TestAConnectionThatStopsAnsweringIsDroppedWithinTheConnectTimeout(t *testin
 	}
 	if n := f.server.accepted.Load(); n != 2 {
 		t.Fatalf("server accepted %d connections; want 2 (the silent one dropped, one new)", n)
+	}
+}
+
+// A forward the far end refuses (nothing listens on the port yet: a Consul starting) is
+// the server's answer on a live connection. The connection stays, with every other
+// channel on it (a swarm join in flight on the same node got EOF when the refusal dropped
+// it), and is not dialled again.
+func TestARefusedForwardKeepsTheConnectionAndItsOtherChannels(t *testing.T) {
+	t.Parallel()
+	f := newSSHFixture(t)
+	p := f.pool(t, func(o *Options) { o.ReuseUntested = time.Hour })
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	h, err := p.Open(ctx, Target{Host: f.server.host(), HostKey: f.server.hostKeyLine()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	echo, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = echo.Close() }()
+	go func() {
+		for {
+			c, err := echo.Accept()
+			if err != nil {
+				return
+			}
+			go func() { _, _ = io.Copy(c, c) }()
+		}
+	}()
+	closed, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	refusedAddr := closed.Addr().String()
+	_ = closed.Close()
+
+	inFlight, err := h.DialContext(ctx, "tcp", echo.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = inFlight.Close() }()
+	if _, err := h.DialContext(ctx, "tcp", refusedAddr); err == nil {
+		t.Fatal("a forward to a port nothing listens on succeeded")
+	}
+	_ = inFlight.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := inFlight.Write([]byte("still there\n")); err != nil {
+		t.Fatalf("the channel in flight was cut by the refused forward: %v", err)
+	}
+	got, err := bufio.NewReader(inFlight).ReadString('\n')
+	if err != nil || got != "still there\n" {
+		t.Fatalf("the channel in flight was cut by the refused forward: read %q, %v", got, err)
+	}
+	if n := f.server.accepted.Load(); n != 1 {
+		t.Fatalf("server accepted %d connections; want 1 (a refused forward is an answer on a live connection)", n)
 	}
 }
