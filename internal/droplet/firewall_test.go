@@ -77,12 +77,9 @@ func TestOpenStackPortsAllowsTheStackOnThePrivateInterfaceOnly(t *testing.T) {
 			}
 			want := []string{
 				ssh,
-				"allow in on eth1 to any port 8300:8302 proto tcp comment microswarm stack",
-				"allow in on eth1 to any port 8301:8302 proto udp comment microswarm stack",
-				"allow in on eth1 to any port 2377 proto tcp comment microswarm stack",
-				"allow in on eth1 to any port 7946 proto tcp comment microswarm stack",
-				"allow in on eth1 to any port 7946 proto udp comment microswarm stack",
-				"allow in on eth1 to any port 4789 proto udp comment microswarm stack",
+				// One rule, and one run of ufw, per protocol.
+				"allow in on eth1 to any port 8300:8302,2377,7946 proto tcp comment microswarm stack",
+				"allow in on eth1 to any port 8301:8302,7946,4789 proto udp comment microswarm stack",
 			}
 			if c := calls(); strings.Join(c, "\n") != strings.Join(want, "\n") {
 				t.Errorf("ufw ran\n%s\nwant\n%s", strings.Join(c, "\n"), strings.Join(want, "\n"))
@@ -98,7 +95,11 @@ func TestCloseStackPortsDeletesTheSameRules(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := calls()
-	if len(c) != len(StackPorts)+1 || c[0] != "delete allow in on eth0 to any port 22 proto tcp" || c[1] != "delete allow in on eth1 to any port 8300:8302 proto tcp" {
+	// The grouped rules, then the one-per-port rules of nodes made before they were grouped.
+	if len(c) != 1+2+len(StackPorts) || c[0] != "delete allow in on eth0 to any port 22 proto tcp" ||
+		c[1] != "delete allow in on eth1 to any port 8300:8302,2377,7946 proto tcp" ||
+		c[2] != "delete allow in on eth1 to any port 8301:8302,7946,4789 proto udp" ||
+		c[3] != "delete allow in on eth1 to any port 8300:8302 proto tcp" {
 		t.Errorf("ufw ran %q", c)
 	}
 }
