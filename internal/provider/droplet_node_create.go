@@ -15,6 +15,7 @@ import (
 	"github.com/hashicorp/terraform-plugin-framework/path"
 	"github.com/hashicorp/terraform-plugin-framework/resource"
 	"github.com/hashicorp/terraform-plugin-framework/types"
+	"github.com/hashicorp/terraform-plugin-log/tflog"
 	"golang.org/x/crypto/ssh"
 
 	"github.com/microswarm/terraform-provider-microswarm/internal/conn"
@@ -72,6 +73,13 @@ func (r *dropletNodeResource) Create(ctx context.Context, req resource.CreateReq
 		return
 	}
 
+	start := time.Now()
+	// phase logs a step of the create at DEBUG, with the time since it began: a create's
+	// profile (API, boot, SSH, firewall) for TF_LOG_PROVIDER=DEBUG and bench/README.md.
+	phase := func(step string, fields map[string]any) {
+		fields["step"], fields["after"] = step, time.Since(start).Round(time.Millisecond).String()
+		tflog.Debug(ctx, "droplet create", fields)
+	}
 	creq, diags := r.prepareCreate(ctx, plan)
 	resp.Diagnostics.Append(diags...)
 	if resp.Diagnostics.HasError() {
@@ -89,6 +97,7 @@ func (r *dropletNodeResource) Create(ctx context.Context, req resource.CreateReq
 		resp.Diagnostics.AddError("Could Not Create Droplet", err.Error())
 		return
 	}
+	phase("created", map[string]any{"droplet_id": d.ID, "adopted": adopted})
 	token := creq.token
 	hostKey := creq.hostKey
 	if adopted {
@@ -124,7 +133,7 @@ func (r *dropletNodeResource) Create(ctx context.Context, req resource.CreateReq
 		// whose lost create got that far): both derived from the token, nothing else.
 		target.HostKey = hostKey.Public + "\n" + rotated.Public
 	}
-	d, ready, diags := r.waitReady(ctx, d.ID, target)
+	d, ready, diags := r.waitReady(ctx, d.ID, target, phase)
 	resp.Diagnostics.Append(diags...)
 	if resp.Diagnostics.HasError() {
 		return
@@ -136,6 +145,7 @@ func (r *dropletNodeResource) Create(ctx context.Context, req resource.CreateReq
 		if resp.Diagnostics.HasError() {
 			return
 		}
+		phase("host key rotated", map[string]any{"droplet_id": d.ID})
 	}
 	if creq.pinned {
 		ready.HostKey = rotated.Public
@@ -145,6 +155,7 @@ func (r *dropletNodeResource) Create(ctx context.Context, req resource.CreateReq
 		if resp.Diagnostics.HasError() {
 			return
 		}
+		phase("firewall set", map[string]any{"droplet_id": d.ID})
 	}
 	r.fillComputed(&plan, d, ready.HostKey, ready.DockerVersion)
 	resp.Diagnostics.Append(resp.State.Set(ctx, &plan)...)

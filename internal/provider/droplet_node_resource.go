@@ -46,9 +46,16 @@ func (r *dropletNodeResource) Configure(_ context.Context, req resource.Configur
 }
 
 // waitReady waits for the droplet to be active, then for SSH and the Docker API.
-func (r *dropletNodeResource) waitReady(ctx context.Context, id int, target conn.Target) (*droplet.Droplet, droplet.Readiness, diag.Diagnostics) {
+// phase, when set, logs each step done (see Create).
+func (r *dropletNodeResource) waitReady(ctx context.Context, id int, target conn.Target, phase func(string, map[string]any)) (*droplet.Droplet, droplet.Readiness, diag.Diagnostics) {
 	var diags diag.Diagnostics
+	if phase == nil {
+		phase = func(string, map[string]any) {}
+	}
 	d, err := r.data.cloud.WaitStatus(ctx, id, "active")
+	if err == nil {
+		phase("active", map[string]any{"droplet_id": id})
+	}
 	if err != nil {
 		diags.AddError("Droplet Did Not Become Active", fmt.Sprintf(
 			"Droplet %d: %s. Raise timeouts.create if the region is slow, or check the droplet in the DigitalOcean console.", id, err))
@@ -68,6 +75,7 @@ func (r *dropletNodeResource) waitReady(ctx context.Context, id int, target conn
 			"check that its image runs sshd and Docker, then apply again to replace it, or raise timeouts.create.", id, target.Host, err))
 		return d, droplet.Readiness{}, diags
 	}
+	phase("SSH and the Docker API answer", map[string]any{"droplet_id": id})
 	return d, ready, diags
 }
 
@@ -220,7 +228,7 @@ func (r *dropletNodeResource) bootThen(ctx context.Context, id int, hostKey stri
 		attrError(diags, at, summary, err.Error())
 		return false
 	}
-	_, ready, waitDiags := r.waitReady(ctx, id, conn.Target{HostKey: hostKey})
+	_, ready, waitDiags := r.waitReady(ctx, id, conn.Target{HostKey: hostKey}, nil)
 	diags.Append(waitDiags...)
 	if diags.HasError() {
 		return false
