@@ -78,7 +78,8 @@ func TestAccDropletNode_firewall(t *testing.T) {
 					statecheck.ExpectKnownValue(node, tfjsonpath.New("firewall"), knownvalue.StringExact("stack")),
 				},
 				Check: resource.ComposeAggregateTestCheckFunc(
-					checkUFW(pool, node, "Status: active", "22/tcp", "LIMIT", "2375/tcp", "2376/tcp", "8300:8302/tcp on eth1", "4789/udp on eth1", "22/tcp on eth0"),
+					// One multiport rule per protocol, as UFW prints it.
+					checkUFW(pool, node, "Status: active", "22/tcp", "LIMIT", "2375/tcp", "2376/tcp", "2377,7946,8300:8302/tcp on eth1", "4789,7946,8301:8302/udp on eth1", "22/tcp on eth0"),
 					checkReachable(pool, node, opened),
 					checkSSHBurst(node, true),
 				),
