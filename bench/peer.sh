@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The 3-node infrastructure (droplets, a Consul server on each with a leader, a swarm of one
-# manager and the rest workers) made three ways on one local cloud, alternating, each timed
-# from nothing to done and then torn down (issue #29's peer comparison):
+# The infrastructure (droplets, a Consul server on each of the first three with a leader and
+# a client agent on the rest, a swarm of one manager, three from 9 nodes up, and the rest
+# workers) made three ways on one local cloud, alternating, each timed from nothing to done
+# and then torn down (issue #29's peer comparison):
 #   microswarm  tools/demo.sh tf apply with bench/perf.sh's -target (the demo's Consul also has
 #               TLS and ACLs, which the other two leave out)
 #   peer        bench/peer/main.tf: the official digitalocean provider, remote-exec and the ssh
@@ -101,7 +102,7 @@ check() {
 
 ours_up() { tools/demo.sh tf apply -auto-approve "${vars[@]}" "${infra[@]}"; }
 ours_down() { tools/demo.sh tf destroy -auto-approve "${vars[@]}"; }
-peer_up() { peer_tf apply -auto-approve; }
+peer_up() { rm -f "$PEER"/.swarm-*-token && peer_tf apply -auto-approve; }
 peer_down() { peer_tf destroy -auto-approve; }
 hand_up() { bench/peer/handrun.sh up "$nodes"; }
 hand_down() { bench/peer/handrun.sh down; }

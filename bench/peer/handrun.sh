@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The hand-run baseline of issue #29: the seeds' procedure as a person types it, scripted.
 # The droplets through the API with curl, then `docker` over SSH on each node, one node
-# after another: the firewall opened to the private network, a Consul server, the swarm's
-# init and joins; done when Consul has a leader and every node is a ready swarm member.
+# after another: the firewall opened to the private network, a Consul server on each of the
+# first three and a client agent on the rest, the swarm's init and joins (three managers
+# from 9 nodes up); done when Consul has a leader, every agent sees a server and every node
+# is a ready swarm member.
 #   bench/peer/handrun.sh up N      N droplets (default 3), tag "hand"
 #   bench/peer/handrun.sh down      deletes the droplets tagged "hand", waits until they are gone
 #   bench/peer/handrun.sh key|unkey registers (removes) the SSH key, once per bench run
@@ -67,10 +69,21 @@ up)
       agent -server -bootstrap-expect=$servers -bind="${priv[$i]}" -client=127.0.0.1 -encrypt="$GOSSIP_KEY" \
       "-hcl='performance { raft_multiplier = 1 }'" "$joins" >/dev/null
   done
+  for i in $(seq "$servers" $((n - 1))); do
+    on "${pub[$i]}" docker run -d --name consul-agent --restart unless-stopped --net host hashicorp/consul:1.20.5 \
+      agent -bind="${priv[$i]}" -client=127.0.0.1 -encrypt="$GOSSIP_KEY" "$joins" >/dev/null
+  done
   on "${pub[0]}" docker swarm init --advertise-addr "${priv[0]}" >/dev/null
-  token=$(on "${pub[0]}" docker swarm join-token -q worker)
+  managers=$((n >= 9 ? 3 : 1))
+  worker=$(on "${pub[0]}" docker swarm join-token -q worker)
+  manager=$(on "${pub[0]}" docker swarm join-token -q manager)
   for i in $(seq 1 $((n - 1))); do
+    token=$worker
+    [ "$i" -lt "$managers" ] && token=$manager
     on "${pub[$i]}" docker swarm join --token "$token" "${priv[0]}:2377" >/dev/null
+  done
+  for i in $(seq "$servers" $((n - 1))); do
+    until on "${pub[$i]}" docker exec consul-agent consul members 2>/dev/null | grep -qw server; do sleep 1; done
   done
   until on "${pub[0]}" docker exec consul-server consul operator raft list-peers >/dev/null 2>&1; do sleep 1; done
   until [ "$(on "${pub[0]}" docker node ls --format '{{.Status}}' | grep -c Ready)" -eq "$n" ]; do sleep 1; done

@@ -1,9 +1,10 @@
 # The peer of issue #29: what users pick today to get the same infrastructure as
 # microswarm's `-target`ed demo (bench/perf.sh's "infra"): droplets running Docker, a
-# Consul server on each of three with a leader, a swarm of one manager and the rest
-# workers. The official digitalocean provider makes the droplets; Terraform's remote-exec
-# provisioner and the ssh binary (for the swarm's join token, which no provisioner can hand
-# from one node to another) do the rest over SSH, as its docs and the usual guides show.
+# Consul server on each of the first three with a leader and a client agent on each of the
+# rest, a swarm of one manager (three from 9 nodes up) and the rest workers. The official
+# digitalocean provider makes the droplets; Terraform's remote-exec provisioner and the ssh
+# binary (for the swarm's join tokens, which no provisioner can hand from one node to
+# another) do the rest over SSH, as its docs and the usual guides show.
 # bench/peer.sh applies it on the local cloud, next to microswarm, and times both.
 #
 # Kept as close to the demo as the peer allows: the docker-20-04 image (UFW on, so the
@@ -48,6 +49,7 @@ variable "gossip_key" {
 
 locals {
   servers    = min(3, var.nodes)
+  managers   = var.nodes >= 9 ? 3 : 1
   server_ips = slice(digitalocean_droplet.node[*].ipv4_address_private, 0, local.servers)
   # The ssh binary's options for the join token: a throwaway known_hosts, like remote-exec,
   # which checks no host key.
@@ -112,6 +114,31 @@ resource "terraform_data" "consul" {
   }
 }
 
+# A client agent on every other node, joined to the servers.
+resource "terraform_data" "consul_agent" {
+  count            = var.nodes - local.servers
+  triggers_replace = [digitalocean_droplet.node[local.servers + count.index].id]
+
+  connection {
+    host        = digitalocean_droplet.node[local.servers + count.index].ipv4_address
+    user        = "root"
+    private_key = file(var.ssh_private_key_file)
+    # /tmp is noexec on the image: remote-exec puts its script in /root.
+    script_path = "/root/terraform_%RAND%.sh"
+  }
+
+  provisioner "remote-exec" {
+    inline = [
+      "docker rm -f consul-agent >/dev/null 2>&1 || true",
+      join(" ", concat([
+        "docker run -d --name consul-agent --restart unless-stopped --net host hashicorp/consul:1.20.5 agent",
+        "-bind=${digitalocean_droplet.node[local.servers + count.index].ipv4_address_private} -client=127.0.0.1 -encrypt=${var.gossip_key}",
+      ], [for ip in local.server_ips : "-retry-join=${ip}"])),
+      "until docker exec consul-agent consul members 2>/dev/null | grep -qw server; do sleep 1; done",
+    ]
+  }
+}
+
 resource "terraform_data" "swarm_manager" {
   triggers_replace = [digitalocean_droplet.node[0].id]
 
@@ -128,9 +155,21 @@ resource "terraform_data" "swarm_manager" {
       "docker info --format '{{.Swarm.LocalNodeState}}' | grep -qx active || docker swarm init --advertise-addr ${digitalocean_droplet.node[0].ipv4_address_private}",
     ]
   }
+
+  # The join tokens, fetched once into files beside the configuration: one SSH connection
+  # per joining node against the manager would pass `ufw limit ssh` (six in 30 s).
+  provisioner "local-exec" {
+    command = <<-EOT
+      set -e
+      for role in worker manager; do
+        ${local.ssh} root@${digitalocean_droplet.node[0].ipv4_address} docker swarm join-token -q $role >"${path.module}/.swarm-$role-token"
+      done
+    EOT
+  }
 }
 
-# The join token lives on the manager: the ssh binary fetches it and joins the worker.
+# The ssh binary joins each node with the token the manager's provisioner fetched, as a
+# manager for the first ones (from 9 nodes up), as a worker for the rest.
 resource "terraform_data" "swarm_worker" {
   count            = var.nodes - 1
   triggers_replace = [digitalocean_droplet.node[count.index + 1].id, terraform_data.swarm_manager.id]
@@ -138,7 +177,7 @@ resource "terraform_data" "swarm_worker" {
   provisioner "local-exec" {
     command = <<-EOT
       set -e
-      token=$(${local.ssh} root@${digitalocean_droplet.node[0].ipv4_address} docker swarm join-token -q worker)
+      token=$(cat "${path.module}/.swarm-${count.index + 1 < local.managers ? "manager" : "worker"}-token")
       ${local.ssh} root@${digitalocean_droplet.node[count.index + 1].ipv4_address} \
         "docker info --format '{{.Swarm.LocalNodeState}}' | grep -qx active || docker swarm join --token $token ${digitalocean_droplet.node[0].ipv4_address_private}:2377"
     EOT
