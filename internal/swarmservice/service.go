@@ -167,8 +167,11 @@ func RemoveNoWait(ctx context.Context, e Engine, ids ...string) error {
 }
 
 // WaitStopped waits until no task of the removed services ids runs on a ready node,
-// bounded by ctx.
+// bounded by ctx. No ids: nothing to wait for, and no call.
 func WaitStopped(ctx context.Context, e Engine, ids ...string) error {
+	if len(ids) == 0 {
+		return nil
+	}
 	waiting := map[string]bool{}
 	for _, id := range ids {
 		waiting[id] = true
