@@ -21,13 +21,19 @@ seed=/etc/microswarm
 # Host keys: the ones cloud-init user_data handed over (pinned by the provider before the
 # droplet existed) or fresh ones; never the keys baked into the image.
 if [ ! -f "$seed/.host-keys-done" ]; then
+  # As cloud-init's cc_ssh: the keys given in ssh_keys and no others, or, when none were
+  # given, a fresh key of every type.
   rm -f /etc/ssh/ssh_host_*
   if [ -d "$seed/host-keys" ] && ls "$seed/host-keys"/ssh_host_* >/dev/null 2>&1; then
     cp "$seed/host-keys"/ssh_host_* /etc/ssh/
     chmod 600 /etc/ssh/ssh_host_*_key
     chmod 644 /etc/ssh/ssh_host_*_key.pub
+    for k in /etc/ssh/ssh_host_*_key; do # a private key given without its public half
+      [ -f "$k.pub" ] || ssh-keygen -y -f "$k" > "$k.pub"
+    done
+  else
+    ssh-keygen -A >/dev/null
   fi
-  ssh-keygen -A >/dev/null
   touch "$seed/.host-keys-done"
 fi
 
@@ -54,11 +60,13 @@ if [ -f "$seed/daemon.json" ]; then cp "$seed/daemon.json" /etc/docker/daemon.js
 if [ ! -f "$seed/.firewall-done" ]; then
   case "${MICROSWARM_IMAGE_SLUG:-}" in
     docker-20-04)
-      sed -e 's|DEFAULT_FORWARD_POLICY=.*|DEFAULT_FORWARD_POLICY="ACCEPT"|g' -i /etc/default/ufw
-      ufw limit ssh >/dev/null
-      ufw allow 2375/tcp >/dev/null
-      ufw allow 2376/tcp >/dev/null
-      ufw --force enable >/dev/null
+      # The rules the image was built with (see the Dockerfile), then what `ufw --force
+      # enable` does: ENABLED=yes and ufw-init loading the rules.
+      staged=/usr/share/microswarm/ufw/docker-20-04
+      cp "$staged/default" /etc/default/ufw
+      cp "$staged/user.rules" "$staged/user6.rules" /etc/ufw/
+      sed -e 's|^ENABLED=.*|ENABLED=yes|' -i /etc/ufw/ufw.conf
+      /lib/ufw/ufw-init start quiet >/dev/null
       ;;
     debian-*)
       rm -f /usr/sbin/ufw
