@@ -181,6 +181,11 @@ resource "microswarm_droplet_node" "node" {
   # above still decides what reaches a node.
   firewall = "stack"
 
+  # Pulled in the background from the moment the node answers, in this order, while it is
+  # set up and Consul and the swarm form. Literals, not the image variables: a change here is
+  # an update in place of every node (acted on only by new droplets).
+  prefetch_images = ["hashicorp/consul:1.20.5", "microswarm/registrator:0.1.0", "haproxy:2.6", "microswarm/demo-app:1.0.0", "microswarm/demo-app:2.0.0"]
+
   depends_on = [digitalocean_firewall.cluster]
 }
 

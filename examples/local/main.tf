@@ -97,6 +97,10 @@ locals {
   servers    = min(3, var.nodes)
   managers   = var.nodes >= 9 ? 3 : 1
   server_ips = slice(microswarm_droplet_node.node[*].ipv4_address_private, 0, local.servers)
+  # The images the stack runs, in the order it needs them: Consul's, the registrator's, the
+  # proxy's (proxy_image's default; a changed proxy_image is pulled when it is deployed) and
+  # the app's two colors.
+  images = ["hashicorp/consul:1.20.5", "microswarm/registrator:0.1.0", "haproxy:2.6", "microswarm/demo-app:1.0.0", "microswarm/demo-app:2.0.0"]
 }
 
 resource "microswarm_droplet_node" "node" {
@@ -105,6 +109,9 @@ resource "microswarm_droplet_node" "node" {
   region = "nyc3"
   size   = "s-1vcpu-1gb"
   tags   = ["demo"]
+  # Pulled in the background from the moment the node answers, while it is set up and
+  # Consul and the swarm form: the containers then start without waiting for a pull.
+  prefetch_images = local.images
 }
 
 # A Consul server on each of the first three nodes: the cluster keeps its quorum through

@@ -138,6 +138,9 @@ func (r *dropletNodeResource) Create(ctx context.Context, req resource.CreateReq
 	if resp.Diagnostics.HasError() {
 		return
 	}
+	if r.prefetchImages(ctx, d, ready.HostKey, plan.PrefetchImages) {
+		phase("image pulls started", map[string]any{"droplet_id": d.ID})
+	}
 	if creq.pinned && ready.HostKey != rotated.Public {
 		// The private key handed over in user_data stays readable from the metadata
 		// service: replace it at once, over the session pinned to it, and pin the new one.
@@ -298,4 +301,29 @@ func providerKeyFingerprint(publicKey string) (string, error) {
 		return "", err
 	}
 	return ssh.FingerprintLegacyMD5(pub), nil
+}
+
+// prefetchImages starts the node's background pulls of prefetch_images, over the
+// connection pinned to hostKey. Best effort, as the attribute says: what goes wrong is
+// logged, and the resource that needs an image pulls it itself.
+func (r *dropletNodeResource) prefetchImages(ctx context.Context, d *droplet.Droplet, hostKey string, list types.List) (started bool) {
+	images, ok := knownStrings(ctx, list)
+	if !ok || len(images) == 0 {
+		return false
+	}
+	host := r.dockerHost(d)
+	h, err := r.data.pool.Open(ctx, conn.Target{Host: host, HostKey: hostKey})
+	if err == nil {
+		var state string
+		state, err = droplet.PrefetchImages(ctx, func(ctx context.Context, script string) (string, error) { return h.Run(ctx, script, nil) }, images)
+		if err == nil && state != "started" {
+			err = fmt.Errorf("the node has no docker command to pull with (%s)", state)
+		}
+	}
+	if err != nil {
+		tflog.Warn(ctx, "could not start the node's image pulls; the resources that need the images pull them", map[string]any{"droplet_id": d.ID, "error": err.Error()})
+		return false
+	}
+	tflog.Debug(ctx, "node image pulls started", map[string]any{"droplet_id": d.ID, "images": images})
+	return true
 }

@@ -33,6 +33,7 @@ type dropletNodeModel struct {
 	Status             types.String   `tfsdk:"status"`
 	WhenOff            types.String   `tfsdk:"when_off"`
 	Firewall           types.String   `tfsdk:"firewall"`
+	PrefetchImages     types.List     `tfsdk:"prefetch_images"`
 	Timeouts           timeouts.Value `tfsdk:"timeouts"`
 }
 

@@ -6,6 +6,7 @@ import (
 	"regexp"
 
 	"github.com/hashicorp/terraform-plugin-framework-timeouts/resource/timeouts"
+	"github.com/hashicorp/terraform-plugin-framework-validators/listvalidator"
 	"github.com/hashicorp/terraform-plugin-framework-validators/setvalidator"
 	"github.com/hashicorp/terraform-plugin-framework-validators/stringvalidator"
 	"github.com/hashicorp/terraform-plugin-framework/resource"
@@ -20,6 +21,9 @@ import (
 
 	"github.com/microswarm/terraform-provider-microswarm/internal/droplet"
 )
+
+// maxPrefetchImages bounds prefetch_images: a node pulls them one after another.
+const maxPrefetchImages = 20
 
 var (
 	hostnamePattern  = regexp.MustCompile(`^[a-zA-Z0-9]([a-zA-Z0-9.-]{0,251}[a-zA-Z0-9])?$`)
@@ -169,6 +173,24 @@ func (r *dropletNodeResource) Schema(ctx context.Context, _ resource.SchemaReque
 				Validators: []validator.String{stringvalidator.OneOf(whenOffActions...)},
 			},
 			"firewall": firewallAttribute(),
+			"prefetch_images": schema.ListAttribute{
+				MarkdownDescription: "Images the node starts pulling as soon as its engine answers, one after another in this order, while the provider " +
+					"finishes setting the node up and the resources that run them still wait for it (its Consul container, the registrator, a " +
+					"microservice's images and proxy). Those then find the image there, or join the pull in progress, instead of pulling from " +
+					"the start: on the local cloud, listing the Consul image takes its pull (about 4 s with three nodes booting) off the way to a " +
+					"Consul leader. Best effort: the pulls run on the node in the background, through its `docker` command, and are not waited " +
+					"for; one that fails (a private registry the node has no login for, an image without the `docker` command) is left to the " +
+					"resource that needs the image, which pulls it itself and reports what fails. The pulls log to " +
+					"`/var/log/microswarm-prefetch.log` on the node. Acted on when the droplet is created, so by every replacement too; " +
+					"changing it later is recorded and changes nothing on the node.",
+				ElementType: types.StringType,
+				Optional:    true,
+				Validators: []validator.List{
+					listvalidator.SizeAtMost(maxPrefetchImages),
+					listvalidator.UniqueValues(),
+					listvalidator.ValueStringsAre(imageValidator()),
+				},
+			},
 			"timeouts": withDurationValidators(timeouts.Attributes(ctx, timeouts.Opts{Create: true, Update: true, Delete: true,
 				CreateDescription: "How long creating may take, from the API call until SSH and Docker answer. Default: `10m`.",
 				UpdateDescription: "How long a rename, retag or resize may take. Default: `10m`.",

@@ -7,6 +7,10 @@ resource "microswarm_droplet_node" "node" {
   size   = "s-1vcpu-2gb"
   tags   = ["microswarm-demo"]
 
+  # Started pulling as soon as the node answers, so the containers that run them later
+  # (here Consul's and a proxy's) need not wait for a pull.
+  prefetch_images = ["hashicorp/consul:1.20.5", "haproxy:2.6"]
+
   timeouts = {
     create = "15m"
   }
