@@ -78,6 +78,41 @@ func TestConvergeBuildsASwarm(t *testing.T) {
 	}
 }
 
+// Workers join at once, managers one at a time: with 3 managers and 6 workers, the six
+// workers' joins are all in flight together, and no manager's join ever runs beside
+// another join.
+func TestConvergeJoinsTheWorkersAtOnceAndTheManagersOneByOne(t *testing.T) {
+	t.Parallel()
+	hosts := []string{"m1", "m2", "m3", "w1", "w2", "w3", "w4", "w5", "w6"}
+	cloud := newFakeCloud(hosts...)
+	cloud.joinDelay = 100 * time.Millisecond
+	var members []Member
+	want := map[string]Role{}
+	for _, h := range hosts {
+		role := RoleWorker
+		if h[0] == 'm' {
+			role = RoleManager
+		}
+		members = append(members, cloud.member(h, h, role))
+		want[h] = role
+	}
+	res, err := newTestCluster(cloud).Converge(testContext(t), Desired{Members: members})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := roles(t, res); !sameRoles(got, want) {
+		t.Fatalf("roles = %v", got)
+	}
+	cloud.mu.Lock()
+	defer cloud.mu.Unlock()
+	if cloud.mostJoining != 6 {
+		t.Errorf("at most %d joins were in flight at once; want the 6 workers'", cloud.mostJoining)
+	}
+	if cloud.managerJoinedBesideOne {
+		t.Error("a manager joined while another join was in flight")
+	}
+}
+
 // A manager too busy to commit a node update in time (its raft deadline passed; the
 // update may or may not have gone through) is asked again, not reported as a failed
 // change: seen promoting the 4th node of 12 on 2 cores.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	dockerswarm "github.com/docker/docker/api/types/swarm"
@@ -31,6 +32,8 @@ type run struct {
 	replaced map[string]bool
 	done     []string
 	warnings []string
+	// mu guards members, managed, targets and warnings while steps run at once.
+	mu sync.Mutex
 }
 
 // maxSteps bounds a converge loop: no plan needs more than a few steps per node.
@@ -71,12 +74,59 @@ func (r *run) converge(ctx context.Context) error {
 			return &StepError{Step: step.String(), Done: r.done, Err: fmt.Errorf("the step had no effect: %s", step.Node.describe())}
 		}
 		last = step.String()
+		if batch := workerJoins(steps); len(batch) > 1 {
+			if err := r.applyAtOnce(ctx, batch, nodes, len(steps)-len(batch)); err != nil {
+				return err
+			}
+			continue
+		}
 		r.c.log(ctx, "swarm step", map[string]any{"swarm_id": r.id, "step": last, "remaining": len(steps) - 1})
 		if err := r.apply(ctx, step, nodes); err != nil {
 			return &StepError{Step: last, Done: r.done, Err: err}
 		}
 		r.done = append(r.done, last)
 	}
+}
+
+// workerJoins returns the joins of workers that lead steps. They can run at once: a
+// worker's join changes nothing in the managers' raft group, so no join waits on another,
+// whereas managers join (and are promoted and demoted) one at a time, the quorum checked
+// before each.
+func workerJoins(steps []Step) []Step {
+	n := 0
+	for n < len(steps) && steps[n].Kind == StepJoin && steps[n].Member.Role == RoleWorker {
+		n++
+	}
+	return steps[:n]
+}
+
+// applyAtOnce applies steps concurrently and waits for all of them. The ones that
+// succeeded are done even if another failed; the first failure (in step order) is returned.
+func (r *run) applyAtOnce(ctx context.Context, steps []Step, nodes []Node, remaining int) error {
+	names := make([]string, len(steps))
+	for i, s := range steps {
+		names[i] = s.String()
+	}
+	r.c.log(ctx, "swarm steps at once", map[string]any{"swarm_id": r.id, "steps": names, "remaining": remaining})
+	errs := make([]error, len(steps))
+	var wg sync.WaitGroup
+	for i, s := range steps {
+		wg.Go(func() { errs[i] = r.apply(ctx, s, nodes) })
+	}
+	wg.Wait()
+	var failed *StepError
+	for i, err := range errs {
+		if err == nil {
+			r.done = append(r.done, names[i])
+		} else if failed == nil {
+			failed = &StepError{Step: names[i], Err: err}
+		}
+	}
+	if failed != nil {
+		failed.Done = r.done
+		return failed
+	}
+	return nil
 }
 
 func (r *run) apply(ctx context.Context, s Step, nodes []Node) error {
@@ -309,12 +359,16 @@ func (r *run) waitNode(ctx context.Context, id, what string, ok func(Node) bool)
 }
 
 func (r *run) warn(ctx context.Context, msg string) {
+	r.mu.Lock()
 	r.warnings = append(r.warnings, msg)
+	r.mu.Unlock()
 	r.c.log(ctx, msg, nil)
 }
 
 // claim records that a member's node is id.
 func (r *run) claim(key, id string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	for i := range r.members {
 		if r.members[i].Key == key {
 			r.members[i].NodeID = id

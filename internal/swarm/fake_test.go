@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	dockerswarm "github.com/docker/docker/api/types/swarm"
 	"github.com/docker/docker/api/types/system"
@@ -17,6 +18,13 @@ type fakeCloud struct {
 	engines map[string]*fakeEngine // by host
 	swarms  map[string]*fakeSwarm  // by ID
 	seq     int
+	// joinDelay makes each SwarmJoin take that long, outside the lock; joins are then
+	// counted: in flight, the most in flight at once, and whether a manager's join was
+	// ever in flight beside another join.
+	joinDelay              time.Duration
+	joining, mostJoining   int
+	managerJoinedBesideOne bool
+	managerJoining         bool
 }
 
 type fakeSwarm struct {
@@ -184,6 +192,27 @@ func (e *fakeEngine) addNode(s *fakeSwarm, role dockerswarm.NodeRole, availabili
 }
 
 func (e *fakeEngine) SwarmJoin(_ context.Context, req dockerswarm.JoinRequest) error {
+	if c := e.cloud; c.joinDelay > 0 {
+		c.mu.Lock()
+		manager := false
+		for _, s := range c.swarms {
+			manager = manager || req.JoinToken == s.manager
+		}
+		c.joining++
+		c.mostJoining = max(c.mostJoining, c.joining)
+		if c.joining > 1 && (manager || c.managerJoining) {
+			c.managerJoinedBesideOne = true
+		}
+		c.managerJoining = c.managerJoining || manager
+		c.mu.Unlock()
+		time.Sleep(c.joinDelay)
+		c.mu.Lock()
+		c.joining--
+		if manager {
+			c.managerJoining = false
+		}
+		c.mu.Unlock()
+	}
 	e.cloud.mu.Lock()
 	defer e.cloud.mu.Unlock()
 	if e.swarm != nil {
