@@ -97,10 +97,6 @@ locals {
   servers    = min(3, var.nodes)
   managers   = var.nodes >= 9 ? 3 : 1
   server_ips = slice(microswarm_droplet_node.node[*].ipv4_address_private, 0, local.servers)
-  # The images the stack runs, in the order it needs them: Consul's, the registrator's, the
-  # proxy's (proxy_image's default; a changed proxy_image is pulled when it is deployed) and
-  # the app's two colors.
-  images = ["hashicorp/consul:1.20.5", "microswarm/registrator:0.1.0", "haproxy:2.6", "microswarm/demo-app:1.0.0", "microswarm/demo-app:2.0.0"]
 }
 
 resource "microswarm_droplet_node" "node" {
@@ -109,9 +105,8 @@ resource "microswarm_droplet_node" "node" {
   region = "nyc3"
   size   = "s-1vcpu-1gb"
   tags   = ["demo"]
-  # Pulled in the background from the moment the node answers, while it is set up and
-  # Consul and the swarm form: the containers then start without waiting for a pull.
-  prefetch_images = local.images
+  # No prefetch_images here: on the local cloud every node shares this machine's cores, and
+  # pulling while the nodes are set up only moved the work (bench/results.md, 2026-12-04).
 }
 
 # A Consul server on each of the first three nodes: the cluster keeps its quorum through

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/terraform-plugin-framework/attr"
@@ -141,24 +142,43 @@ func (r *dropletNodeResource) Create(ctx context.Context, req resource.CreateReq
 	if r.prefetchImages(ctx, d, ready.HostKey, plan.PrefetchImages) {
 		phase("image pulls started", map[string]any{"droplet_id": d.ID})
 	}
-	if creq.pinned && ready.HostKey != rotated.Public {
+	// The host key's installation and the firewall's rules at once, over the one pooled
+	// connection (pinned to either of the token's keys: both are this node's); neither
+	// needs the other. The new key is proven on a fresh connection only afterwards, as
+	// that replaces the pooled one and would cut the other step's session.
+	pin := ready.HostKey
+	if creq.pinned {
+		pin = target.HostKey
+	}
+	rotate := creq.pinned && ready.HostKey != rotated.Public
+	var rotateDiags, firewallDiags diag.Diagnostics
+	var steps sync.WaitGroup
+	if rotate {
 		// The private key handed over in user_data stays readable from the metadata
-		// service: replace it at once, over the session pinned to it, and pin the new one.
-		resp.Diagnostics.Append(r.rotateHostKey(ctx, d, hostKey.Public, rotated)...)
-		if resp.Diagnostics.HasError() {
-			return
-		}
+		// service: replace it at once, and pin the new one.
+		steps.Go(func() { rotateDiags = r.installHostKey(ctx, d, pin, rotated) })
+	}
+	if plan.Firewall.ValueString() == droplet.FirewallStack {
+		steps.Go(func() {
+			if firewallDiags = r.applyFirewall(ctx, d, pin, droplet.FirewallStack); !firewallDiags.HasError() {
+				phase("firewall set", map[string]any{"droplet_id": d.ID})
+			}
+		})
+	}
+	steps.Wait()
+	if rotate && !rotateDiags.HasError() {
+		rotateDiags = r.confirmHostKey(ctx, d, rotated)
+	}
+	resp.Diagnostics.Append(rotateDiags...)
+	resp.Diagnostics.Append(firewallDiags...)
+	if resp.Diagnostics.HasError() {
+		return
+	}
+	if rotate {
 		phase("host key rotated", map[string]any{"droplet_id": d.ID})
 	}
 	if creq.pinned {
 		ready.HostKey = rotated.Public
-	}
-	if plan.Firewall.ValueString() == droplet.FirewallStack {
-		resp.Diagnostics.Append(r.applyFirewall(ctx, d, ready.HostKey, droplet.FirewallStack)...)
-		if resp.Diagnostics.HasError() {
-			return
-		}
-		phase("firewall set", map[string]any{"droplet_id": d.ID})
 	}
 	r.fillComputed(&plan, d, ready.HostKey, ready.DockerVersion)
 	resp.Diagnostics.Append(resp.State.Set(ctx, &plan)...)
@@ -240,19 +260,27 @@ func adoptedDetail(d *droplet.Droplet, pinned bool) string {
 		"lease lapsed, so it was adopted rather than created again. %s", d.ID, d.Name, d.Region, key)
 }
 
-// rotateHostKey replaces the host key a new droplet got through user_data with the
-// derived one that follows it, and checks that sshd presents it.
-func (r *dropletNodeResource) rotateHostKey(ctx context.Context, d *droplet.Droplet, handedOver string, rotated droplet.HostKey) diag.Diagnostics {
-	var diags diag.Diagnostics
+// installHostKey replaces the host key a new droplet got through user_data with the
+// derived one that follows it, over a connection pinned to pin; sshd has loaded it when it
+// returns (confirmHostKey proves it from outside).
+func (r *dropletNodeResource) installHostKey(ctx context.Context, d *droplet.Droplet, pin string, rotated droplet.HostKey) diag.Diagnostics {
 	host := r.dockerHost(d)
-	h, err := r.data.pool.Open(ctx, conn.Target{Host: host, HostKey: handedOver})
+	h, err := r.data.pool.Open(ctx, conn.Target{Host: host, HostKey: pin})
 	if err == nil {
 		err = droplet.InstallHostKey(ctx, h, rotated)
 	}
-	if err == nil {
-		// A fresh connection pinned to the new key proves sshd serves it.
-		_, err = r.data.pool.Open(ctx, conn.Target{Host: host, HostKey: rotated.Public})
-	}
+	return hostKeyRotationError(d, host, err)
+}
+
+// confirmHostKey proves sshd serves the new key: a fresh connection pinned to it.
+func (r *dropletNodeResource) confirmHostKey(ctx context.Context, d *droplet.Droplet, rotated droplet.HostKey) diag.Diagnostics {
+	host := r.dockerHost(d)
+	_, err := r.data.pool.Open(ctx, conn.Target{Host: host, HostKey: rotated.Public})
+	return hostKeyRotationError(d, host, err)
+}
+
+func hostKeyRotationError(d *droplet.Droplet, host string, err error) diag.Diagnostics {
+	var diags diag.Diagnostics
 	if err != nil {
 		diags.AddError("Could Not Rotate the Node's Host Key", fmt.Sprintf("Droplet %d (%s): %s. The droplet is kept (and tainted): "+
 			"the host key in its user_data is readable from the metadata service, so apply again to replace it.", d.ID, host, err))

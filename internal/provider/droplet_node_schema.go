@@ -177,8 +177,9 @@ func (r *dropletNodeResource) Schema(ctx context.Context, _ resource.SchemaReque
 				MarkdownDescription: "Images the node starts pulling as soon as its engine answers, one after another in this order, while the provider " +
 					"finishes setting the node up and the resources that run them still wait for it (its Consul container, the registrator, a " +
 					"microservice's images and proxy). Those then find the image there, or join the pull in progress, instead of pulling from " +
-					"the start: on the local cloud, listing the Consul image takes its pull (about 4 s with three nodes booting) off the way to a " +
-					"Consul leader. Best effort: the pulls run on the node in the background, through its `docker` command, and are not waited " +
+					"the start. It pays where a pull waits on the network and each node has its own CPU, as droplets do: the pull overlaps the " +
+					"node's setup (host key, firewall) and the swarm's forming. Where the nodes share few cores (the local cloud), the pulls only " +
+					"compete with the setup for them. Best effort: the pulls run on the node in the background, through its `docker` command, and are not waited " +
 					"for; one that fails (a private registry the node has no login for, an image without the `docker` command) is left to the " +
 					"resource that needs the image, which pulls it itself and reports what fails. The pulls log to " +
 					"`/var/log/microswarm-prefetch.log` on the node. Acted on when the droplet is created, so by every replacement too; " +
