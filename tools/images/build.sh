@@ -87,11 +87,16 @@ build_rootfs() {
   fi
 }
 
+# An image whose label says it was built from the same inputs is not built again: even a
+# docker build that only hits its cache costs a second or two on a busy machine, and
+# make demo runs this script every time.
 build_node() {
   build_rootfs
   begin_image "$NODE_IMAGE"
-  step "$LOGS/node.log" "building $NODE_IMAGE" \
-    docker build -q -t "$NODE_IMAGE" --build-arg BASE="$ROOTFS_IMAGE" --label "$INPUTS_LABEL=$NODE_KEY" "$HERE/node" >/dev/null
+  if [ -n "$(stale "$NODE_IMAGE" "$NODE_KEY")" ]; then
+    step "$LOGS/node.log" "building $NODE_IMAGE" \
+      docker build -q -t "$NODE_IMAGE" --build-arg BASE="$ROOTFS_IMAGE" --label "$INPUTS_LABEL=$NODE_KEY" "$HERE/node" >/dev/null
+  fi
   end_image
 }
 
@@ -99,8 +104,10 @@ build_haproxy() {
   local image=$HAPROXY_IMAGE
   build_rootfs
   begin_image "$image"
-  step "$LOGS/haproxy.log" "building $image" \
-    docker build -q -t "$image" --build-arg BASE="$ROOTFS_IMAGE" "$HERE/haproxy" >/dev/null
+  if [ -n "$(stale "$image" "$HAPROXY_KEY")" ]; then
+    step "$LOGS/haproxy.log" "building $image" \
+      docker build -q -t "$image" --build-arg BASE="$ROOTFS_IMAGE" --label "$INPUTS_LABEL=$HAPROXY_KEY" "$HERE/haproxy" >/dev/null
+  fi
   end_image
   queue_push "$image"
 }
@@ -109,6 +116,11 @@ build_consul() {
   local image=$CONSUL_IMAGE
   build_rootfs
   begin_image "$image"
+  if [ -z "$(stale "$image" "$CONSUL_KEY")" ]; then
+    end_image
+    queue_push "$image"
+    return 0
+  fi
   local bin
   bin=$(step "$LOGS/consul-source.log" "building Consul $CONSUL_VERSION from source" "$HERE/gobin.sh" consul)
   local ctx
@@ -249,6 +261,7 @@ plan_image() { # IMAGE SECONDS WHAT [rebuild]: counts IMAGE, plans it unless it 
 }
 
 NODE_KEY=$(inputs_key "$HERE/node")
+HAPROXY_KEY=$(inputs_key "$HERE/haproxy")
 CONSUL_KEY=$(inputs_key "$HERE/consul" "$CONSUL_VERSION")
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=(node consul demoapp haproxy registrator)
@@ -271,7 +284,7 @@ for target in "${targets[@]}"; do
       plan_image "$NODE_IMAGE" "$EST_DOCKER_BUILD" "dockerd and sshd on the base root filesystem" "$rootfs$(stale "$NODE_IMAGE" "$NODE_KEY")" ;;
     haproxy)
       pushes=1
-      plan_image "$HAPROXY_IMAGE" "$EST_DOCKER_BUILD" "HAProxy from the base root filesystem" "$rootfs" ;;
+      plan_image "$HAPROXY_IMAGE" "$EST_DOCKER_BUILD" "HAProxy from the base root filesystem" "$rootfs$(stale "$HAPROXY_IMAGE" "$HAPROXY_KEY")" ;;
     consul)
       pushes=1
       if "$HERE/gobin.sh" -n consul; then
