@@ -222,9 +222,7 @@ func runCreate(t *testing.T, r *dropletNodeResource, plan dropletNodeModel) (dro
 	r.Schema(ctx, resource.SchemaRequest{}, &sresp)
 	empty := tftypes.NewValue(sresp.Schema.Type().TerraformType(ctx), nil)
 	plan.SSHKeys, plan.Tags = types.SetNull(types.StringType), types.SetNull(types.StringType)
-	if plan.PrefetchImages.ElementType(ctx) == nil {
-		plan.PrefetchImages = types.ListNull(types.StringType)
-	}
+	plan.PrefetchImages = types.ListNull(types.StringType)
 	plan.Timeouts = timeouts.Value{Object: types.ObjectNull(map[string]attr.Type{
 		"create": types.StringType, "update": types.StringType, "delete": types.StringType})}
 	p := tfsdk.Plan{Schema: sresp.Schema, Raw: empty}

@@ -87,13 +87,15 @@ build_rootfs() {
   fi
 }
 
-# An image whose label says it was built from the same inputs is not built again: even a
-# docker build that only hits its cache costs a second or two on a busy machine, and
-# make demo runs this script every time.
+# must_build IMAGE: whether the plan below found IMAGE missing or built from other inputs.
+# An image it found current is not built again: even a docker build that only hits its
+# cache costs a second or two on a busy machine, and make demo runs this script every time.
+must_build() { [ -n "${COLD[$1]:-}" ]; }
+
 build_node() {
   build_rootfs
   begin_image "$NODE_IMAGE"
-  if [ -n "$(stale "$NODE_IMAGE" "$NODE_KEY")" ]; then
+  if must_build "$NODE_IMAGE"; then
     step "$LOGS/node.log" "building $NODE_IMAGE" \
       docker build -q -t "$NODE_IMAGE" --build-arg BASE="$ROOTFS_IMAGE" --label "$INPUTS_LABEL=$NODE_KEY" "$HERE/node" >/dev/null
   fi
@@ -104,7 +106,7 @@ build_haproxy() {
   local image=$HAPROXY_IMAGE
   build_rootfs
   begin_image "$image"
-  if [ -n "$(stale "$image" "$HAPROXY_KEY")" ]; then
+  if must_build "$image"; then
     step "$LOGS/haproxy.log" "building $image" \
       docker build -q -t "$image" --build-arg BASE="$ROOTFS_IMAGE" --label "$INPUTS_LABEL=$HAPROXY_KEY" "$HERE/haproxy" >/dev/null
   fi
@@ -116,7 +118,7 @@ build_consul() {
   local image=$CONSUL_IMAGE
   build_rootfs
   begin_image "$image"
-  if [ -z "$(stale "$image" "$CONSUL_KEY")" ]; then
+  if ! must_build "$image"; then
     end_image
     queue_push "$image"
     return 0
