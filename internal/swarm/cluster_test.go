@@ -3,6 +3,7 @@ package swarm
 import (
 	"context"
 	"errors"
+	"maps"
 	"strings"
 	"testing"
 	"time"
@@ -110,6 +111,60 @@ func TestConvergeJoinsTheWorkersAtOnceAndTheManagersOneByOne(t *testing.T) {
 	}
 	if cloud.managerJoinedBesideOne {
 		t.Error("a manager joined while another join was in flight")
+	}
+}
+
+// One worker's join failing among joins at once: the others are in the swarm and listed
+// as done, the error names that join, and the next converge joins it alone.
+func TestConvergeAFailedJoinAmongJoinsAtOnce(t *testing.T) {
+	t.Parallel()
+	hosts := []string{"m1", "w1", "w2", "w3", "w4"}
+	cloud := newFakeCloud(hosts...)
+	cloud.joinDelay = 50 * time.Millisecond
+	cloud.joinErr = map[string]error{"w3": errors.New("rpc error: code = Unavailable desc = connection error")}
+	var members []Member
+	for _, h := range hosts {
+		role := RoleWorker
+		if h == "m1" {
+			role = RoleManager
+		}
+		members = append(members, cloud.member(h, h, role))
+	}
+	cluster := newTestCluster(cloud)
+	first, err := cluster.Converge(testContext(t), Desired{Members: members})
+	var step *StepError
+	if !errors.As(err, &step) || !strings.Contains(step.Step, "w3") || !strings.Contains(err.Error(), "connection error") {
+		t.Fatalf("error %v, want the join of w3 as the failed step", err)
+	}
+	done := strings.Join(step.Done, "; ")
+	for _, h := range []string{"w1", "w2", "w4"} {
+		if !strings.Contains(done, h) {
+			t.Errorf("done %q does not list the join of %s", step.Done, h)
+		}
+	}
+	if strings.Contains(done, "w3") {
+		t.Errorf("done %q lists the failed join of w3", step.Done)
+	}
+	if first == nil || !first.Observed() {
+		t.Fatalf("a failed converge returned %+v, want the swarm as it stands", first)
+	}
+	cloud.mu.Lock()
+	inSwarm := map[string]bool{}
+	for _, h := range hosts {
+		inSwarm[h] = cloud.engines[h].swarm != nil
+	}
+	cloud.joinErr = nil
+	cloud.mu.Unlock()
+	if want := map[string]bool{"m1": true, "w1": true, "w2": true, "w3": false, "w4": true}; !maps.Equal(inSwarm, want) {
+		t.Fatalf("in the swarm after the failure: %v, want %v", inSwarm, want)
+	}
+
+	second, err := cluster.Converge(testContext(t), Desired{ID: first.ID, Members: members})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := roles(t, second); !sameRoles(got, map[string]Role{"m1": RoleManager, "w1": RoleWorker, "w2": RoleWorker, "w3": RoleWorker, "w4": RoleWorker}) {
+		t.Fatalf("roles = %v", got)
 	}
 }
 

@@ -25,6 +25,8 @@ type fakeCloud struct {
 	joining, mostJoining   int
 	managerJoinedBesideOne bool
 	managerJoining         bool
+	// joinErr fails the SwarmJoin of a host with its error (after joinDelay).
+	joinErr map[string]error
 }
 
 type fakeSwarm struct {
@@ -215,6 +217,9 @@ func (e *fakeEngine) SwarmJoin(_ context.Context, req dockerswarm.JoinRequest) e
 	}
 	e.cloud.mu.Lock()
 	defer e.cloud.mu.Unlock()
+	if err := e.cloud.joinErr[e.host]; err != nil {
+		return err
+	}
 	if e.swarm != nil {
 		return errors.New("this node is already part of a swarm")
 	}
