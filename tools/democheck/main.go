@@ -10,6 +10,7 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -18,6 +19,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/docker/docker/api/types/swarm"
@@ -74,28 +76,43 @@ func check(statePath, keyPath, consulDir string) error {
 	defer pool.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	nodes := 0
+	// Every node at once: each runs a container, which takes about a second.
+	type node struct{ name, host, hostKey, out string }
+	var nodes []*node
 	for _, r := range state.Resources {
 		if r.Type != "microswarm_droplet_node" {
 			continue
 		}
 		for _, inst := range r.Instances {
-			name, _ := inst.Attributes["name"].(string)
-			host, _ := inst.Attributes["docker_host"].(string)
-			hostKey, _ := inst.Attributes["ssh_host_key"].(string)
-			out, err := tfstate.RunContainer(ctx, pool, conn.Target{Host: host, HostKey: hostKey}, "hashicorp/consul:1.20.5", "version")
-			if err != nil {
-				return fmt.Errorf("node %s (%s): %w", name, host, err)
-			}
-			first, _, _ := strings.Cut(out, "\n")
-			fmt.Printf("node %-10s %-28s ran a container: %s\n", name, host, first)
-			nodes++
+			n := &node{}
+			n.name, _ = inst.Attributes["name"].(string)
+			n.host, _ = inst.Attributes["docker_host"].(string)
+			n.hostKey, _ = inst.Attributes["ssh_host_key"].(string)
+			nodes = append(nodes, n)
 		}
 	}
-	if nodes == 0 {
+	if len(nodes) == 0 {
 		return fmt.Errorf("no microswarm_droplet_node in %s", statePath)
 	}
-	fmt.Printf("%d nodes answered through SSH with pinned host keys\n", nodes)
+	errs := make([]error, len(nodes))
+	var wg sync.WaitGroup
+	for i, n := range nodes {
+		wg.Go(func() {
+			out, err := tfstate.RunContainer(ctx, pool, conn.Target{Host: n.host, HostKey: n.hostKey}, "hashicorp/consul:1.20.5", "version")
+			if err != nil {
+				errs[i] = fmt.Errorf("node %s (%s): %w", n.name, n.host, err)
+			}
+			n.out, _, _ = strings.Cut(out, "\n")
+		})
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	for _, n := range nodes {
+		fmt.Printf("node %-10s %-28s ran a container: %s\n", n.name, n.host, n.out)
+	}
+	fmt.Printf("%d nodes answered through SSH with pinned host keys\n", len(nodes))
 	if err := checkConsul(ctx, pool, state, consulDir); err != nil {
 		return err
 	}
