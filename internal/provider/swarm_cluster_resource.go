@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/terraform-plugin-framework/path"
@@ -269,7 +270,12 @@ func isImportHost(id string) bool {
 // cluster returns the swarm client over the provider's connection pool. A host no key
 // pins is checked against known_hosts and host_key_policy, after an import too; the key
 // each host presented is recorded in seen (if set).
+//
+// Connect runs on several nodes at once (workers join at once, observation reaches the
+// nodes in parallel), so the writes to seen are serialised; seen is read once the
+// Converge or Observe that fills it has returned.
 func (r *swarmClusterResource) cluster(seen map[string]string) *swarm.Cluster {
+	record := lockedSetter(seen)
 	return &swarm.Cluster{
 		Connect: func(ctx context.Context, t swarm.Target) (swarm.Engine, error) {
 			if _, err := conn.ParseEndpoint(t.Host); err != nil {
@@ -284,11 +290,23 @@ func (r *swarmClusterResource) cluster(seen map[string]string) *swarm.Cluster {
 				}
 				return nil, err
 			}
-			if seen != nil {
-				seen[t.Host] = h.HostKey()
-			}
+			record(t.Host, h.HostKey())
 			return h.Docker()
 		},
 		Log: func(ctx context.Context, msg string, fields map[string]any) { tflog.Info(ctx, msg, fields) },
+	}
+}
+
+// lockedSetter returns a function that sets m[k] = v under a lock of its own, for writers
+// that run at once; with m nil it does nothing.
+func lockedSetter(m map[string]string) func(k, v string) {
+	var mu sync.Mutex
+	return func(k, v string) {
+		if m == nil {
+			return
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		m[k] = v
 	}
 }
