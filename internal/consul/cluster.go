@@ -85,8 +85,11 @@ type ServerStatus struct {
 	Voter bool
 	// IsLeader says this server is the leader.
 	IsLeader bool
-	Voters   int
-	Servers  int
+	// CatalogRemoved is the node ID of a dead agent's catalog entry under this server's
+	// node name that the wait removed (ClaimCatalogName), "" if none.
+	CatalogRemoved string
+	Voters         int
+	Servers        int
 }
 
 func (s ServerStatus) String() string {
@@ -136,9 +139,11 @@ func waitOptions(what string) wait.Options {
 // AliveCheck fails (not retryable) when the agent container died while it was awaited.
 type AliveCheck func(ctx context.Context) error
 
-// WaitServerReady waits until the cluster has a leader and this server is a voter.
+// WaitServerReady waits until the cluster has a leader, this server is a voter and the
+// catalog holds its node (ClaimCatalogName).
 func WaitServerReady(ctx context.Context, api *consulapi.Client, alive AliveCheck) (ServerStatus, error) {
 	var st ServerStatus
+	var removed string // kept across the polls, which each read st anew
 	err := wait.Until(ctx, waitOptions("the server to be a voter in a cluster with a leader"), func(ctx context.Context) (bool, string, error) {
 		if err := alive(ctx); err != nil {
 			return false, "", err
@@ -148,9 +153,26 @@ func WaitServerReady(ctx context.Context, api *consulapi.Client, alive AliveChec
 		if err != nil {
 			return false, "the agent's API does not answer yet", wait.Retryable(err)
 		}
-		return st.Leader != "" && st.Voter, st.String(), nil
+		if st.Leader == "" || !st.Voter {
+			return false, st.String(), nil
+		}
+		return claimCatalogName(ctx, api, st.Self, &removed)
 	})
+	st.CatalogRemoved = removed
 	return st, err
+}
+
+// claimCatalogName is the last step of a readiness wait: ClaimCatalogName, the ID of a
+// stale entry it removed kept in removed.
+func claimCatalogName(ctx context.Context, api *consulapi.Client, self Self, removed *string) (bool, string, error) {
+	claim, err := ClaimCatalogName(ctx, api, self)
+	if err != nil {
+		return false, "", err
+	}
+	if claim.Removed != "" {
+		*removed = claim.Removed
+	}
+	return claim.Claimed, claim.Waiting, nil
 }
 
 // AgentStatus is a client agent's place in the cluster.
@@ -165,6 +187,9 @@ type AgentStatus struct {
 	Servers int
 	// Unreached says why the servers could not be asked about the agent yet.
 	Unreached string
+	// CatalogRemoved is the node ID of a dead agent's catalog entry under this agent's
+	// node name that the wait removed (ClaimCatalogName), "" if none.
+	CatalogRemoved string
 }
 
 func (s AgentStatus) String() string {
@@ -218,9 +243,11 @@ func ReadAgentStatus(ctx context.Context, api *consulapi.Client) (AgentStatus, e
 	return st, nil
 }
 
-// WaitAgentJoined waits until the agent is an alive member, sees a leader and is in the catalog.
+// WaitAgentJoined waits until the agent is an alive member, sees a leader and the catalog
+// holds its node (ClaimCatalogName).
 func WaitAgentJoined(ctx context.Context, api *consulapi.Client, alive AliveCheck) (AgentStatus, error) {
 	var st AgentStatus
+	var removed string // kept across the polls, which each read st anew
 	err := wait.Until(ctx, waitOptions("the agent to join the cluster as an alive member"), func(ctx context.Context) (bool, string, error) {
 		if err := alive(ctx); err != nil {
 			return false, "", err
@@ -230,8 +257,12 @@ func WaitAgentJoined(ctx context.Context, api *consulapi.Client, alive AliveChec
 		if err != nil {
 			return false, "the agent's API does not answer yet", wait.Retryable(err)
 		}
-		return st.Joined(), st.String(), nil
+		if !st.Joined() {
+			return false, st.String(), nil
+		}
+		return claimCatalogName(ctx, api, st.Self, &removed)
 	})
+	st.CatalogRemoved = removed
 	return st, err
 }
 

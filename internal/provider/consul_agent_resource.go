@@ -56,7 +56,8 @@ func (r *consulAgentResource) Schema(ctx context.Context, _ resource.SchemaReque
 	resp.Schema = schema.Schema{
 		MarkdownDescription: "A Consul client agent, run as a container on a node's Docker engine (host network, data on a named volume, restart " +
 			"policy `unless-stopped`) and joined to the servers through `retry_join`. Create returns once the agent is an `alive` member that the " +
-			"servers have in their catalog. A changed config or image recreates the container in place on the same volume (same node ID); a " +
+			"servers have in their catalog as itself (a dead agent's entry under the same name, left by a lost quorum, is removed: see the " +
+			"self-healing guide). A changed config or image recreates the container in place on the same volume (same node ID); a " +
 			"container stopped or changed outside Terraform is recreated on the next apply. Delete leaves gracefully (`consul leave`) before " +
 			"removing the container and its volume, so the catalog keeps no trace of the node. A delete whose node does not answer succeeds " +
 			"only when its droplet is off or deleted (nothing of it runs there any more); while the droplet is active the container may " +
@@ -149,6 +150,7 @@ func (r *consulAgentResource) waitJoined(ctx context.Context, h *conn.Host, dock
 		return
 	}
 	m.NodeID, m.MemberStatus = types.StringValue(st.NodeID), types.StringValue(st.MemberStatus)
+	addStaleCatalogWarning(diags, m.Host.ValueString(), st.NodeName, st.CatalogRemoved)
 }
 
 func (r *consulAgentResource) Read(ctx context.Context, req resource.ReadRequest, resp *resource.ReadResponse) {

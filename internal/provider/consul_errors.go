@@ -54,3 +54,16 @@ func addConsulContainerError(diags *diag.Diagnostics, summary, host, containerNa
 	}
 	diags.AddError(summary, detail)
 }
+
+// addStaleCatalogWarning tells the user that the catalog held a dead agent's entry under
+// this node's name (consul.ClaimCatalogName removed it): until then every read of the
+// catalog, health included, reported that agent's services and missed this node's.
+func addStaleCatalogWarning(diags *diag.Diagnostics, host, nodeName, removedID string) {
+	if removedID == "" {
+		return
+	}
+	diags.AddWarning("Stale Consul Catalog Entry Removed",
+		fmt.Sprintf("On %s: the catalog held the node name %s under node ID %s, an agent of that name that died while the cluster had no "+
+			"leader, with that agent's services and their last health. It was removed, and this node registered in its place. Reads of "+
+			"the catalog made before this apply (microswarm_health included) counted the dead agent's services.", host, nodeName, removedID))
+}

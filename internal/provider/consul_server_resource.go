@@ -77,7 +77,7 @@ func (r *consulServerResource) Schema(ctx context.Context, _ resource.SchemaRequ
 	}
 	resp.Schema = schema.Schema{
 		MarkdownDescription: "A Consul server agent, run as a container on a node's Docker engine (host network, data on a named volume, restart policy " +
-			"`unless-stopped`). Create returns once the cluster has a leader and this server is a voter. An image or config change recreates the " +
+			"`unless-stopped`). Create returns once the cluster has a leader, this server is a voter and the catalog holds its node as its own (a dead agent's entry under the same name, left by a lost quorum, is removed: see the self-healing guide). An image or config change recreates the " +
 			"container in place on the same volume (same node ID and raft data) as a rolling restart: servers take a cluster-wide lock in Consul " +
 			"and go one at a time, each only once every other server is healthy, so a 3-server cluster never has two servers down. " +
 			"A container stopped or changed outside Terraform is recreated on the next apply. Delete leaves the cluster gracefully " +
@@ -197,6 +197,7 @@ func (r *consulServerResource) Create(ctx context.Context, req resource.CreateRe
 		return
 	}
 	plan.NodeID, plan.Leader = types.StringValue(st.NodeID), nullIfEmpty(st.Leader)
+	addStaleCatalogWarning(&resp.Diagnostics, host, st.NodeName, st.CatalogRemoved)
 	consulEnsureAgentToken(ctx, api, spec, &plan.consulContainerModel, &resp.Diagnostics)
 	resp.Diagnostics.Append(resp.State.Set(ctx, &plan)...)
 }
@@ -312,6 +313,7 @@ func (r *consulServerResource) Update(ctx context.Context, req resource.UpdateRe
 		return
 	}
 	plan.NodeID, plan.Leader = types.StringValue(st.NodeID), nullIfEmpty(st.Leader)
+	addStaleCatalogWarning(&resp.Diagnostics, host, st.NodeName, st.CatalogRemoved)
 	consulEnsureAgentToken(ctx, api, spec, &plan.consulContainerModel, &resp.Diagnostics)
 	consulRotateGossipKey(ctx, api, spec, &plan.consulContainerModel, &state.consulContainerModel, &resp.Diagnostics)
 	resp.Diagnostics.Append(resp.State.Set(ctx, &plan)...)
