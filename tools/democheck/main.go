@@ -225,13 +225,27 @@ func checkConsul(ctx context.Context, pool *conn.Pool, state tfstate.State, cons
 			return fmt.Errorf("consul members via %s: %w", host, err)
 		}
 		alive := map[string]bool{}
+		var stale []string
 		for _, m := range members {
-			if m.Status == 1 { // serf's StatusAlive
-				alive[m.Addr] = true
+			if m.Status != 1 { // serf's StatusAlive
+				continue
+			}
+			alive[m.Addr] = true
+			// The catalog holds the member as itself, not a dead agent of the same name
+			// (whose services it would go on reporting).
+			node, _, err := consul.Catalog().Node(m.Name, nil)
+			if err != nil {
+				return fmt.Errorf("consul catalog node %s via %s: %w", m.Name, host, err)
+			}
+			if node == nil || node.Node == nil || !strings.EqualFold(node.Node.ID, m.Tags["id"]) {
+				stale = append(stale, m.Name)
 			}
 		}
+		if len(stale) > 0 {
+			return fmt.Errorf("the consul catalog does not hold these alive members as themselves (node ID): %s", strings.Join(stale, ", "))
+		}
 		leader, _ := consul.Status().Leader()
-		fmt.Printf("consul: leader %s, %d voters, %d alive members\n", leader, len(voters), len(alive))
+		fmt.Printf("consul: leader %s, %d voters, %d alive members, each in the catalog as itself\n", leader, len(voters), len(alive))
 		// Every server of the state, by its advertised address: an alive member and a voter.
 		var missing []string
 		for _, inst := range r.Instances {
