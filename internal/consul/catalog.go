@@ -1,6 +1,7 @@
 package consul
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -24,6 +25,8 @@ import (
 type CatalogClaim struct {
 	// Claimed: the catalog holds the agent's node name under the agent's own node ID.
 	Claimed bool
+	// Absent: the catalog holds no node of that name (yet).
+	Absent bool
 	// Removed is the node ID of a stale entry this call deleted ("" if none).
 	Removed string
 	// Waiting says what is awaited when not Claimed.
@@ -34,8 +37,8 @@ type CatalogClaim struct {
 // agent's own. An entry of that name under another node ID that no alive member carries
 // is a dead agent's: it is deleted (compare-and-set on its modify index, so an entry
 // rewritten meanwhile is left alone), and the agent's own registration follows within
-// its next sync. An entry whose ID an alive member carries is left alone: two live agents
-// share the name, which only their operator can settle. Deleting needs node:write (the
+// its next sync. An entry whose ID an alive member carries is left alone, and reported as
+// an error: two live agents share the name, which only their operator can settle. Deleting needs node:write (the
 // management token); a refusal is returned as a permanent error saying so.
 func ClaimCatalogName(ctx context.Context, api *consulapi.Client, self Self) (CatalogClaim, error) {
 	node, _, err := api.Catalog().Node(self.NodeName, query(ctx))
@@ -43,7 +46,7 @@ func ClaimCatalogName(ctx context.Context, api *consulapi.Client, self Self) (Ca
 		return CatalogClaim{}, wait.Retryable(fmt.Errorf("reading the catalog's node %s: %w", self.NodeName, err))
 	}
 	if node == nil || node.Node == nil {
-		return CatalogClaim{Waiting: "the node is not in the catalog yet"}, nil
+		return CatalogClaim{Absent: true, Waiting: "the node is not in the catalog yet"}, nil
 	}
 	if strings.EqualFold(node.Node.ID, self.NodeID) {
 		return CatalogClaim{Claimed: true}, nil
@@ -55,8 +58,8 @@ func ClaimCatalogName(ctx context.Context, api *consulapi.Client, self Self) (Ca
 	}
 	for _, m := range members {
 		if m.Status == memberAlive && strings.EqualFold(m.Tags["id"], stale.ID) {
-			return CatalogClaim{Waiting: fmt.Sprintf("the catalog holds %s as node %s, which the alive member %s (%s) carries",
-				self.NodeName, stale.ID, m.Name, m.Addr)}, nil
+			return CatalogClaim{}, fmt.Errorf("the catalog holds the node name %s as node %s, which the alive member %s (%s) carries: "+
+				"two agents claim one node; give each node a name of its own", self.NodeName, stale.ID, m.Name, m.Addr)
 		}
 	}
 	ok, resp, _, err := api.Txn().Txn(consulapi.TxnOps{{Node: &consulapi.NodeTxnOp{
@@ -88,4 +91,39 @@ func isPermissionDenied(err error) bool {
 		return se.Code == 403
 	}
 	return strings.Contains(err.Error(), "Permission denied") || strings.Contains(err.Error(), "ACL not found")
+}
+
+// ClearStaleCatalogName removes a dead agent's entry under self's node name, if the
+// catalog holds one, and returns its node ID ("" when there was none). Run it before the
+// agent gets its ACL token: setting the token makes the agent sync its node at once, and
+// once the stale entry is gone that sync registers the node. Without ACLs (or after an
+// earlier sync failed over the stale entry) the agent registers at its next sync retry,
+// 15 to 30 s later, or at once when a service or check of its changes.
+func ClearStaleCatalogName(ctx context.Context, api *consulapi.Client, self Self) (string, error) {
+	var removed string
+	err := wait.Until(ctx, waitOptions("a dead agent's catalog entry under "+self.NodeName+" to be removed"), func(ctx context.Context) (bool, string, error) {
+		claim, err := ClaimCatalogName(ctx, api, self)
+		if err != nil {
+			return false, "", err
+		}
+		removed = cmp.Or(claim.Removed, removed)
+		return claim.Claimed || claim.Absent || claim.Removed != "", claim.Waiting, nil
+	})
+	return removed, err
+}
+
+// WaitCatalogName waits until the catalog holds self's node name as self's own
+// (ClaimCatalogName on every poll, so a stale entry is removed whenever it is seen) and
+// returns the node ID of an entry it removed ("" if none).
+func WaitCatalogName(ctx context.Context, api *consulapi.Client, self Self) (string, error) {
+	var removed string
+	err := wait.Until(ctx, waitOptions("the catalog to hold "+self.NodeName+" as node "+self.NodeID), func(ctx context.Context) (bool, string, error) {
+		claim, err := ClaimCatalogName(ctx, api, self)
+		if err != nil {
+			return false, "", err
+		}
+		removed = cmp.Or(claim.Removed, removed)
+		return claim.Claimed, claim.Waiting, nil
+	})
+	return removed, err
 }

@@ -85,11 +85,8 @@ type ServerStatus struct {
 	Voter bool
 	// IsLeader says this server is the leader.
 	IsLeader bool
-	// CatalogRemoved is the node ID of a dead agent's catalog entry under this server's
-	// node name that the wait removed (ClaimCatalogName), "" if none.
-	CatalogRemoved string
-	Voters         int
-	Servers        int
+	Voters   int
+	Servers  int
 }
 
 func (s ServerStatus) String() string {
@@ -139,11 +136,9 @@ func waitOptions(what string) wait.Options {
 // AliveCheck fails (not retryable) when the agent container died while it was awaited.
 type AliveCheck func(ctx context.Context) error
 
-// WaitServerReady waits until the cluster has a leader, this server is a voter and the
-// catalog holds its node (ClaimCatalogName).
+// WaitServerReady waits until the cluster has a leader and this server is a voter.
 func WaitServerReady(ctx context.Context, api *consulapi.Client, alive AliveCheck) (ServerStatus, error) {
 	var st ServerStatus
-	var removed string // kept across the polls, which each read st anew
 	err := wait.Until(ctx, waitOptions("the server to be a voter in a cluster with a leader"), func(ctx context.Context) (bool, string, error) {
 		if err := alive(ctx); err != nil {
 			return false, "", err
@@ -153,26 +148,9 @@ func WaitServerReady(ctx context.Context, api *consulapi.Client, alive AliveChec
 		if err != nil {
 			return false, "the agent's API does not answer yet", wait.Retryable(err)
 		}
-		if st.Leader == "" || !st.Voter {
-			return false, st.String(), nil
-		}
-		return claimCatalogName(ctx, api, st.Self, &removed)
+		return st.Leader != "" && st.Voter, st.String(), nil
 	})
-	st.CatalogRemoved = removed
 	return st, err
-}
-
-// claimCatalogName is the last step of a readiness wait: ClaimCatalogName, the ID of a
-// stale entry it removed kept in removed.
-func claimCatalogName(ctx context.Context, api *consulapi.Client, self Self, removed *string) (bool, string, error) {
-	claim, err := ClaimCatalogName(ctx, api, self)
-	if err != nil {
-		return false, "", err
-	}
-	if claim.Removed != "" {
-		*removed = claim.Removed
-	}
-	return claim.Claimed, claim.Waiting, nil
 }
 
 // AgentStatus is a client agent's place in the cluster.
@@ -187,9 +165,6 @@ type AgentStatus struct {
 	Servers int
 	// Unreached says why the servers could not be asked about the agent yet.
 	Unreached string
-	// CatalogRemoved is the node ID of a dead agent's catalog entry under this agent's
-	// node name that the wait removed (ClaimCatalogName), "" if none.
-	CatalogRemoved string
 }
 
 func (s AgentStatus) String() string {
@@ -200,9 +175,11 @@ func (s AgentStatus) String() string {
 	return msg
 }
 
-// Joined says the agent is an alive member that reached the servers.
+// Joined says the agent is an alive member that reached the servers. Whether the catalog
+// holds its node as its own is WaitCatalogName's question: the agent may need its ACL
+// token first, which takes a leader.
 func (s AgentStatus) Joined() bool {
-	return s.MemberStatus == "alive" && s.Servers > 0 && s.Leader != "" && s.InCatalog
+	return s.MemberStatus == "alive" && s.Servers > 0 && s.Leader != ""
 }
 
 // ReadAgentStatus asks a client agent about itself and whether the servers know it.
@@ -243,11 +220,9 @@ func ReadAgentStatus(ctx context.Context, api *consulapi.Client) (AgentStatus, e
 	return st, nil
 }
 
-// WaitAgentJoined waits until the agent is an alive member, sees a leader and the catalog
-// holds its node (ClaimCatalogName).
+// WaitAgentJoined waits until the agent is an alive member that sees a leader.
 func WaitAgentJoined(ctx context.Context, api *consulapi.Client, alive AliveCheck) (AgentStatus, error) {
 	var st AgentStatus
-	var removed string // kept across the polls, which each read st anew
 	err := wait.Until(ctx, waitOptions("the agent to join the cluster as an alive member"), func(ctx context.Context) (bool, string, error) {
 		if err := alive(ctx); err != nil {
 			return false, "", err
@@ -257,12 +232,8 @@ func WaitAgentJoined(ctx context.Context, api *consulapi.Client, alive AliveChec
 		if err != nil {
 			return false, "the agent's API does not answer yet", wait.Retryable(err)
 		}
-		if !st.Joined() {
-			return false, st.String(), nil
-		}
-		return claimCatalogName(ctx, api, st.Self, &removed)
+		return st.Joined(), st.String(), nil
 	})
-	st.CatalogRemoved = removed
 	return st, err
 }
 

@@ -127,6 +127,12 @@ func TestAgainstARealAgent(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		if removed, err := WaitCatalogName(ctx, agent, st.Self); err != nil || removed != "" {
+			t.Fatalf("waiting for the catalog: removed %q, %v", removed, err)
+		}
+		if st, err = ReadAgentStatus(ctx, agent); err != nil {
+			t.Fatal(err)
+		}
 		if st.MemberStatus != "alive" || !st.InCatalog || st.Servers != 1 || st.NodeName != "c1" {
 			t.Errorf("status %+v", st)
 		}

@@ -138,10 +138,6 @@ func (r *consulAgentResource) waitJoined(ctx context.Context, h *conn.Host, dock
 		attrError(diags, path.Root("tls"), "Invalid Consul TLS Settings", err.Error())
 		return
 	}
-	// With ACLs on, the agent needs its own token before it can put its node in the catalog.
-	if consulEnsureAgentToken(ctx, api, spec, &m.consulContainerModel, diags); diags.HasError() {
-		return
-	}
 	st, err := consul.WaitAgentJoined(ctx, api, func(ctx context.Context) error { return consul.CheckAlive(ctx, docker, c) })
 	if err != nil {
 		// An agent that is up and alive but sees no leader is not at fault: the servers are.
@@ -150,7 +146,8 @@ func (r *consulAgentResource) waitJoined(ctx context.Context, h *conn.Host, dock
 		return
 	}
 	m.NodeID, m.MemberStatus = types.StringValue(st.NodeID), types.StringValue(st.MemberStatus)
-	addStaleCatalogWarning(diags, m.Host.ValueString(), st.NodeName, st.CatalogRemoved)
+	// With ACLs on, the agent needs its own token before it can put its node in the catalog.
+	consulClaimNode(ctx, api, spec, st.Self, &m.consulContainerModel, diags)
 }
 
 func (r *consulAgentResource) Read(ctx context.Context, req resource.ReadRequest, resp *resource.ReadResponse) {

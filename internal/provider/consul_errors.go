@@ -1,9 +1,12 @@
 package provider
 
 import (
+	"cmp"
+	"context"
 	"errors"
 	"fmt"
 
+	consulapi "github.com/hashicorp/consul/api"
 	"github.com/hashicorp/terraform-plugin-framework/diag"
 
 	"github.com/microswarm/terraform-provider-microswarm/internal/consul"
@@ -55,15 +58,32 @@ func addConsulContainerError(diags *diag.Diagnostics, summary, host, containerNa
 	diags.AddError(summary, detail)
 }
 
-// addStaleCatalogWarning tells the user that the catalog held a dead agent's entry under
-// this node's name (consul.ClaimCatalogName removed it): until then every read of the
-// catalog, health included, reported that agent's services and missed this node's.
-func addStaleCatalogWarning(diags *diag.Diagnostics, host, nodeName, removedID string) {
-	if removedID == "" {
-		return
+// consulClaimNode makes the catalog hold the agent's node as its own and gives the agent
+// its ACL token (ACLs on), in the order that lets the agent register at once: a dead
+// agent's entry under the node's name (left by a lost quorum) is removed first, then the
+// token set, which makes the agent sync its node; then it waits for the node to be there.
+// What was removed is said in a warning: until then the catalog reported the dead agent's
+// services, and reads of it made earlier (microswarm_health) counted them.
+func consulClaimNode(ctx context.Context, api *consulapi.Client, spec consul.Spec, self consul.Self, m *consulContainerModel, diags *diag.Diagnostics) {
+	host := m.Host.ValueString()
+	removed, err := consul.ClearStaleCatalogName(ctx, api, self)
+	if err == nil {
+		if consulEnsureAgentToken(ctx, api, spec, m, diags); diags.HasError() {
+			return
+		}
+		var again string
+		again, err = consul.WaitCatalogName(ctx, api, self)
+		removed = cmp.Or(removed, again)
 	}
-	diags.AddWarning("Stale Consul Catalog Entry Removed",
-		fmt.Sprintf("On %s: the catalog held the node name %s under node ID %s, an agent of that name that died while the cluster had no "+
-			"leader, with that agent's services and their last health. It was removed, and this node registered in its place. Reads of "+
-			"the catalog made before this apply (microswarm_health included) counted the dead agent's services.", host, nodeName, removedID))
+	if removed != "" {
+		diags.AddWarning("Stale Consul Catalog Entry Removed",
+			fmt.Sprintf("On %s: the catalog held the node name %s under node ID %s, an agent of that name that died while the cluster had no "+
+				"leader, with that agent's services and their last health. It was removed, and this node registers in its place. Reads of "+
+				"the catalog made before this apply (microswarm_health included) counted the dead agent's services.", host, self.NodeName, removed))
+	}
+	if err != nil {
+		diags.AddError("Consul Node Not in the Catalog", fmt.Sprintf("Container %s on %s (node %s, ID %s): %s.\n\nThe agent is a member of the "+
+			"cluster, but the catalog does not hold its node as its own, so its services would not be seen. Fix what the message names, then "+
+			"apply again.", spec.ContainerName, host, self.NodeName, self.NodeID, err))
+	}
 }

@@ -197,8 +197,7 @@ func (r *consulServerResource) Create(ctx context.Context, req resource.CreateRe
 		return
 	}
 	plan.NodeID, plan.Leader = types.StringValue(st.NodeID), nullIfEmpty(st.Leader)
-	addStaleCatalogWarning(&resp.Diagnostics, host, st.NodeName, st.CatalogRemoved)
-	consulEnsureAgentToken(ctx, api, spec, &plan.consulContainerModel, &resp.Diagnostics)
+	consulClaimNode(ctx, api, spec, st.Self, &plan.consulContainerModel, &resp.Diagnostics)
 	resp.Diagnostics.Append(resp.State.Set(ctx, &plan)...)
 }
 
@@ -313,8 +312,7 @@ func (r *consulServerResource) Update(ctx context.Context, req resource.UpdateRe
 		return
 	}
 	plan.NodeID, plan.Leader = types.StringValue(st.NodeID), nullIfEmpty(st.Leader)
-	addStaleCatalogWarning(&resp.Diagnostics, host, st.NodeName, st.CatalogRemoved)
-	consulEnsureAgentToken(ctx, api, spec, &plan.consulContainerModel, &resp.Diagnostics)
+	consulClaimNode(ctx, api, spec, st.Self, &plan.consulContainerModel, &resp.Diagnostics)
 	consulRotateGossipKey(ctx, api, spec, &plan.consulContainerModel, &state.consulContainerModel, &resp.Diagnostics)
 	resp.Diagnostics.Append(resp.State.Set(ctx, &plan)...)
 }
