@@ -97,6 +97,20 @@ func (a *Access) readerToken(ctx context.Context, open func(conn.ConsulConfig) (
 	if err != nil {
 		return "", err
 	}
+	// Without a leader every write, and every read that is not stale, waits for Consul's
+	// RPC hold (7 s) and fails: a plan after a lost quorum took 45 s on two such tries.
+	// Then only the token made earlier can serve, found by stale reads.
+	if leader, err := api.Status().LeaderWithQueryOptions((&consulapi.QueryOptions{}).WithContext(ctx)); err == nil && leader == "" {
+		found, ok, err := FindToken(ctx, api, reader.Name)
+		switch {
+		case err != nil:
+			return "", fmt.Errorf("finding the %s's Consul token while the cluster has no leader: %w", reader.Name, err)
+		case !ok:
+			return "", fmt.Errorf("the cluster has no leader, and the %s's Consul token was never made", reader.Name)
+		}
+		a.remember(key, found.SecretID)
+		return found.SecretID, nil
+	}
 	tok, err := EnsureToken(ctx, api, reader.Name, reader.Rules)
 	if err != nil {
 		// Another run may have made the policy between the read and the create: the
@@ -109,9 +123,14 @@ func (a *Access) readerToken(ctx context.Context, open func(conn.ConsulConfig) (
 			tok = found
 		}
 	}
+	a.remember(key, tok.SecretID)
+	return tok.SecretID, nil
+}
+
+// remember keeps a reader's token secret for the run; a.mu is held.
+func (a *Access) remember(key, secret string) {
 	if a.tokens == nil {
 		a.tokens = map[string]string{}
 	}
-	a.tokens[key] = tok.SecretID
-	return tok.SecretID, nil
+	a.tokens[key] = secret
 }
