@@ -126,6 +126,9 @@ type ConsulHealth struct {
 	Service string
 	// Anonymous says API carries no ACL token.
 	Anonymous bool
+	// Stale lets any server answer (a refresh's counts): without a leader a default read
+	// waits out Consul's RPC hold (7 s) and fails. A gate reads with the leader.
+	Stale bool
 }
 
 // AnonymousError is a read without a token that found nothing in a Consul whose ACLs
@@ -143,7 +146,7 @@ func (e *AnonymousError) Error() string {
 var _ Health = (*ConsulHealth)(nil)
 
 func (h *ConsulHealth) Instances(ctx context.Context, c Color) ([]Instance, error) {
-	q := (&consulapi.QueryOptions{}).WithContext(ctx)
+	q := (&consulapi.QueryOptions{AllowStale: h.Stale}).WithContext(ctx)
 	entries, meta, err := h.API.Health().Service(h.Service, string(c), false, q)
 	if err != nil {
 		return nil, err

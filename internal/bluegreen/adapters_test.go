@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -50,5 +52,35 @@ func TestConsulHealthSaysWhenACLsHideInstances(t *testing.T) {
 	in, err := (&ConsulHealth{API: admin, Service: "web"}).Instances(ctx, Blue)
 	if err != nil || len(in) != 1 || in[0].ID != "web-1" {
 		t.Errorf("a gate that may read: %+v, %v; want web-1", in, err)
+	}
+}
+
+// A refresh's counts read with Stale: a cluster that lost its leader answers only stale
+// reads (any other waits out Consul's 7 s RPC hold and fails); a gate's read is not stale.
+func TestConsulHealthStaleReadsAnyServer(t *testing.T) {
+	var stale []bool
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, s := r.URL.Query()["stale"]
+		stale = append(stale, s)
+		if !s {
+			http.Error(w, "No cluster leader", http.StatusInternalServerError)
+			return
+		}
+		_, _ = w.Write([]byte(`[{"Service":{"ID":"web-1","Service":"web","Tags":["blue"]},"Checks":[{"Status":"passing"}]}]`))
+	}))
+	defer srv.Close()
+	api, err := consulapi.NewClient(&consulapi.Config{Address: strings.TrimPrefix(srv.URL, "http://")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	in, err := (&ConsulHealth{API: api, Service: "web", Stale: true}).Instances(t.Context(), Blue)
+	if err != nil || len(in) != 1 || !in[0].Healthy {
+		t.Errorf("a stale read without a leader: %+v, %v; want web-1 passing", in, err)
+	}
+	if _, err := (&ConsulHealth{API: api, Service: "web"}).Instances(t.Context(), Blue); err == nil {
+		t.Error("a gate's read was answered without a leader; want it to ask the leader")
+	}
+	if len(stale) != 2 || !stale[0] || stale[1] {
+		t.Errorf("stale parameter per request %v, want [true false]", stale)
 	}
 }

@@ -370,6 +370,9 @@ func (r *microserviceResource) Read(ctx context.Context, req resource.ReadReques
 	}
 	d := r.reach(ctx, mgr, &state, true, &resp.Diagnostics)
 	if d != nil {
+		if h, ok := d.health.(*bluegreen.ConsulHealth); ok {
+			h.Stale = true // a refresh must not wait for a leader Consul may have lost
+		}
 		routes := bluegreen.Summarise(ctx, d.proxies())
 		switch {
 		case routes.OK && len(routes.Unread) == 0:
