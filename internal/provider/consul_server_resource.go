@@ -77,7 +77,9 @@ func (r *consulServerResource) Schema(ctx context.Context, _ resource.SchemaRequ
 	}
 	resp.Schema = schema.Schema{
 		MarkdownDescription: "A Consul server agent, run as a container on a node's Docker engine (host network, data on a named volume, restart policy " +
-			"`unless-stopped`). Create returns once the cluster has a leader, this server is a voter and the catalog holds its node as its own (a dead agent's entry under the same name, left by a lost quorum, is removed: see the self-healing guide). An image or config change recreates the " +
+			"`unless-stopped`). Create returns once the cluster has a leader, this server is a voter and the catalog holds its node as its " +
+			"own (a dead agent's entry under the same name, left by a lost quorum, is removed: see the self-healing guide). An image or " +
+			"config change recreates the " +
 			"container in place on the same volume (same node ID and raft data) as a rolling restart: servers take a cluster-wide lock in Consul " +
 			"and go one at a time, each only once every other server is healthy, so a 3-server cluster never has two servers down. " +
 			"A container stopped or changed outside Terraform is recreated on the next apply. Delete leaves the cluster gracefully " +
