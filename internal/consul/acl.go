@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"strings"
 
 	consulapi "github.com/hashicorp/consul/api"
 )
@@ -159,6 +160,16 @@ func EnsureAgentToken(ctx context.Context, api *consulapi.Client) (ManagedToken,
 func isNotFound(err error) bool {
 	var se consulapi.StatusError
 	return errors.As(err, &se) && se.Code == 404
+}
+
+// isPermissionDenied: Consul's refusal of a token (HTTP 403, or its message where the
+// client did not keep the status).
+func isPermissionDenied(err error) bool {
+	var se consulapi.StatusError
+	if errors.As(err, &se) {
+		return se.Code == 403
+	}
+	return strings.Contains(err.Error(), "Permission denied") || strings.Contains(err.Error(), "ACL not found")
 }
 
 var uuidPattern = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)

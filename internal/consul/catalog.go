@@ -3,7 +3,6 @@ package consul
 import (
 	"cmp"
 	"context"
-	"errors"
 	"fmt"
 	"strings"
 
@@ -38,8 +37,9 @@ type CatalogClaim struct {
 // is a dead agent's: it is deleted (compare-and-set on its modify index, so an entry
 // rewritten meanwhile is left alone), and the agent's own registration follows within
 // its next sync. An entry whose ID an alive member carries is left alone, and reported as
-// an error: two live agents share the name, which only their operator can settle. Deleting needs node:write (the
-// management token); a refusal is returned as a permanent error saying so.
+// an error: two live agents share the name, which only their operator can settle.
+// Deleting needs node:write (the management token); a refusal is returned as a permanent
+// error saying so.
 func ClaimCatalogName(ctx context.Context, api *consulapi.Client, self Self) (CatalogClaim, error) {
 	node, _, err := api.Catalog().Node(self.NodeName, query(ctx))
 	if err != nil {
@@ -84,15 +84,6 @@ func ClaimCatalogName(ctx context.Context, api *consulapi.Client, self Self) (Ca
 	return CatalogClaim{Removed: stale.ID, Waiting: fmt.Sprintf("removed the stale catalog entry %s (node %s); the agent registers next", self.NodeName, stale.ID)}, nil
 }
 
-// isPermissionDenied: Consul's refusal of a token (HTTP 403).
-func isPermissionDenied(err error) bool {
-	var se consulapi.StatusError
-	if errors.As(err, &se) {
-		return se.Code == 403
-	}
-	return strings.Contains(err.Error(), "Permission denied") || strings.Contains(err.Error(), "ACL not found")
-}
-
 // ClearStaleCatalogName removes a dead agent's entry under self's node name, if the
 // catalog holds one, and returns its node ID ("" when there was none). Run it before the
 // agent gets its ACL token: setting the token makes the agent sync its node at once, and
@@ -100,30 +91,54 @@ func isPermissionDenied(err error) bool {
 // earlier sync failed over the stale entry) the agent registers at its next sync retry,
 // 15 to 30 s later, or at once when a service or check of its changes.
 func ClearStaleCatalogName(ctx context.Context, api *consulapi.Client, self Self) (string, error) {
-	var removed string
-	err := wait.Until(ctx, waitOptions("a dead agent's catalog entry under "+self.NodeName+" to be removed"), func(ctx context.Context) (bool, string, error) {
-		claim, err := ClaimCatalogName(ctx, api, self)
-		if err != nil {
-			return false, "", err
-		}
-		removed = cmp.Or(claim.Removed, removed)
-		return claim.Claimed || claim.Absent || claim.Removed != "", claim.Waiting, nil
-	})
-	return removed, err
+	return pollCatalogName(ctx, api, self, "a dead agent's catalog entry under "+self.NodeName+" to be removed",
+		func(c CatalogClaim) bool { return c.Claimed || c.Absent || c.Removed != "" })
 }
 
 // WaitCatalogName waits until the catalog holds self's node name as self's own
 // (ClaimCatalogName on every poll, so a stale entry is removed whenever it is seen) and
 // returns the node ID of an entry it removed ("" if none).
 func WaitCatalogName(ctx context.Context, api *consulapi.Client, self Self) (string, error) {
+	return pollCatalogName(ctx, api, self, "the catalog to hold "+self.NodeName+" as node "+self.NodeID,
+		func(c CatalogClaim) bool { return c.Claimed })
+}
+
+// pollCatalogName runs ClaimCatalogName until done says so, and returns the node ID of
+// an entry any of its polls removed.
+func pollCatalogName(ctx context.Context, api *consulapi.Client, self Self, what string, done func(CatalogClaim) bool) (string, error) {
 	var removed string
-	err := wait.Until(ctx, waitOptions("the catalog to hold "+self.NodeName+" as node "+self.NodeID), func(ctx context.Context) (bool, string, error) {
+	err := wait.Until(ctx, waitOptions(what), func(ctx context.Context) (bool, string, error) {
 		claim, err := ClaimCatalogName(ctx, api, self)
 		if err != nil {
 			return false, "", err
 		}
 		removed = cmp.Or(claim.Removed, removed)
-		return claim.Claimed, claim.Waiting, nil
+		return done(claim), claim.Waiting, nil
 	})
 	return removed, err
+}
+
+// CatalogMismatches names the alive members among members whose node the catalog does
+// not hold under their own node ID (absent, or a dead agent's entry of the same name),
+// each with both IDs: what ClaimCatalogName settles for one agent, checked for all.
+func CatalogMismatches(ctx context.Context, api *consulapi.Client, members []*consulapi.AgentMember) ([]string, error) {
+	var out []string
+	for _, m := range members {
+		if m.Status != memberAlive {
+			continue
+		}
+		node, _, err := api.Catalog().Node(m.Name, query(ctx))
+		if err != nil {
+			return nil, fmt.Errorf("reading the catalog's node %s: %w", m.Name, err)
+		}
+		if node != nil && node.Node != nil && strings.EqualFold(node.Node.ID, m.Tags["id"]) {
+			continue
+		}
+		got := "missing"
+		if node != nil && node.Node != nil {
+			got = "node " + node.Node.ID
+		}
+		out = append(out, fmt.Sprintf("%s (member %s, catalog %s)", m.Name, m.Tags["id"], got))
+	}
+	return out, nil
 }

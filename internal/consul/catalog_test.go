@@ -59,6 +59,20 @@ func TestClearStaleCatalogNameRemovesADeadAgentsEntry(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	mismatches := func() []string {
+		members, err := Members(ctx, server)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out, err := CatalogMismatches(ctx, server, members)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	if got := mismatches(); len(got) != 1 || !strings.Contains(got[0], "c1 (member "+st.NodeID+", catalog node "+deadID+")") {
+		t.Errorf("mismatches before the claim: %q, want c1 held as the dead node", got)
+	}
 	removed, err := ClearStaleCatalogName(ctx, agent, st.Self)
 	if err != nil {
 		t.Fatal(err)
@@ -100,6 +114,9 @@ func TestClearStaleCatalogNameRemovesADeadAgentsEntry(t *testing.T) {
 		time.Sleep(250 * time.Millisecond)
 	}
 
+	if got := mismatches(); len(got) != 0 {
+		t.Errorf("mismatches after the claim: %q, want none", got)
+	}
 	// Once claimed, nothing more is done.
 	again, err := ClaimCatalogName(ctx, agent, st.Self)
 	if err != nil || !again.Claimed || again.Removed != "" {

@@ -258,25 +258,16 @@ func checkConsulCluster(t *testing.T, wantVoters, wantAlive int) resource.TestCh
 				return false, "", wait.Retryable(err)
 			}
 			alive := 0
-			var stale []string
 			for _, m := range members {
-				if m.Status != 1 {
-					continue
+				if m.Status == 1 {
+					alive++
 				}
-				alive++
-				// The catalog's node of that name is this member's (its ID), not a dead
-				// agent's of the same name whose services it would go on reporting.
-				node, _, err := api.Catalog().Node(m.Name, (&consulapi.QueryOptions{}).WithContext(ctx))
-				if err != nil {
-					return false, "", wait.Retryable(err)
-				}
-				if node == nil || node.Node == nil || !strings.EqualFold(node.Node.ID, m.Tags["id"]) {
-					got := "missing"
-					if node != nil && node.Node != nil {
-						got = "node " + node.Node.ID
-					}
-					stale = append(stale, fmt.Sprintf("%s (member %s, catalog %s)", m.Name, m.Tags["id"], got))
-				}
+			}
+			// The catalog's node of each member's name is that member's (its ID), not a
+			// dead agent's of the same name whose services it would go on reporting.
+			stale, err := consul.CatalogMismatches(ctx, api, members)
+			if err != nil {
+				return false, "", wait.Retryable(err)
 			}
 			state := fmt.Sprintf("%d voters, %d alive members of %d", voters, alive, len(members))
 			if len(stale) > 0 {

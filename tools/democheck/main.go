@@ -26,6 +26,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/microswarm/terraform-provider-microswarm/internal/conn"
+	"github.com/microswarm/terraform-provider-microswarm/internal/consul"
 	"github.com/microswarm/terraform-provider-microswarm/internal/swarmservice"
 	"github.com/microswarm/terraform-provider-microswarm/internal/tfstate"
 )
@@ -205,11 +206,11 @@ func checkConsul(ctx context.Context, pool *conn.Pool, state tfstate.State, cons
 			return err
 		}
 		cfg.Address = httpAddr
-		consul, err := h.Consul(cfg)
+		api, err := h.Consul(cfg)
 		if err != nil {
 			return err
 		}
-		raft, err := consul.Operator().RaftGetConfiguration(nil)
+		raft, err := api.Operator().RaftGetConfiguration(nil)
 		if err != nil {
 			return fmt.Errorf("consul raft configuration via %s: %w", host, err)
 		}
@@ -220,31 +221,26 @@ func checkConsul(ctx context.Context, pool *conn.Pool, state tfstate.State, cons
 				voters[addr] = true
 			}
 		}
-		members, err := consul.Agent().Members(false)
+		members, err := api.Agent().Members(false)
 		if err != nil {
 			return fmt.Errorf("consul members via %s: %w", host, err)
 		}
 		alive := map[string]bool{}
-		var stale []string
 		for _, m := range members {
-			if m.Status != 1 { // serf's StatusAlive
-				continue
+			if m.Status == 1 { // serf's StatusAlive
+				alive[m.Addr] = true
 			}
-			alive[m.Addr] = true
-			// The catalog holds the member as itself, not a dead agent of the same name
-			// (whose services it would go on reporting).
-			node, _, err := consul.Catalog().Node(m.Name, nil)
-			if err != nil {
-				return fmt.Errorf("consul catalog node %s via %s: %w", m.Name, host, err)
-			}
-			if node == nil || node.Node == nil || !strings.EqualFold(node.Node.ID, m.Tags["id"]) {
-				stale = append(stale, m.Name)
-			}
+		}
+		// The catalog holds each member as itself, not a dead agent of the same name
+		// (whose services it would go on reporting).
+		stale, err := consul.CatalogMismatches(ctx, api, members)
+		if err != nil {
+			return fmt.Errorf("consul catalog via %s: %w", host, err)
 		}
 		if len(stale) > 0 {
-			return fmt.Errorf("the consul catalog does not hold these alive members as themselves (node ID): %s", strings.Join(stale, ", "))
+			return fmt.Errorf("the consul catalog does not hold these alive members as themselves: %s", strings.Join(stale, ", "))
 		}
-		leader, _ := consul.Status().Leader()
+		leader, _ := api.Status().Leader()
 		fmt.Printf("consul: leader %s, %d voters, %d alive members, each in the catalog as itself\n", leader, len(voters), len(alive))
 		// Every server of the state, by its advertised address: an alive member and a voter.
 		var missing []string
