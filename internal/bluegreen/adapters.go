@@ -2,12 +2,18 @@ package bluegreen
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/filters"
+	"github.com/docker/docker/errdefs"
 	consulapi "github.com/hashicorp/consul/api"
 
 	"github.com/microswarm/terraform-provider-microswarm/internal/conn"
@@ -169,6 +175,42 @@ func (h *ConsulHealth) Instances(ctx context.Context, c Color) ([]Instance, erro
 		out = append(out, in)
 	}
 	return out, nil
+}
+
+// EngineTasks is a node's own Docker engine (NodeTasks): swarm labels each task's
+// container with its service's ID.
+type EngineTasks struct {
+	Engine interface {
+		ContainerList(ctx context.Context, options container.ListOptions) ([]container.Summary, error)
+		ContainerKill(ctx context.Context, id, signal string) error
+	}
+}
+
+var _ NodeTasks = EngineTasks{}
+
+const serviceIDLabel = "com.docker.swarm.service.id"
+
+func (t EngineTasks) Kill(ctx context.Context, serviceIDs []string) error {
+	running, err := t.Engine.ContainerList(ctx, container.ListOptions{Filters: filters.NewArgs(filters.Arg("label", serviceIDLabel))})
+	if err != nil {
+		return err
+	}
+	// At once: the engine answers a kill once the container has exited.
+	errs := make([]error, len(running))
+	var wg sync.WaitGroup
+	for i, c := range running {
+		if !slices.Contains(serviceIDs, c.Labels[serviceIDLabel]) {
+			continue
+		}
+		wg.Go(func() {
+			// One that stopped or went meanwhile is what was asked.
+			if err := t.Engine.ContainerKill(ctx, c.ID, "KILL"); err != nil && !errdefs.IsNotFound(err) && !errdefs.IsConflict(err) {
+				errs[i] = fmt.Errorf("container %s: %w", c.ID, err)
+			}
+		})
+	}
+	wg.Wait()
+	return errors.Join(errs...)
 }
 
 // SSHFiles is a node's file system through its SSH connection (NodeFiles). Paths are

@@ -35,12 +35,21 @@ type NodeFiles interface {
 	RemoveAll(ctx context.Context, dir string) error
 }
 
+// NodeTasks is one node's own engine, for the swarm tasks that run there.
+type NodeTasks interface {
+	// Kill kills the node's containers of these swarm services (by service ID); none is
+	// success.
+	Kill(ctx context.Context, serviceIDs []string) error
+}
+
 // ProxyNode is one node that runs the proxy: its swarm node ID, its files and its proxy.
 type ProxyNode struct {
 	Name    string
 	SwarmID string
 	Files   NodeFiles
 	Proxy   Proxy
+	// Tasks, when set, lets a delete stop the node's tasks of the removed services at once.
+	Tasks NodeTasks
 	// ServersState, when set, reads the running proxy's servers' state in the format
 	// of HAProxy's server-state-file (haproxy.Client.ServersStateFile).
 	ServersState func(ctx context.Context) (string, error)
@@ -349,6 +358,10 @@ func Undeploy(ctx context.Context, eng Engine, svc Service, nodes []ProxyNode, o
 	if err := swarmservice.RemoveNoWait(ctx, eng, ids...); err != nil {
 		return fmt.Errorf("removing services %s: %w", strings.Join(names, ", "), err)
 	}
+	// The reached nodes kill the tasks while the rest goes.
+	killed := make(chan struct{})
+	go func() { defer close(killed); killRemovedTasks(ctx, nodes, ids) }()
+	defer func() { <-killed }()
 	// While the tasks stop (Docker pauses 2 s before it stops a task attached to a network,
 	// then the grace period), what only the services held goes: their configs (swarm
 	// refuses to remove a config only while a service names it), the nodes' proxy label,
@@ -393,6 +406,43 @@ func Undeploy(ctx context.Context, eng Engine, svc Service, nodes []ProxyNode, o
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// killIdleWithin bounds how long a delete waits for the proxies' requests in flight to
+// finish before it kills the tasks: by then swarm has begun the graceful stop itself.
+const killIdleWithin = 3 * time.Second
+
+// killRemovedTasks kills the reached nodes' tasks of removed services once no proxy holds
+// a request in flight to either color. Nothing routes to them any more (the proxies go
+// with the colors, and the network is the service's own), so swarm's graceful stop buys
+// nothing then and costs seconds: a 2 s pause for the load balancer's gossip, then the
+// stop signal and the app's own shutdown. Only after the removal: a task killed while its
+// service lives is started again. Only when every node has both a proxy to ask and an
+// engine to kill with, and every proxy says idle within killIdleWithin; otherwise, or
+// for tasks elsewhere, the graceful stop, which the delete waits for either way.
+func killRemovedTasks(ctx context.Context, nodes []ProxyNode, ids []string) {
+	if len(ids) == 0 || len(nodes) == 0 {
+		return
+	}
+	var proxies []Proxy
+	for _, n := range nodes {
+		if n.Tasks == nil || n.Proxy == nil {
+			return
+		}
+		proxies = append(proxies, n.Proxy)
+	}
+	idleCtx, cancel := context.WithTimeout(ctx, killIdleWithin)
+	defer cancel()
+	for _, c := range Colors {
+		if err := Drain(idleCtx, proxies, c, 100*time.Millisecond); err != nil {
+			return // busy or unreadable: the open requests finish the graceful way
+		}
+	}
+	var wg sync.WaitGroup
+	for _, n := range nodes {
+		wg.Go(func() { _ = n.Tasks.Kill(ctx, ids) })
+	}
+	wg.Wait()
 }
 
 // MapFiles writes the routing map every proxy node's HAProxy loads at start, on every

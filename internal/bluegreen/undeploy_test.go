@@ -26,7 +26,8 @@ type stoppingSwarm struct {
 	stopAfter time.Duration
 	services  map[string]bool // by name (= ID here)
 	removedAt map[string]time.Time
-	configs   map[string]string // ID: name
+	killed    map[string]time.Time // a service's tasks killed on their node, and when
+	configs   map[string]string    // ID: name
 	labels    map[string]map[string]string
 	network   bool
 	gone      map[string]time.Time // what went, and when
@@ -49,10 +50,16 @@ func (s *stoppingSwarm) ServiceRemove(_ context.Context, id string) error {
 	return nil
 }
 
+// stopped says whether the tasks of removed service id have stopped; s.mu held.
+func (s *stoppingSwarm) stopped(id string, removedAt time.Time) bool {
+	_, killed := s.killed[id]
+	return killed || time.Since(removedAt) >= s.stopAfter
+}
+
 // running says whether a task of a removed service still runs; s.mu held.
 func (s *stoppingSwarm) running() bool {
-	for _, at := range s.removedAt {
-		if time.Since(at) < s.stopAfter {
+	for id, at := range s.removedAt {
+		if !s.stopped(id, at) {
 			return true
 		}
 	}
@@ -65,7 +72,7 @@ func (s *stoppingSwarm) TaskList(context.Context, swarm.TaskListOptions) ([]swar
 	var out []swarm.Task
 	for id, at := range s.removedAt {
 		state := swarm.TaskStateRunning
-		if time.Since(at) >= s.stopAfter {
+		if s.stopped(id, at) {
 			state = swarm.TaskStateShutdown
 		}
 		out = append(out, swarm.Task{ServiceID: id, NodeID: "node-a", Status: swarm.TaskStatus{State: state}})
@@ -156,6 +163,91 @@ func (n removingNode) RemoveAll(context.Context, string) error {
 	return nil
 }
 
+// killingNode is a node whose engine kills the tasks of the services it is given; a task
+// killed while its service is not yet removed is recorded as restarted.
+type killingNode struct {
+	s         *stoppingSwarm
+	restarted *[]string
+}
+
+func (n killingNode) Kill(_ context.Context, ids []string) error {
+	n.s.mu.Lock()
+	defer n.s.mu.Unlock()
+	for _, id := range ids {
+		if n.s.services[id] {
+			*n.restarted = append(*n.restarted, id) // swarm starts a killed task of a live service again
+			continue
+		}
+		n.s.killed[id] = time.Now()
+	}
+	return nil
+}
+
+// A delete does not wait out swarm's graceful stop of tasks nothing routes to any more
+// (its 2 s pause, then the app's shutdown): once their services are removed and no proxy
+// holds a request in flight, the reached nodes kill them, so everything is gone in a
+// fraction of that.
+func TestUndeployKillsTheRemovedServicesTasksOnTheReachedNodes(t *testing.T) {
+	t.Parallel()
+	svc := Service{Name: "web", Network: "web-net"}
+	proxy := ProxyDeployment{Service: svc}
+	s := &stoppingSwarm{
+		stopAfter: 5 * time.Second,
+		services:  map[string]bool{proxy.ProxyName(): true, svc.ServiceName(Blue): true, svc.ServiceName(Green): true},
+		removedAt: map[string]time.Time{},
+		killed:    map[string]time.Time{},
+		configs:   map[string]string{"c1": "web-proxy-cfg-1"},
+		labels:    map[string]map[string]string{"node-a": {proxy.NodeLabel(): "true"}},
+		network:   true,
+		gone:      map[string]time.Time{},
+	}
+	var restarted []string
+	_, fakes, _ := world()
+	var nodes []ProxyNode
+	for _, p := range fakes {
+		nodes = append(nodes, ProxyNode{Name: p.name, SwarmID: p.name, Files: removingNode{s: s, name: p.name}, Proxy: p,
+			Tasks: killingNode{s: s, restarted: &restarted}})
+	}
+	// One request is still in flight to green through node-b for 300 ms: the tasks go
+	// only once it is answered.
+	fakes[1].add(Green, Counters{InFlight: 1})
+	var answered time.Time
+	go func() {
+		time.Sleep(300 * time.Millisecond)
+		s.mu.Lock()
+		answered = time.Now()
+		s.mu.Unlock()
+		fakes[1].add(Green, Counters{InFlight: 0})
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	start := time.Now()
+	if err := Undeploy(ctx, s, svc, nodes, "test"); err != nil {
+		t.Fatal(err)
+	}
+	took := time.Since(start)
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(restarted) > 0 {
+		t.Errorf("tasks killed before their service was removed (swarm starts them again): %v", restarted)
+	}
+	if len(s.services) > 0 || len(s.configs) > 0 || s.network {
+		t.Fatalf("left behind: services %v, configs %v, network %t", s.services, s.configs, s.network)
+	}
+	for _, name := range []string{proxy.ProxyName(), svc.ServiceName(Blue), svc.ServiceName(Green)} {
+		switch at, ok := s.killed[name]; {
+		case !ok:
+			t.Errorf("the tasks of %s were left to swarm's graceful stop", name)
+		case answered.IsZero() || at.Before(answered):
+			t.Errorf("the tasks of %s were killed with a request in flight", name)
+		}
+	}
+	if took >= time.Second {
+		t.Errorf("the delete took %s, waiting for swarm's graceful stop (%s)", took.Round(time.Millisecond), s.stopAfter)
+	}
+}
+
 // A service's delete waits for its tasks only once: what only the services held (the
 // proxy's configs, the nodes' label, the nodes' directories) goes while the tasks stop,
 // and the network, which the tasks hold, after. Everything goes either way.
@@ -212,5 +304,49 @@ func TestUndeployCleansUpWhileTheTasksStop(t *testing.T) {
 	}
 	if at, ok := s.gone["network"]; !ok || at.Before(stopped) {
 		t.Errorf("the network went at %v, the tasks stopped at %v", at, stopped)
+	}
+}
+
+// A proxy that keeps a request in flight past the bound, or a node without a proxy to
+// ask, leaves the tasks to swarm's graceful stop: nothing open is cut.
+func TestUndeployLeavesBusyTasksToTheGracefulStop(t *testing.T) {
+	t.Parallel()
+	for name, busy := range map[string]bool{"a request in flight": true, "a node without a proxy": false} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			svc := Service{Name: "web", Network: "web-net"}
+			proxy := ProxyDeployment{Service: svc}
+			s := &stoppingSwarm{
+				stopAfter: killIdleWithin + 500*time.Millisecond,
+				services:  map[string]bool{proxy.ProxyName(): true, svc.ServiceName(Blue): true},
+				removedAt: map[string]time.Time{}, killed: map[string]time.Time{}, configs: map[string]string{},
+				labels: map[string]map[string]string{}, network: true, gone: map[string]time.Time{},
+			}
+			var restarted []string
+			_, fakes, _ := world()
+			var nodes []ProxyNode
+			for _, p := range fakes {
+				nodes = append(nodes, ProxyNode{Name: p.name, Files: removingNode{s: s, name: p.name}, Proxy: p,
+					Tasks: killingNode{s: s, restarted: &restarted}})
+			}
+			if busy {
+				fakes[0].add(Blue, Counters{InFlight: 1})
+			} else {
+				nodes[1].Proxy = nil
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			if err := Undeploy(ctx, s, svc, nodes, "test"); err != nil {
+				t.Fatal(err)
+			}
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			if len(s.killed) > 0 {
+				t.Errorf("killed %v", s.killed)
+			}
+			if len(s.services) > 0 || s.network {
+				t.Errorf("left behind: services %v, network %t", s.services, s.network)
+			}
+		})
 	}
 }

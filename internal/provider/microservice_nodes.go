@@ -181,7 +181,7 @@ func (r *microserviceResource) reachProxy(ctx context.Context, svc bluegreen.Ser
 	}
 	out.node = &bluegreen.ProxyNode{Name: info.name, SwarmID: info.nodeID, Files: bluegreen.SSHFiles{Host: h},
 		Proxy: faultyProxy{proxy}, ServersState: proxy.Client.ServersStateFile, Reload: proxy.Reload,
-		Ports: bluegreen.SSHPorts{Host: h}, StandIn: standIn}
+		Ports: bluegreen.SSHPorts{Host: h}, StandIn: standIn, Tasks: bluegreen.EngineTasks{Engine: docker}}
 	return out
 }
 

@@ -412,6 +412,13 @@ func (r *microserviceResource) Delete(ctx context.Context, req resource.DeleteRe
 	if !state.ProxyHosts.IsNull() {
 		if d := r.reach(ctx, mgr, &state, true, &resp.Diagnostics); d != nil {
 			nodes = d.nodes
+			if len(d.unreachable) > 0 {
+				// A proxy this delete cannot ask may have requests in flight: no task is
+				// killed, all stop the graceful way.
+				for i := range nodes {
+					nodes[i].Tasks = nil
+				}
+			}
 			for _, host := range d.unreachable {
 				resp.Diagnostics.AddWarning("Proxy Directory Left Behind", fmt.Sprintf(
 					"%s does not answer: its directory %s (the routing map, no service) stays until the node is gone.", host, bluegreen.ProxyDeployment{Service: serviceOf(state)}.NodeDir()))

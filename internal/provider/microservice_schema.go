@@ -143,8 +143,10 @@ func (r *microserviceResource) Schema(ctx context.Context, _ resource.SchemaRequ
 			"- `auto_rollback` is refused, changing nothing, when `timeouts.update` leaves too little time for its window and a " +
 			"rollback;\n" +
 			"- a delete whose manager does not answer fails rather than forget services that may still run. A delete removes the " +
-			"proxy and both colors at once and returns when their tasks have stopped (each color keeps answering its open requests " +
-			"for its drain time after SIGTERM), then removes the network.",
+			"proxy and both colors at once and returns when their tasks have stopped, then removes the network. Once no proxy " +
+			"holds a request in flight (waited for at most 3 s), every proxy node kills its tasks of them rather than wait out " +
+			"swarm's graceful stop (a 2 s pause, then each color's drain time after SIGTERM), so no open request is cut; with " +
+			"a proxy busy past that or not answering, and on nodes that run no proxy, tasks stop the graceful way.",
 		Attributes: map[string]schema.Attribute{
 			"id": schema.StringAttribute{
 				MarkdownDescription: "The service's name.",
