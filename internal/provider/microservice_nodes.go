@@ -35,6 +35,8 @@ type deployment struct {
 	// urls are the endpoints, one per proxy host in the configuration's order.
 	urls   []string
 	health bluegreen.Health
+	// openHealth opens the gate's Consul again after reach could not (reopenHealth).
+	openHealth func(ctx context.Context) (bluegreen.Health, error)
 	// changed are the colors whose service this apply created or changed.
 	changed map[bluegreen.Color]bool
 	images  map[bluegreen.Color]string
@@ -73,10 +75,30 @@ func (h unreadableHealth) Instances(context.Context, bluegreen.Color) ([]bluegre
 	return nil, h.err
 }
 
-// reach opens the manager's Consul API and every proxy node, without changing anything.
-// A proxy node that does not answer is left out with a warning when
+// reopenHealth opens the gate's Consul when reach could not: the configuration need not
+// order the service after the Consul servers and the registrator, and a create that runs
+// beside theirs finds them up by the time it gates.
+func (d *deployment) reopenHealth(ctx context.Context) {
+	if _, unreadable := d.health.(unreadableHealth); !unreadable || d.openHealth == nil {
+		return
+	}
+	if h, err := d.openHealth(ctx); err == nil {
+		d.health = h
+	} else {
+		d.health = unreadableHealth{err}
+	}
+}
+
+// Reaching the proxy nodes, with or without the gate's Consul (a delete needs none).
+const (
+	withHealth    = true
+	withoutHealth = false
+)
+
+// reach opens the manager's Consul API (when health) and every proxy node, without
+// changing anything. A proxy node that does not answer is left out with a warning when
 // tolerateUnreachableProxies (an apply goes on with the others; a refresh reports it).
-func (r *microserviceResource) reach(ctx context.Context, mgr *client.Client, m *microserviceModel, tolerateUnreachableProxies bool, diags *diag.Diagnostics) *deployment {
+func (r *microserviceResource) reach(ctx context.Context, mgr *client.Client, m *microserviceModel, tolerateUnreachableProxies, health bool, diags *diag.Diagnostics) *deployment {
 	svc := serviceOf(*m)
 	d := &deployment{name: svc.Name, mgr: mgr, svc: svc, changed: map[bluegreen.Color]bool{}, images: map[bluegreen.Color]string{}}
 	for _, c := range bluegreen.Colors {
@@ -95,13 +117,6 @@ func (r *microserviceResource) reach(ctx context.Context, mgr *client.Client, m 
 		diags.AddError("Invalid Consul TLS Material", err.Error())
 		return nil
 	}
-	// Making the gate's token needs the servers; a refresh goes on without it (the
-	// passing counts read 0) and a gate says why it cannot read.
-	if api, err := r.data.consulReader(ctx, managerHost, m.Host.ValueString(), cfg, consul.GateReader); err != nil {
-		d.health = unreadableHealth{fmt.Errorf("through %s: %w", m.Host.ValueString(), err)}
-	} else {
-		d.health = &bluegreen.ConsulHealth{API: api, Service: svc.Name, Anonymous: !r.data.consulHasToken()}
-	}
 	var hosts []proxyHostModel
 	diags.Append(m.ProxyHosts.ElementsAs(ctx, &hosts, false)...)
 	listen := strconv.Itoa(int(m.ListenPort.ValueInt64()))
@@ -113,6 +128,20 @@ func (r *microserviceResource) reach(ctx context.Context, mgr *client.Client, m 
 		wg.Go(func() {
 			reached[i] = r.reachProxy(ctx, svc, i, ph, tolerateUnreachableProxies)
 		})
+	}
+	// Meanwhile the gate's reader. Making its token needs the servers; a refresh goes on
+	// without it (the passing counts read 0) and a gate tries again (reopenHealth), then
+	// says why it cannot read.
+	d.openHealth = func(ctx context.Context) (bluegreen.Health, error) {
+		api, err := r.data.consulReader(ctx, managerHost, m.Host.ValueString(), cfg, consul.GateReader)
+		if err != nil {
+			return nil, fmt.Errorf("through %s: %w", m.Host.ValueString(), err)
+		}
+		return &bluegreen.ConsulHealth{API: api, Service: svc.Name, Anonymous: !r.data.consulHasToken()}, nil
+	}
+	d.health = unreadableHealth{errors.New("not opened")}
+	if health {
+		d.reopenHealth(ctx)
 	}
 	wg.Wait()
 	for i, ph := range hosts {
@@ -233,6 +262,7 @@ func (d *deployment) mapFiles() bluegreen.MapFiles {
 func (d *deployment) awaitGate(ctx context.Context, c bluegreen.Color, minHealthy int) error {
 	return wait.Until(ctx, wait.Options{What: fmt.Sprintf("%s to have %d healthy instances", c, minHealthy), Interval: 250 * time.Millisecond, MaxInterval: time.Second},
 		func(ctx context.Context) (bool, string, error) {
+			d.reopenHealth(ctx)
 			err := bluegreen.Gate(ctx, d.health, d.proxies(), c, minHealthy)
 			if err != nil {
 				return false, err.Error(), nil //nolint:nilerr // not yet: the reason is the state a timeout reports

@@ -152,7 +152,7 @@ func (r *microserviceResource) Create(ctx context.Context, req resource.CreateRe
 	if mgr == nil {
 		return
 	}
-	d := r.reach(ctx, mgr, &plan, false, &resp.Diagnostics)
+	d := r.reach(ctx, mgr, &plan, false, withHealth, &resp.Diagnostics)
 	if d == nil || resp.Diagnostics.HasError() {
 		return
 	}
@@ -203,7 +203,7 @@ func (r *microserviceResource) Update(ctx context.Context, req resource.UpdateRe
 	if mgr == nil {
 		return
 	}
-	d := r.reach(ctx, mgr, &plan, true, &resp.Diagnostics)
+	d := r.reach(ctx, mgr, &plan, true, withHealth, &resp.Diagnostics)
 	if d == nil || resp.Diagnostics.HasError() {
 		return
 	}
@@ -265,6 +265,7 @@ func (r *microserviceResource) doSwitch(ctx context.Context, d *deployment, plan
 		// Just deployed: give its checks time to pass before judging it.
 		_ = d.awaitGate(ctx, to.Active, minHealthy)
 	}
+	d.reopenHealth(ctx)
 	opts := bluegreen.SwitchOptions{MinHealthy: minHealthy, Persist: d.mapFiles().Persist}
 	opts.DrainTimeout, _ = parsePositiveDuration(plan.DrainTimeout.ValueString())
 	if !plan.AutoRollback.IsNull() {
@@ -368,7 +369,7 @@ func (r *microserviceResource) Read(ctx context.Context, req resource.ReadReques
 		resp.Diagnostics.Append(resp.State.Set(ctx, &state)...)
 		return
 	}
-	d := r.reach(ctx, mgr, &state, true, &resp.Diagnostics)
+	d := r.reach(ctx, mgr, &state, true, withHealth, &resp.Diagnostics)
 	if d != nil {
 		if h, ok := d.health.(*bluegreen.ConsulHealth); ok {
 			h.Stale = true // a refresh must not wait for a leader Consul may have lost
@@ -410,7 +411,7 @@ func (r *microserviceResource) Delete(ctx context.Context, req resource.DeleteRe
 	}
 	var nodes []bluegreen.ProxyNode
 	if !state.ProxyHosts.IsNull() {
-		if d := r.reach(ctx, mgr, &state, true, &resp.Diagnostics); d != nil {
+		if d := r.reach(ctx, mgr, &state, true, withoutHealth, &resp.Diagnostics); d != nil {
 			nodes = d.nodes
 			if len(d.unreachable) > 0 {
 				// A proxy this delete cannot ask may have requests in flight: no task is

@@ -1,6 +1,7 @@
 package provider
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -376,5 +377,36 @@ func TestMicroserviceInputIsValidatedAtPlanTime(t *testing.T) {
 				}},
 			})
 		})
+	}
+}
+
+// passingHealth is a Consul whose instances of every color pass.
+type passingHealth struct{}
+
+func (passingHealth) Instances(_ context.Context, c bluegreen.Color) ([]bluegreen.Instance, error) {
+	return []bluegreen.Instance{{ID: string(c) + "-1", Address: "10.0.0.1", Healthy: true}}, nil
+}
+
+// A create the configuration does not order after the Consul servers and the registrator
+// runs beside theirs: Consul does not answer when the service is reached, and the gate
+// opens it again on each try until it does, rather than wait out its timeout on the
+// first failure.
+func TestGateOpensConsulThatWasNotUpWhenReached(t *testing.T) {
+	t.Parallel()
+	opens := 0
+	d := &deployment{name: "web", health: unreadableHealth{errors.New("connection refused")},
+		openHealth: func(context.Context) (bluegreen.Health, error) {
+			if opens++; opens < 3 {
+				return nil, errors.New("connection refused")
+			}
+			return passingHealth{}, nil
+		}}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := d.awaitGate(ctx, bluegreen.Blue, 1); err != nil {
+		t.Fatalf("the gate did not pass once Consul answered (opened %d times): %v", opens, err)
+	}
+	if opens != 3 {
+		t.Errorf("Consul opened %d times, want 3 (twice refused, then open, then kept)", opens)
 	}
 }
