@@ -242,7 +242,9 @@ resource "microswarm_microservice" "app" {
   active      = var.active
   min_healthy = 2
 
-  depends_on = [microswarm_registrator.registrator]
+  # The swarm only: the create gates until Consul answers and the registrator has
+  # published blue passing, so it runs beside their creates.
+  depends_on = [microswarm_swarm_cluster.swarm]
 }
 
 output "app_endpoints" {

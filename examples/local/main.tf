@@ -200,7 +200,10 @@ resource "microswarm_microservice" "app" {
   min_healthy = 2
   proxy_image = var.proxy_image
 
-  depends_on = [microswarm_registrator.registrator]
+  # The swarm, not Consul nor the registrator: the create gates until the registrator has
+  # published the active color's instances passing, so it runs beside theirs, and a
+  # destroy removes the app beside the registrator.
+  depends_on = [microswarm_swarm_cluster.swarm]
 }
 
 # Consul's view, read through node 0's Consul server: the live color of the app, and the

@@ -30,7 +30,9 @@ resource "microswarm_microservice" "web" {
   canary_weight = 0     # e.g. 10 sends 10 % of requests to green before the switch
   auto_rollback = "60s" # after a switch, watch green for a minute and switch back if it degrades
 
-  depends_on = [microswarm_registrator.this]
+  # The swarm only: the create gates until Consul answers and the registrator has
+  # published blue passing, so it runs beside their creates.
+  depends_on = [microswarm_swarm_cluster.this]
 }
 
 output "web_endpoints" {
