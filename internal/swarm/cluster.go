@@ -212,11 +212,11 @@ func (c *Cluster) Observe(ctx context.Context, id string, candidates []Member, u
 }
 
 // Dissolve takes the swarm apart. Every member goes, so there is no quorum to keep and
-// no node to hand work to: the members leave with force, all at once, and the manager
-// that answered leaves last, so a failure there is reported while the others are already
-// out. Nodes that cannot be reached are reported as warnings, not errors: a node that is
-// gone has nothing left to leave. A reachable last manager that does not leave is an
-// error, so the state keeps the swarm.
+// no node to hand work to: the members leave with force, all at once, the manager that
+// answered too (a worker's forced leave needs no manager). Nodes that cannot be reached
+// are reported as warnings, not errors: a node that is gone has nothing left to leave. A
+// reachable manager that answered and does not leave is an error, so the state keeps the
+// swarm, and the next destroy finds the others already out.
 func (c *Cluster) Dissolve(ctx context.Context, id string, members []Member, unlockKey string) (warnings []string, err error) {
 	found, err := c.findManager(ctx, id, managersOf(members), unlockKey)
 	var none *NoManagerError
@@ -232,9 +232,11 @@ func (c *Cluster) Dissolve(ctx context.Context, id string, members []Member, unl
 	}
 	last := found.member
 	others := slices.DeleteFunc(slices.Clone(members), func(m Member) bool { return m.Target.Host == last.Target.Host })
+	left := make(chan error, 1)
+	go func() { left <- found.engine.SwarmLeave(ctx, true) }()
 	warnings = c.leaveEach(ctx, id, others)
-	if err := found.engine.SwarmLeave(ctx, true); err != nil && !isNotInSwarm(ctx, found.engine) {
-		return warnings, fmt.Errorf("the last manager, %s, did not leave: %w", last, err)
+	if err := <-left; err != nil && !isNotInSwarm(ctx, found.engine) {
+		return warnings, fmt.Errorf("the manager %s did not leave: %w", last, err)
 	}
 	c.log(ctx, "swarm dissolved", map[string]any{"swarm_id": found.id, "last_manager": last.String()})
 	return warnings, nil

@@ -359,6 +359,37 @@ func TestDissolveLeavesEveryEngineInactive(t *testing.T) {
 	}
 }
 
+// A whole swarm going away has no quorum to keep: every member leaves at once, the
+// manager that answered as well, so the delete takes one leave, not two in a row.
+func TestDissolveLeavesAllAtOnce(t *testing.T) {
+	t.Parallel()
+	cloud := newFakeCloud("a", "b", "c")
+	cluster := newTestCluster(cloud)
+	ctx := testContext(t)
+	members := []Member{cloud.member("a", "a", RoleManager), cloud.member("b", "b", RoleWorker), cloud.member("c", "c", RoleWorker)}
+	res, err := cluster.Converge(ctx, Desired{Members: members})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cloud.mu.Lock()
+	cloud.leaveDelay = 300 * time.Millisecond
+	cloud.mu.Unlock()
+	if _, err := cluster.Dissolve(ctx, res.ID, res.Members, ""); err != nil {
+		t.Fatal(err)
+	}
+	cloud.mu.Lock()
+	atOnce := cloud.leavesAtOnce
+	cloud.mu.Unlock()
+	if atOnce != 3 {
+		t.Errorf("at most %d of 3 members left at once", atOnce)
+	}
+	for _, h := range []string{"a", "b", "c"} {
+		if s := cloud.localState(h); s != "inactive" {
+			t.Errorf("%s is %s after dissolving", h, s)
+		}
+	}
+}
+
 func TestObserveSaysWhenTheSwarmIsGone(t *testing.T) {
 	t.Parallel()
 	cloud := newFakeCloud("a")

@@ -27,6 +27,10 @@ type fakeCloud struct {
 	managerJoining         bool
 	// joinErr fails the SwarmJoin of a host with its error (after joinDelay).
 	joinErr map[string]error
+	// leaveDelay makes each SwarmLeave take that long, outside the lock; leavesAtOnce
+	// is the most in flight at once.
+	leaveDelay            time.Duration
+	leaving, leavesAtOnce int
 }
 
 type fakeSwarm struct {
@@ -238,6 +242,16 @@ func (e *fakeEngine) SwarmJoin(_ context.Context, req dockerswarm.JoinRequest) e
 }
 
 func (e *fakeEngine) SwarmLeave(_ context.Context, force bool) error {
+	if c := e.cloud; c.leaveDelay > 0 {
+		c.mu.Lock()
+		c.leaving++
+		c.leavesAtOnce = max(c.leavesAtOnce, c.leaving)
+		c.mu.Unlock()
+		time.Sleep(c.leaveDelay)
+		c.mu.Lock()
+		c.leaving--
+		c.mu.Unlock()
+	}
 	e.cloud.mu.Lock()
 	defer e.cloud.mu.Unlock()
 	s := e.swarm
