@@ -207,18 +207,21 @@ resource "microswarm_microservice" "app" {
 }
 
 # Consul's view, read through node 0's Consul server: the live color of the app, and the
-# whole datacenter (every node and instance). `make demo-break` shows them healing.
+# whole datacenter (every node and instance). `make demo-break` shows them healing. Read
+# once every Consul server and the registrator are done too: the app no longer waits for
+# them, and a heal's new servers are still joining when it is done.
 data "microswarm_health" "app" {
-  host     = microswarm_consul_server.consul[0].host
-  host_key = microswarm_consul_server.consul[0].host_key
-  service  = microswarm_microservice.app.name
-  tag      = microswarm_microservice.app.live_color
+  host       = microswarm_consul_server.consul[0].host
+  host_key   = microswarm_consul_server.consul[0].host_key
+  service    = microswarm_microservice.app.name
+  tag        = microswarm_microservice.app.live_color
+  depends_on = [microswarm_consul_server.consul, microswarm_registrator.registrator]
 }
 
 data "microswarm_health" "cluster" {
   host       = microswarm_consul_server.consul[0].host
   host_key   = microswarm_consul_server.consul[0].host_key
-  depends_on = [microswarm_microservice.app]
+  depends_on = [microswarm_microservice.app, microswarm_consul_server.consul, microswarm_registrator.registrator]
 }
 
 output "health_app" {
