@@ -238,7 +238,7 @@ func (c *Cluster) Dissolve(ctx context.Context, id string, members []Member, unl
 	if err := <-left; err != nil && !isNotInSwarm(ctx, found.engine) {
 		return warnings, fmt.Errorf("the manager %s did not leave: %w", last, err)
 	}
-	c.log(ctx, "swarm dissolved", map[string]any{"swarm_id": found.id, "last_manager": last.String()})
+	c.log(ctx, "swarm dissolved", map[string]any{"swarm_id": found.id, "manager": last.String()})
 	return warnings, nil
 }
 
