@@ -183,6 +183,29 @@ func (n killingNode) Kill(_ context.Context, ids []string) error {
 	return nil
 }
 
+// newStoppingSwarm is a manager running services, whose tasks stop stopAfter after their
+// removal unless killed, with the service's network and nothing else.
+func newStoppingSwarm(stopAfter time.Duration, services ...string) *stoppingSwarm {
+	s := &stoppingSwarm{stopAfter: stopAfter, services: map[string]bool{}, removedAt: map[string]time.Time{},
+		killed: map[string]time.Time{}, configs: map[string]string{}, labels: map[string]map[string]string{},
+		network: true, gone: map[string]time.Time{}}
+	for _, name := range services {
+		s.services[name] = true
+	}
+	return s
+}
+
+// killingProxyNodes are world()'s proxies as proxy nodes of s whose engines kill tasks;
+// a kill before a service's removal is recorded in restarted.
+func killingProxyNodes(s *stoppingSwarm, fakes []*fakeProxy, restarted *[]string) []ProxyNode {
+	var nodes []ProxyNode
+	for _, p := range fakes {
+		nodes = append(nodes, ProxyNode{Name: p.name, SwarmID: p.name, Files: removingNode{s: s, name: p.name}, Proxy: p,
+			Tasks: killingNode{s: s, restarted: restarted}})
+	}
+	return nodes
+}
+
 // A delete does not wait out swarm's graceful stop of tasks nothing routes to any more
 // (its 2 s pause, then the app's shutdown): once their services are removed and no proxy
 // holds a request in flight, the reached nodes kill them, so everything is gone in a
@@ -191,23 +214,12 @@ func TestUndeployKillsTheRemovedServicesTasksOnTheReachedNodes(t *testing.T) {
 	t.Parallel()
 	svc := Service{Name: "web", Network: "web-net"}
 	proxy := ProxyDeployment{Service: svc}
-	s := &stoppingSwarm{
-		stopAfter: 5 * time.Second,
-		services:  map[string]bool{proxy.ProxyName(): true, svc.ServiceName(Blue): true, svc.ServiceName(Green): true},
-		removedAt: map[string]time.Time{},
-		killed:    map[string]time.Time{},
-		configs:   map[string]string{"c1": "web-proxy-cfg-1"},
-		labels:    map[string]map[string]string{"node-a": {proxy.NodeLabel(): "true"}},
-		network:   true,
-		gone:      map[string]time.Time{},
-	}
+	s := newStoppingSwarm(5*time.Second, proxy.ProxyName(), svc.ServiceName(Blue), svc.ServiceName(Green))
+	s.configs["c1"] = "web-proxy-cfg-1"
+	s.labels["node-a"] = map[string]string{proxy.NodeLabel(): "true"}
 	var restarted []string
 	_, fakes, _ := world()
-	var nodes []ProxyNode
-	for _, p := range fakes {
-		nodes = append(nodes, ProxyNode{Name: p.name, SwarmID: p.name, Files: removingNode{s: s, name: p.name}, Proxy: p,
-			Tasks: killingNode{s: s, restarted: &restarted}})
-	}
+	nodes := killingProxyNodes(s, fakes, &restarted)
 	// One request is still in flight to green through node-b for 300 ms: the tasks go
 	// only once it is answered.
 	fakes[1].add(Green, Counters{InFlight: 1})
@@ -255,16 +267,10 @@ func TestUndeployCleansUpWhileTheTasksStop(t *testing.T) {
 	t.Parallel()
 	svc := Service{Name: "web", Network: "web-net"}
 	proxy := ProxyDeployment{Service: svc}
-	s := &stoppingSwarm{
-		stopAfter: 400 * time.Millisecond,
-		services:  map[string]bool{proxy.ProxyName(): true, svc.ServiceName(Blue): true, svc.ServiceName(Green): true},
-		removedAt: map[string]time.Time{},
-		configs:   map[string]string{"c1": "web-proxy-cfg-1", "c2": "web-proxy-cfg-2"},
-		labels: map[string]map[string]string{
-			"node-a": {proxy.NodeLabel(): "true"}, "node-b": {proxy.NodeLabel(): "true"}, "node-c": {proxy.NodeLabel(): "true"},
-		},
-		network: true,
-		gone:    map[string]time.Time{},
+	s := newStoppingSwarm(400*time.Millisecond, proxy.ProxyName(), svc.ServiceName(Blue), svc.ServiceName(Green))
+	s.configs = map[string]string{"c1": "web-proxy-cfg-1", "c2": "web-proxy-cfg-2"}
+	for _, name := range []string{"node-a", "node-b", "node-c"} {
+		s.labels[name] = map[string]string{proxy.NodeLabel(): "true"}
 	}
 	var nodes []ProxyNode
 	for _, name := range []string{"node-a", "node-b", "node-c"} {
@@ -316,19 +322,10 @@ func TestUndeployLeavesBusyTasksToTheGracefulStop(t *testing.T) {
 			t.Parallel()
 			svc := Service{Name: "web", Network: "web-net"}
 			proxy := ProxyDeployment{Service: svc}
-			s := &stoppingSwarm{
-				stopAfter: killIdleWithin + 500*time.Millisecond,
-				services:  map[string]bool{proxy.ProxyName(): true, svc.ServiceName(Blue): true},
-				removedAt: map[string]time.Time{}, killed: map[string]time.Time{}, configs: map[string]string{},
-				labels: map[string]map[string]string{}, network: true, gone: map[string]time.Time{},
-			}
+			s := newStoppingSwarm(killIdleWithin+500*time.Millisecond, proxy.ProxyName(), svc.ServiceName(Blue))
 			var restarted []string
 			_, fakes, _ := world()
-			var nodes []ProxyNode
-			for _, p := range fakes {
-				nodes = append(nodes, ProxyNode{Name: p.name, Files: removingNode{s: s, name: p.name}, Proxy: p,
-					Tasks: killingNode{s: s, restarted: &restarted}})
-			}
+			nodes := killingProxyNodes(s, fakes, &restarted)
 			if busy {
 				fakes[0].add(Blue, Counters{InFlight: 1})
 			} else {
