@@ -116,6 +116,18 @@ func TestAgainstARealAgent(t *testing.T) {
 		}
 	})
 
+	t.Run("the agent does not call home for updates", func(t *testing.T) {
+		var self struct {
+			DebugConfig struct{ DisableUpdateCheck bool }
+		}
+		if _, err := server.Raw().Query("/v1/agent/self", &self, nil); err != nil {
+			t.Fatal(err)
+		}
+		if !self.DebugConfig.DisableUpdateCheck {
+			t.Error("the agent runs with its update check on: it asks HashiCorp's checkpoint service about new versions")
+		}
+	})
+
 	// Started once the server listens: a failed first join is retried only after 30s.
 	agentSpec := loopbackSpec(t, RoleAgent, "c1")
 	agentSpec.Encrypt = testGossipKey

@@ -403,7 +403,9 @@ type File struct {
 // Files are the config file (always present, so -config-dir always has something to
 // read) and the TLS material.
 func (s Spec) Files() []File {
-	cfg := map[string]any{}
+	// No call home: an agent checks HashiCorp's update service by default, traffic a
+	// cluster (and the local cloud's nodes) must not make.
+	cfg := map[string]any{"disable_update_check": true}
 	if s.Encrypt != "" {
 		cfg["encrypt"] = s.Encrypt
 	}

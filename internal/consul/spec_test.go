@@ -242,17 +242,17 @@ func TestFilesHoldTheSecrets(t *testing.T) {
 		wantJSON  map[string]any
 		wantFiles []string
 	}{
-		"nothing secret: an empty config": {
-			edit: func(*Spec) {}, wantJSON: map[string]any{}, wantFiles: []string{ConfigFile},
+		"nothing secret: no update check, nothing else": {
+			edit: func(*Spec) {}, wantJSON: map[string]any{"disable_update_check": true}, wantFiles: []string{ConfigFile},
 		},
 		"gossip key": {
 			edit:      func(s *Spec) { s.Encrypt = testGossipKey },
-			wantJSON:  map[string]any{"encrypt": testGossipKey},
+			wantJSON:  map[string]any{"disable_update_check": true, "encrypt": testGossipKey},
 			wantFiles: []string{ConfigFile},
 		},
 		"tls": {
 			edit: func(s *Spec) { t := tlsMaterial; t.VerifyIncoming, t.VerifyServerHostname = true, true; s.TLS = &t },
-			wantJSON: map[string]any{"tls": map[string]any{
+			wantJSON: map[string]any{"disable_update_check": true, "tls": map[string]any{
 				"defaults": map[string]any{"ca_file": CAFile, "cert_file": CertFile, "key_file": KeyFile,
 					"verify_incoming": true, "verify_outgoing": false},
 				"internal_rpc": map[string]any{"verify_server_hostname": true},

@@ -201,8 +201,10 @@ func consulSchemaAttributes(ctx context.Context, role consul.Role) map[string]sc
 			Computed:            true,
 		},
 		"config_hash": schema.StringAttribute{
-			MarkdownDescription: "SHA-256 of everything the container is made from (also a container label), so a container whose config drifted is recreated.",
-			Computed:            true,
+			MarkdownDescription: "SHA-256 of everything the container is made from (also a container label), so a container whose config drifted is recreated. " +
+				"That includes the provider's fixed settings, such as `disable_update_check` (the agent never calls HashiCorp's update service): a provider " +
+				"release that changes one recreates the containers as a rolling restart, like an image change.",
+			Computed: true,
 		},
 		"timeouts": withDurationValidators(timeouts.Attributes(ctx, timeouts.Opts{Create: true, Update: true, Delete: true,
 			CreateDescription: "How long creating may take, including the wait for the " + noun + " to join. Default: `10m`.",
