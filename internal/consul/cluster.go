@@ -47,6 +47,8 @@ type Self struct {
 	NodeName   string
 	Datacenter string
 	Server     bool
+	// Addr is the agent's gossip (and, on a server, raft) IP address.
+	Addr string
 }
 
 // ReadSelf asks the agent who it is.
@@ -58,11 +60,13 @@ func ReadSelf(ctx context.Context, api *consulapi.Client) (Self, error) {
 			Datacenter string
 			Server     bool
 		}
+		Member struct{ Addr string }
 	}
 	if _, err := api.Raw().Query("/v1/agent/self", &out, query(ctx)); err != nil {
 		return Self{}, err
 	}
-	return Self{NodeID: out.Config.NodeID, NodeName: out.Config.NodeName, Datacenter: out.Config.Datacenter, Server: out.Config.Server}, nil
+	return Self{NodeID: out.Config.NodeID, NodeName: out.Config.NodeName, Datacenter: out.Config.Datacenter, Server: out.Config.Server,
+		Addr: out.Member.Addr}, nil
 }
 
 // Members lists the LAN members as the agent sees them.
@@ -85,8 +89,13 @@ type ServerStatus struct {
 	Voter bool
 	// IsLeader says this server is the leader.
 	IsLeader bool
-	Voters   int
-	Servers  int
+	// InRaft says the raft configuration holds this server, as a voter or not.
+	InRaft bool
+	// AddressHeldBy is the ID of another server in the raft configuration at this
+	// server's address (a dead server this one replaces), "" when there is none.
+	AddressHeldBy string
+	Voters        int
+	Servers       int
 }
 
 func (s ServerStatus) String() string {
@@ -119,8 +128,11 @@ func ReadServerStatus(ctx context.Context, api *consulapi.Client) (ServerStatus,
 		if s.Voter {
 			st.Voters++
 		}
-		if s.ID == self.NodeID {
-			st.Voter, st.IsLeader = s.Voter, s.Leader
+		switch {
+		case s.ID == self.NodeID:
+			st.Voter, st.IsLeader, st.InRaft = s.Voter, s.Leader, true
+		case self.Addr != "" && hostOf(s.Address) == self.Addr:
+			st.AddressHeldBy = s.ID
 		}
 	}
 	return st, nil
@@ -136,9 +148,30 @@ func waitOptions(what string) wait.Options {
 // AliveCheck fails (not retryable) when the agent container died while it was awaited.
 type AliveCheck func(ctx context.Context) error
 
+// Rejoiner makes the server leave the cluster gracefully and join it again (Rejoin).
+type Rejoiner func(ctx context.Context) error
+
+// RejoinAfter is how long a server stays out of the raft configuration, with a leader
+// and no other server at its address, before WaitServerReady has it rejoin. The leader
+// adds a joining server within milliseconds; this is long past that.
+const RejoinAfter = 5 * time.Second
+
 // WaitServerReady waits until the cluster has a leader and this server is a voter.
-func WaitServerReady(ctx context.Context, api *consulapi.Client, alive AliveCheck) (ServerStatus, error) {
+//
+// A leader adds a server to the raft configuration when the server joins the gossip pool
+// (or when the leader takes office), and again only at its reconcile a minute later. If
+// the add was refused then (the dead server at this address could not be removed without
+// losing the quorum: two replacements at the dead servers' own addresses), the server
+// waits out that minute. So once it has stayed out of the raft configuration for
+// RejoinAfter with a leader and its address free, rejoin (when not nil) makes it leave and
+// join again, which the leader handles at once; at most once per RejoinAfter.
+func WaitServerReady(ctx context.Context, api *consulapi.Client, alive AliveCheck, rejoin Rejoiner) (ServerStatus, error) {
+	return waitServerReady(ctx, api, alive, rejoin, RejoinAfter)
+}
+
+func waitServerReady(ctx context.Context, api *consulapi.Client, alive AliveCheck, rejoin Rejoiner, rejoinAfter time.Duration) (ServerStatus, error) {
 	var st ServerStatus
+	var outSince time.Time
 	err := wait.Until(ctx, waitOptions("the server to be a voter in a cluster with a leader"), func(ctx context.Context) (bool, string, error) {
 		if err := alive(ctx); err != nil {
 			return false, "", err
@@ -148,7 +181,21 @@ func WaitServerReady(ctx context.Context, api *consulapi.Client, alive AliveChec
 		if err != nil {
 			return false, "the agent's API does not answer yet", wait.Retryable(err)
 		}
-		return st.Leader != "" && st.Voter, st.String(), nil
+		if rejoin == nil || st.Leader == "" || st.InRaft || st.AddressHeldBy != "" {
+			outSince = time.Time{}
+			return st.Leader != "" && st.Voter, st.String(), nil
+		}
+		if outSince.IsZero() {
+			outSince = time.Now()
+		}
+		if time.Since(outSince) < rejoinAfter {
+			return false, st.String() + "; not in the raft configuration", nil
+		}
+		outSince = time.Time{}
+		if err := rejoin(ctx); err != nil { // the leader's own reconcile still adds it; the alive check catches a dead agent
+			return false, fmt.Sprintf("%s; not in the raft configuration, and leaving and joining again failed: %v", st, err), nil
+		}
+		return false, st.String() + "; left and joined again, as the leader had not added it to the raft configuration", nil
 	})
 	return st, err
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	consulapi "github.com/hashicorp/consul/api"
 	"github.com/hashicorp/terraform-plugin-framework-validators/int64validator"
 	"github.com/hashicorp/terraform-plugin-framework/diag"
 	"github.com/hashicorp/terraform-plugin-framework/path"
@@ -193,7 +194,7 @@ func (r *consulServerResource) Create(ctx context.Context, req resource.CreateRe
 		tflog.Warn(ctx, "could not tune autopilot's server stabilization time", map[string]any{"host": host, "error": err.Error()})
 	}
 	tuneCancel()
-	st, err := consul.WaitServerReady(ctx, api, func(ctx context.Context) error { return consul.CheckAlive(ctx, docker, c) })
+	st, err := consul.WaitServerReady(ctx, api, func(ctx context.Context) error { return consul.CheckAlive(ctx, docker, c) }, rejoiner(docker, api, c, host))
 	if err != nil {
 		addConsulWaitError(&resp.Diagnostics, consul.RoleServer, host, name, "create", err)
 		return
@@ -306,7 +307,7 @@ func (r *consulServerResource) Update(ctx context.Context, req resource.UpdateRe
 	plan.ContainerID = types.StringValue(c.ID)
 	// A leader answers now: the refresh's note of a lost quorum is done with.
 	resp.Diagnostics.Append(resp.Private.SetKey(ctx, privateQuorumLost, nil)...)
-	st, err := consul.WaitServerReady(ctx, api, func(ctx context.Context) error { return consul.CheckAlive(ctx, docker, c) })
+	st, err := consul.WaitServerReady(ctx, api, func(ctx context.Context) error { return consul.CheckAlive(ctx, docker, c) }, rejoiner(docker, api, c, host))
 	if err != nil {
 		addConsulWaitError(&resp.Diagnostics, consul.RoleServer, host, name, "update", err)
 		plan.NodeID, plan.Leader = state.NodeID, types.StringNull()
@@ -368,4 +369,14 @@ func (r *consulServerResource) Delete(ctx context.Context, req resource.DeleteRe
 
 func (r *consulServerResource) ImportState(ctx context.Context, req resource.ImportStateRequest, resp *resource.ImportStateResponse) {
 	consulImportState(ctx, req, resp)
+}
+
+// rejoiner has the server in c leave and join again when the leader did not add it to the
+// raft configuration (consul.WaitServerReady says when), logging that it did.
+func rejoiner(docker consul.Engine, api *consulapi.Client, c *consul.Container, host string) consul.Rejoiner {
+	return func(ctx context.Context) error {
+		tflog.Info(ctx, "the leader has not added this Consul server to the raft configuration; it leaves and joins again",
+			map[string]any{"host": host, "container": c.Name})
+		return consul.Rejoin(ctx, docker, api, c)
+	}
 }
