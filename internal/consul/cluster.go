@@ -151,10 +151,13 @@ type AliveCheck func(ctx context.Context) error
 // Rejoiner makes the server leave the cluster gracefully and join it again (Rejoin).
 type Rejoiner func(ctx context.Context) error
 
-// RejoinAfter is how long a server stays out of the raft configuration, with a leader
-// and no other server at its address, before WaitServerReady has it rejoin. The leader
-// adds a joining server within milliseconds; this is long past that.
-const RejoinAfter = 5 * time.Second
+// RejoinAfter is how long a server stays left out (leftOut) before WaitServerReady has it
+// rejoin; rejoinAgain spaces the tries. A leader adds a joining server within
+// milliseconds: both are long past that.
+const (
+	RejoinAfter = 5 * time.Second
+	rejoinAgain = 30 * time.Second
+)
 
 // WaitServerReady waits until the cluster has a leader and this server is a voter.
 //
@@ -162,16 +165,15 @@ const RejoinAfter = 5 * time.Second
 // (or when the leader takes office), and again only at its reconcile a minute later. If
 // the add was refused then (the dead server at this address could not be removed without
 // losing the quorum: two replacements at the dead servers' own addresses), the server
-// waits out that minute. So once it has stayed out of the raft configuration for
-// RejoinAfter with a leader and its address free, rejoin (when not nil) makes it leave and
-// join again, which the leader handles at once; at most once per RejoinAfter.
+// waits out that minute. So once it has been left out (leftOut) for RejoinAfter, rejoin
+// (when not nil) makes it leave and join again, which the leader handles at once.
 func WaitServerReady(ctx context.Context, api *consulapi.Client, alive AliveCheck, rejoin Rejoiner) (ServerStatus, error) {
-	return waitServerReady(ctx, api, alive, rejoin, RejoinAfter)
+	return waitServerReady(ctx, api, alive, rejoin, RejoinAfter, rejoinAgain)
 }
 
-func waitServerReady(ctx context.Context, api *consulapi.Client, alive AliveCheck, rejoin Rejoiner, rejoinAfter time.Duration) (ServerStatus, error) {
+func waitServerReady(ctx context.Context, api *consulapi.Client, alive AliveCheck, rejoin Rejoiner, after, again time.Duration) (ServerStatus, error) {
 	var st ServerStatus
-	var outSince time.Time
+	var outSince, rejoined time.Time
 	err := wait.Until(ctx, waitOptions("the server to be a voter in a cluster with a leader"), func(ctx context.Context) (bool, string, error) {
 		if err := alive(ctx); err != nil {
 			return false, "", err
@@ -181,23 +183,54 @@ func waitServerReady(ctx context.Context, api *consulapi.Client, alive AliveChec
 		if err != nil {
 			return false, "the agent's API does not answer yet", wait.Retryable(err)
 		}
-		if rejoin == nil || st.Leader == "" || st.InRaft || st.AddressHeldBy != "" {
+		if st.Leader != "" && st.Voter {
+			return true, st.String(), nil
+		}
+		if rejoin == nil || !leftOut(ctx, api, st) {
 			outSince = time.Time{}
-			return st.Leader != "" && st.Voter, st.String(), nil
+			return false, st.String(), nil
 		}
 		if outSince.IsZero() {
 			outSince = time.Now()
 		}
-		if time.Since(outSince) < rejoinAfter {
-			return false, st.String() + "; not in the raft configuration", nil
+		if time.Since(outSince) < after || (!rejoined.IsZero() && time.Since(rejoined) < again) {
+			return false, st.String() + "; left out of the raft configuration", nil
 		}
-		outSince = time.Time{}
+		outSince, rejoined = time.Time{}, time.Now()
 		if err := rejoin(ctx); err != nil { // the leader's own reconcile still adds it; the alive check catches a dead agent
-			return false, fmt.Sprintf("%s; not in the raft configuration, and leaving and joining again failed: %v", st, err), nil
+			return false, fmt.Sprintf("%s; left out of the raft configuration, and leaving and joining again failed: %v", st, err), nil
 		}
-		return false, st.String() + "; left and joined again, as the leader had not added it to the raft configuration", nil
+		return false, st.String() + "; left and joined again, as the leader had left it out of the raft configuration", nil
 	})
 	return st, err
+}
+
+// leftOut says the leader has left this server out of the raft configuration and will
+// not add it before its next reconcile:
+//   - with a leader: the configuration does not hold the server, and no other server is
+//     at its address (that one, dead, is pruned first, then the add would succeed);
+//   - with no leader this server knows of: its own copy of the configuration is not empty
+//     (it has been part of a cluster: a new server at a dead one's address gets the log
+//     under the dead one's ID until the leader prunes that ID, and then hears of no
+//     leader at all) and does not hold it. A server that has never been replicated to,
+//     as in a first election or a cluster that lost its quorum, has an empty one.
+func leftOut(ctx context.Context, api *consulapi.Client, st ServerStatus) bool {
+	if st.InRaft || st.NodeID == "" {
+		return false
+	}
+	if st.Leader != "" {
+		return st.AddressHeldBy == ""
+	}
+	peers, err := APIView{API: api}.RaftPeers(ctx)
+	if err != nil || len(peers) == 0 {
+		return false
+	}
+	for _, p := range peers {
+		if p.ID == st.NodeID {
+			return false
+		}
+	}
+	return true
 }
 
 // AgentStatus is a client agent's place in the cluster.

@@ -16,15 +16,18 @@ import (
 // raftFake is a server's API as WaitServerReady reads it: this server ("new" at
 // 10.0.0.2), a leader at 10.0.0.1, and a raft configuration the test changes.
 type raftFake struct {
-	mu      sync.Mutex
-	servers []*consulapi.RaftServer
-	rejoins int
+	mu sync.Mutex
+	// leader is the leader this server knows of, "" for none; servers the leader's raft
+	// configuration; local this server's own copy of it (a stale read).
+	leader         string
+	servers, local []*consulapi.RaftServer
+	rejoins        int
 }
 
-func (f *raftFake) set(servers ...*consulapi.RaftServer) {
+func (f *raftFake) set(leader string, servers, local []*consulapi.RaftServer) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.servers = servers
+	f.leader, f.servers, f.local = leader, servers, local
 }
 
 func (f *raftFake) rejoined() int {
@@ -43,9 +46,17 @@ func (f *raftFake) api(t *testing.T) *consulapi.Client {
 			body = map[string]any{"Config": map[string]any{"NodeID": "new", "NodeName": "n2", "Server": true},
 				"Member": map[string]any{"Addr": "10.0.0.2"}}
 		case "/v1/status/leader":
-			body = "10.0.0.1:8300"
+			body = f.leader
 		case "/v1/operator/raft/configuration":
-			body = consulapi.RaftConfiguration{Servers: f.servers}
+			switch {
+			case r.URL.Query().Has("stale"):
+				body = consulapi.RaftConfiguration{Servers: f.local}
+			case f.leader == "":
+				http.Error(w, "No cluster leader", http.StatusInternalServerError)
+				return
+			default:
+				body = consulapi.RaftConfiguration{Servers: f.servers}
+			}
 		default:
 			http.NotFound(w, r)
 			return
@@ -70,54 +81,93 @@ func (f *raftFake) rejoinAddsIt(context.Context) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.rejoins++
+	f.leader = raftLeader.Address
 	f.servers = []*consulapi.RaftServer{raftLeader, raftNew}
+	f.local = f.servers
+	return nil
+}
+
+func (f *raftFake) rejoinChangesNothing(context.Context) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.rejoins++
 	return nil
 }
 
 func noCrash(context.Context) error { return nil }
 
 // The leader refused to add the server while a dead voter held its address, and would
-// try again only at its reconcile a minute later: once the address is free, the server
-// leaves and joins again, once, and the wait ends when it votes.
+// try again only at its reconcile a minute later: once the dead voter is pruned, the
+// server leaves and joins again, once, and the wait ends when it votes. The leader
+// replicated to it under the dead voter's ID until the prune; after it, the server may
+// still know the leader, or (as Consul does) know of none, its own copy of the raft
+// configuration holding the dead voter and not itself.
 func TestWaitServerReadyRejoinsAServerTheLeaderLeftOut(t *testing.T) {
 	t.Parallel()
-	f := &raftFake{servers: []*consulapi.RaftServer{raftLeader, raftDead}}
-	api := f.api(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	time.AfterFunc(time.Second, func() { f.set(raftLeader) }) // autopilot prunes the dead voter
-	st, err := waitServerReady(ctx, api, noCrash, f.rejoinAddsIt, 300*time.Millisecond)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !st.Voter || f.rejoined() != 1 {
-		t.Errorf("voter=%t after %d rejoins, want a voter after 1", st.Voter, f.rejoined())
+	for name, pruned := range map[string]func(f *raftFake){
+		"it still knows the leader": func(f *raftFake) { f.set(raftLeader.Address, []*consulapi.RaftServer{raftLeader}, nil) },
+		"it knows of no leader": func(f *raftFake) {
+			f.set("", nil, []*consulapi.RaftServer{raftLeader, raftDead})
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			f := &raftFake{leader: raftLeader.Address, servers: []*consulapi.RaftServer{raftLeader, raftDead}}
+			f.local = f.servers
+			api := f.api(t)
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			time.AfterFunc(time.Second, func() { pruned(f) })
+			st, err := waitServerReady(ctx, api, noCrash, f.rejoinAddsIt, 300*time.Millisecond, time.Minute)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !st.Voter || f.rejoined() != 1 {
+				t.Errorf("voter=%t after %d rejoins, want a voter after 1", st.Voter, f.rejoined())
+			}
+		})
 	}
 }
 
-// While a dead server holds its address the leader would refuse it again, and a server
-// the leader has added (as a non-voter, promoted later) is where it should be: neither
-// is made to rejoin.
+// A server that is where it should be, or that a rejoin cannot help, is not made to
+// rejoin: a dead server at its address (the leader would refuse it again), added as a
+// non-voter (promoted later), no leader with an empty configuration (a first election, or
+// a new server in a cluster that lost its quorum) or with itself in it (a voter of a
+// cluster that lost its quorum).
 func TestWaitServerReadyLeavesAServerThatCannotOrNeedNotRejoin(t *testing.T) {
 	t.Parallel()
 	nonVoter := *raftNew
 	nonVoter.Voter = false
-	for name, servers := range map[string][]*consulapi.RaftServer{
-		"a dead server at its address": {raftLeader, raftDead},
-		"added, not yet a voter":       {raftLeader, &nonVoter},
+	for name, f := range map[string]*raftFake{
+		"a dead server at its address": {leader: raftLeader.Address, servers: []*consulapi.RaftServer{raftLeader, raftDead}},
+		"added, not yet a voter":       {leader: raftLeader.Address, servers: []*consulapi.RaftServer{raftLeader, &nonVoter}},
+		"no leader, never replicated":  {},
+		"no leader, a voter":           {local: []*consulapi.RaftServer{raftLeader, raftNew}},
 	} {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
-			f := &raftFake{servers: servers}
 			api := f.api(t)
 			ctx, cancel := context.WithTimeout(context.Background(), 1500*time.Millisecond)
 			defer cancel()
-			if _, err := waitServerReady(ctx, api, noCrash, f.rejoinAddsIt, 200*time.Millisecond); err == nil {
+			if _, err := waitServerReady(ctx, api, noCrash, f.rejoinAddsIt, 200*time.Millisecond, time.Minute); err == nil {
 				t.Error("the wait ended, want its timeout")
 			}
 			if n := f.rejoined(); n != 0 {
 				t.Errorf("made to rejoin %d times", n)
 			}
 		})
+	}
+}
+
+// A rejoin that does not help is tried again only after the spacing, not on every poll.
+func TestWaitServerReadySpacesItsRejoins(t *testing.T) {
+	t.Parallel()
+	f := &raftFake{leader: raftLeader.Address, servers: []*consulapi.RaftServer{raftLeader}}
+	api := f.api(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 1500*time.Millisecond)
+	defer cancel()
+	_, _ = waitServerReady(ctx, api, noCrash, f.rejoinChangesNothing, 100*time.Millisecond, 600*time.Millisecond)
+	if n := f.rejoined(); n < 2 || n > 3 {
+		t.Errorf("rejoined %d times in 1.5 s, want 2 or 3 (after 0.1 s, then every 0.6 s)", n)
 	}
 }
