@@ -573,3 +573,57 @@ func TestConvergeRemovesAWorkerThatWentAwayWhileDraining(t *testing.T) {
 		t.Fatalf("b's node %s is still listed: %v", bNode, res.Nodes)
 	}
 }
+
+// Both workers powered off, then replaced by machines that got each other's addresses
+// (the cloud hands freed addresses out again in another order): each member's address
+// now names the other member's dead node, which the managers list as down, or still as
+// ready when the update comes within their heartbeat timeout. Both replacements join, and
+// both dead entries go.
+func TestConvergeJoinsReplacementsThatSwappedAddresses(t *testing.T) {
+	t.Parallel()
+	for name, seenDown := range map[string]bool{"listed down": true, "still listed ready": false} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			cloud := newFakeCloud("a", "b", "c")
+			cluster := newTestCluster(cloud)
+			ctx := testContext(t)
+			res, err := cluster.Converge(ctx, Desired{Members: []Member{cloud.member("a", "a", RoleManager),
+				cloud.member("b", "b", RoleWorker), cloud.member("c", "c", RoleWorker)}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			oldB, oldC := res.Members[1].NodeID, res.Members[2].NodeID
+			for _, h := range []string{"b", "c"} {
+				if seenDown {
+					cloud.setDown(h, true)
+				} else {
+					cloud.mu.Lock()
+					cloud.engines[h].down = true
+					cloud.mu.Unlock()
+				}
+			}
+			cloud.mu.Lock()
+			ipB, ipC := cloud.engines["b"].ip, cloud.engines["c"].ip
+			cloud.engines["b2"] = &fakeEngine{cloud: cloud, host: "b2", ip: ipC, hostname: "host-b"}
+			cloud.engines["c2"] = &fakeEngine{cloud: cloud, host: "c2", ip: ipB, hostname: "host-c"}
+			cloud.mu.Unlock()
+			prior := res.Members
+			members := []Member{prior[0], cloud.member("b", "b2", RoleWorker), cloud.member("c", "c2", RoleWorker)}
+			res, err = cluster.Converge(ctx, Desired{ID: res.ID, Members: members, Prior: prior})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, host := range []string{"b2", "c2"} {
+				if s := cloud.localState(host); s != "active" {
+					t.Errorf("replacement %s is %s in the swarm, want active", host, s)
+				}
+			}
+			for _, old := range []string{oldB, oldC} {
+				if _, listed := res.Node(old); listed {
+					t.Errorf("the dead node %s is still listed", old)
+				}
+			}
+			roles(t, res)
+		})
+	}
+}

@@ -47,6 +47,10 @@ func (r *run) converge(ctx context.Context) error {
 			return &StepError{Step: "list the swarm's nodes", Done: r.done, Err: err}
 		}
 		if i == 0 && r.drain { // not while dissolving: every node goes then
+			// Resolved first: a member whose host changed claims the node at its address,
+			// which may be another member's dead node still listed ready (replacements
+			// that got each other's addresses); replacedNodes asks the host.
+			r.members = Resolve(nodes, r.members)
 			r.replacedNodes(ctx, nodes)
 		}
 		r.members = Resolve(slices.DeleteFunc(slices.Clone(nodes), func(n Node) bool { return r.replaced[n.ID] }), r.members)

@@ -139,9 +139,10 @@ func (r *run) recover(ctx context.Context, m Member, n Node, nodes []Node) error
 	return r.join(ctx, m, nodes)
 }
 
-// replacedNodes finds members whose recorded node the swarm still lists as ready, but
-// whose host's engine says it is not that node (in no swarm, or another node): a droplet
-// replaced by one with the same address, before the managers saw the old one go down.
+// replacedNodes finds members whose node (recorded, or found at their address) the swarm
+// still lists as ready, but whose host's engine says it is not that node (in no swarm, or
+// another node): a droplet replaced by one with the same address, or replacements that got
+// each other's addresses, before the managers saw the old ones go down.
 // Such a member claims no node (its host joins), and the old entry is removed without
 // draining, like any node this configuration owns and no member claims. A host that does
 // not answer is left to the usual steps.
