@@ -96,9 +96,10 @@ const (
 )
 
 // reach opens the manager's Consul API (when health) and every proxy node, without
-// changing anything. A proxy node that does not answer is left out with a warning when
-// tolerateUnreachableProxies (an apply goes on with the others; a refresh reports it).
-func (r *microserviceResource) reach(ctx context.Context, mgr *client.Client, m *microserviceModel, tolerateUnreachableProxies, health bool, diags *diag.Diagnostics) *deployment {
+// changing anything. A proxy node that does not answer is left out with a warning unless
+// proxies is mustReach (an apply goes on with the others; a refresh reports it, and with
+// refreshing also one whose host key changed).
+func (r *microserviceResource) reach(ctx context.Context, mgr *client.Client, m *microserviceModel, proxies nodeReach, health bool, diags *diag.Diagnostics) *deployment {
 	svc := serviceOf(*m)
 	d := &deployment{name: svc.Name, mgr: mgr, svc: svc, changed: map[bluegreen.Color]bool{}, images: map[bluegreen.Color]string{}}
 	for _, c := range bluegreen.Colors {
@@ -126,7 +127,7 @@ func (r *microserviceResource) reach(ctx context.Context, mgr *client.Client, m 
 	var wg sync.WaitGroup
 	for i, ph := range hosts {
 		wg.Go(func() {
-			reached[i] = r.reachProxy(ctx, svc, i, ph, tolerateUnreachableProxies)
+			reached[i] = r.reachProxy(ctx, svc, i, ph, proxies)
 		})
 	}
 	// Meanwhile the gate's reader. Making its token needs the servers; a refresh goes on
@@ -176,10 +177,11 @@ type proxyReach struct {
 }
 
 // reachProxy opens proxy host i and asks its engine who it is.
-func (r *microserviceResource) reachProxy(ctx context.Context, svc bluegreen.Service, i int, ph proxyHostModel, tolerate bool) (out proxyReach) {
+func (r *microserviceResource) reachProxy(ctx context.Context, svc bluegreen.Service, i int, ph proxyHostModel, reach nodeReach) (out proxyReach) {
 	at := path.Root("proxy_hosts").AtListIndex(i).AtName("host")
 	hostKey := ph.HostKey
-	h := r.data.reachNode(ctx, at, ph.Host.ValueString(), &hostKey, reachOf(tolerate), "its proxy", &out.diags)
+	tolerate := reach != mustReach
+	h := r.data.reachNode(ctx, at, ph.Host.ValueString(), &hostKey, reach, "its proxy", &out.diags)
 	if h == nil {
 		return out
 	}

@@ -152,7 +152,7 @@ func (r *microserviceResource) Create(ctx context.Context, req resource.CreateRe
 	if mgr == nil {
 		return
 	}
-	d := r.reach(ctx, mgr, &plan, false, withHealth, &resp.Diagnostics)
+	d := r.reach(ctx, mgr, &plan, mustReach, withHealth, &resp.Diagnostics)
 	if d == nil || resp.Diagnostics.HasError() {
 		return
 	}
@@ -203,7 +203,7 @@ func (r *microserviceResource) Update(ctx context.Context, req resource.UpdateRe
 	if mgr == nil {
 		return
 	}
-	d := r.reach(ctx, mgr, &plan, true, withHealth, &resp.Diagnostics)
+	d := r.reach(ctx, mgr, &plan, mayBeUnreachable, withHealth, &resp.Diagnostics)
 	if d == nil || resp.Diagnostics.HasError() {
 		return
 	}
@@ -317,7 +317,7 @@ func (r *microserviceResource) Read(ctx context.Context, req resource.ReadReques
 	if resp.Diagnostics.HasError() || r.data == nil {
 		return
 	}
-	mgr := r.data.reachDocker(ctx, path.Root("host"), state.Host.ValueString(), &state.HostKey, mayBeUnreachable, "the service", &resp.Diagnostics)
+	mgr := r.data.reachDocker(ctx, path.Root("host"), state.Host.ValueString(), &state.HostKey, refreshing, "the service", &resp.Diagnostics)
 	if mgr == nil {
 		return
 	}
@@ -369,7 +369,7 @@ func (r *microserviceResource) Read(ctx context.Context, req resource.ReadReques
 		resp.Diagnostics.Append(resp.State.Set(ctx, &state)...)
 		return
 	}
-	d := r.reach(ctx, mgr, &state, true, withHealth, &resp.Diagnostics)
+	d := r.reach(ctx, mgr, &state, refreshing, withHealth, &resp.Diagnostics)
 	if d != nil {
 		if h, ok := d.health.(*bluegreen.ConsulHealth); ok {
 			h.Stale = true // a refresh must not wait for a leader Consul may have lost
@@ -411,7 +411,7 @@ func (r *microserviceResource) Delete(ctx context.Context, req resource.DeleteRe
 	}
 	var nodes []bluegreen.ProxyNode
 	if !state.ProxyHosts.IsNull() {
-		if d := r.reach(ctx, mgr, &state, true, withoutHealth, &resp.Diagnostics); d != nil {
+		if d := r.reach(ctx, mgr, &state, mayBeUnreachable, withoutHealth, &resp.Diagnostics); d != nil {
 			nodes = d.nodes
 			if len(d.unreachable) > 0 {
 				// A proxy this delete cannot ask may have requests in flight: no task is

@@ -86,16 +86,26 @@ const (
 	// mustReach (create, update, import, a data source's read): a node that does not
 	// answer is an error, with what the next apply does about it (nodeNextStep).
 	mustReach nodeReach = iota
-	// mayBeUnreachable (refresh, delete): a node that does not answer, or whose droplet
-	// the API reports off (then without a probe), is a warning and nil, so a dead node
-	// does not block the plan that replaces it. A wrong host key is an error all the same.
+	// mayBeUnreachable (delete, an update's proxy nodes): a node that does not answer, or
+	// whose droplet the API reports off (then without a probe), is a warning and nil, so
+	// a dead node does not block the plan that replaces it. A wrong host key is an error
+	// all the same.
 	mayBeUnreachable
+	// refreshing (a refresh): as mayBeUnreachable, and a host that presents another key
+	// than the state's is a warning and nil too, the state kept. That is a droplet replaced
+	// at the same address by an apply that failed before this resource recorded the new
+	// key: the plan's update or replacement reaches it with the key the configuration now
+	// gives (and fails there if that one does not match either). Failing the refresh
+	// instead would fail every plan, the one that finishes the heal included. Nothing is
+	// sent to such a host: the SSH handshake stops at its key.
+	refreshing
 )
 
-// reachOf is mayBeUnreachable when tolerate says so.
+// reachOf is refreshing when the state has something to refresh, mustReach when not (an
+// import: the node must answer for anything to be read).
 func reachOf(tolerate bool) nodeReach {
 	if tolerate {
-		return mayBeUnreachable
+		return refreshing
 	}
 	return mustReach
 }
@@ -114,11 +124,19 @@ func (d *providerData) reachNode(ctx context.Context, at path.Path, host string,
 	if hostKey != nil && !hostKey.IsUnknown() {
 		pinned = hostKey.ValueString()
 	}
-	h, err := d.openTolerant(ctx, conn.Target{Host: host, HostKey: pinned}, reach == mayBeUnreachable)
+	h, err := d.openTolerant(ctx, conn.Target{Host: host, HostKey: pinned}, reach != mustReach)
 	if err != nil {
-		if reach == mayBeUnreachable && nodeUnreachable(err) {
+		if reach != mustReach && nodeUnreachable(err) {
 			diags.AddWarning("Node Unreachable", fmt.Sprintf(
 				"%s does not answer (%s), so %s could not be checked; Terraform keeps what it last knew.", host, err, what))
+			return nil
+		}
+		var changed *conn.HostKeyMismatchError
+		if reach == refreshing && errors.As(err, &changed) {
+			diags.AddWarning("Host Key Changed", fmt.Sprintf(
+				"%s: %s.\n\nSo %s could not be checked; Terraform keeps what it last knew. A droplet replaced at this address by an "+
+					"apply that failed before this resource was updated shows this: the plan updates it with the host key the "+
+					"configuration gives now. Otherwise, find out who answers at this address before you apply.", host, err, what))
 			return nil
 		}
 		detail := fmt.Sprintf("%s: %s", host, err)

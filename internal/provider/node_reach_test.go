@@ -67,3 +67,78 @@ func TestReachNodeSaysWhatItTolerates(t *testing.T) {
 		t.Fatalf("an invalid host: %v; want an error", diags)
 	}
 }
+
+// A host that presents another key than the pinned one (a droplet replaced at the same
+// address, or someone in between): a refresh warns and keeps the state, so the plan that
+// brings the new key can run; a delete or an apply's step fails as before.
+func TestReachNodeToleratesAChangedHostKeyOnlyInARefresh(t *testing.T) {
+	t.Parallel()
+	_, clientKey, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	block, err := ssh.MarshalPrivateKey(clientKey, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool, err := conn.NewPool(conn.Options{PrivateKey: pem.EncodeToMemory(block), ConnectTimeout: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hostSigner := func() ssh.Signer {
+		_, k, err := ed25519.GenerateKey(rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, err := ssh.NewSignerFromKey(k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	presented, pinned := hostSigner(), hostSigner()
+	// An SSH server that gets no further than the handshake: the client stops at the key.
+	cfg := &ssh.ServerConfig{NoClientAuth: true}
+	cfg.AddHostKey(presented)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer func() { _ = c.Close() }()
+				_, _, _, _ = ssh.NewServerConn(c, cfg)
+			}()
+		}
+	}()
+	d := &providerData{pool: pool}
+	host := "ssh://root@" + l.Addr().String()
+	ctx := context.Background()
+
+	key := types.StringValue(conn.AuthorizedKey(pinned.PublicKey()))
+	var diags diag.Diagnostics
+	if h := d.reachNode(ctx, path.Root("host"), host, &key, refreshing, "the registrator service", &diags); h != nil || diags.HasError() || diags.WarningsCount() != 1 {
+		t.Fatalf("refreshing: %v, %v; want nil and one warning", h, diags)
+	}
+	if w := diags.Warnings()[0]; w.Summary() != "Host Key Changed" || !strings.Contains(w.Detail(), "has CHANGED") ||
+		!strings.Contains(w.Detail(), "So the registrator service could not be checked") {
+		t.Errorf("refreshing: %q: %q", w.Summary(), w.Detail())
+	}
+	if key.ValueString() != conn.AuthorizedKey(pinned.PublicKey()) {
+		t.Errorf("the refresh changed the pinned key to %q", key.ValueString())
+	}
+	for name, reach := range map[string]nodeReach{"mayBeUnreachable": mayBeUnreachable, "mustReach": mustReach} {
+		diags = nil
+		if h := d.reachNode(ctx, path.Root("host"), host, &key, reach, "", &diags); h != nil || !diags.HasError() {
+			t.Errorf("%s: %v, %v; want nil and an error", name, h, diags)
+		} else if e := diags.Errors()[0]; e.Summary() != "Could Not Reach Host" || !strings.Contains(e.Detail(), "has CHANGED") {
+			t.Errorf("%s: %q: %q", name, e.Summary(), e.Detail())
+		}
+	}
+}

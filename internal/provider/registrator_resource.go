@@ -297,7 +297,7 @@ func (r *registratorResource) Read(ctx context.Context, req resource.ReadRequest
 	if resp.Diagnostics.HasError() || r.data == nil {
 		return
 	}
-	docker := r.data.reachDocker(ctx, path.Root("host"), state.Host.ValueString(), &state.HostKey, mayBeUnreachable, "the registrator service", &resp.Diagnostics)
+	docker := r.data.reachDocker(ctx, path.Root("host"), state.Host.ValueString(), &state.HostKey, refreshing, "the registrator service", &resp.Diagnostics)
 	if docker == nil {
 		return
 	}
