@@ -372,11 +372,17 @@ func (r *consulServerResource) ImportState(ctx context.Context, req resource.Imp
 }
 
 // rejoiner has the server in c leave and join again when the leader did not add it to the
-// raft configuration (consul.WaitServerReady says when), logging that it did.
+// raft configuration (consul.WaitServerReady says when), logging that it did. A rejoin
+// takes about 15 s (Consul's leave propagation and RPC drain); one that hangs gives up after
+// rejoinTimeout, and the wait goes on.
 func rejoiner(docker consul.Engine, api *consulapi.Client, c *consul.Container, host string) consul.Rejoiner {
 	return func(ctx context.Context) error {
 		tflog.Info(ctx, "the leader has not added this Consul server to the raft configuration; it leaves and joins again",
 			map[string]any{"host": host, "container": c.Name})
+		ctx, cancel := context.WithTimeout(ctx, rejoinTimeout)
+		defer cancel()
 		return consul.Rejoin(ctx, docker, api, c)
 	}
 }
+
+const rejoinTimeout = 90 * time.Second
