@@ -22,18 +22,7 @@ import (
 // must reach it, a warning naming what could not be checked for one that may not; an
 // unparsable host is an error either way.
 func TestReachNodeSaysWhatItTolerates(t *testing.T) {
-	_, key, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	block, err := ssh.MarshalPrivateKey(key, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool, err := conn.NewPool(conn.Options{PrivateKey: pem.EncodeToMemory(block), ConnectTimeout: 2 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
+	pool := newKeyedPool(t)
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -73,24 +62,9 @@ func TestReachNodeSaysWhatItTolerates(t *testing.T) {
 // brings the new key can run; a delete or an apply's step fails as before.
 func TestReachNodeToleratesAChangedHostKeyOnlyInARefresh(t *testing.T) {
 	t.Parallel()
-	_, clientKey, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	block, err := ssh.MarshalPrivateKey(clientKey, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool, err := conn.NewPool(conn.Options{PrivateKey: pem.EncodeToMemory(block), ConnectTimeout: 2 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
+	pool := newKeyedPool(t)
 	hostSigner := func() ssh.Signer {
-		_, k, err := ed25519.GenerateKey(rand.Reader)
-		if err != nil {
-			t.Fatal(err)
-		}
-		s, err := ssh.NewSignerFromKey(k)
+		s, err := ssh.NewSignerFromKey(newEd25519Key(t))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -141,4 +115,27 @@ func TestReachNodeToleratesAChangedHostKeyOnlyInARefresh(t *testing.T) {
 			t.Errorf("%s: %q: %q", name, e.Summary(), e.Detail())
 		}
 	}
+}
+
+func newEd25519Key(t *testing.T) ed25519.PrivateKey {
+	t.Helper()
+	_, key, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return key
+}
+
+// newKeyedPool is a connection pool with a fresh client key and a short connect timeout.
+func newKeyedPool(t *testing.T) *conn.Pool {
+	t.Helper()
+	block, err := ssh.MarshalPrivateKey(newEd25519Key(t), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool, err := conn.NewPool(conn.Options{PrivateKey: pem.EncodeToMemory(block), ConnectTimeout: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pool
 }
