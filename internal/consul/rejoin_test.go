@@ -3,6 +3,7 @@ package consul
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -11,6 +12,8 @@ import (
 	"time"
 
 	consulapi "github.com/hashicorp/consul/api"
+
+	"github.com/microswarm/terraform-provider-microswarm/internal/wait"
 )
 
 // raftFake is a server's API as WaitServerReady reads it: this server ("new" at
@@ -159,15 +162,33 @@ func TestWaitServerReadyLeavesAServerThatCannotOrNeedNotRejoin(t *testing.T) {
 	}
 }
 
-// A rejoin that does not help is tried again only after the spacing, not on every poll.
+// A rejoin that does not help, or that fails, is tried again only after the spacing, not
+// on every poll; a failed one does not end the wait (the leader's own reconcile may still
+// add the server), which runs out its time.
 func TestWaitServerReadySpacesItsRejoins(t *testing.T) {
 	t.Parallel()
-	f := &raftFake{leader: raftLeader.Address, servers: []*consulapi.RaftServer{raftLeader}}
-	api := f.api(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 1500*time.Millisecond)
-	defer cancel()
-	_, _ = waitServerReady(ctx, api, noCrash, f.rejoinChangesNothing, 100*time.Millisecond, 600*time.Millisecond)
-	if n := f.rejoined(); n < 2 || n > 3 {
-		t.Errorf("rejoined %d times in 1.5 s, want 2 or 3 (after 0.1 s, then every 0.6 s)", n)
+	for name, fails := range map[string]bool{"changes nothing": false, "fails": true} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			f := &raftFake{leader: raftLeader.Address, servers: []*consulapi.RaftServer{raftLeader}}
+			api := f.api(t)
+			rejoin := func(ctx context.Context) error {
+				_ = f.rejoinChangesNothing(ctx)
+				if fails {
+					return errors.New("leave refused")
+				}
+				return nil
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 1500*time.Millisecond)
+			defer cancel()
+			_, err := waitServerReady(ctx, api, noCrash, rejoin, 100*time.Millisecond, 600*time.Millisecond)
+			var timeout *wait.TimeoutError
+			if !errors.As(err, &timeout) {
+				t.Errorf("the wait ended with %v, want its timeout", err)
+			}
+			if n := f.rejoined(); n < 2 || n > 3 {
+				t.Errorf("rejoined %d times in 1.5 s, want 2 or 3 (after 0.1 s, then every 0.6 s)", n)
+			}
+		})
 	}
 }
