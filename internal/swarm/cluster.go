@@ -263,12 +263,18 @@ func (c *Cluster) leaveOne(ctx context.Context, id string, m Member) string {
 		return fmt.Sprintf("%s could not be reached, so it was not made to leave: %s", m, err)
 	}
 	sw := info.Swarm
+	// A manager that lost its quorum (the others leave at the same time) reports a cluster
+	// with no ID: not another swarm, so its node ID decides.
+	clusterID := ""
+	if sw.Cluster != nil {
+		clusterID = sw.Cluster.ID
+	}
 	switch {
 	case sw.LocalNodeState == dockerswarm.LocalNodeStateInactive:
 		return ""
-	case sw.Cluster != nil && sw.Cluster.ID != id:
-		return fmt.Sprintf("%s is a manager of another swarm (%s), so it was left alone", m, sw.Cluster.ID)
-	case sw.Cluster == nil && m.NodeID != "" && sw.NodeID != m.NodeID:
+	case clusterID != "" && clusterID != id:
+		return fmt.Sprintf("%s is a manager of another swarm (%s), so it was left alone", m, clusterID)
+	case clusterID == "" && m.NodeID != "" && sw.NodeID != m.NodeID:
 		return fmt.Sprintf("%s is now node %s, not the recorded %s, so it was left alone", m, sw.NodeID, m.NodeID)
 	}
 	if err := eng.SwarmLeave(ctx, true); err != nil {

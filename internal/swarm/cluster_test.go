@@ -627,3 +627,30 @@ func TestConvergeJoinsReplacementsThatSwappedAddresses(t *testing.T) {
 		})
 	}
 }
+
+// Three managers leave at once: the ones still asked after the first left have lost their
+// quorum, and their engines report a cluster with no ID. They are this swarm's all the
+// same (their node IDs are the recorded ones) and leave; no warning.
+func TestDissolveMakesManagersThatLostTheirQuorumLeave(t *testing.T) {
+	t.Parallel()
+	cloud := newFakeCloud("a", "b", "c")
+	cluster := newTestCluster(cloud)
+	ctx := testContext(t)
+	members := []Member{cloud.member("a", "a", RoleManager), cloud.member("b", "b", RoleManager), cloud.member("c", "c", RoleManager)}
+	res, err := cluster.Converge(ctx, Desired{Members: members})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cloud.mu.Lock()
+	cloud.engines["b"].quorumLost, cloud.engines["c"].quorumLost = true, true
+	cloud.mu.Unlock()
+	warnings, err := cluster.Dissolve(ctx, res.ID, res.Members, "")
+	if err != nil || len(warnings) != 0 {
+		t.Fatalf("dissolve: %v, warnings %q", err, warnings)
+	}
+	for _, h := range []string{"a", "b", "c"} {
+		if s := cloud.localState(h); s != "inactive" {
+			t.Errorf("%s is %s after dissolving", h, s)
+		}
+	}
+}

@@ -64,6 +64,9 @@ type fakeEngine struct {
 	// locked is a manager whose engine restarted with autolock on: it answers Info as
 	// locked and nothing else until SwarmUnlock gets the swarm's key.
 	locked bool
+	// quorumLost is a manager whose swarm lost its raft quorum: Info reports its cluster
+	// with no ID, as the engine does then.
+	quorumLost bool
 	// busyUpdates fails the next node updates as a manager whose raft proposal timed out,
 	// the first one after committing it (the update may have gone through).
 	busyUpdates int
@@ -156,6 +159,9 @@ func (e *fakeEngine) Info(context.Context) (system.Info, error) {
 		if s.nodes[e.nodeID].node.ManagerStatus != nil {
 			info.Swarm.ControlAvailable = true
 			info.Swarm.Cluster = &dockerswarm.ClusterInfo{ID: s.id}
+			if e.quorumLost {
+				info.Swarm.Cluster.ID = ""
+			}
 		}
 	}
 	return info, nil
