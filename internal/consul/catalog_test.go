@@ -26,7 +26,7 @@ func TestClearStaleCatalogNameRemovesADeadAgentsEntry(t *testing.T) {
 
 	serverSpec := loopbackSpec(t, RoleServer, "s1")
 	server := startAgent(t, bin, serverSpec)
-	if _, err := WaitServerReady(ctx, server, alive, nil); err != nil {
+	if _, err := WaitServerReady(ctx, server, alive, nil, nil); err != nil {
 		t.Fatal(err)
 	}
 	const deadID = "3dcd4606-293e-a62f-3e71-2ea8709dc0aa"

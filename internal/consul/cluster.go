@@ -167,14 +167,39 @@ const (
 // losing the quorum: two replacements at the dead servers' own addresses), the server
 // waits out that minute. So once it has been left out (leftOut) for RejoinAfter, rejoin
 // (when not nil) makes it leave and join again, which the leader handles at once.
-func WaitServerReady(ctx context.Context, api *consulapi.Client, alive AliveCheck, rejoin Rejoiner) (ServerStatus, error) {
-	return waitServerReady(ctx, api, alive, rejoin, RejoinAfter, rejoinAgain)
+//
+// member (when not nil) runs once, beside the rest of the wait, as soon as the server is
+// in the raft configuration of a cluster with a leader (or, at the latest, once it votes):
+// what needs only a leader (the agent's ACL token, its node in the catalog) need not wait
+// for the vote, which autopilot gives a joining server only on its reconcile tick, every
+// 10 s. WaitServerReady returns once member has returned too; if the wait fails, member's
+// context is cancelled first.
+func WaitServerReady(ctx context.Context, api *consulapi.Client, alive AliveCheck, rejoin Rejoiner, member OnMember) (ServerStatus, error) {
+	return waitServerReady(ctx, api, alive, rejoin, member, RejoinAfter, rejoinAgain)
 }
 
-func waitServerReady(ctx context.Context, api *consulapi.Client, alive AliveCheck, rejoin Rejoiner, after, again time.Duration) (ServerStatus, error) {
+// OnMember is what a server's wait runs once the server is in the raft configuration
+// (WaitServerReady), with its status then.
+type OnMember func(ctx context.Context, st ServerStatus)
+
+// serverPollMax bounds the pause between two reads of a joining server's status: the
+// vote comes on autopilot's tick, and every moment past it is a moment of the apply.
+const serverPollMax = 500 * time.Millisecond
+
+func waitServerReady(ctx context.Context, api *consulapi.Client, alive AliveCheck, rejoin Rejoiner, member OnMember, after, again time.Duration) (ServerStatus, error) {
 	var st ServerStatus
 	var outSince, rejoined time.Time
-	err := wait.Until(ctx, waitOptions("the server to be a voter in a cluster with a leader"), func(ctx context.Context) (bool, string, error) {
+	var memberDone chan struct{}
+	memberCancel := context.CancelFunc(func() {})
+	startMember := func(st ServerStatus) {
+		var mctx context.Context
+		mctx, memberCancel = context.WithCancel(ctx)
+		memberDone = make(chan struct{})
+		go func() { defer close(memberDone); member(mctx, st) }()
+	}
+	opts := waitOptions("the server to be a voter in a cluster with a leader")
+	opts.MaxInterval = serverPollMax
+	err := wait.Until(ctx, opts, func(ctx context.Context) (bool, string, error) {
 		if err := alive(ctx); err != nil {
 			return false, "", err
 		}
@@ -182,6 +207,9 @@ func waitServerReady(ctx context.Context, api *consulapi.Client, alive AliveChec
 		st, err = ReadServerStatus(ctx, api)
 		if err != nil {
 			return false, "the agent's API does not answer yet", wait.Retryable(err)
+		}
+		if member != nil && memberDone == nil && st.Leader != "" && st.InRaft {
+			startMember(st)
 		}
 		if st.Leader != "" && st.Voter {
 			return true, st.String(), nil
@@ -202,6 +230,18 @@ func waitServerReady(ctx context.Context, api *consulapi.Client, alive AliveChec
 		}
 		return false, st.String() + "; left and joined again, as the leader had left it out of the raft configuration", nil
 	})
+	if member != nil {
+		switch {
+		case err != nil:
+			memberCancel()
+		case memberDone == nil:
+			startMember(st)
+		}
+		if memberDone != nil {
+			<-memberDone
+		}
+		memberCancel()
+	}
 	return st, err
 }
 

@@ -103,7 +103,7 @@ func TestAgainstARealAgent(t *testing.T) {
 	server := startAgent(t, bin, serverSpec)
 
 	t.Run("the server becomes a voter with a leader", func(t *testing.T) {
-		st, err := WaitServerReady(ctx, server, alive, nil)
+		st, err := WaitServerReady(ctx, server, alive, nil, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -250,7 +250,7 @@ func TestACLsAgainstARealAgent(t *testing.T) {
 		return c
 	}
 	admin := withToken(management)
-	if _, err := WaitServerReady(ctx, admin, func(context.Context) error { return nil }, nil); err != nil {
+	if _, err := WaitServerReady(ctx, admin, func(context.Context) error { return nil }, nil, nil); err != nil {
 		t.Fatal(err)
 	}
 	var agentTok ManagedToken

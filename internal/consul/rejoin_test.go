@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -121,7 +122,7 @@ func TestWaitServerReadyRejoinsAServerTheLeaderLeftOut(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
 			time.AfterFunc(time.Second, func() { pruned(f) })
-			st, err := waitServerReady(ctx, api, noCrash, f.rejoinAddsIt, 300*time.Millisecond, time.Minute)
+			st, err := waitServerReady(ctx, api, noCrash, f.rejoinAddsIt, nil, 300*time.Millisecond, time.Minute)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -152,7 +153,7 @@ func TestWaitServerReadyLeavesAServerThatCannotOrNeedNotRejoin(t *testing.T) {
 			api := f.api(t)
 			ctx, cancel := context.WithTimeout(context.Background(), 1500*time.Millisecond)
 			defer cancel()
-			if _, err := waitServerReady(ctx, api, noCrash, f.rejoinAddsIt, 200*time.Millisecond, time.Minute); err == nil {
+			if _, err := waitServerReady(ctx, api, noCrash, f.rejoinAddsIt, nil, 200*time.Millisecond, time.Minute); err == nil {
 				t.Error("the wait ended, want its timeout")
 			}
 			if n := f.rejoined(); n != 0 {
@@ -181,13 +182,104 @@ func TestWaitServerReadySpacesItsRejoins(t *testing.T) {
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), 1500*time.Millisecond)
 			defer cancel()
-			_, err := waitServerReady(ctx, api, noCrash, rejoin, 100*time.Millisecond, 600*time.Millisecond)
+			_, err := waitServerReady(ctx, api, noCrash, rejoin, nil, 100*time.Millisecond, 600*time.Millisecond)
 			var timeout *wait.TimeoutError
 			if !errors.As(err, &timeout) {
 				t.Errorf("the wait ended with %v, want its timeout", err)
 			}
 			if n := f.rejoined(); n < 2 || n > 3 {
 				t.Errorf("rejoined %d times in 1.5 s, want 2 or 3 (after 0.1 s, then every 0.6 s)", n)
+			}
+		})
+	}
+}
+
+// What needs only a leader runs as soon as the leader has added the server, not after
+// autopilot's vote, and the wait returns only once it is done: the member step saw a
+// non-voter, and had finished when the wait ended.
+func TestWaitServerReadyRunsMemberBeforeTheVote(t *testing.T) {
+	t.Parallel()
+	nonVoter := *raftNew
+	nonVoter.Voter = false
+	f := &raftFake{leader: raftLeader.Address, servers: []*consulapi.RaftServer{raftLeader, &nonVoter}}
+	f.local = f.servers
+	api := f.api(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	began := time.Now()
+	time.AfterFunc(time.Second, func() {
+		f.set(raftLeader.Address, []*consulapi.RaftServer{raftLeader, raftNew}, []*consulapi.RaftServer{raftLeader, raftNew})
+	})
+	var (
+		mu       sync.Mutex
+		ran      int
+		sawVoter bool
+		after    time.Duration
+		finished bool
+	)
+	member := func(ctx context.Context, st ServerStatus) {
+		mu.Lock()
+		ran++
+		sawVoter, after = st.Voter, time.Since(began)
+		mu.Unlock()
+		select { // longer than the vote: the wait must wait for it
+		case <-time.After(1500 * time.Millisecond):
+		case <-ctx.Done():
+		}
+		mu.Lock()
+		finished = ctx.Err() == nil
+		mu.Unlock()
+	}
+	st, err := waitServerReady(ctx, api, noCrash, nil, member, time.Minute, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if !st.Voter || ran != 1 {
+		t.Fatalf("voter=%t, member ran %d times; want a voter, member once", st.Voter, ran)
+	}
+	if sawVoter || after >= time.Second {
+		t.Errorf("member ran %v in, seeing voter=%t; want it before the vote (1 s in), on a non-voter", after.Round(time.Millisecond), sawVoter)
+	}
+	if !finished {
+		t.Error("the wait returned before member finished (or member's context was cancelled)")
+	}
+}
+
+// A wait that fails cancels the member step it started and returns after it; a server
+// the leader never added runs none.
+func TestWaitServerReadyCancelsMemberWhenTheWaitFails(t *testing.T) {
+	t.Parallel()
+	nonVoter := *raftNew
+	nonVoter.Voter = false
+	for name, tc := range map[string]struct {
+		f       *raftFake
+		started bool
+	}{
+		"added, never promoted":        {&raftFake{leader: raftLeader.Address, servers: []*consulapi.RaftServer{raftLeader, &nonVoter}}, true},
+		"a dead server at its address": {&raftFake{leader: raftLeader.Address, servers: []*consulapi.RaftServer{raftLeader, raftDead}}, false},
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			api := tc.f.api(t)
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			defer cancel()
+			var started, returned atomic.Bool
+			member := func(ctx context.Context, _ ServerStatus) {
+				started.Store(true)
+				<-ctx.Done()
+				time.Sleep(100 * time.Millisecond)
+				returned.Store(true)
+			}
+			if _, err := waitServerReady(ctx, api, noCrash, nil, member, time.Minute, time.Minute); err == nil {
+				t.Fatal("the wait ended, want its timeout")
+			}
+			if started.Load() != tc.started {
+				t.Errorf("member started: %t, want %t", started.Load(), tc.started)
+			}
+			if started.Load() && !returned.Load() {
+				t.Error("the wait returned before the member step it started")
 			}
 		})
 	}

@@ -207,7 +207,7 @@ func (r RollingRestart) Run(ctx context.Context) (*Container, ServerStatus, erro
 	}
 	lock.UseAPI(r.NewAPI)
 	alive := func(ctx context.Context) error { return CheckAlive(ctx, r.Engine, replaced) }
-	status, err := WaitServerReady(ctx, r.NewAPI, alive, nil)
+	status, err := WaitServerReady(ctx, r.NewAPI, alive, nil, nil)
 	if err != nil {
 		return replaced, status, &RestartPhaseError{"waiting for the recreated server to be a voter again", err}
 	}

@@ -58,6 +58,16 @@ func addConsulContainerError(diags *diag.Diagnostics, summary, host, containerNa
 	diags.AddError(summary, detail)
 }
 
+// claimWhileJoining is consulClaimNode for a joining server's wait (consul.WaitServerReady):
+// it runs once the server is in the raft configuration, beside the wait for its vote, and
+// says what it found in diags, which the caller reads after the wait returned. On a wait
+// that failed, those are dropped with the rest: the wait's error says what to do.
+func claimWhileJoining(api *consulapi.Client, spec consul.Spec, m *consulContainerModel, diags *diag.Diagnostics) consul.OnMember {
+	return func(ctx context.Context, st consul.ServerStatus) {
+		consulClaimNode(ctx, api, spec, st.Self, m, diags)
+	}
+}
+
 // consulClaimNode makes the catalog hold the agent's node as its own and gives the agent
 // its ACL token (ACLs on), in the order that lets the agent register at once: a dead
 // agent's entry under the node's name (left by a lost quorum) is removed first, then the

@@ -194,13 +194,15 @@ func (r *consulServerResource) Create(ctx context.Context, req resource.CreateRe
 		tflog.Warn(ctx, "could not tune autopilot's server stabilization time", map[string]any{"host": host, "error": err.Error()})
 	}
 	tuneCancel()
-	st, err := consul.WaitServerReady(ctx, api, func(ctx context.Context) error { return consul.CheckAlive(ctx, docker, c) }, rejoiner(docker, api, c, host))
+	var claimed diag.Diagnostics
+	st, err := consul.WaitServerReady(ctx, api, func(ctx context.Context) error { return consul.CheckAlive(ctx, docker, c) }, rejoiner(docker, api, c, host),
+		claimWhileJoining(api, spec, &plan.consulContainerModel, &claimed))
 	if err != nil {
 		addConsulWaitError(&resp.Diagnostics, consul.RoleServer, host, name, "create", err)
 		return
 	}
 	plan.NodeID, plan.Leader = types.StringValue(st.NodeID), nullIfEmpty(st.Leader)
-	consulClaimNode(ctx, api, spec, st.Self, &plan.consulContainerModel, &resp.Diagnostics)
+	resp.Diagnostics.Append(claimed...)
 	resp.Diagnostics.Append(resp.State.Set(ctx, &plan)...)
 }
 
@@ -307,7 +309,9 @@ func (r *consulServerResource) Update(ctx context.Context, req resource.UpdateRe
 	plan.ContainerID = types.StringValue(c.ID)
 	// A leader answers now: the refresh's note of a lost quorum is done with.
 	resp.Diagnostics.Append(resp.Private.SetKey(ctx, privateQuorumLost, nil)...)
-	st, err := consul.WaitServerReady(ctx, api, func(ctx context.Context) error { return consul.CheckAlive(ctx, docker, c) }, rejoiner(docker, api, c, host))
+	var claimed diag.Diagnostics
+	st, err := consul.WaitServerReady(ctx, api, func(ctx context.Context) error { return consul.CheckAlive(ctx, docker, c) }, rejoiner(docker, api, c, host),
+		claimWhileJoining(api, spec, &plan.consulContainerModel, &claimed))
 	if err != nil {
 		addConsulWaitError(&resp.Diagnostics, consul.RoleServer, host, name, "update", err)
 		plan.NodeID, plan.Leader = state.NodeID, types.StringNull()
@@ -315,7 +319,7 @@ func (r *consulServerResource) Update(ctx context.Context, req resource.UpdateRe
 		return
 	}
 	plan.NodeID, plan.Leader = types.StringValue(st.NodeID), nullIfEmpty(st.Leader)
-	consulClaimNode(ctx, api, spec, st.Self, &plan.consulContainerModel, &resp.Diagnostics)
+	resp.Diagnostics.Append(claimed...)
 	consulRotateGossipKey(ctx, api, spec, &plan.consulContainerModel, &state.consulContainerModel, &resp.Diagnostics)
 	resp.Diagnostics.Append(resp.State.Set(ctx, &plan)...)
 }
