@@ -291,8 +291,10 @@ switch() {
 break_node() {
   require_up
   go build -o bin/ ./tools/democloud
-  local name id role ip
-  read -r name id role ip < <(output -json nodes | bin/democloud break)
+  local name id role ip at
+  read -r name id role ip at < <(output -json nodes | bin/democloud break)
+  # When the power-off was asked for, for bench/heal.sh's clock.
+  echo "$at" >>"$STATE/break-at"
   say "powered off $name (droplet $id, swarm $role, $ip): POST $DIGITALOCEAN_API_URL""v2/droplets/$id/actions {\"type\":\"power_off\"}"
   say "the API says droplet $id is off; its Consul server, proxy and app tasks went with it"
   say "run make demo to heal: it finds the droplet off and the apply replaces it"

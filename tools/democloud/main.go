@@ -2,7 +2,8 @@
 // for `make demo-break` and the heal report of `make demo`:
 //
 //	democloud off             prints "ID NAME" for every droplet that is off
-//	democloud break [NAME]    powers off a worker of the demo (the first by name, or NAME)
+//	democloud break [NAME]    powers off a worker of the demo (the first by name, or NAME);
+//	                          prints "NAME ID ROLE IP AT", AT the power-off call's Unix time
 //	democloud healed FILE     for each "ID NAME" line of FILE (an earlier `off`), says what
 //	                          became of that node; exit 1 if one is still off
 //
@@ -169,13 +170,15 @@ func breakWorker(ctx context.Context, c *droplet.Client, nodes map[string]node, 
 	}
 	n := nodes[target]
 	id, _ := strconv.Atoi(n.DropletID)
+	at := time.Now()
 	if _, _, err := c.Godo().DropletActions.PowerOff(ctx, id); err != nil {
 		return fmt.Errorf("power_off of droplet %d (%s): %w", id, target, err)
 	}
 	if _, err := c.WaitStatus(ctx, id, "off"); err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "%s %d %s %s\n", target, id, n.Role, n.PrivateIP)
+	// The power-off call's time, last: what a heal is timed from (bench/heal.sh).
+	fmt.Fprintf(stdout, "%s %d %s %s %.3f\n", target, id, n.Role, n.PrivateIP, float64(at.UnixMilli())/1000)
 	return nil
 }
 
