@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/microswarm/terraform-provider-microswarm/internal/haproxy"
@@ -122,13 +123,19 @@ func Gate(ctx context.Context, health Health, proxies []Proxy, c Color, minHealt
 // Drain waits until no proxy holds requests in flight to color c (bounded by ctx).
 func Drain(ctx context.Context, proxies []Proxy, c Color, every time.Duration) error {
 	for {
+		// Every proxy at once: each read is a round trip to its node.
+		counts, errs := make([]Counters, len(proxies)), make([]error, len(proxies))
+		var wg sync.WaitGroup
+		for i, p := range proxies {
+			wg.Go(func() { counts[i], errs[i] = p.Counters(ctx, c) })
+		}
+		wg.Wait()
 		var busy int64
-		for _, p := range proxies {
-			n, err := p.Counters(ctx, c)
-			if err != nil {
-				return fmt.Errorf("proxy %s: %w", p.Name(), err)
+		for i, p := range proxies {
+			if errs[i] != nil {
+				return fmt.Errorf("proxy %s: %w", p.Name(), errs[i])
 			}
-			busy += n.InFlight
+			busy += counts[i].InFlight
 		}
 		if busy == 0 {
 			return nil

@@ -281,3 +281,32 @@ func TestCanaryNeedsOneHealthyInstanceOfTheOtherColor(t *testing.T) {
 		t.Errorf("route %v", fakes[0].route)
 	}
 }
+
+// slowCounters is a proxy whose counters take d to read, as a node's socket over SSH does.
+type slowCounters struct {
+	Proxy
+	d time.Duration
+}
+
+func (p slowCounters) Counters(ctx context.Context, c Color) (Counters, error) {
+	time.Sleep(p.d)
+	return p.Proxy.Counters(ctx, c)
+}
+
+// A drain reads every proxy at once: idle proxies are seen idle in one read's time, not
+// one read per proxy (a switch's drain and a delete's wait before its kill pay it).
+func TestDrainReadsTheProxiesAtOnce(t *testing.T) {
+	t.Parallel()
+	_, fakes, _ := world()
+	var proxies []Proxy
+	for _, p := range fakes {
+		proxies = append(proxies, slowCounters{Proxy: p, d: 200 * time.Millisecond})
+	}
+	start := time.Now()
+	if err := Drain(context.Background(), proxies, Blue, 50*time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(start); took >= 350*time.Millisecond {
+		t.Errorf("drain of %d idle proxies took %s, one read after another", len(proxies), took.Round(time.Millisecond))
+	}
+}
