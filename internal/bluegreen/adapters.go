@@ -188,29 +188,47 @@ type EngineTasks struct {
 
 var _ NodeTasks = EngineTasks{}
 
-const serviceIDLabel = "com.docker.swarm.service.id"
+const (
+	serviceIDLabel = "com.docker.swarm.service.id"
+	taskIDLabel    = "com.docker.swarm.task.id"
+)
 
-func (t EngineTasks) Kill(ctx context.Context, serviceIDs []string) error {
-	running, err := t.Engine.ContainerList(ctx, container.ListOptions{Filters: filters.NewArgs(filters.Arg("label", serviceIDLabel))})
+func (t EngineTasks) Kill(ctx context.Context, serviceIDs []string) ([]string, error) {
+	all, err := t.Engine.ContainerList(ctx, container.ListOptions{All: true, Filters: filters.NewArgs(filters.Arg("label", serviceIDLabel))})
 	if err != nil {
-		return err
+		return nil, err
 	}
 	// At once: the engine answers a kill once the container has exited.
-	errs := make([]error, len(running))
+	errs := make([]error, len(all))
+	stopped := make([]bool, len(all))
 	var wg sync.WaitGroup
-	for i, c := range running {
+	for i, c := range all {
 		if !slices.Contains(serviceIDs, c.Labels[serviceIDLabel]) {
+			continue
+		}
+		switch c.State {
+		case container.StateRunning, container.StatePaused, container.StateRestarting:
+		default:
+			stopped[i] = true // exited, or never started: swarm does not start it now
 			continue
 		}
 		wg.Go(func() {
 			// One that stopped or went meanwhile is what was asked.
 			if err := t.Engine.ContainerKill(ctx, c.ID, "KILL"); err != nil && !errdefs.IsNotFound(err) && !errdefs.IsConflict(err) {
 				errs[i] = fmt.Errorf("container %s: %w", c.ID, err)
+				return
 			}
+			stopped[i] = true
 		})
 	}
 	wg.Wait()
-	return errors.Join(errs...)
+	var tasks []string
+	for i, c := range all {
+		if stopped[i] && c.Labels[taskIDLabel] != "" {
+			tasks = append(tasks, c.Labels[taskIDLabel])
+		}
+	}
+	return tasks, errors.Join(errs...)
 }
 
 // SSHFiles is a node's file system through its SSH connection (NodeFiles). Paths are

@@ -38,8 +38,9 @@ type NodeFiles interface {
 // NodeTasks is one node's own engine, for the swarm tasks that run there.
 type NodeTasks interface {
 	// Kill kills the node's containers of these swarm services (by service ID); none is
-	// success.
-	Kill(ctx context.Context, serviceIDs []string) error
+	// success. It returns the swarm task IDs of the containers it saw stopped: those it
+	// killed and those that had exited already.
+	Kill(ctx context.Context, serviceIDs []string) (stopped []string, err error)
 }
 
 // ProxyNode is one node that runs the proxy: its swarm node ID, its files and its proxy.
@@ -359,15 +360,27 @@ func Undeploy(ctx context.Context, eng Engine, svc Service, nodes []ProxyNode, o
 		return fmt.Errorf("removing services %s: %w", strings.Join(names, ", "), err)
 	}
 	// The reached nodes kill the tasks while the rest goes.
+	// The tasks a node saw stopped are not waited for: the manager hears of them only
+	// after the 2 s pause of the graceful stop the node had begun.
+	var seenStopped sync.Map
 	killed := make(chan struct{})
-	go func() { defer close(killed); killRemovedTasks(ctx, nodes, ids) }()
+	go func() {
+		defer close(killed)
+		killRemovedTasks(ctx, nodes, ids, func(taskIDs []string) {
+			for _, id := range taskIDs {
+				seenStopped.Store(id, true)
+			}
+		})
+	}()
 	defer func() { <-killed }()
 	// While the tasks stop (Docker pauses 2 s before it stops a task attached to a network,
 	// then the grace period), what only the services held goes: their configs (swarm
 	// refuses to remove a config only while a service names it), the nodes' proxy label,
 	// the proxy nodes' directories (a running proxy has its map loaded). The network waits.
 	stopped := make(chan error, 1)
-	go func() { stopped <- swarmservice.WaitStopped(ctx, eng, ids...) }()
+	go func() {
+		stopped <- swarmservice.WaitStoppedOr(ctx, eng, func(taskID string) bool { _, ok := seenStopped.Load(taskID); return ok }, ids...)
+	}()
 	var errs []error
 	if err := swarmservice.RemoveConfigs(ctx, eng, svc.Name+"-proxy-", owner, ""); err != nil {
 		errs = append(errs, fmt.Errorf("proxy configs: %w", err))
@@ -419,8 +432,9 @@ const killIdleWithin = 3 * time.Second
 // stop signal and the app's own shutdown. Only after the removal: a task killed while its
 // service lives is started again. Only when every node has both a proxy to ask and an
 // engine to kill with, and every proxy says idle within killIdleWithin; otherwise, or
-// for tasks elsewhere, the graceful stop, which the delete waits for either way.
-func killRemovedTasks(ctx context.Context, nodes []ProxyNode, ids []string) {
+// for tasks elsewhere, the graceful stop, which the delete waits for either way. Each
+// node's stopped tasks go to seen as soon as that node is done.
+func killRemovedTasks(ctx context.Context, nodes []ProxyNode, ids []string, seen func(taskIDs []string)) {
 	if len(ids) == 0 || len(nodes) == 0 {
 		return
 	}
@@ -433,14 +447,23 @@ func killRemovedTasks(ctx context.Context, nodes []ProxyNode, ids []string) {
 	}
 	idleCtx, cancel := context.WithTimeout(ctx, killIdleWithin)
 	defer cancel()
-	for _, c := range Colors {
-		if err := Drain(idleCtx, proxies, c, 100*time.Millisecond); err != nil {
-			return // busy or unreadable: the open requests finish the graceful way
-		}
+	// Both colors at once.
+	drained := make([]error, len(Colors))
+	var drains sync.WaitGroup
+	for i, c := range Colors {
+		drains.Go(func() { drained[i] = Drain(idleCtx, proxies, c, 100*time.Millisecond) })
+	}
+	drains.Wait()
+	if errors.Join(drained...) != nil {
+		return // busy or unreadable: the open requests finish the graceful way
 	}
 	var wg sync.WaitGroup
 	for _, n := range nodes {
-		wg.Go(func() { _ = n.Tasks.Kill(ctx, ids) })
+		wg.Go(func() {
+			// A node that failed part of it still says which it saw stopped.
+			stopped, _ := n.Tasks.Kill(ctx, ids)
+			seen(stopped)
+		})
 	}
 	wg.Wait()
 }

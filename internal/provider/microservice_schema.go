@@ -146,7 +146,9 @@ func (r *microserviceResource) Schema(ctx context.Context, _ resource.SchemaRequ
 			"proxy and both colors at once and returns when their tasks have stopped, then removes the network. Once no proxy " +
 			"holds a request in flight (waited for at most 3 s), every proxy node kills its tasks of them rather than wait out " +
 			"swarm's graceful stop (a 2 s pause, then each color's drain time after SIGTERM), so no open request is cut; with " +
-			"a proxy busy past that or not answering, and on nodes that run no proxy, tasks stop the graceful way.",
+			"a proxy busy past that or not answering, and on nodes that run no proxy, tasks stop the graceful way. A task counts " +
+			"as stopped when swarm reports it so or when its node's engine saw its container stopped (swarm hears of a kill " +
+			"only after its own 2 s pause).",
 		Attributes: map[string]schema.Attribute{
 			"id": schema.StringAttribute{
 				MarkdownDescription: "The service's name.",

@@ -169,6 +169,15 @@ func RemoveNoWait(ctx context.Context, e Engine, ids ...string) error {
 // WaitStopped waits until no task of the removed services ids runs on a ready node,
 // bounded by ctx. No ids: nothing to wait for, and no call.
 func WaitStopped(ctx context.Context, e Engine, ids ...string) error {
+	return WaitStoppedOr(ctx, e, nil, ids...)
+}
+
+// WaitStoppedOr is WaitStopped that also takes a task as stopped when seen (not nil) says
+// so by its ID: its node's own engine saw its container stopped. The manager hears of
+// that late: a node that had begun its graceful stop of the task (Docker pauses 2 s first,
+// for the load balancer's gossip, when the task is on a network) reports it only once
+// that pause is over, however the container ended meanwhile.
+func WaitStoppedOr(ctx context.Context, e Engine, seen func(taskID string) bool, ids ...string) error {
 	if len(ids) == 0 {
 		return nil
 	}
@@ -197,7 +206,7 @@ func WaitStopped(ctx context.Context, e Engine, ids ...string) error {
 			live, unreachable := 0, 0
 			for _, t := range tasks {
 				switch {
-				case !waiting[t.ServiceID] || terminal(t.Status.State):
+				case !waiting[t.ServiceID] || terminal(t.Status.State) || (seen != nil && seen(t.ID)):
 				case t.NodeID != "" && !ready[t.NodeID]:
 					unreachable++
 				default:
