@@ -17,8 +17,8 @@
 #   NODES=12 bench/perf.sh    the demo's configuration at 12 nodes (3 Consul servers and 9
 #                             agents, 3 swarm managers and 9 workers, a proxy on every node)
 # Brings the demo up first (compiling the provider) and takes it down at the end. Each
-# round's create outputs stay in .demo/perf-infra-N.log and .demo/perf-create-N.log (per
-# resource: "after Ns").
+# round's outputs stay in .demo/perf-destroy-N.log, .demo/perf-infra-N.log and
+# .demo/perf-create-N.log (per resource: "after Ns").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=${1:-3}
@@ -75,6 +75,7 @@ for round in $(seq 1 "$rounds"); do
   sampler=$!
   d=$(timed destroy destroy -auto-approve "${vars[@]}")
   grep -q 'Destroy complete' "$log" || { cat "$log" >&2; exit 1; }
+  cp "$log" ".demo/perf-destroy-$round.log"
   i=$(timed infra apply -auto-approve "${vars[@]}" "${infra[@]}")
   cp "$log" ".demo/perf-infra-$round.log"
   timed "destroy of the infrastructure" destroy -auto-approve "${vars[@]}" >/dev/null
