@@ -43,8 +43,9 @@ func swarmClusterSchema(ctx context.Context) schema.Schema {
 			"is drained, its tasks move, it leaves and disappears from `docker node ls`; a changed `role` promotes or demotes. Manager changes " +
 			"go one manager at a time so the raft quorum holds at every step. A failed create is not recorded: the next apply adopts the " +
 			"swarm it left and joins the rest. Refresh reports nodes that are down or left, and the next apply brings them back. " +
-			"Delete takes the whole swarm away, so there is no quorum to keep: every node leaves with force at once, the managers " +
-			"too; a node that does not answer is a warning (a node that is gone has nothing to leave), the manager that answered " +
+			"Delete takes the whole swarm away, so there is no quorum to keep: every node leaves with force, the workers at once, then " +
+			"the managers at once (a worker leaving beside the managers may wait out Docker's 5 s bound on releasing its ingress " +
+			"network); a node that does not answer is a warning (a node that is gone has nothing to leave), the manager that answered " +
 			"and does not leave is an error and the state keeps the swarm (the next destroy finds the others out). " +
 			"No secret of the swarm is kept in the state: the join tokens are read from a manager when a node joins, and with `autolock` " +
 			"a locked manager is unlocked with the key an unlocked manager reports (keep the unlock key outside Terraform too, e.g. " +

@@ -212,8 +212,10 @@ func (c *Cluster) Observe(ctx context.Context, id string, candidates []Member, u
 }
 
 // Dissolve takes the swarm apart. Every member goes, so there is no quorum to keep and
-// no node to hand work to: the members leave with force, all at once, the manager that
-// answered too (a worker's forced leave needs no manager). Nodes that cannot be reached
+// no node to hand work to: the members leave with force, the workers all at once, then the
+// managers all at once, the one that answered too (a worker's forced leave needs no
+// manager, but one that overlaps the managers' may wait out Docker's 5 s bound on
+// releasing its ingress network). Nodes that cannot be reached
 // are reported as warnings, not errors: a node that is gone has nothing left to leave. A
 // reachable manager that answered and does not leave is an error, so the state keeps the
 // swarm, and the next destroy finds the others already out.
@@ -232,9 +234,14 @@ func (c *Cluster) Dissolve(ctx context.Context, id string, members []Member, unl
 	}
 	last := found.member
 	others := slices.DeleteFunc(slices.Clone(members), func(m Member) bool { return m.Target.Host == last.Target.Host })
+	// The workers first: a worker that leaves while the managers do may wait out Docker's
+	// 5 s bound on releasing its ingress network (seen on the demo, 2026-12-05).
+	workers := slices.DeleteFunc(slices.Clone(others), func(m Member) bool { return m.Role == RoleManager })
+	others = slices.DeleteFunc(others, func(m Member) bool { return m.Role != RoleManager })
+	warnings = c.leaveEach(ctx, id, workers)
 	left := make(chan error, 1)
 	go func() { left <- found.engine.SwarmLeave(ctx, true) }()
-	warnings = c.leaveEach(ctx, id, others)
+	warnings = append(warnings, c.leaveEach(ctx, id, others)...)
 	if err := <-left; err != nil && !isNotInSwarm(ctx, found.engine) {
 		return warnings, fmt.Errorf("the manager %s did not leave: %w", last, err)
 	}

@@ -359,14 +359,18 @@ func TestDissolveLeavesEveryEngineInactive(t *testing.T) {
 	}
 }
 
-// A whole swarm going away has no quorum to keep: every member leaves at once, the
-// manager that answered as well, so the delete takes one leave, not two in a row.
-func TestDissolveLeavesAllAtOnce(t *testing.T) {
+// A whole swarm going away has no quorum to keep, so no member waits for another of its
+// role: the workers leave all at once, then the managers all at once (the one that
+// answered too). Not all together: a worker leaving while the managers go may wait out
+// Docker's 5 s bound on releasing its ingress network, which the demo's destroy hit about
+// one time in three (2026-12-05).
+func TestDissolveLeavesTheWorkersAtOnceThenTheManagers(t *testing.T) {
 	t.Parallel()
-	cloud := newFakeCloud("a", "b", "c")
+	cloud := newFakeCloud("a", "b", "c", "d", "e")
 	cluster := newTestCluster(cloud)
 	ctx := testContext(t)
-	members := []Member{cloud.member("a", "a", RoleManager), cloud.member("b", "b", RoleWorker), cloud.member("c", "c", RoleWorker)}
+	members := []Member{cloud.member("a", "a", RoleManager), cloud.member("b", "b", RoleManager), cloud.member("c", "c", RoleManager),
+		cloud.member("d", "d", RoleWorker), cloud.member("e", "e", RoleWorker)}
 	res, err := cluster.Converge(ctx, Desired{Members: members})
 	if err != nil {
 		t.Fatal(err)
@@ -378,12 +382,15 @@ func TestDissolveLeavesAllAtOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	cloud.mu.Lock()
-	atOnce := cloud.leavesAtOnce
+	atOnce, beside := cloud.leavesAtOnce, cloud.managerLeftBesideWorker
 	cloud.mu.Unlock()
-	if atOnce != 3 {
-		t.Errorf("at most %d of 3 members left at once", atOnce)
+	if beside {
+		t.Error("a manager left while a worker was leaving")
 	}
-	for _, h := range []string{"a", "b", "c"} {
+	if atOnce != 3 {
+		t.Errorf("at most %d members left at once, want the 3 managers together", atOnce)
+	}
+	for _, h := range []string{"a", "b", "c", "d", "e"} {
 		if s := cloud.localState(h); s != "inactive" {
 			t.Errorf("%s is %s after dissolving", h, s)
 		}

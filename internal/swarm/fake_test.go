@@ -28,9 +28,12 @@ type fakeCloud struct {
 	// joinErr fails the SwarmJoin of a host with its error (after joinDelay).
 	joinErr map[string]error
 	// leaveDelay makes each SwarmLeave take that long, outside the lock; leavesAtOnce
-	// is the most in flight at once.
-	leaveDelay            time.Duration
-	leaving, leavesAtOnce int
+	// is the most in flight at once, and managerLeftBesideWorker says a manager's leave
+	// was ever in flight beside a worker's.
+	leaveDelay                      time.Duration
+	leaving, leavesAtOnce           int
+	managersLeaving, workersLeaving int
+	managerLeftBesideWorker         bool
 }
 
 type fakeSwarm struct {
@@ -250,12 +253,19 @@ func (e *fakeEngine) SwarmJoin(_ context.Context, req dockerswarm.JoinRequest) e
 func (e *fakeEngine) SwarmLeave(_ context.Context, force bool) error {
 	if c := e.cloud; c.leaveDelay > 0 {
 		c.mu.Lock()
+		role := &c.workersLeaving
+		if s := e.swarm; s != nil && s.nodes[e.nodeID] != nil && s.nodes[e.nodeID].node.ManagerStatus != nil {
+			role = &c.managersLeaving
+		}
+		*role++
 		c.leaving++
 		c.leavesAtOnce = max(c.leavesAtOnce, c.leaving)
+		c.managerLeftBesideWorker = c.managerLeftBesideWorker || (c.managersLeaving > 0 && c.workersLeaving > 0)
 		c.mu.Unlock()
 		time.Sleep(c.leaveDelay)
 		c.mu.Lock()
 		c.leaving--
+		*role--
 		c.mu.Unlock()
 	}
 	e.cloud.mu.Lock()
