@@ -359,9 +359,9 @@ func Undeploy(ctx context.Context, eng Engine, svc Service, nodes []ProxyNode, o
 	if err := swarmservice.RemoveNoWait(ctx, eng, ids...); err != nil {
 		return fmt.Errorf("removing services %s: %w", strings.Join(names, ", "), err)
 	}
-	// The reached nodes kill the tasks while the rest goes.
-	// The tasks a node saw stopped are not waited for: the manager hears of them only
-	// after the 2 s pause of the graceful stop the node had begun.
+	// The reached nodes kill the tasks while the rest goes. A task a node saw stopped is
+	// not waited for: the manager hears of it only after the 2 s pause of the graceful
+	// stop the node had begun.
 	var seenStopped sync.Map
 	killed := make(chan struct{})
 	go func() {

@@ -215,10 +215,10 @@ func (c *Cluster) Observe(ctx context.Context, id string, candidates []Member, u
 // no node to hand work to: the members leave with force, the workers all at once, then the
 // managers all at once, the one that answered too (a worker's forced leave needs no
 // manager, but one that overlaps the managers' may wait out Docker's 5 s bound on
-// releasing its ingress network). Nodes that cannot be reached
-// are reported as warnings, not errors: a node that is gone has nothing left to leave. A
-// reachable manager that answered and does not leave is an error, so the state keeps the
-// swarm, and the next destroy finds the others already out.
+// releasing its ingress network). Nodes that cannot be reached are reported as warnings,
+// not errors: a node that is gone has nothing left to leave. A reachable manager that
+// answered and does not leave is an error, so the state keeps the swarm, and the next
+// destroy finds the others already out.
 func (c *Cluster) Dissolve(ctx context.Context, id string, members []Member, unlockKey string) (warnings []string, err error) {
 	found, err := c.findManager(ctx, id, managersOf(members), unlockKey)
 	var none *NoManagerError
