@@ -227,21 +227,15 @@ func (c *Cluster) Dissolve(ctx context.Context, id string, members []Member, unl
 		if !none.Gone {
 			warnings = append(warnings, "no manager of the swarm answered ("+none.Error()+"); making the reachable members leave")
 		}
-		return append(warnings, c.leaveEach(ctx, id, members)...), nil
+		return append(warnings, c.leaveEach(ctx, id, members, nil)...), nil
 	}
 	if err != nil {
 		return nil, err
 	}
 	last := found.member
 	others := slices.DeleteFunc(slices.Clone(members), func(m Member) bool { return m.Target.Host == last.Target.Host })
-	// The workers first: a worker that leaves while the managers do may wait out Docker's
-	// 5 s bound on releasing its ingress network (seen on the demo, 2026-12-05).
-	workers := slices.DeleteFunc(slices.Clone(others), func(m Member) bool { return m.Role == RoleManager })
-	others = slices.DeleteFunc(others, func(m Member) bool { return m.Role != RoleManager })
-	warnings = c.leaveEach(ctx, id, workers)
 	left := make(chan error, 1)
-	go func() { left <- found.engine.SwarmLeave(ctx, true) }()
-	warnings = append(warnings, c.leaveEach(ctx, id, others)...)
+	warnings = c.leaveEach(ctx, id, others, func() { go func() { left <- found.engine.SwarmLeave(ctx, true) }() })
 	if err := <-left; err != nil && !isNotInSwarm(ctx, found.engine) {
 		return warnings, fmt.Errorf("the manager %s did not leave: %w", last, err)
 	}
@@ -249,9 +243,23 @@ func (c *Cluster) Dissolve(ctx context.Context, id string, members []Member, unl
 	return warnings, nil
 }
 
-// leaveEach makes every reachable member that is still in swarm id leave, with force, all
-// at once. It returns a warning per member it could not make leave, in members' order.
-func (c *Cluster) leaveEach(ctx context.Context, id string, members []Member) []string {
+// leaveEach makes every reachable member that is still in swarm id leave, with force: the
+// workers all at once, then the managers all at once, when startManagers (if not nil) is
+// called too. Not all together: a worker that leaves while the managers do may wait out
+// Docker's 5 s bound on releasing its ingress network (seen on the demo, 2026-12-05). It
+// returns a warning per member it could not make leave, the workers' first.
+func (c *Cluster) leaveEach(ctx context.Context, id string, members []Member, startManagers func()) []string {
+	workers := slices.DeleteFunc(slices.Clone(members), func(m Member) bool { return m.Role == RoleManager })
+	warnings := c.leaveAtOnce(ctx, id, workers)
+	if startManagers != nil {
+		startManagers()
+	}
+	return append(warnings, c.leaveAtOnce(ctx, id, managersOf(members))...)
+}
+
+// leaveAtOnce makes members leave (leaveOne) all at once; it returns their warnings in
+// members' order.
+func (c *Cluster) leaveAtOnce(ctx context.Context, id string, members []Member) []string {
 	results := make([]string, len(members))
 	var wg sync.WaitGroup
 	for i, m := range members {
