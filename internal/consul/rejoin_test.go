@@ -78,7 +78,9 @@ func (f *raftFake) api(t *testing.T) *consulapi.Client {
 var (
 	raftLeader = &consulapi.RaftServer{ID: "leader", Address: "10.0.0.1:8300", Leader: true, Voter: true}
 	raftNew    = &consulapi.RaftServer{ID: "new", Address: "10.0.0.2:8300", Voter: true}
-	raftDead   = &consulapi.RaftServer{ID: "dead", Address: "10.0.0.2:8300", Voter: true}
+	// raftAdded is this server added by the leader, not yet promoted.
+	raftAdded = &consulapi.RaftServer{ID: "new", Address: "10.0.0.2:8300"}
+	raftDead  = &consulapi.RaftServer{ID: "dead", Address: "10.0.0.2:8300", Voter: true}
 )
 
 func (f *raftFake) rejoinAddsIt(context.Context) error {
@@ -140,11 +142,9 @@ func TestWaitServerReadyRejoinsAServerTheLeaderLeftOut(t *testing.T) {
 // cluster that lost its quorum).
 func TestWaitServerReadyLeavesAServerThatCannotOrNeedNotRejoin(t *testing.T) {
 	t.Parallel()
-	nonVoter := *raftNew
-	nonVoter.Voter = false
 	for name, f := range map[string]*raftFake{
 		"a dead server at its address": {leader: raftLeader.Address, servers: []*consulapi.RaftServer{raftLeader, raftDead}},
-		"added, not yet a voter":       {leader: raftLeader.Address, servers: []*consulapi.RaftServer{raftLeader, &nonVoter}},
+		"added, not yet a voter":       {leader: raftLeader.Address, servers: []*consulapi.RaftServer{raftLeader, raftAdded}},
 		"no leader, never replicated":  {},
 		"no leader, a voter":           {local: []*consulapi.RaftServer{raftLeader, raftNew}},
 	} {
@@ -199,9 +199,7 @@ func TestWaitServerReadySpacesItsRejoins(t *testing.T) {
 // non-voter, and had finished when the wait ended.
 func TestWaitServerReadyRunsMemberBeforeTheVote(t *testing.T) {
 	t.Parallel()
-	nonVoter := *raftNew
-	nonVoter.Voter = false
-	f := &raftFake{leader: raftLeader.Address, servers: []*consulapi.RaftServer{raftLeader, &nonVoter}}
+	f := &raftFake{leader: raftLeader.Address, servers: []*consulapi.RaftServer{raftLeader, raftAdded}}
 	f.local = f.servers
 	api := f.api(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -251,13 +249,11 @@ func TestWaitServerReadyRunsMemberBeforeTheVote(t *testing.T) {
 // the leader never added runs none.
 func TestWaitServerReadyCancelsMemberWhenTheWaitFails(t *testing.T) {
 	t.Parallel()
-	nonVoter := *raftNew
-	nonVoter.Voter = false
 	for name, tc := range map[string]struct {
 		f       *raftFake
 		started bool
 	}{
-		"added, never promoted":        {&raftFake{leader: raftLeader.Address, servers: []*consulapi.RaftServer{raftLeader, &nonVoter}}, true},
+		"added, never promoted":        {&raftFake{leader: raftLeader.Address, servers: []*consulapi.RaftServer{raftLeader, raftAdded}}, true},
 		"a dead server at its address": {&raftFake{leader: raftLeader.Address, servers: []*consulapi.RaftServer{raftLeader, raftDead}}, false},
 	} {
 		t.Run(name, func(t *testing.T) {
