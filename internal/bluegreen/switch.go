@@ -84,20 +84,28 @@ func (e *GateError) Error() string {
 }
 
 // Gate checks that color c has at least minHealthy instances passing in Consul that
-// every proxy also has up.
+// every proxy also has up. Consul and every proxy are read at once: each read is a round
+// trip to a node, and a switch waits for the slowest, not for their sum.
 func Gate(ctx context.Context, health Health, proxies []Proxy, c Color, minHealthy int) error {
-	instances, err := health.Instances(ctx, c)
-	if err != nil {
-		return fmt.Errorf("consul health of %s: %w", c, err)
+	var instances []Instance
+	var healthErr error
+	servers, errs := make([][]Instance, len(proxies)), make([]error, len(proxies))
+	var wg sync.WaitGroup
+	wg.Go(func() { instances, healthErr = health.Instances(ctx, c) })
+	for i, p := range proxies {
+		wg.Go(func() { servers[i], errs[i] = p.Servers(ctx, c) })
+	}
+	wg.Wait()
+	if healthErr != nil {
+		return fmt.Errorf("consul health of %s: %w", c, healthErr)
 	}
 	gate := &GateError{Target: c, MinHealthy: minHealthy}
 	up := map[string]int{}
-	for _, p := range proxies {
-		servers, err := p.Servers(ctx, c)
-		if err != nil {
-			return fmt.Errorf("proxy %s: %w", p.Name(), err)
+	for i, p := range proxies {
+		if errs[i] != nil {
+			return fmt.Errorf("proxy %s: %w", p.Name(), errs[i])
 		}
-		for _, s := range servers {
+		for _, s := range servers[i] {
 			if s.Healthy {
 				up[s.Address]++
 			}

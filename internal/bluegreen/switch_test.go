@@ -310,3 +310,42 @@ func TestDrainReadsTheProxiesAtOnce(t *testing.T) {
 		t.Errorf("drain of %d idle proxies took %s, one read after another", len(proxies), took.Round(time.Millisecond))
 	}
 }
+
+// slowServers is a proxy whose servers take d to read; slowHealth is Consul taking d.
+type slowServers struct {
+	Proxy
+	d time.Duration
+}
+
+func (p slowServers) Servers(ctx context.Context, c Color) ([]Instance, error) {
+	time.Sleep(p.d)
+	return p.Proxy.Servers(ctx, c)
+}
+
+type slowHealth struct {
+	Health
+	d time.Duration
+}
+
+func (h slowHealth) Instances(ctx context.Context, c Color) ([]Instance, error) {
+	time.Sleep(h.d)
+	return h.Health.Instances(ctx, c)
+}
+
+// A gate reads Consul and every proxy at once: a switch waits for the slowest read, not
+// for one read per proxy after Consul's.
+func TestGateReadsConsulAndTheProxiesAtOnce(t *testing.T) {
+	t.Parallel()
+	h, fakes, _ := world3()
+	var proxies []Proxy
+	for _, p := range fakes {
+		proxies = append(proxies, slowServers{Proxy: p, d: 200 * time.Millisecond})
+	}
+	start := time.Now()
+	if err := Gate(context.Background(), slowHealth{Health: h, d: 200 * time.Millisecond}, proxies, Green, 3); err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(start); took >= 350*time.Millisecond {
+		t.Errorf("a gate over Consul and %d proxies took %s, one read after another", len(proxies), took.Round(time.Millisecond))
+	}
+}
