@@ -37,6 +37,9 @@ type deployment struct {
 	health bluegreen.Health
 	// openHealth opens the gate's Consul again after reach could not (reopenHealth).
 	openHealth func(ctx context.Context) (bluegreen.Health, error)
+	// opening, while not nil, is the gate's Consul that startHealth is opening; health is
+	// read only after awaitHealth.
+	opening chan bluegreen.Health
 	// changed are the colors whose service this apply created or changed.
 	changed map[bluegreen.Color]bool
 	images  map[bluegreen.Color]string
@@ -75,10 +78,37 @@ func (h unreadableHealth) Instances(context.Context, bluegreen.Color) ([]bluegre
 	return nil, h.err
 }
 
+// startHealth begins to open the gate's Consul and returns at once: making its reader
+// token takes several round trips to Consul, which the proxies' reads, the deployment
+// and the routes' reads need not wait for. awaitHealth takes the result.
+func (d *deployment) startHealth(ctx context.Context) {
+	if d.openHealth == nil {
+		return
+	}
+	opening := make(chan bluegreen.Health, 1)
+	go func() {
+		h, err := d.openHealth(ctx)
+		if err != nil {
+			h = unreadableHealth{err}
+		}
+		opening <- h
+	}()
+	d.opening = opening
+}
+
+// awaitHealth waits for the gate's Consul that startHealth began to open, if any.
+func (d *deployment) awaitHealth() {
+	if d.opening != nil {
+		d.health = <-d.opening
+		d.opening = nil
+	}
+}
+
 // reopenHealth opens the gate's Consul when reach could not: the configuration need not
 // order the service after the Consul servers and the registrator, and a create that runs
 // beside theirs finds them up by the time it gates.
 func (d *deployment) reopenHealth(ctx context.Context) {
+	d.awaitHealth()
 	if _, unreadable := d.health.(unreadableHealth); !unreadable || d.openHealth == nil {
 		return
 	}
@@ -130,9 +160,9 @@ func (r *microserviceResource) reach(ctx context.Context, mgr *client.Client, m 
 			reached[i] = r.reachProxy(ctx, svc, i, ph, proxies)
 		})
 	}
-	// Meanwhile the gate's reader. Making its token needs the servers; a refresh goes on
-	// without it (the passing counts read 0) and a gate tries again (reopenHealth), then
-	// says why it cannot read.
+	// Meanwhile the gate's reader, which the caller takes when it needs it (awaitHealth).
+	// Making its token needs the servers; a refresh goes on without it (the passing counts
+	// read 0) and a gate tries again (reopenHealth), then says why it cannot read.
 	d.openHealth = func(ctx context.Context) (bluegreen.Health, error) {
 		api, err := r.data.consulReader(ctx, managerHost, m.Host.ValueString(), cfg, consul.GateReader)
 		if err != nil {
@@ -142,7 +172,7 @@ func (r *microserviceResource) reach(ctx context.Context, mgr *client.Client, m 
 	}
 	d.health = unreadableHealth{errors.New("not opened")}
 	if health {
-		d.reopenHealth(ctx)
+		d.startHealth(ctx)
 	}
 	wg.Wait()
 	for i, ph := range hosts {
@@ -305,6 +335,7 @@ const liveMixed = "mixed"
 
 // observe reads the route, the tasks and Consul's view into the computed attributes.
 func (d *deployment) observe(ctx context.Context, m *microserviceModel) {
+	d.awaitHealth()
 	urls := make([]attr.Value, len(d.urls))
 	for i, u := range d.urls {
 		urls[i] = types.StringValue(u)

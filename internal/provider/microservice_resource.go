@@ -371,9 +371,6 @@ func (r *microserviceResource) Read(ctx context.Context, req resource.ReadReques
 	}
 	d := r.reach(ctx, mgr, &state, refreshing, withHealth, &resp.Diagnostics)
 	if d != nil {
-		if h, ok := d.health.(*bluegreen.ConsulHealth); ok {
-			h.Stale = true // a refresh must not wait for a leader Consul may have lost
-		}
 		routes := bluegreen.Summarise(ctx, d.proxies())
 		switch {
 		case routes.OK && len(routes.Unread) == 0:
@@ -383,6 +380,10 @@ func (r *microserviceResource) Read(ctx context.Context, req resource.ReadReques
 			resp.Diagnostics.AddWarning("Proxies Disagree", fmt.Sprintf("Service %s: %s. The next apply brings every proxy to the configured route.", name, routes.Describe()))
 		default:
 			resp.Diagnostics.AddWarning("Proxy Routes Unreadable", fmt.Sprintf("Service %s: %s. The next apply that reaches them converges them.", name, routes.Describe()))
+		}
+		d.awaitHealth()
+		if h, ok := d.health.(*bluegreen.ConsulHealth); ok {
+			h.Stale = true // a refresh must not wait for a leader Consul may have lost
 		}
 		d.observe(ctx, &state)
 	}

@@ -387,6 +387,27 @@ func (passingHealth) Instances(_ context.Context, c bluegreen.Color) ([]bluegree
 	return []bluegreen.Instance{{ID: string(c) + "-1", Address: "10.0.0.1", Healthy: true}}, nil
 }
 
+// Opening the gate's Consul (its reader token: several round trips) does not hold up
+// what needs only the proxies: startHealth returns at once, and what reads the health
+// after awaitHealth (here the gate's reopenHealth) reads the Consul it opened.
+func TestStartHealthOpensConsulBesideTheRest(t *testing.T) {
+	t.Parallel()
+	d := &deployment{name: "web", health: unreadableHealth{errors.New("not opened")},
+		openHealth: func(context.Context) (bluegreen.Health, error) {
+			time.Sleep(300 * time.Millisecond)
+			return passingHealth{}, nil
+		}}
+	start := time.Now()
+	d.startHealth(context.Background())
+	if took := time.Since(start); took >= 150*time.Millisecond {
+		t.Fatalf("startHealth took %s: it waited for Consul", took.Round(time.Millisecond))
+	}
+	d.reopenHealth(context.Background())
+	if _, ok := d.health.(passingHealth); !ok {
+		t.Errorf("the gate reads %T, want the Consul startHealth opened", d.health)
+	}
+}
+
 // A create the configuration does not order after the Consul servers and the registrator
 // runs beside theirs: Consul does not answer when the service is reached, and the gate
 // opens it again on each try until it does, rather than wait out its timeout on the
