@@ -212,12 +212,12 @@ func (r *microserviceResource) Update(ctx context.Context, req resource.UpdateRe
 			"That node's proxy keeps its last route until an apply reaches it again, and the refresh of that apply plans to converge it.", name, host))
 	}
 	// The route the state records as live. After an import there is none yet: the one
-	// the proxies agree on, or, on fresh proxies, the configuration's.
-	routes := bluegreen.Summarise(ctx, d.proxies())
+	// the proxies agree on, or, on fresh proxies, the configuration's. (Otherwise the
+	// routes are read after the deployment only.)
 	recorded := state.route()
 	if state.Active.IsNull() || state.Active.IsUnknown() {
 		recorded = plan.route()
-		if routes.OK {
+		if routes := bluegreen.Summarise(ctx, d.proxies()); routes.OK {
 			recorded = routes.Agreed
 		}
 	}
@@ -232,8 +232,8 @@ func (r *microserviceResource) Update(ctx context.Context, req resource.UpdateRe
 		return
 	}
 	d.changed = changed
-	// Read again: a proxy this apply started loaded its route from the map file.
-	routes = bluegreen.Summarise(ctx, d.proxies())
+	// Read the routes now: a proxy this apply started loaded its route from the map file.
+	routes := bluegreen.Summarise(ctx, d.proxies())
 	to := plan.route()
 	switch {
 	case to != recorded:
