@@ -475,17 +475,22 @@ type MapFiles struct {
 	Path  string
 }
 
-// Persist writes r to every node, and names the nodes it could not write.
+// Persist writes r to every node at once (each write is an SSH command: a switch waits
+// for the slowest node, not for their sum), and names the nodes it could not write.
 func (f MapFiles) Persist(ctx context.Context, r Route) error {
 	text, err := haproxy.RenderMap(r.Active, r.Canary)
 	if err != nil {
 		return err
 	}
-	var errs []error
-	for _, n := range f.Nodes {
-		if err := n.Files.Write(ctx, f.Path, text); err != nil {
-			errs = append(errs, fmt.Errorf("node %s: %w", n.Name, err))
-		}
+	errs := make([]error, len(f.Nodes))
+	var wg sync.WaitGroup
+	for i, n := range f.Nodes {
+		wg.Go(func() {
+			if err := n.Files.Write(ctx, f.Path, text); err != nil {
+				errs[i] = fmt.Errorf("node %s: %w", n.Name, err)
+			}
+		})
 	}
+	wg.Wait()
 	return errors.Join(errs...)
 }

@@ -349,3 +349,45 @@ func TestGateReadsConsulAndTheProxiesAtOnce(t *testing.T) {
 		t.Errorf("a gate over Consul and %d proxies took %s, one read after another", len(proxies), took.Round(time.Millisecond))
 	}
 }
+
+// slowFiles is a node's file system whose writes take d, as an SSH command does; it
+// keeps what was written.
+type slowFiles struct {
+	NodeFiles // only Write is called
+	d         time.Duration
+	mu        sync.Mutex
+	files     map[string]string
+}
+
+func (f *slowFiles) Write(_ context.Context, file, content string) error {
+	time.Sleep(f.d)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.files[file] = content
+	return nil
+}
+
+// A switch records its route in every node's map file at once: it waits for the slowest
+// node, not for one write per node.
+func TestMapFilesPersistWritesTheNodesAtOnce(t *testing.T) {
+	t.Parallel()
+	var nodes []ProxyNode
+	var files []*slowFiles
+	for _, name := range []string{"node-a", "node-b", "node-c"} {
+		f := &slowFiles{d: 200 * time.Millisecond, files: map[string]string{}}
+		files = append(files, f)
+		nodes = append(nodes, ProxyNode{Name: name, Files: f})
+	}
+	start := time.Now()
+	if err := (MapFiles{Nodes: nodes, Path: "/srv/app/routes.map"}).Persist(context.Background(), Route{Active: Green}); err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(start); took >= 350*time.Millisecond {
+		t.Errorf("writing %d map files took %s, one after another", len(nodes), took.Round(time.Millisecond))
+	}
+	for i, f := range files {
+		if got := f.files["/srv/app/routes.map"]; !strings.Contains(got, "green") {
+			t.Errorf("%s's map file holds %q, want the green route", nodes[i].Name, got)
+		}
+	}
+}
