@@ -128,7 +128,9 @@ const (
 // reach opens the manager's Consul API (when health) and every proxy node, without
 // changing anything. A proxy node that does not answer is left out with a warning unless
 // proxies is mustReach (an apply goes on with the others; a refresh reports it, and with
-// refreshing also one whose host key changed).
+// refreshing also one whose host key changed). With mgr nil it also opens the manager's
+// engine (d.mgr), beside the proxy nodes: a new provider process (every apply's) pays
+// their SSH handshakes at once, not the manager's first.
 func (r *microserviceResource) reach(ctx context.Context, mgr *client.Client, m *microserviceModel, proxies nodeReach, health bool, diags *diag.Diagnostics) *deployment {
 	svc := serviceOf(*m)
 	d := &deployment{name: svc.Name, mgr: mgr, svc: svc, changed: map[bluegreen.Color]bool{}, images: map[bluegreen.Color]string{}}
@@ -139,26 +141,33 @@ func (r *microserviceResource) reach(ctx context.Context, mgr *client.Client, m 
 			}
 		}
 	}
+	var hosts []proxyHostModel
+	diags.Append(m.ProxyHosts.ElementsAs(ctx, &hosts, false)...)
+	listen := strconv.Itoa(int(m.ListenPort.ValueInt64()))
+	// Every proxy node at once (an SSH handshake and an engine query each, which one after
+	// another made a plan at 12 nodes wait for twelve of them), and the manager meanwhile;
+	// merged in the given order.
+	reached := make([]proxyReach, len(hosts))
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for i, ph := range hosts {
+		wg.Go(func() {
+			reached[i] = r.reachProxy(ctx, svc, i, ph, proxies)
+		})
+	}
 	managerHost := r.data.reachNode(ctx, path.Root("host"), m.Host.ValueString(), &m.HostKey, mustReach, "", diags)
 	if managerHost == nil {
 		return nil
+	}
+	if d.mgr == nil {
+		if d.mgr = dockerOf(managerHost, path.Root("host"), m.Host.ValueString(), diags); d.mgr == nil {
+			return nil
+		}
 	}
 	cfg, err := r.data.consulReaderConfig("")
 	if err != nil {
 		diags.AddError("Invalid Consul TLS Material", err.Error())
 		return nil
-	}
-	var hosts []proxyHostModel
-	diags.Append(m.ProxyHosts.ElementsAs(ctx, &hosts, false)...)
-	listen := strconv.Itoa(int(m.ListenPort.ValueInt64()))
-	// Every proxy node at once (an SSH handshake and an engine query each, which one after
-	// another made a plan at 12 nodes wait for twelve of them); merged in the given order.
-	reached := make([]proxyReach, len(hosts))
-	var wg sync.WaitGroup
-	for i, ph := range hosts {
-		wg.Go(func() {
-			reached[i] = r.reachProxy(ctx, svc, i, ph, proxies)
-		})
 	}
 	// Meanwhile the gate's reader, which the caller takes when it needs it (awaitHealth).
 	// Making its token needs the servers; a refresh goes on without it (the passing counts

@@ -148,14 +148,11 @@ func (r *microserviceResource) Create(ctx context.Context, req resource.CreateRe
 		plan.Network = types.StringValue(plan.Name.ValueString() + "-net")
 	}
 	plan.ID = plan.Name
-	mgr := r.data.reachDocker(ctx, path.Root("host"), plan.Host.ValueString(), &plan.HostKey, mustReach, "the service", &resp.Diagnostics)
-	if mgr == nil {
-		return
-	}
-	d := r.reach(ctx, mgr, &plan, mustReach, withHealth, &resp.Diagnostics)
+	d := r.reach(ctx, nil, &plan, mustReach, withHealth, &resp.Diagnostics)
 	if d == nil || resp.Diagnostics.HasError() {
 		return
 	}
+	mgr := d.mgr
 	target := plan.route()
 	want := desired(ctx, &plan, target, &resp.Diagnostics)
 	if resp.Diagnostics.HasError() {
@@ -199,14 +196,11 @@ func (r *microserviceResource) Update(ctx context.Context, req resource.UpdateRe
 	ctx, cancel := withTimeout(ctx, plan.Timeouts.Update, 15*time.Minute, &resp.Diagnostics)
 	defer cancel()
 	name := plan.Name.ValueString()
-	mgr := r.data.reachDocker(ctx, path.Root("host"), plan.Host.ValueString(), &plan.HostKey, mustReach, "the service", &resp.Diagnostics)
-	if mgr == nil {
-		return
-	}
-	d := r.reach(ctx, mgr, &plan, mayBeUnreachable, withHealth, &resp.Diagnostics)
+	d := r.reach(ctx, nil, &plan, mayBeUnreachable, withHealth, &resp.Diagnostics)
 	if d == nil || resp.Diagnostics.HasError() {
 		return
 	}
+	mgr := d.mgr
 	for _, host := range d.unreachable {
 		resp.Diagnostics.AddWarning("Proxy Node Unreachable", fmt.Sprintf("Service %s: %s does not answer; this apply routes the other proxies. "+
 			"That node's proxy keeps its last route until an apply reaches it again, and the refresh of that apply plans to converge it.", name, host))
