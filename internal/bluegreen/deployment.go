@@ -153,25 +153,9 @@ func Deploy(ctx context.Context, eng Engine, nodes []ProxyNode, want Desired) (c
 			}
 		}
 	}
-	// The proxy nodes: the directory (the proxy's own) and the routing map it loads at
-	// start, kept if there: it holds the live route.
-	// Every node at once: each is an SSH command and a node update of its own.
-	prepared := make([]error, len(nodes))
-	var wg sync.WaitGroup
-	for i, n := range nodes {
-		wg.Go(func() {
-			if err := n.Files.Prepare(ctx, proxy.NodeDir(), ProxyUID, ProxyGID, proxy.MapFile(), mapText); err != nil {
-				prepared[i] = &DeployError{Step: StepPrepare, Err: fmt.Errorf("node %s: %w", n.Name, err)}
-			} else if err := swarmservice.SetNodeLabel(ctx, eng, n.SwarmID, proxy.NodeLabel(), "true"); err != nil {
-				prepared[i] = &DeployError{Step: StepLabel, Err: fmt.Errorf("node %s: %w", n.Name, err)}
-			}
-		})
-	}
-	wg.Wait()
-	for _, err := range prepared {
-		if err != nil {
-			return nil, err
-		}
+	configs, err := prepareNodes(ctx, eng, proxy, nodes, mapText)
+	if err != nil {
+		return nil, err
 	}
 	// Colors: create or update what want has; remove an inactive color it dropped.
 	for _, c := range Colors {
@@ -200,7 +184,7 @@ func Deploy(ctx context.Context, eng Engine, nodes []ProxyNode, want Desired) (c
 	if err != nil {
 		return nil, &DeployError{Step: StepProxyConfig, Err: err}
 	}
-	if err := writeProxyConfig(ctx, eng, proxy, nodes, cfgText); err != nil {
+	if err := writeProxyConfig(ctx, eng, proxy, nodes, configs, cfgText); err != nil {
 		return nil, &DeployError{Step: StepProxyConfig, Err: err}
 	}
 	if err := ensureProxy(ctx, eng, proxy, nodes, want.Owner); err != nil {
@@ -223,26 +207,47 @@ func Deploy(ctx context.Context, eng Engine, nodes []ProxyNode, want Desired) (c
 	return changed, nil
 }
 
-// writeProxyConfig writes haproxy.cfg on every node where it differs, and reloads the
-// proxy running there: the servers' state first (so the new worker keeps every server's
-// address and state), then the master CLI's reload, which hands the listening sockets to
-// the new worker, so no connection is refused or dropped. A node with no running proxy
-// loads the file when its proxy starts.
-func writeProxyConfig(ctx context.Context, eng Engine, proxy ProxyDeployment, nodes []ProxyNode, cfgText string) error {
-	_, err := swarmservice.Get(ctx, eng, proxy.ProxyName())
-	running := err == nil
-	// Read every node's at once; write and reload one node after another.
-	olds, errs := make([]string, len(nodes)), make([]error, len(nodes))
+// prepareNodes makes every proxy node's directory (the proxy's own) and the routing map
+// its proxy loads at start (kept if there: it holds the live route), and labels the
+// node for the proxy. It returns each node's haproxy.cfg as it found it, read beside the
+// preparation ("" when there is none yet). Every node at once, and on each node the
+// read beside the rest: each is an SSH command or a node update of its own.
+func prepareNodes(ctx context.Context, eng swarmservice.NodeEngine, proxy ProxyDeployment, nodes []ProxyNode, mapText string) ([]string, error) {
+	prepared, configs, readErrs := make([]error, len(nodes)), make([]string, len(nodes)), make([]error, len(nodes))
 	var wg sync.WaitGroup
 	for i, n := range nodes {
-		wg.Go(func() { olds[i], errs[i] = n.Files.Read(ctx, proxy.ConfigFile()) })
+		wg.Go(func() { configs[i], readErrs[i] = n.Files.Read(ctx, proxy.ConfigFile()) })
+		wg.Go(func() {
+			if err := n.Files.Prepare(ctx, proxy.NodeDir(), ProxyUID, ProxyGID, proxy.MapFile(), mapText); err != nil {
+				prepared[i] = &DeployError{Step: StepPrepare, Err: fmt.Errorf("node %s: %w", n.Name, err)}
+			} else if err := swarmservice.SetNodeLabel(ctx, eng, n.SwarmID, proxy.NodeLabel(), "true"); err != nil {
+				prepared[i] = &DeployError{Step: StepLabel, Err: fmt.Errorf("node %s: %w", n.Name, err)}
+			}
+		})
 	}
 	wg.Wait()
 	for i, n := range nodes {
-		old, err := olds[i], errs[i]
-		if err != nil {
-			return fmt.Errorf("node %s: %w", n.Name, err)
+		if prepared[i] != nil {
+			return nil, prepared[i]
 		}
+		if readErrs[i] != nil {
+			return nil, &DeployError{Step: StepProxyConfig, Err: fmt.Errorf("node %s: %w", n.Name, readErrs[i])}
+		}
+	}
+	return configs, nil
+}
+
+// writeProxyConfig writes haproxy.cfg on every node where it differs from olds (what
+// prepareNodes read), and reloads the proxy running there: the servers' state first (so
+// the new worker keeps every server's address and state), then the master CLI's reload,
+// which hands the listening sockets to the new worker, so no connection is refused or
+// dropped. A node with no running proxy loads the file when its proxy starts. One node
+// after another.
+func writeProxyConfig(ctx context.Context, eng Engine, proxy ProxyDeployment, nodes []ProxyNode, olds []string, cfgText string) error {
+	_, err := swarmservice.Get(ctx, eng, proxy.ProxyName())
+	running := err == nil
+	for i, n := range nodes {
+		old := olds[i]
 		if old == cfgText {
 			continue
 		}

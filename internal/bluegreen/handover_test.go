@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"reflect"
 	"slices"
 	"strings"
@@ -512,5 +513,97 @@ func TestAnUnchangedProxySavesNoServersState(t *testing.T) {
 	}
 	if n := asked.Load(); n != int32(len(w.nodes)) {
 		t.Fatalf("a replaced proxy: %d nodes asked for their servers' state; want %d", n, len(w.nodes))
+	}
+}
+
+// slowNode is a proxy node whose file commands each take d, as an SSH command does.
+type slowNode struct {
+	d     time.Duration
+	mu    sync.Mutex
+	files map[string]string
+}
+
+func (n *slowNode) Prepare(_ context.Context, _ string, _, _ int, file, content string) error {
+	time.Sleep(n.d)
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.files[file] == "" {
+		n.files[file] = content
+	}
+	return nil
+}
+
+func (n *slowNode) Write(_ context.Context, file, content string) error {
+	time.Sleep(n.d)
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.files[file] = content
+	return nil
+}
+
+func (n *slowNode) Read(_ context.Context, file string) (string, error) {
+	time.Sleep(n.d)
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.files[file], nil
+}
+
+func (n *slowNode) RemoveAll(context.Context, string) error { return nil }
+
+// labels is a swarm's node labels (swarmservice.NodeEngine).
+type labels struct {
+	mu    sync.Mutex
+	nodes map[string]map[string]string
+}
+
+func (l *labels) NodeInspectWithRaw(_ context.Context, id string) (swarm.Node, []byte, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return swarm.Node{ID: id, Spec: swarm.NodeSpec{Annotations: swarm.Annotations{Labels: maps.Clone(l.nodes[id])}}}, nil, nil
+}
+
+func (l *labels) NodeUpdate(_ context.Context, id string, _ swarm.Version, spec swarm.NodeSpec) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.nodes[id] = spec.Labels
+	return nil
+}
+
+func (l *labels) NodeList(context.Context, swarm.NodeListOptions) ([]swarm.Node, error) {
+	return nil, nil
+}
+
+// A deployment prepares every proxy node and reads its haproxy.cfg at once, and on each
+// node the read beside the preparation: an apply that only switches pays one SSH
+// command's time for them, not two per node.
+func TestPrepareNodesReadsTheConfigsBesideThePreparation(t *testing.T) {
+	t.Parallel()
+	proxy := ProxyDeployment{Service: Service{Name: "app", Network: "app-net"}, ListenPort: 8080, Image: "haproxy:2.6"}
+	l := &labels{nodes: map[string]map[string]string{}}
+	var nodes []ProxyNode
+	var fakes []*slowNode
+	for _, name := range []string{"node-a", "node-b", "node-c"} {
+		n := &slowNode{d: 200 * time.Millisecond, files: map[string]string{proxy.ConfigFile(): "config of " + name}}
+		fakes = append(fakes, n)
+		nodes = append(nodes, ProxyNode{Name: name, SwarmID: name, Files: n})
+	}
+	start := time.Now()
+	configs, err := prepareNodes(context.Background(), l, proxy, nodes, "active blue\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(start); took >= 350*time.Millisecond {
+		t.Errorf("preparing %d nodes and reading their configs took %s, one command after another", len(nodes), took.Round(time.Millisecond))
+	}
+	for i, n := range nodes {
+		if want := "config of " + n.Name; configs[i] != want {
+			t.Errorf("%s: read %q, want %q", n.Name, configs[i], want)
+		}
+		if got := fakes[i].files[proxy.MapFile()]; got != "active blue\n" {
+			t.Errorf("%s: map file %q, want the route written", n.Name, got)
+		}
+		if l.nodes[n.SwarmID][proxy.NodeLabel()] != "true" {
+			t.Errorf("%s: not labelled for the proxy", n.Name)
+		}
 	}
 }
