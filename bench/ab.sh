@@ -2,7 +2,8 @@
 # The provider at another revision (A) against the working tree (B), alternating on one
 # running `make demo` cluster, so that both see the same machine: per round and build, the
 # wall time of a no-change plan and of a switch there and back (terraform apply
-# -var active=green, then blue), terraform's own start-up included.
+# -var active=green, then blue), terraform's own start-up included (tools/demo.sh's set-up
+# before it is not, since 2026-12-05).
 #   bench/ab.sh REV [rounds]    default 6 rounds; one line per round and build, then medians
 #   NODES=12 bench/ab.sh REV    the demo scaled to 12 nodes first (and left at 12)
 # Builds REV in a temporary worktree; brings the demo up if it is not, and leaves it up on
@@ -27,12 +28,10 @@ if [ "$nodes" != 3 ] && ! tools/demo.sh tf apply -auto-approve -var active=blue 
   exit 1
 fi
 median() { sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+# timed ARGS: terraform's own seconds for tools/demo.sh tf ARGS (not the wrapper's set-up).
 timed() {
-  local a b
-  a=$(date +%s.%N)
-  tools/demo.sh tf "$@" >"$log" 2>&1 || { tail -40 "$log" >&2; echo "terraform $* failed" >&2; exit 1; }
-  b=$(date +%s.%N)
-  awk -v a="$a" -v b="$b" 'BEGIN { printf "%.2f", b - a }'
+  MICROSWARM_TF_TIME="$dir/seconds" tools/demo.sh tf "$@" >"$log" 2>&1 || { tail -40 "$log" >&2; echo "terraform $* failed" >&2; exit 1; }
+  cat "$dir/seconds"
 }
 declare -A plans switches
 for r in $(seq 1 "$rounds"); do

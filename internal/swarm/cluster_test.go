@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"maps"
+	"reflect"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -659,5 +661,57 @@ func TestDissolveMakesManagersThatLostTheirQuorumLeave(t *testing.T) {
 		if s := cloud.localState(h); s != "inactive" {
 			t.Errorf("%s is %s after dissolving", h, s)
 		}
+	}
+}
+
+// A refresh asks its first, recorded manager for the swarm and its nodes without its
+// Info (which Docker answers only after running runc and docker-init on the node), and
+// reports what the long way reports. A first candidate that is no longer a manager goes
+// the long way, connected to once.
+func TestObserveAsksTheRecordedManagerWithoutItsInfo(t *testing.T) {
+	t.Parallel()
+	cloud := newFakeCloud("a", "b", "c")
+	cluster := newTestCluster(cloud)
+	ctx := testContext(t)
+	members := []Member{cloud.member("a", "a", RoleManager), cloud.member("b", "b", RoleWorker), cloud.member("c", "c", RoleWorker)}
+	res, err := cluster.Converge(ctx, Desired{Members: members})
+	if err != nil {
+		t.Fatal(err)
+	}
+	long, err := cluster.Observe(ctx, "", res.Members, "") // no id: the long way
+	if err != nil {
+		t.Fatal(err)
+	}
+	cloud.engines["a"].infos = 0
+	short, err := cluster.Observe(ctx, res.ID, res.Members, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := cloud.engines["a"].infos; n != 0 {
+		t.Errorf("the refresh asked the manager for its Info %d times, want none", n)
+	}
+	if !reflect.DeepEqual(short, long) {
+		t.Errorf("the short way reported\n%+v\nthe long way\n%+v", short, long)
+	}
+
+	// a is demoted behind the state's back: it answers as a worker, and c is the manager.
+	var connects atomic.Int32
+	counting := *cluster
+	counting.Connect = func(ctx context.Context, t Target) (Engine, error) {
+		if t.Host == "a" {
+			connects.Add(1)
+		}
+		return cluster.Connect(ctx, t)
+	}
+	if _, err := cluster.Converge(ctx, Desired{ID: res.ID, Prior: res.Members, Members: []Member{
+		cloud.member("a", "a", RoleWorker), cloud.member("b", "b", RoleWorker), cloud.member("c", "c", RoleManager)}}); err != nil {
+		t.Fatal(err)
+	}
+	st, err := counting.Observe(ctx, res.ID, res.Members, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.ID != res.ID || connects.Load() != 1 {
+		t.Errorf("with the first candidate demoted: swarm %s through %d connects to it; want %s through 1", st.ID, connects.Load(), res.ID)
 	}
 }

@@ -189,12 +189,17 @@ func (r *run) nodes(ctx context.Context) ([]Node, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listing nodes through %s: %w", r.ctl.member, err)
 	}
+	return nodesOf(list), nil
+}
+
+// nodesOf is a node list in ID order.
+func nodesOf(list []dockerswarm.Node) []Node {
 	nodes := make([]Node, 0, len(list))
 	for _, n := range list {
 		nodes = append(nodes, NodeFromDocker(n))
 	}
 	slices.SortFunc(nodes, func(a, b Node) int { return cmp.Compare(a.ID, b.ID) })
-	return nodes, nil
+	return nodes
 }
 
 func (r *run) status(ctx context.Context) (*Status, error) {
@@ -206,6 +211,35 @@ func (r *run) status(ctx context.Context) (*Status, error) {
 	if err != nil {
 		return nil, err
 	}
+	return r.statusOf(ctx, sw, nodes)
+}
+
+// observeManager is Observe's short way: m's engine asked for the swarm and its nodes at
+// once. ok is false unless it answers both, the swarm is id, and m's recorded node is a
+// manager there at m's advertise address (when it names one).
+func (c *Cluster) observeManager(ctx context.Context, id string, m Member, eng Engine) (st *Status, ok bool) {
+	var sw dockerswarm.Swarm
+	var list []dockerswarm.Node
+	var swErr, listErr error
+	var wg sync.WaitGroup
+	wg.Go(func() { sw, swErr = eng.SwarmInspect(ctx) })
+	wg.Go(func() { list, listErr = eng.NodeList(ctx, dockerswarm.NodeListOptions{}) })
+	wg.Wait()
+	if swErr != nil || listErr != nil || sw.ID != id {
+		return nil, false
+	}
+	nodes := nodesOf(list)
+	i := slices.IndexFunc(nodes, func(n Node) bool { return n.ID == m.NodeID })
+	if i < 0 || !nodes[i].IsManager || (m.advertiseHost() != "" && !nodes[i].hasAddress(m.advertiseHost())) {
+		return nil, false
+	}
+	r := &run{c: c, id: id, ctl: &manager{engine: eng, member: m, nodeID: m.NodeID}}
+	st, err := r.statusOf(ctx, sw, nodes)
+	return st, err == nil
+}
+
+// statusOf is the status the manager reported: the swarm sw and its nodes.
+func (r *run) statusOf(ctx context.Context, sw dockerswarm.Swarm, nodes []Node) (*Status, error) {
 	st := &Status{
 		ID:               sw.ID,
 		WorkerJoinToken:  sw.JoinTokens.Worker,

@@ -67,6 +67,8 @@ type fakeEngine struct {
 	// locked is a manager whose engine restarted with autolock on: it answers Info as
 	// locked and nothing else until SwarmUnlock gets the swarm's key.
 	locked bool
+	// infos counts the Info calls (Docker runs runc and docker-init for each).
+	infos int
 	// quorumLost is a manager whose swarm lost its raft quorum: Info reports its cluster
 	// with no ID, as the engine does then.
 	quorumLost bool
@@ -138,6 +140,9 @@ var errNotInSwarm = errors.New("this node is not a swarm manager")
 
 // manager returns the swarm the engine manages, or an error.
 func (e *fakeEngine) managed() (*fakeSwarm, error) {
+	if e.locked { // as Docker: a locked manager answers no swarm call until unlocked
+		return nil, errors.New("swarm is encrypted and needs to be unlocked before it can be used")
+	}
 	if e.swarm == nil || e.swarm.nodes[e.nodeID].node.ManagerStatus == nil {
 		return nil, errNotInSwarm
 	}
@@ -147,6 +152,7 @@ func (e *fakeEngine) managed() (*fakeSwarm, error) {
 func (e *fakeEngine) Info(context.Context) (system.Info, error) {
 	e.cloud.mu.Lock()
 	defer e.cloud.mu.Unlock()
+	e.infos++
 	info := system.Info{Swarm: dockerswarm.Info{NodeID: e.nodeID, LocalNodeState: dockerswarm.LocalNodeStateInactive}}
 	if e.locked {
 		info.Swarm.LocalNodeState = dockerswarm.LocalNodeStateLocked
