@@ -150,9 +150,13 @@ func (r *microserviceResource) reach(ctx context.Context, mgr *client.Client, m 
 	reached := make([]proxyReach, len(hosts))
 	var wg sync.WaitGroup
 	defer wg.Wait()
+	// The swarm's node names, read once through the manager, name the proxy nodes
+	// (swarmservice.Identify); set on every way out, so no proxy's reach waits for them.
+	names := swarmservice.NewNodeNames()
+	defer names.Set(nil)
 	for i, ph := range hosts {
 		wg.Go(func() {
-			reached[i] = r.reachProxy(ctx, svc, i, ph, proxies)
+			reached[i] = r.reachProxy(ctx, svc, i, ph, proxies, names)
 		})
 	}
 	managerHost := r.data.reachNode(ctx, path.Root("host"), m.Host.ValueString(), &m.HostKey, mustReach, "", diags)
@@ -164,6 +168,7 @@ func (r *microserviceResource) reach(ctx context.Context, mgr *client.Client, m 
 			return nil
 		}
 	}
+	wg.Go(func() { names.Read(ctx, d.mgr) })
 	cfg, err := r.data.consulReaderConfig("")
 	if err != nil {
 		diags.AddError("Invalid Consul TLS Material", err.Error())
@@ -216,7 +221,7 @@ type proxyReach struct {
 }
 
 // reachProxy opens proxy host i and asks its engine who it is.
-func (r *microserviceResource) reachProxy(ctx context.Context, svc bluegreen.Service, i int, ph proxyHostModel, reach nodeReach) (out proxyReach) {
+func (r *microserviceResource) reachProxy(ctx context.Context, svc bluegreen.Service, i int, ph proxyHostModel, reach nodeReach, names *swarmservice.NodeNames) (out proxyReach) {
 	at := path.Root("proxy_hosts").AtListIndex(i).AtName("host")
 	hostKey := ph.HostKey
 	tolerate := reach != mustReach
@@ -227,9 +232,7 @@ func (r *microserviceResource) reachProxy(ctx context.Context, svc bluegreen.Ser
 	docker, err := h.Docker()
 	var info struct{ name, nodeID string }
 	if err == nil {
-		var sys, infoErr = docker.Info(ctx)
-		err = infoErr
-		info.name, info.nodeID = sys.Name, sys.Swarm.NodeID
+		info.name, info.nodeID, err = swarmservice.Identify(ctx, docker, names)
 	}
 	if err != nil {
 		if tolerate {
