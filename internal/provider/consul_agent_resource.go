@@ -170,7 +170,7 @@ func (r *consulAgentResource) Read(ctx context.Context, req resource.ReadRequest
 
 // readStatus refreshes the node ID and member status without waiting.
 func (r *consulAgentResource) readStatus(ctx context.Context, h *conn.Host, c *consul.Container, state *consulAgentModel) {
-	api, err := consulAPI(h, r.data.consulWithToken(consulRunningSpec(ctx, consulFiles(h), c, consulTLSOf(ctx, state.TLS))))
+	api, err := consulAPI(h, r.data.consulWithToken(consulRunningSpec(ctx, consulFiles(h), c, r.data.consulWithKey(consulTLSOf(ctx, state.TLS)))))
 	if err != nil {
 		return
 	}

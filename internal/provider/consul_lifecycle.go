@@ -154,7 +154,7 @@ func consulDelete(ctx context.Context, d *providerData, role consul.Role, m cons
 		return
 	}
 	res, err := consul.Delete(ctx, docker, name, func(c *consul.Container) (consul.Spec, bool) {
-		running := d.consulWithToken(consulRunningSpec(ctx, consulFiles(h), c, spec.TLS))
+		running := d.consulWithToken(consulRunningSpec(ctx, consulFiles(h), c, d.consulWithKey(spec.TLS)))
 		if role != consul.RoleServer {
 			return running, true
 		}

@@ -235,7 +235,7 @@ func (r *consulServerResource) Read(ctx context.Context, req resource.ReadReques
 // with ACLs on it reads with the provider's consul_management_token: anonymous, a
 // default-deny server would not say who its peers are, and a lost quorum would go unseen.
 func (r *consulServerResource) readStatus(ctx context.Context, h *conn.Host, c *consul.Container, state *consulServerModel, resp *resource.ReadResponse) {
-	spec := r.data.consulWithToken(consulRunningSpec(ctx, consulFiles(h), c, consulTLSOf(ctx, state.TLS)))
+	spec := r.data.consulWithToken(consulRunningSpec(ctx, consulFiles(h), c, r.data.consulWithKey(consulTLSOf(ctx, state.TLS))))
 	api, err := consulAPI(h, spec)
 	if err != nil {
 		return

@@ -6,10 +6,12 @@ import (
 	"context"
 	"io"
 	"testing"
+	"time"
 
 	"github.com/docker/docker/api/types/container"
 
 	"github.com/microswarm/terraform-provider-microswarm/internal/consul"
+	"github.com/microswarm/terraform-provider-microswarm/internal/pki"
 )
 
 // containerFiles is a container's files, as CopyFromContainer gives them.
@@ -47,4 +49,53 @@ func TestRunningSpecReadsAWriteOnlyKeyFromTheContainer(t *testing.T) {
 	if spec := consulRunningSpec(context.Background(), files, &consul.Container{ID: "c2"}, fromState); spec.TLS != nil {
 		t.Error("a container without HTTPS was given TLS material")
 	}
+}
+
+// When the provider's own client key (consul_client_key_pem) is the key of the agent's
+// certificate, a refresh or a destroy uses it and reads nothing back from the container
+// (an SSH command each time); another key leaves the container's to be read.
+func TestRunningSpecTakesTheProvidersKeyOfTheSameCertificate(t *testing.T) {
+	t.Parallel()
+	mine, err := pki.GenerateTLS(time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := pki.GenerateTLS(time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &consul.Container{ID: "c1", Name: "consul-server", HTTPS: true}
+	fromState := &consul.TLS{CAPEM: mine.CAPEM, CertPEM: mine.CertPEM, KeyWriteOnly: true}
+	for name, tc := range map[string]struct {
+		providerKey, want string
+	}{
+		"the certificate's key":  {providerKey: mine.KeyPEM, want: mine.KeyPEM},
+		"another certificate's":  {providerKey: other.KeyPEM, want: "KEY FROM THE CONTAINER"},
+		"no key in the provider": {want: "KEY FROM THE CONTAINER"},
+	} {
+		reads := 0
+		files := countingFiles{containerFiles: containerFiles{consul.KeyFile: "KEY FROM THE CONTAINER"}, reads: &reads}
+		d := &providerData{consul: &consul.Access{CAPEM: mine.CAPEM, CertPEM: mine.CertPEM, KeyPEM: tc.providerKey}}
+		spec := consulRunningSpec(context.Background(), files, c, d.consulWithKey(fromState))
+		if spec.TLS == nil || spec.TLS.KeyPEM != tc.want {
+			t.Errorf("%s: the running spec's key is not the one expected", name)
+		}
+		if wantReads := map[bool]int{true: 0, false: 1}[tc.want == mine.KeyPEM]; reads != wantReads {
+			t.Errorf("%s: the container's key was read %d times, want %d", name, reads, wantReads)
+		}
+	}
+	if fromState.KeyPEM != "" {
+		t.Error("the state's material was changed in place")
+	}
+}
+
+// countingFiles counts the container file reads.
+type countingFiles struct {
+	containerFiles
+	reads *int
+}
+
+func (f countingFiles) CopyFromContainer(ctx context.Context, id, src string) (io.ReadCloser, container.PathStat, error) {
+	*f.reads++
+	return f.containerFiles.CopyFromContainer(ctx, id, src)
 }

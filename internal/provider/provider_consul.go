@@ -2,6 +2,7 @@ package provider
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 
 	consulapi "github.com/hashicorp/consul/api"
@@ -109,6 +110,23 @@ func (d *providerData) consulReaderConfig(address string) (conn.ConsulConfig, er
 // consulHasToken says whether the readers talk to Consul with a token.
 func (d *providerData) consulHasToken() bool {
 	return d.consul != nil && d.consul.ManagementToken != ""
+}
+
+// consulWithKey gives TLS material whose key was given write-only (so no state has it)
+// the provider's own consul_client_key_pem, when that is the key of its certificate:
+// with one certificate for the agents and the provider (as the demo's, and
+// pki.GenerateTLS's), a refresh or a destroy talks to the agent without an SSH command
+// to read the key back from its container (consulRunningSpec). t itself is not changed.
+func (d *providerData) consulWithKey(t *consul.TLS) *consul.TLS {
+	if t == nil || t.KeyPEM != "" || !t.KeyWriteOnly || d == nil || d.consul == nil || d.consul.KeyPEM == "" {
+		return t
+	}
+	if _, err := tls.X509KeyPair([]byte(t.CertPEM), []byte(d.consul.KeyPEM)); err != nil {
+		return t
+	}
+	out := *t
+	out.KeyPEM = d.consul.KeyPEM
+	return &out
 }
 
 // consulWithToken gives spec the provider's consul_management_token when it has no ACL
