@@ -3,7 +3,7 @@
 // gate and the flip of every proxy, to the first answer of the new color), the rollback
 // latency (the same step back), and the whole `terraform apply` of a switch.
 //
-//	go run ./bench/bluegreen -state .demo/terraform.tfstate -key .demo/id_ed25519
+//	go run ./bench/bluegreen -state .demo/terraform.tfstate -key .demo/id_ed25519 -consul .demo/consul
 package main
 
 import (
@@ -13,10 +13,13 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/microswarm/terraform-provider-microswarm/internal/bluegreen"
 	"github.com/microswarm/terraform-provider-microswarm/internal/conn"
+	"github.com/microswarm/terraform-provider-microswarm/internal/consul"
 	"github.com/microswarm/terraform-provider-microswarm/internal/haproxy"
 	"github.com/microswarm/terraform-provider-microswarm/internal/loadgen"
 	"github.com/microswarm/terraform-provider-microswarm/internal/tfstate"
@@ -25,8 +28,9 @@ import (
 func main() {
 	statePath := flag.String("state", ".demo/terraform.tfstate", "the demo's terraform.tfstate")
 	keyPath := flag.String("key", ".demo/id_ed25519", "the demo's SSH private key")
+	consulDir := flag.String("consul", ".demo/consul", "the demo's Consul CA, certificate, key and management token (ca.pem, cert.pem, key.pem, management.token); none there: plain HTTP, no token")
 	flag.Parse()
-	if err := run(*statePath, *keyPath); err != nil {
+	if err := run(*statePath, *keyPath, *consulDir); err != nil {
 		fmt.Fprintln(os.Stderr, "bluegreen bench:", err)
 		os.Exit(1)
 	}
@@ -42,10 +46,10 @@ type app struct {
 	routeFile bluegreen.MapFiles
 }
 
-func run(statePath, keyPath string) error {
+func run(statePath, keyPath, consulDir string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
-	a, err := reach(ctx, statePath, keyPath)
+	a, err := reach(ctx, statePath, keyPath, consulDir)
 	if err != nil {
 		return err
 	}
@@ -184,7 +188,7 @@ func (a *app) switchStep(ctx context.Context, from, to bluegreen.Color) error {
 }
 
 // reach finds the demo app's proxies and Consul in the state, through the nodes' SSH.
-func reach(ctx context.Context, statePath, keyPath string) (*app, error) {
+func reach(ctx context.Context, statePath, keyPath, consulDir string) (*app, error) {
 	state, err := tfstate.Read(statePath)
 	if err != nil {
 		return nil, err
@@ -210,7 +214,11 @@ func reach(ctx context.Context, statePath, keyPath string) (*app, error) {
 	if err != nil {
 		return nil, err
 	}
-	api, err := manager.Consul(conn.ConsulConfig{})
+	cfg, err := consulConfig(consulDir)
+	if err != nil {
+		return nil, err
+	}
+	api, err := manager.Consul(cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -250,4 +258,24 @@ func reach(ctx context.Context, statePath, keyPath string) (*app, error) {
 			}})
 	}
 	return a, nil
+}
+
+// consulConfig is how the bench reads the gate's Consul: with the demo's TLS material and
+// management token (make demo's Consul has TLS with client certificates and ACLs), or
+// plain HTTP when dir holds none.
+func consulConfig(dir string) (conn.ConsulConfig, error) {
+	read := func(name string) string {
+		b, _ := os.ReadFile(filepath.Join(dir, name)) // a file not there reads as ""
+		return string(b)
+	}
+	if read("ca.pem") == "" {
+		return conn.ConsulConfig{}, nil
+	}
+	access := consul.Access{CAPEM: read("ca.pem"), CertPEM: read("cert.pem"), KeyPEM: read("key.pem")}
+	cfg, err := access.Config("")
+	if err != nil {
+		return cfg, fmt.Errorf("the demo's Consul TLS material in %s: %w", dir, err)
+	}
+	cfg.Token = strings.TrimSpace(read("management.token"))
+	return cfg, nil
 }
