@@ -48,7 +48,9 @@ func consulProviderAttributes() map[string]schema.Attribute {
 		},
 		"consul_client_key_pem": schema.StringAttribute{
 			MarkdownDescription: "The private key (PEM) of `consul_client_cert_pem`. Provider configuration is never stored in the state; " +
-				"feed it from an `ephemeral = true` variable. Env: `" + envConsulClientKeyPEM + "`.",
+				"feed it from an `ephemeral = true` variable. When it is also the key of a Consul resource's `tls.cert_pem` (one certificate " +
+				"for the agents and the provider), refreshes and destroys use it to reach that agent's API instead of reading the agent's " +
+				"write-only `tls.key_pem_wo` back from its container over SSH. Env: `" + envConsulClientKeyPEM + "`.",
 			Optional:  true,
 			Sensitive: true,
 			Validators: []validator.String{consulPEMValidator("private key"),
