@@ -282,15 +282,29 @@ func TestCanaryNeedsOneHealthyInstanceOfTheOtherColor(t *testing.T) {
 	}
 }
 
-// slowCounters is a proxy whose counters take d to read, as a node's socket over SSH does.
-type slowCounters struct {
+// slowProxy is a proxy whose counters and servers take d to read, as a node's socket over
+// SSH does.
+type slowProxy struct {
 	Proxy
 	d time.Duration
 }
 
-func (p slowCounters) Counters(ctx context.Context, c Color) (Counters, error) {
+func (p slowProxy) Counters(ctx context.Context, c Color) (Counters, error) {
 	time.Sleep(p.d)
 	return p.Proxy.Counters(ctx, c)
+}
+
+func (p slowProxy) Servers(ctx context.Context, c Color) ([]Instance, error) {
+	time.Sleep(p.d)
+	return p.Proxy.Servers(ctx, c)
+}
+
+func slowProxies(fakes []*fakeProxy, d time.Duration) []Proxy {
+	var proxies []Proxy
+	for _, p := range fakes {
+		proxies = append(proxies, slowProxy{Proxy: p, d: d})
+	}
+	return proxies
 }
 
 // A drain reads every proxy at once: idle proxies are seen idle in one read's time, not
@@ -298,10 +312,7 @@ func (p slowCounters) Counters(ctx context.Context, c Color) (Counters, error) {
 func TestDrainReadsTheProxiesAtOnce(t *testing.T) {
 	t.Parallel()
 	_, fakes, _ := world()
-	var proxies []Proxy
-	for _, p := range fakes {
-		proxies = append(proxies, slowCounters{Proxy: p, d: 200 * time.Millisecond})
-	}
+	proxies := slowProxies(fakes, 200*time.Millisecond)
 	start := time.Now()
 	if err := Drain(context.Background(), proxies, Blue, 50*time.Millisecond); err != nil {
 		t.Fatal(err)
@@ -311,17 +322,7 @@ func TestDrainReadsTheProxiesAtOnce(t *testing.T) {
 	}
 }
 
-// slowServers is a proxy whose servers take d to read; slowHealth is Consul taking d.
-type slowServers struct {
-	Proxy
-	d time.Duration
-}
-
-func (p slowServers) Servers(ctx context.Context, c Color) ([]Instance, error) {
-	time.Sleep(p.d)
-	return p.Proxy.Servers(ctx, c)
-}
-
+// slowHealth is Consul taking d to answer.
 type slowHealth struct {
 	Health
 	d time.Duration
@@ -337,10 +338,7 @@ func (h slowHealth) Instances(ctx context.Context, c Color) ([]Instance, error) 
 func TestGateReadsConsulAndTheProxiesAtOnce(t *testing.T) {
 	t.Parallel()
 	h, fakes, _ := world3()
-	var proxies []Proxy
-	for _, p := range fakes {
-		proxies = append(proxies, slowServers{Proxy: p, d: 200 * time.Millisecond})
-	}
+	proxies := slowProxies(fakes, 200*time.Millisecond)
 	start := time.Now()
 	if err := Gate(context.Background(), slowHealth{Health: h, d: 200 * time.Millisecond}, proxies, Green, 3); err != nil {
 		t.Fatal(err)
@@ -350,31 +348,14 @@ func TestGateReadsConsulAndTheProxiesAtOnce(t *testing.T) {
 	}
 }
 
-// slowFiles is a node's file system whose writes take d, as an SSH command does; it
-// keeps what was written.
-type slowFiles struct {
-	NodeFiles // only Write is called
-	d         time.Duration
-	mu        sync.Mutex
-	files     map[string]string
-}
-
-func (f *slowFiles) Write(_ context.Context, file, content string) error {
-	time.Sleep(f.d)
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.files[file] = content
-	return nil
-}
-
 // A switch records its route in every node's map file at once: it waits for the slowest
 // node, not for one write per node.
 func TestMapFilesPersistWritesTheNodesAtOnce(t *testing.T) {
 	t.Parallel()
 	var nodes []ProxyNode
-	var files []*slowFiles
+	var files []*slowNode
 	for _, name := range []string{"node-a", "node-b", "node-c"} {
-		f := &slowFiles{d: 200 * time.Millisecond, files: map[string]string{}}
+		f := &slowNode{d: 200 * time.Millisecond, files: map[string]string{}}
 		files = append(files, f)
 		nodes = append(nodes, ProxyNode{Name: name, Files: f})
 	}
