@@ -13,13 +13,9 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/microswarm/terraform-provider-microswarm/internal/bluegreen"
-	"github.com/microswarm/terraform-provider-microswarm/internal/conn"
-	"github.com/microswarm/terraform-provider-microswarm/internal/consul"
 	"github.com/microswarm/terraform-provider-microswarm/internal/haproxy"
 	"github.com/microswarm/terraform-provider-microswarm/internal/loadgen"
 	"github.com/microswarm/terraform-provider-microswarm/internal/tfstate"
@@ -28,7 +24,7 @@ import (
 func main() {
 	statePath := flag.String("state", ".demo/terraform.tfstate", "the demo's terraform.tfstate")
 	keyPath := flag.String("key", ".demo/id_ed25519", "the demo's SSH private key")
-	consulDir := flag.String("consul", ".demo/consul", "the demo's Consul CA, certificate, key and management token (ca.pem, cert.pem, key.pem, management.token); none there: plain HTTP, no token")
+	consulDir := flag.String("consul", ".demo/consul", "the demo's Consul CA, certificate, key and management token (democheck -consul-secrets); empty: plain HTTP, no token")
 	flag.Parse()
 	if err := run(*statePath, *keyPath, *consulDir); err != nil {
 		fmt.Fprintln(os.Stderr, "bluegreen bench:", err)
@@ -214,7 +210,7 @@ func reach(ctx context.Context, statePath, keyPath, consulDir string) (*app, err
 	if err != nil {
 		return nil, err
 	}
-	cfg, err := consulConfig(consulDir)
+	cfg, err := tfstate.ConsulConfig(consulDir)
 	if err != nil {
 		return nil, err
 	}
@@ -258,24 +254,4 @@ func reach(ctx context.Context, statePath, keyPath, consulDir string) (*app, err
 			}})
 	}
 	return a, nil
-}
-
-// consulConfig is how the bench reads the gate's Consul: with the demo's TLS material and
-// management token (make demo's Consul has TLS with client certificates and ACLs), or
-// plain HTTP when dir holds none.
-func consulConfig(dir string) (conn.ConsulConfig, error) {
-	read := func(name string) string {
-		b, _ := os.ReadFile(filepath.Join(dir, name)) // a file not there reads as ""
-		return string(b)
-	}
-	if read("ca.pem") == "" {
-		return conn.ConsulConfig{}, nil
-	}
-	access := consul.Access{CAPEM: read("ca.pem"), CertPEM: read("cert.pem"), KeyPEM: read("key.pem")}
-	cfg, err := access.Config("")
-	if err != nil {
-		return cfg, fmt.Errorf("the demo's Consul TLS material in %s: %w", dir, err)
-	}
-	cfg.Token = strings.TrimSpace(read("management.token"))
-	return cfg, nil
 }

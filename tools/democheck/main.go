@@ -189,7 +189,7 @@ func checkRegistrator(ctx context.Context, pool *conn.Pool, state tfstate.State)
 // checkConsul asks the first Consul server, through SSH, for the raft voters and members:
 // over HTTPS with the demo's certificate and management token when consulDir has them.
 func checkConsul(ctx context.Context, pool *conn.Pool, state tfstate.State, consulDir string) error {
-	cfg, err := consulClientConfig(consulDir)
+	cfg, err := tfstate.ConsulConfig(consulDir)
 	if err != nil {
 		return err
 	}
