@@ -3,7 +3,7 @@
 // the Consul catalog (median and p95 over -starts task starts), and, on a stop, how long
 // before the container died its registration was gone.
 //
-//	go run ./bench/registrator -state .demo/terraform.tfstate -key .demo/id_ed25519
+//	go run ./bench/registrator -state .demo/terraform.tfstate -key .demo/id_ed25519 -consul .demo/consul
 package main
 
 import (
@@ -22,7 +22,6 @@ import (
 	"github.com/docker/docker/client"
 	consulapi "github.com/hashicorp/consul/api"
 
-	"github.com/microswarm/terraform-provider-microswarm/internal/conn"
 	"github.com/microswarm/terraform-provider-microswarm/internal/swarmservice"
 	"github.com/microswarm/terraform-provider-microswarm/internal/tfstate"
 )
@@ -38,9 +37,10 @@ const (
 func main() {
 	statePath := flag.String("state", ".demo/terraform.tfstate", "the demo's terraform.tfstate")
 	keyPath := flag.String("key", ".demo/id_ed25519", "the demo's SSH private key")
+	consulDir := flag.String("consul", ".demo/consul", "the demo's Consul CA, certificate, key and management token (democheck -consul-secrets); empty: plain HTTP, no token")
 	starts := flag.Int("starts", 30, "task starts to measure (in rounds of 10)")
 	flag.Parse()
-	if err := run(*statePath, *keyPath, *starts); err != nil {
+	if err := run(*statePath, *keyPath, *consulDir, *starts); err != nil {
 		fmt.Fprintln(os.Stderr, "registrator bench:", err)
 		os.Exit(1)
 	}
@@ -52,7 +52,7 @@ type cluster struct {
 	catalog *consulapi.Health
 }
 
-func run(statePath, keyPath string, starts int) error {
+func run(statePath, keyPath, consulDir string, starts int) error {
 	state, err := tfstate.Read(statePath)
 	if err != nil {
 		return err
@@ -77,7 +77,11 @@ func run(statePath, keyPath string, starts int) error {
 	if c.manager, err = h.Docker(); err != nil {
 		return err
 	}
-	api, err := h.Consul(conn.ConsulConfig{})
+	cfg, err := tfstate.ConsulConfig(consulDir)
+	if err != nil {
+		return err
+	}
+	api, err := h.Consul(cfg)
 	if err != nil {
 		return err
 	}
