@@ -27,6 +27,7 @@ import (
 
 // Run is TestMain for packages with acceptance tests.
 func Run(m *testing.M) int {
+	defer startWatchdog()()
 	if os.Getenv("TF_ACC_TERRAFORM_PATH") == "" {
 		// Use the terraform on PATH rather than letting the test framework download one.
 		if path, err := exec.LookPath("terraform"); err == nil {
