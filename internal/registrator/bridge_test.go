@@ -27,6 +27,9 @@ func hostEngine(t *testing.T) *client.Client {
 	return testkit.HostEngine(t, testAppImage)
 }
 
+// The HEALTHCHECK runApp gives the app: fast, and one failure makes it unhealthy.
+const appHealthInterval, appHealthTimeout = time.Second, time.Second
+
 // runApp starts the demo app with a fast HEALTHCHECK, published on a loopback port, and
 // removes it with the test. It returns the container ID and the app's URL.
 func runApp(t *testing.T, docker *client.Client, name string, env []string) (string, string) {
@@ -36,7 +39,7 @@ func runApp(t *testing.T, docker *client.Client, name string, env []string) (str
 		Image: testAppImage,
 		Env:   env,
 		Healthcheck: &container.HealthConfig{
-			Test: []string{"CMD", "/demo-app", "-check"}, Interval: time.Second, Timeout: time.Second, Retries: 1,
+			Test: []string{"CMD", "/demo-app", "-check"}, Interval: appHealthInterval, Timeout: appHealthTimeout, Retries: 1,
 		},
 		ExposedPorts: nat.PortSet{"8080/tcp": {}},
 	}, &container.HostConfig{
@@ -155,13 +158,17 @@ func TestBridge(t *testing.T) {
 		}
 	})
 
-	t.Run("a failing HEALTHCHECK turns critical within two intervals", func(t *testing.T) {
+	// Docker's part is up to an interval (to the next probe) and a probe's timeout (a probe
+	// that hangs fails then); the bridge's part, from Docker's health_status event to the
+	// check in Consul, is allowed half a second. Two intervals alone left the bridge no
+	// time when a loaded machine made a probe's exec take its whole timeout.
+	t.Run("a failing HEALTHCHECK turns critical within an interval, a probe timeout and half a second", func(t *testing.T) {
 		resp, err := http.Post(url+"/fail", "", nil)
 		if err != nil {
 			t.Fatal(err)
 		}
 		_ = resp.Body.Close()
-		took := waitFor(t, 2*time.Second, "docker-health critical", func() bool {
+		took := waitFor(t, appHealthInterval+appHealthTimeout+500*time.Millisecond, "docker-health critical", func() bool {
 			return instances(t, health, service)[serviceID]["docker-health"] == consulapi.HealthCritical
 		})
 		t.Logf("critical in Consul %s after the app started failing", took)
