@@ -153,6 +153,8 @@ func (r *consulAgentResource) waitJoined(ctx context.Context, h *conn.Host, dock
 func (r *consulAgentResource) Read(ctx context.Context, req resource.ReadRequest, resp *resource.ReadResponse) {
 	var state consulAgentModel
 	resp.Diagnostics.Append(req.State.Get(ctx, &state)...)
+	ctx, done := withReadTimeout(ctx, state.Timeouts, &resp.Diagnostics)
+	defer done()
 	if resp.Diagnostics.HasError() || r.data == nil {
 		return
 	}

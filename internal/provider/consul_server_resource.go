@@ -209,6 +209,8 @@ func (r *consulServerResource) Create(ctx context.Context, req resource.CreateRe
 func (r *consulServerResource) Read(ctx context.Context, req resource.ReadRequest, resp *resource.ReadResponse) {
 	var state consulServerModel
 	resp.Diagnostics.Append(req.State.Get(ctx, &state)...)
+	ctx, done := withReadTimeout(ctx, state.Timeouts, &resp.Diagnostics)
+	defer done()
 	if resp.Diagnostics.HasError() || r.data == nil {
 		return
 	}

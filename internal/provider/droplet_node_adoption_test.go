@@ -224,7 +224,7 @@ func runCreate(t *testing.T, r *dropletNodeResource, plan dropletNodeModel) (dro
 	plan.SSHKeys, plan.Tags = types.SetNull(types.StringType), types.SetNull(types.StringType)
 	plan.PrefetchImages = types.ListNull(types.StringType)
 	plan.Timeouts = timeouts.Value{Object: types.ObjectNull(map[string]attr.Type{
-		"create": types.StringType, "update": types.StringType, "delete": types.StringType})}
+		"create": types.StringType, "read": types.StringType, "update": types.StringType, "delete": types.StringType})}
 	p := tfsdk.Plan{Schema: sresp.Schema, Raw: empty}
 	if diags := p.Set(ctx, &plan); diags.HasError() {
 		t.Fatal(diags)

@@ -82,6 +82,8 @@ func (r *dropletNodeResource) waitReady(ctx context.Context, id int, target conn
 func (r *dropletNodeResource) Read(ctx context.Context, req resource.ReadRequest, resp *resource.ReadResponse) {
 	var state dropletNodeModel
 	resp.Diagnostics.Append(req.State.Get(ctx, &state)...)
+	ctx, done := withReadTimeout(ctx, state.Timeouts, &resp.Diagnostics)
+	defer done()
 	if resp.Diagnostics.HasError() {
 		return
 	}

@@ -308,6 +308,8 @@ func notRestoredHint(names []string) string {
 func (r *microserviceResource) Read(ctx context.Context, req resource.ReadRequest, resp *resource.ReadResponse) {
 	var state microserviceModel
 	resp.Diagnostics.Append(req.State.Get(ctx, &state)...)
+	ctx, done := withReadTimeout(ctx, state.Timeouts, &resp.Diagnostics)
+	defer done()
 	if resp.Diagnostics.HasError() || r.data == nil {
 		return
 	}

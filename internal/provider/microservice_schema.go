@@ -296,10 +296,11 @@ func (r *microserviceResource) Schema(ctx context.Context, _ resource.SchemaRequ
 			"green_running": schema.Int64Attribute{MarkdownDescription: "Running tasks of green.", Computed: true},
 			"blue_passing":  schema.Int64Attribute{MarkdownDescription: "Blue instances passing in Consul.", Computed: true},
 			"green_passing": schema.Int64Attribute{MarkdownDescription: "Green instances passing in Consul.", Computed: true},
-			"timeouts": timeouts.Attributes(ctx, timeouts.Opts{Create: true, Update: true, Delete: true,
+			"timeouts": withDurationValidators(timeouts.Attributes(ctx, timeouts.Opts{Create: true, Read: true, Update: true, Delete: true,
+				ReadDescription:   readTimeoutDescription,
 				CreateDescription: "How long creating may take: both colors running, the proxies up, the active color healthy. Default: `10m`.",
 				UpdateDescription: "How long an update may take, a switch with its drain and watch included. Default: `15m`.",
-				DeleteDescription: "How long removing may take. Default: `5m`."}),
+				DeleteDescription: "How long removing may take. Default: `5m`."})),
 		},
 	}
 }

@@ -2,9 +2,11 @@ package provider
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
+	"github.com/hashicorp/terraform-plugin-framework-timeouts/resource/timeouts"
 	"github.com/hashicorp/terraform-plugin-framework/diag"
 	"github.com/hashicorp/terraform-plugin-framework/path"
 	"github.com/hashicorp/terraform-plugin-framework/types"
@@ -60,6 +62,26 @@ func (d *providerData) checkTCPHost(at path.Path, host types.String, diags *diag
 
 // withTimeout bounds an operation by its timeouts attribute (or the default), reporting
 // an unparsable value in diags.
+// defaultReadTimeout bounds a refresh (timeouts.read): a node that stops answering in
+// the middle of one fails the plan, naming the attribute, instead of hanging it.
+const defaultReadTimeout = 5 * time.Minute
+
+// readTimeoutDescription is the timeouts.read attribute's description.
+const readTimeoutDescription = "How long a refresh may take; a node that stops answering in the middle of one fails the plan after it. Default: `5m`."
+
+// withReadTimeout bounds a refresh by timeouts.read. done ends it, and names that
+// attribute when the refresh failed for want of time.
+func withReadTimeout(ctx context.Context, t timeouts.Value, diags *diag.Diagnostics) (context.Context, func()) {
+	ctx, cancel := withTimeout(ctx, t.Read, defaultReadTimeout, diags)
+	return ctx, func() {
+		if diags.HasError() && errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			attrError(diags, path.Root("timeouts").AtName("read"), "Refresh Timed Out", "The refresh did not finish within timeouts.read "+
+				"(default 5m): a node stopped answering in the middle of it, or the nodes are very slow. Check that the nodes answer, or raise timeouts.read.")
+		}
+		cancel()
+	}
+}
+
 func withTimeout(ctx context.Context, get func(context.Context, time.Duration) (time.Duration, diag.Diagnostics), def time.Duration, diags *diag.Diagnostics) (context.Context, context.CancelFunc) {
 	d, dd := get(ctx, def)
 	diags.Append(dd...)

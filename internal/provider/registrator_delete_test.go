@@ -8,11 +8,8 @@ import (
 	"testing"
 
 	"github.com/hashicorp/terraform-plugin-framework/diag"
-	"github.com/hashicorp/terraform-plugin-framework/path"
 	"github.com/hashicorp/terraform-plugin-framework/resource"
-	"github.com/hashicorp/terraform-plugin-framework/tfsdk"
 	"github.com/hashicorp/terraform-plugin-framework/types"
-	"github.com/hashicorp/terraform-plugin-go/tftypes"
 	"github.com/hashicorp/terraform-plugin-testing/helper/acctest"
 
 	"github.com/microswarm/terraform-provider-microswarm/internal/testkit"
@@ -85,17 +82,9 @@ func runRegistratorDelete(t *testing.T, r *registratorResource, host, hostKey st
 // runDelete runs a resource's Delete on a state holding just the given string attributes.
 func runDelete(t *testing.T, r resource.Resource, attrs map[string]string) diag.Diagnostics {
 	t.Helper()
-	ctx := context.Background()
-	var sresp resource.SchemaResponse
-	r.Schema(ctx, resource.SchemaRequest{}, &sresp)
-	st := tfsdk.State{Schema: sresp.Schema, Raw: tftypes.NewValue(sresp.Schema.Type().TerraformType(ctx), nil)}
-	for attr, v := range attrs {
-		if diags := st.SetAttribute(ctx, path.Root(attr), v); diags.HasError() {
-			t.Fatal(diags)
-		}
-	}
+	st := stateWith(t, r, attrs, nil)
 	resp := resource.DeleteResponse{State: st}
-	r.Delete(ctx, resource.DeleteRequest{State: st}, &resp)
+	r.Delete(context.Background(), resource.DeleteRequest{State: st}, &resp)
 	return resp.Diagnostics
 }
 

@@ -246,10 +246,11 @@ func (r *registratorResource) Schema(ctx context.Context, _ resource.SchemaReque
 				Computed:            true,
 				ElementType:         types.StringType,
 			},
-			"timeouts": timeouts.Attributes(ctx, timeouts.Opts{Create: true, Update: true, Delete: true,
+			"timeouts": withDurationValidators(timeouts.Attributes(ctx, timeouts.Opts{Create: true, Read: true, Update: true, Delete: true,
+				ReadDescription:   readTimeoutDescription,
 				CreateDescription: "How long creating may take, until a registrator runs on every eligible node. Default: `10m`.",
 				UpdateDescription: "How long an update may take, rolling one node at a time. Default: `10m`.",
-				DeleteDescription: "How long removing may take, until every task has stopped. Default: `5m`."}),
+				DeleteDescription: "How long removing may take, until every task has stopped. Default: `5m`."})),
 		},
 	}
 }
@@ -294,6 +295,8 @@ func (r *registratorResource) Create(ctx context.Context, req resource.CreateReq
 func (r *registratorResource) Read(ctx context.Context, req resource.ReadRequest, resp *resource.ReadResponse) {
 	var state registratorModel
 	resp.Diagnostics.Append(req.State.Get(ctx, &state)...)
+	ctx, done := withReadTimeout(ctx, state.Timeouts, &resp.Diagnostics)
+	defer done()
 	if resp.Diagnostics.HasError() || r.data == nil {
 		return
 	}

@@ -85,6 +85,8 @@ func (r *swarmClusterResource) Create(ctx context.Context, req resource.CreateRe
 func (r *swarmClusterResource) Read(ctx context.Context, req resource.ReadRequest, resp *resource.ReadResponse) {
 	var state swarmClusterModel
 	resp.Diagnostics.Append(req.State.Get(ctx, &state)...)
+	ctx, done := withReadTimeout(ctx, state.Timeouts, &resp.Diagnostics)
+	defer done()
 	if resp.Diagnostics.HasError() {
 		return
 	}

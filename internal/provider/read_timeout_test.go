@@ -1,0 +1,99 @@
+package provider
+
+import (
+	"context"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/terraform-plugin-framework/diag"
+	"github.com/hashicorp/terraform-plugin-framework/path"
+	"github.com/hashicorp/terraform-plugin-framework/resource"
+	"github.com/hashicorp/terraform-plugin-framework/tfsdk"
+	"github.com/hashicorp/terraform-plugin-framework/types"
+	"github.com/hashicorp/terraform-plugin-go/tftypes"
+	"github.com/hashicorp/terraform-plugin-testing/helper/acctest"
+
+	"github.com/microswarm/terraform-provider-microswarm/internal/testkit"
+)
+
+// A refresh is bounded by timeouts.read. With a node's Docker engine frozen (SSH
+// answers, the engine's socket takes the connection and never replies), a refresh
+// through it ends after the read timeout with an error naming timeouts.read, instead of
+// hanging the plan until someone kills it.
+func TestAccRegistrator_refreshOfAFrozenEngineTimesOut(t *testing.T) {
+	requireAcc(t)
+	cloud := testkit.LocalCloud(t)
+	ctx := context.Background()
+	nodes := configuredDropletNode(t, "rt-"+acctest.RandString(6))
+	name := "acc-" + acctest.RandString(6) + "-frozen"
+	t.Cleanup(func() { deleteDropletsNamed(t, name) })
+	node, diags := runCreate(t, nodes, dropletNodeModel{Name: types.StringValue(name), Region: types.StringValue("nyc3"),
+		Size: types.StringValue("s-1vcpu-1gb"), Image: types.StringValue(DefaultDropletImage), Monitoring: types.BoolValue(false)})
+	if diags.HasError() {
+		t.Fatal(diags)
+	}
+	id, _ := strconv.Atoi(node.ID.ValueString())
+	// dockerd is the node's PID 1, which ignores SIGSTOP from inside: its socket is
+	// swapped for one that takes connections and never answers.
+	if out, err := cloud.RunInDroplet(ctx, id, freezeEngine); err != nil {
+		t.Fatalf("freezing the node's engine: %v: %s", err, out)
+	}
+	t.Cleanup(func() { _, _ = cloud.RunInDroplet(context.Background(), id, thawEngine) })
+
+	reg := &registratorResource{data: nodes.data}
+	const readTimeout = 3 * time.Second
+	st := stateWith(t, reg, map[string]string{"id": "registrator-test", "host": "ssh://root@" + node.IPv4Address.ValueString(),
+		"host_key": node.SSHHostKey.ValueString()}, map[string]string{"read": readTimeout.String()})
+	start := time.Now()
+	done := make(chan diag.Diagnostics, 1)
+	go func() {
+		resp := resource.ReadResponse{State: st}
+		reg.Read(ctx, resource.ReadRequest{State: st}, &resp)
+		done <- resp.Diagnostics
+	}()
+	select {
+	case diags = <-done:
+	case <-time.After(2 * time.Minute):
+		t.Fatalf("a refresh through a frozen engine still runs after 2m; want it to end after timeouts.read (%s)", readTimeout)
+	}
+	took := time.Since(start)
+	if !hasError(diags, "Refresh Timed Out", "timeouts.read") {
+		t.Fatalf("a refresh through a frozen engine: %v; want an error naming timeouts.read", diags)
+	}
+	if took > readTimeout+10*time.Second {
+		t.Errorf("the refresh ended %s after it began; want about timeouts.read (%s)", took.Round(time.Millisecond), readTimeout)
+	}
+	t.Logf("the refresh through a frozen engine failed after %s (timeouts.read %s)", took.Round(time.Millisecond), readTimeout)
+}
+
+const (
+	freezeEngine = `mv /var/run/docker.sock /var/run/docker.sock.real
+nohup setsid python3 -c 'import socket, time
+s = socket.socket(socket.AF_UNIX)
+s.bind("/var/run/docker.sock")
+s.listen(64)
+time.sleep(3600)' >/dev/null 2>&1 </dev/null &
+for i in $(seq 50); do [ -S /var/run/docker.sock ] && exit 0; sleep 0.1; done; exit 1`
+	thawEngine = `pkill -f 's.bind\("/var/run/docker.sock"\)'; rm -f /var/run/docker.sock; mv /var/run/docker.sock.real /var/run/docker.sock`
+)
+
+// stateWith is a state of r holding the given string attributes and timeouts.
+func stateWith(t *testing.T, r resource.Resource, attrs, timeouts map[string]string) tfsdk.State {
+	t.Helper()
+	ctx := context.Background()
+	var sresp resource.SchemaResponse
+	r.Schema(ctx, resource.SchemaRequest{}, &sresp)
+	st := tfsdk.State{Schema: sresp.Schema, Raw: tftypes.NewValue(sresp.Schema.Type().TerraformType(ctx), nil)}
+	for attr, v := range attrs {
+		if diags := st.SetAttribute(ctx, path.Root(attr), v); diags.HasError() {
+			t.Fatal(diags)
+		}
+	}
+	for attr, v := range timeouts {
+		if diags := st.SetAttribute(ctx, path.Root("timeouts").AtName(attr), v); diags.HasError() {
+			t.Fatal(diags)
+		}
+	}
+	return st
+}
