@@ -208,7 +208,7 @@ func interruptNAndReapply(t *testing.T, n int, point killPoint, sig syscall.Sign
 		t.Fatalf("the apply finished before the point %q:\n%s", point.name, run.Output())
 	}
 	run.Signal(sig, group)
-	_ = run.Wait()
+	_ = run.WaitWithin(t, 5*time.Minute)
 	before := count(t, prefix, n, ws.StateIDs("microswarm_droplet_node"))
 	t.Logf("%s: after the interruption %s", what, before)
 

@@ -105,7 +105,7 @@ func nodeFaultAndReapply(t *testing.T, f nodeFault) {
 	if out, err := cloud.RunInDroplet(ctx, node, f.inject); err != nil {
 		t.Fatalf("%s: making the fault: %v\n%s", f.name, err, out)
 	}
-	failed := run.Wait() != nil
+	failed := run.WaitWithin(t, 15*time.Minute) != nil
 	first := run.Output()
 	flat := strings.Join(strings.Fields(strings.ReplaceAll(first, "│", " ")), " ")
 	errLine := firstError(first)

@@ -90,7 +90,7 @@ func interruptStackAndReapply(t *testing.T, point string, sig syscall.Signal, gr
 	}
 	time.Sleep(time.Second)
 	run.Signal(sig, group)
-	_ = run.Wait()
+	_ = run.WaitWithin(t, 5*time.Minute)
 	before := count(t, prefix, n, ws.StateIDs("microswarm_droplet_node"))
 	t.Logf("%s: after the interruption %s", what, before)
 
@@ -215,7 +215,7 @@ func TestAccFaults_nodeOffDuringCreate(t *testing.T) {
 	if _, _, err := testkit.Godo(t).DropletActions.PowerOff(ctx, victim); err != nil {
 		t.Fatal(err)
 	}
-	failed := run.Wait() != nil
+	failed := run.WaitWithin(t, 15*time.Minute) != nil
 	first := run.Output()
 	errLine := firstError(first)
 	t.Logf("%s: the apply failed=%v: %s", what, failed, errLine)

@@ -83,7 +83,7 @@ output "endpoints" {
 		}
 		time.Sleep(2 * time.Second)
 		run.Signal(c.sig, c.group)
-		_ = run.Wait()
+		_ = run.WaitWithin(t, 5*time.Minute)
 		// Whatever the provider still does (a rollback after a cut-short watch takes up
 		// to 30 s), the proxies end up agreeing on one color.
 		left, ok := "", false

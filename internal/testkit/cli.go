@@ -140,10 +140,20 @@ func (r *Command) Output() string {
 	return r.out.String()
 }
 
-// Wait waits for terraform to end.
-func (r *Command) Wait() error {
+// WaitWithin waits for terraform to end, at most d. A terraform still running then (a
+// provider that ignores the interrupt, a hang) is killed with its process group, and the
+// test fails with what it printed.
+func (r *Command) WaitWithin(t *testing.T, d time.Duration) error {
+	t.Helper()
+	select {
+	case <-r.done:
+		return r.err
+	case <-time.After(d):
+	}
+	r.Signal(syscall.SIGKILL, true)
 	<-r.done
-	return r.err
+	t.Fatalf("terraform %s did not end within %s:\n%s", strings.Join(r.cmd.Args[1:], " "), d, r.Output())
+	return nil
 }
 
 // Signal sends sig to terraform alone, or to its whole process group (the provider too).
