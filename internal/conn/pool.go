@@ -41,6 +41,10 @@ type Options struct {
 	// ReuseUntested is how long a connection that answered is reused without a keepalive
 	// round trip first; default DefaultReuseUntested, negative for never.
 	ReuseUntested time.Duration
+	// KeepaliveInterval is how often an open connection is asked for a keepalive reply in
+	// the background; one left unanswered for ConnectTimeout drops the connection.
+	// Default DefaultKeepaliveInterval, negative for never.
+	KeepaliveInterval time.Duration
 	// DockerSocket is the engine's socket path on ssh:// hosts.
 	DockerSocket string
 	// TLS secures tcp:// hosts; required unless the host is a loopback address.
@@ -86,6 +90,9 @@ func NewPool(opts Options) (*Pool, error) {
 	}
 	if opts.ReuseUntested == 0 {
 		opts.ReuseUntested = DefaultReuseUntested
+	}
+	if opts.KeepaliveInterval == 0 {
+		opts.KeepaliveInterval = DefaultKeepaliveInterval
 	}
 	if opts.DockerSocket == "" {
 		opts.DockerSocket = DefaultDockerSocket
@@ -243,7 +250,44 @@ func (h *Host) sshChecked(ctx context.Context, v hostKeyVerifier) (c *ssh.Client
 		return nil, false, err
 	}
 	h.sshClient, h.hostKey, h.verifier, h.provenAt = client, key, v, time.Now()
+	go h.keepAlive(client)
 	return client, true, nil
+}
+
+// DefaultKeepaliveInterval: with the default connect timeout, a host that vanished in
+// the middle of a step is given up on within 45 s.
+const DefaultKeepaliveInterval = 15 * time.Second
+
+// keepAlive asks c for a keepalive reply every KeepaliveInterval while it is open, and
+// closes it when one goes unanswered for the connect timeout. A host that vanished
+// without closing the connection (powered off, its network cut) would otherwise leave
+// whatever waits on it (a command, a Docker or Consul call in flight) waiting until the
+// kernel gives up on the TCP connection, some 15 minutes, or for ever where the caller
+// set no deadline. Closed, c fails them at once, and the next use dials again.
+func (h *Host) keepAlive(c *ssh.Client) {
+	interval := h.pool.opts.KeepaliveInterval
+	if interval < 0 {
+		return
+	}
+	closed := make(chan struct{})
+	go func() {
+		_ = c.Wait()
+		close(closed)
+	}()
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-closed:
+			return
+		case <-tick.C:
+		}
+		if !alive(c, h.pool.opts.ConnectTimeout) {
+			h.drop(c)
+			_ = c.Close()
+			return
+		}
+	}
 }
 
 // openChannel opens a channel (a forwarded connection, a session) on h's connection. If

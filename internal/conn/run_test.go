@@ -89,6 +89,39 @@ func TestAConnectionThatStopsAnsweringIsDroppedWithinTheConnectTimeout(t *testin
 	}
 }
 
+// A host that vanishes while a command runs there (powered off, its network cut): the
+// background keepalive goes unanswered, so the connection is closed and the command
+// fails within an interval and the connect timeout, though its caller set no deadline.
+// Without the keepalive it waits until the kernel gives up on the TCP connection.
+func TestACommandOnAHostThatVanishesFailsWithinTheKeepalive(t *testing.T) {
+	t.Parallel()
+	f := newSSHFixture(t)
+	p := f.pool(t, func(o *Options) { o.KeepaliveInterval = 200 * time.Millisecond; o.ConnectTimeout = 500 * time.Millisecond })
+	h, err := p.Open(context.Background(), Target{Host: f.server.host(), HostKey: f.server.hostKeyLine()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := h.Run(context.Background(), "sleep 30", nil)
+		done <- err
+	}()
+	time.Sleep(300 * time.Millisecond) // the command runs
+	f.server.silent.Add(1)
+	start := time.Now()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatal("the command on a host that vanished succeeded")
+		}
+		if took := time.Since(start); took > 3*time.Second {
+			t.Errorf("the command failed %s after its host vanished; want within the keepalive's 0.7 s and some slack", took)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("a command on a host that vanished still waits after 20 s; want it failed once a keepalive goes unanswered")
+	}
+}
+
 // A forward the far end refuses (nothing listens on the port yet: a Consul starting) is
 // the server's answer on a live connection. The connection stays, with every other
 // channel on it (a swarm join in flight on the same node got EOF when the refusal dropped
