@@ -5,7 +5,9 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/pem"
+	"errors"
 	cerrdefs "github.com/containerd/errdefs"
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -301,6 +303,54 @@ func TestRestartKeepsDroplets(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(stateDir, "state.json")); !os.IsNotExist(err) {
 		t.Fatalf("state file left: %v", err)
+	}
+}
+
+// A power_off cuts the power, as DigitalOcean's does: a connection open to the droplet is
+// not closed (no FIN, no reset reaches its peer), it just goes quiet. A killed container
+// alone would have its kernel close it, which no real droplet does, and which hid from
+// every test that something in flight on a dead node waits until a keepalive or the
+// kernel gives up.
+func TestPowerOffSendsNothingOnOpenConnections(t *testing.T) {
+	cloud := startCloud(t, Config{})
+	do := godoClient(t, cloud, cloud.Token())
+	d, _, err := do.Droplets.Create(t.Context(), &godo.DropletCreateRequest{
+		Name: "quiet", Region: "tor1", Size: "s-1vcpu-1gb", Image: godo.DropletCreateImage{Slug: "ubuntu-22-04-x64"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitActive(t, do, d.ID, time.Now())
+	got, _, err := do.Droplets.Get(t.Context(), d.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ip, err := got.PublicIPv4()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := net.DialTimeout("tcp", net.JoinHostPort(ip, "22"), 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = c.Close() }()
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	banner := make([]byte, 64)
+	if n, err := c.Read(banner); err != nil || !strings.HasPrefix(string(banner[:n]), "SSH-") {
+		t.Fatalf("the droplet's sshd: %q, %v", banner[:n], err)
+	}
+	a, _, err := do.DropletActions.PowerOff(t.Context(), d.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := waitAction(t, do, d.ID, a.ID); got != "completed" {
+		t.Fatalf("power_off: %s", got)
+	}
+	_ = c.SetReadDeadline(time.Now().Add(3 * time.Second))
+	n, err := c.Read(banner)
+	var timeout net.Error
+	if !errors.As(err, &timeout) || !timeout.Timeout() {
+		t.Fatalf("reading a connection to a droplet whose power was cut = %d bytes, %v; want nothing until the deadline", n, err)
 	}
 }
 

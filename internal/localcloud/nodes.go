@@ -286,8 +286,14 @@ func (n *nodeBackend) startNode(ctx context.Context, id string) error {
 // containers; otherwise the power is cut, like DO's power_off: SIGKILL, so nothing on the
 // node gets to say goodbye (a Consul agent is failed, not left; a swarm node just goes
 // down), which is the failure self-healing must handle.
+//
+// A machine whose power is cut sends nothing more: the connections to it are not closed,
+// their peers wait on them until a keepalive or the kernel gives up. A killed container's
+// kernel would close its processes' sockets (a FIN to every peer), so the node's packets
+// are dropped first, in and out.
 func (n *nodeBackend) stopNode(ctx context.Context, id string, graceful bool) error {
 	if !graceful {
+		_, _ = n.runInNode(ctx, id, cutTheNetwork) // not running: nothing to cut
 		waitC, errC := n.docker.ContainerWait(ctx, id, container.WaitConditionNotRunning)
 		if err := n.docker.ContainerKill(ctx, id, "KILL"); err != nil && !strings.Contains(err.Error(), "is not running") {
 			return err
@@ -302,6 +308,10 @@ func (n *nodeBackend) stopNode(ctx context.Context, id string, graceful bool) er
 	seconds := 20
 	return n.docker.ContainerStop(ctx, id, container.StopOptions{Timeout: &seconds})
 }
+
+// cutTheNetwork drops every packet in and out of a node (its network namespace goes with
+// it when the node stops).
+const cutTheNetwork = "iptables -w 5 -I INPUT 1 -j DROP && iptables -w 5 -I OUTPUT 1 -j DROP"
 
 func (n *nodeBackend) restartNode(ctx context.Context, id string, graceful bool) error {
 	if err := n.stopNode(ctx, id, graceful); err != nil {

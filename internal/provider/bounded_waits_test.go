@@ -2,6 +2,7 @@ package provider
 
 import (
 	"context"
+	"os"
 	"strconv"
 	"testing"
 	"time"
@@ -14,6 +15,7 @@ import (
 	"github.com/hashicorp/terraform-plugin-go/tftypes"
 	"github.com/hashicorp/terraform-plugin-testing/helper/acctest"
 
+	"github.com/microswarm/terraform-provider-microswarm/internal/conn"
 	"github.com/microswarm/terraform-provider-microswarm/internal/testkit"
 )
 
@@ -65,6 +67,57 @@ func TestAccRegistrator_refreshOfAFrozenEngineTimesOut(t *testing.T) {
 		t.Errorf("the refresh ended %s after it began; want about timeouts.read (%s)", took.Round(time.Millisecond), readTimeout)
 	}
 	t.Logf("the refresh through a frozen engine failed after %s (timeouts.read %s)", took.Round(time.Millisecond), readTimeout)
+}
+
+// A droplet whose power is cut while a command runs on it sends nothing more (the local
+// cloud cuts its network before killing it, as DigitalOcean's power_off does), so the
+// command's connection would wait until the kernel gave up on it, some 15 minutes. The
+// connection's keepalive goes unanswered and closes it: the command fails within an
+// interval and the connect timeout (here 1 s and 3 s; 15 s and 30 s by default).
+func TestAccDropletNode_commandOnANodeWhosePowerIsCutFails(t *testing.T) {
+	requireAcc(t)
+	ctx := context.Background()
+	nodes := configuredDropletNode(t, "ka-"+acctest.RandString(6))
+	name := "acc-" + acctest.RandString(6) + "-cut"
+	t.Cleanup(func() { deleteDropletsNamed(t, name) })
+	node, diags := runCreate(t, nodes, dropletNodeModel{Name: types.StringValue(name), Region: types.StringValue("nyc3"),
+		Size: types.StringValue("s-1vcpu-1gb"), Image: types.StringValue(DefaultDropletImage), Monitoring: types.BoolValue(false)})
+	if diags.HasError() {
+		t.Fatal(diags)
+	}
+	pool, err := conn.NewPool(conn.Options{PrivateKey: []byte(os.Getenv("MICROSWARM_SSH_PRIVATE_KEY")),
+		KeepaliveInterval: time.Second, ConnectTimeout: 3 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = pool.Close() })
+	h, err := pool.Open(ctx, conn.Target{Host: "ssh://root@" + node.IPv4Address.ValueString(), HostKey: node.SSHHostKey.ValueString()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := h.Run(ctx, "sleep 600", nil)
+		done <- err
+	}()
+	time.Sleep(time.Second) // the command runs
+	id, _ := strconv.Atoi(node.ID.ValueString())
+	if _, _, err := testkit.Godo(t).DropletActions.PowerOff(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := nodes.data.cloud.WaitStatus(ctx, id, "off"); err != nil {
+		t.Fatal(err)
+	}
+	off := time.Now()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatal("the command on a droplet whose power was cut succeeded")
+		}
+		t.Logf("the command failed %s after the droplet was off: %v", time.Since(off).Round(time.Millisecond), err)
+	case <-time.After(time.Minute):
+		t.Fatal("a command on a droplet whose power was cut still waits after 1m; want it failed once a keepalive goes unanswered (4 s)")
+	}
 }
 
 const (
