@@ -96,7 +96,10 @@ func TestAConnectionThatStopsAnsweringIsDroppedWithinTheConnectTimeout(t *testin
 func TestACommandOnAHostThatVanishesFailsWithinTheKeepalive(t *testing.T) {
 	t.Parallel()
 	f := newSSHFixture(t)
-	p := f.pool(t, func(o *Options) { o.KeepaliveInterval = 200 * time.Millisecond; o.ConnectTimeout = 500 * time.Millisecond })
+	p := f.pool(t, func(o *Options) {
+		o.KeepaliveInterval = 200 * time.Millisecond
+		o.ConnectTimeout = 500 * time.Millisecond
+	})
 	h, err := p.Open(context.Background(), Target{Host: f.server.host(), HostKey: f.server.hostKeyLine()})
 	if err != nil {
 		t.Fatal(err)
