@@ -60,8 +60,6 @@ func (d *providerData) checkTCPHost(at path.Path, host types.String, diags *diag
 	}
 }
 
-// withTimeout bounds an operation by its timeouts attribute (or the default), reporting
-// an unparsable value in diags.
 // defaultReadTimeout bounds a refresh (timeouts.read): a node that stops answering in
 // the middle of one fails the plan, naming the attribute, instead of hanging it.
 const defaultReadTimeout = 5 * time.Minute
@@ -82,6 +80,8 @@ func withReadTimeout(ctx context.Context, t timeouts.Value, diags *diag.Diagnost
 	}
 }
 
+// withTimeout bounds an operation by its timeouts attribute (or the default), reporting
+// an unparsable value in diags.
 func withTimeout(ctx context.Context, get func(context.Context, time.Duration) (time.Duration, diag.Diagnostics), def time.Duration, diags *diag.Diagnostics) (context.Context, context.CancelFunc) {
 	d, dd := get(ctx, def)
 	diags.Append(dd...)
