@@ -110,7 +110,7 @@ func ours(frames []frame) (frame, bool) {
 	return frame{}, false
 }
 
-// writeHangSummary writes, in at most about 20 lines, the running tests (each with its
+// writeHangSummary writes, in about a dozen lines, the running tests (each with its
 // innermost frame in this module) and where the module's other goroutines wait, the
 // longest waits first.
 func writeHangSummary(w io.Writer, dump string) {
@@ -142,7 +142,7 @@ func writeHangSummary(w io.Writer, dump string) {
 	sort.Slice(keys, func(i, j int) bool {
 		return waitMinutes(keys[i]) > waitMinutes(keys[j]) || (waitMinutes(keys[i]) == waitMinutes(keys[j]) && keys[i] < keys[j])
 	})
-	const maxWaits = 10
+	const maxWaits = 6
 	fmt.Fprintln(w, "testkit: watchdog: where this module's other goroutines wait (count, longest first):")
 	for i, k := range keys {
 		if i == maxWaits {
