@@ -288,9 +288,9 @@ func (n *nodeBackend) startNode(ctx context.Context, id string) error {
 // down), which is the failure self-healing must handle.
 //
 // A machine whose power is cut sends nothing more: the connections to it are not closed,
-// their peers wait on them until a keepalive or the kernel gives up. A killed container's
-// kernel would close its processes' sockets (a FIN to every peer), so the node's packets
-// are dropped first, in and out.
+// their peers wait on them until a keepalive or the kernel gives up. Killing a container
+// makes the kernel close its processes' sockets (a FIN to every peer), so the node's own
+// packets are dropped first, in and out (its swarm tasks' forwarded traffic is not).
 func (n *nodeBackend) stopNode(ctx context.Context, id string, graceful bool) error {
 	if !graceful {
 		_, _ = n.runInNode(ctx, id, cutTheNetwork) // not running: nothing to cut
