@@ -2,7 +2,6 @@ package provider
 
 import (
 	"context"
-	"os"
 	"strconv"
 	"testing"
 	"time"
@@ -11,9 +10,7 @@ import (
 	"github.com/hashicorp/terraform-plugin-framework/path"
 	"github.com/hashicorp/terraform-plugin-framework/resource"
 	"github.com/hashicorp/terraform-plugin-framework/tfsdk"
-	"github.com/hashicorp/terraform-plugin-framework/types"
 	"github.com/hashicorp/terraform-plugin-go/tftypes"
-	"github.com/hashicorp/terraform-plugin-testing/helper/acctest"
 
 	"github.com/microswarm/terraform-provider-microswarm/internal/conn"
 	"github.com/microswarm/terraform-provider-microswarm/internal/testkit"
@@ -27,14 +24,7 @@ func TestAccRegistrator_refreshOfAFrozenEngineTimesOut(t *testing.T) {
 	requireAcc(t)
 	cloud := testkit.LocalCloud(t)
 	ctx := context.Background()
-	nodes := configuredDropletNode(t, "rt-"+acctest.RandString(6))
-	name := "acc-" + acctest.RandString(6) + "-frozen"
-	t.Cleanup(func() { deleteDropletsNamed(t, name) })
-	node, diags := runCreate(t, nodes, dropletNodeModel{Name: types.StringValue(name), Region: types.StringValue("nyc3"),
-		Size: types.StringValue("s-1vcpu-1gb"), Image: types.StringValue(DefaultDropletImage), Monitoring: types.BoolValue(false)})
-	if diags.HasError() {
-		t.Fatal(diags)
-	}
+	nodes, node := createTestDroplet(t, "rt", "frozen")
 	id, _ := strconv.Atoi(node.ID.ValueString())
 	// dockerd is the node's PID 1, which ignores SIGSTOP from inside: its socket is
 	// swapped for one that takes connections and never answers.
@@ -54,6 +44,7 @@ func TestAccRegistrator_refreshOfAFrozenEngineTimesOut(t *testing.T) {
 		reg.Read(ctx, resource.ReadRequest{State: st}, &resp)
 		done <- resp.Diagnostics
 	}()
+	var diags diag.Diagnostics
 	select {
 	case diags = <-done:
 	case <-time.After(2 * time.Minute):
@@ -77,20 +68,8 @@ func TestAccRegistrator_refreshOfAFrozenEngineTimesOut(t *testing.T) {
 func TestAccDropletNode_commandOnANodeWhosePowerIsCutFails(t *testing.T) {
 	requireAcc(t)
 	ctx := context.Background()
-	nodes := configuredDropletNode(t, "ka-"+acctest.RandString(6))
-	name := "acc-" + acctest.RandString(6) + "-cut"
-	t.Cleanup(func() { deleteDropletsNamed(t, name) })
-	node, diags := runCreate(t, nodes, dropletNodeModel{Name: types.StringValue(name), Region: types.StringValue("nyc3"),
-		Size: types.StringValue("s-1vcpu-1gb"), Image: types.StringValue(DefaultDropletImage), Monitoring: types.BoolValue(false)})
-	if diags.HasError() {
-		t.Fatal(diags)
-	}
-	pool, err := conn.NewPool(conn.Options{PrivateKey: []byte(os.Getenv("MICROSWARM_SSH_PRIVATE_KEY")),
-		KeepaliveInterval: time.Second, ConnectTimeout: 3 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = pool.Close() })
+	nodes, node := createTestDroplet(t, "ka", "cut")
+	pool := testkit.PoolWith(t, conn.Options{KeepaliveInterval: time.Second, ConnectTimeout: 3 * time.Second})
 	h, err := pool.Open(ctx, conn.Target{Host: "ssh://root@" + node.IPv4Address.ValueString(), HostKey: node.SSHHostKey.ValueString()})
 	if err != nil {
 		t.Fatal(err)

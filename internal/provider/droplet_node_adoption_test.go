@@ -12,7 +12,6 @@ import (
 
 	"github.com/digitalocean/godo"
 	"github.com/hashicorp/terraform-plugin-framework-timeouts/resource/timeouts"
-	"github.com/hashicorp/terraform-plugin-framework/attr"
 	"github.com/hashicorp/terraform-plugin-framework/diag"
 	"github.com/hashicorp/terraform-plugin-framework/provider"
 	"github.com/hashicorp/terraform-plugin-framework/resource"
@@ -189,6 +188,22 @@ func runRead(t *testing.T, r *dropletNodeResource, state dropletNodeModel) diag.
 	return resp.Diagnostics
 }
 
+// createTestDroplet creates one droplet, named acc-<random>-suffix, through a droplet
+// node resource of a provider with its own stack_id (stack-<random>); it is deleted when
+// the test ends.
+func createTestDroplet(t *testing.T, stack, suffix string) (*dropletNodeResource, dropletNodeModel) {
+	t.Helper()
+	nodes := configuredDropletNode(t, stack+"-"+acctest.RandString(6))
+	name := "acc-" + acctest.RandString(6) + "-" + suffix
+	t.Cleanup(func() { deleteDropletsNamed(t, name) })
+	node, diags := runCreate(t, nodes, dropletNodeModel{Name: types.StringValue(name), Region: types.StringValue("nyc3"),
+		Size: types.StringValue("s-1vcpu-1gb"), Image: types.StringValue(DefaultDropletImage), Monitoring: types.BoolValue(false)})
+	if diags.HasError() {
+		t.Fatal(diags)
+	}
+	return nodes, node
+}
+
 // configuredDropletNode is a droplet node resource of a provider configured as the
 // acceptance tests' one is (environment), with the given stack_id.
 func configuredDropletNode(t *testing.T, stackID string) *dropletNodeResource {
@@ -223,8 +238,7 @@ func runCreate(t *testing.T, r *dropletNodeResource, plan dropletNodeModel) (dro
 	empty := tftypes.NewValue(sresp.Schema.Type().TerraformType(ctx), nil)
 	plan.SSHKeys, plan.Tags = types.SetNull(types.StringType), types.SetNull(types.StringType)
 	plan.PrefetchImages = types.ListNull(types.StringType)
-	plan.Timeouts = timeouts.Value{Object: types.ObjectNull(map[string]attr.Type{
-		"create": types.StringType, "read": types.StringType, "update": types.StringType, "delete": types.StringType})}
+	plan.Timeouts = timeouts.Value{Object: types.ObjectNull(sresp.Schema.Attributes["timeouts"].GetType().(timeouts.Type).AttrTypes)}
 	p := tfsdk.Plan{Schema: sresp.Schema, Raw: empty}
 	if diags := p.Set(ctx, &plan); diags.HasError() {
 		t.Fatal(diags)

@@ -9,8 +9,6 @@ import (
 
 	"github.com/hashicorp/terraform-plugin-framework/diag"
 	"github.com/hashicorp/terraform-plugin-framework/resource"
-	"github.com/hashicorp/terraform-plugin-framework/types"
-	"github.com/hashicorp/terraform-plugin-testing/helper/acctest"
 
 	"github.com/microswarm/terraform-provider-microswarm/internal/testkit"
 )
@@ -22,21 +20,14 @@ import (
 func TestAccRegistrator_deleteWithUnreachableManager(t *testing.T) {
 	requireAcc(t)
 	ctx := context.Background()
-	nodes := configuredDropletNode(t, "reg-"+acctest.RandString(6))
-	name := "acc-" + acctest.RandString(6) + "-mgr"
-	t.Cleanup(func() { deleteDropletsNamed(t, name) })
-	node, diags := runCreate(t, nodes, dropletNodeModel{Name: types.StringValue(name), Region: types.StringValue("nyc3"),
-		Size: types.StringValue("s-1vcpu-1gb"), Image: types.StringValue(DefaultDropletImage), Monitoring: types.BoolValue(false)})
-	if diags.HasError() {
-		t.Fatal(diags)
-	}
+	nodes, node := createTestDroplet(t, "reg", "mgr")
 	id, _ := strconv.Atoi(node.ID.ValueString())
 	ip := node.IPv4Address.ValueString()
 	reg := &registratorResource{data: nodes.data}
 	agent := &consulAgentResource{data: nodes.data}
 
 	// Active, but nothing answers where state says the manager is: refuse.
-	diags = runRegistratorDelete(t, reg, fmt.Sprintf("ssh://root@%s:2222", ip), node.SSHHostKey.ValueString())
+	diags := runRegistratorDelete(t, reg, fmt.Sprintf("ssh://root@%s:2222", ip), node.SSHHostKey.ValueString())
 	if !diags.HasError() || !hasError(diags, "Could Not Delete: Node Unreachable", "active", "state rm") {
 		t.Fatalf("delete with an active droplet whose manager does not answer: %v; want an error with the next step", diags)
 	}

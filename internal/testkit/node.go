@@ -13,7 +13,13 @@ import (
 // Pool returns a connection pool holding the provider's test SSH key, closed with the test.
 func Pool(t *testing.T) *conn.Pool {
 	t.Helper()
-	opts := conn.Options{PrivateKey: []byte(os.Getenv("MICROSWARM_SSH_PRIVATE_KEY"))}
+	return PoolWith(t, conn.Options{})
+}
+
+// PoolWith is Pool with other options (timeouts, keepalive); the key is the test key.
+func PoolWith(t *testing.T, opts conn.Options) *conn.Pool {
+	t.Helper()
+	opts.PrivateKey = []byte(os.Getenv("MICROSWARM_SSH_PRIVATE_KEY"))
 	if file := os.Getenv("MICROSWARM_SSH_PRIVATE_KEY_FILE"); len(opts.PrivateKey) == 0 && file != "" {
 		key, err := os.ReadFile(file)
 		if err != nil {
