@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -138,12 +139,22 @@ type Host struct {
 	// provenAt is when sshClient last answered: its handshake, a keepalive, a channel
 	// (see Options.ReuseUntested).
 	provenAt time.Time
+	// retired are earlier connections that stopped answering but were not closed then
+	// (sshChecked); their keepalives close them, or the pool's Close.
+	retired []*ssh.Client
 }
 
 // DefaultReuseUntested: a refresh or an apply opens dozens of channels on a node within a
 // second (a switch, 30: about 0.3 s of keepalives on a busy node). A peer that vanished in
 // that second is caught by the bound on opening a channel (openBounded).
 const DefaultReuseUntested = time.Second
+
+// reuseCheckTimeout bounds the keepalive round trip before a connection that has not
+// answered for ReuseUntested is reused: a live sshd answers in milliseconds. One that stays
+// silent is not waited for the whole connect timeout (30 s by default): the host is dialled
+// again at once, and the silent connection set aside. A droplet replaced at the same
+// address, or one powered off in the middle of a run, costs this, not the connect timeout.
+const reuseCheckTimeout = 3 * time.Second
 
 // Open returns the pooled Host for a target, connecting (and verifying the host key)
 // if there is no live connection yet.
@@ -237,13 +248,22 @@ func (h *Host) sshChecked(ctx context.Context, v hostKeyVerifier) (c *ssh.Client
 			if time.Since(h.provenAt) < h.pool.opts.ReuseUntested {
 				return h.sshClient, false, nil
 			}
-			if alive(h.sshClient, h.pool.opts.ConnectTimeout) {
+			switch check(h.sshClient, min(reuseCheckTimeout, h.pool.opts.ConnectTimeout)) {
+			case answered:
 				h.provenAt = time.Now()
 				return h.sshClient, true, nil
+			case silence:
+				// Most likely dead (powered off, or its address now another host's), but a
+				// host that is only slow would lose every channel in flight on it if it were
+				// closed here: it is set aside, for its keepalive to close if it is dead.
+				h.retired = append(h.retired, h.sshClient)
+				h.sshClient = nil
 			}
 		}
-		_ = h.sshClient.Close()
-		h.sshClient = nil
+		if h.sshClient != nil {
+			_ = h.sshClient.Close()
+			h.sshClient = nil
+		}
 	}
 	client, key, err := h.pool.dialSSH(ctx, h.endpoint, v)
 	if err != nil {
@@ -329,7 +349,8 @@ func connectionLost(err error) bool {
 	return Transient(err) && !errors.As(err, &refused)
 }
 
-// drop closes c if it is still h's connection: the next use dials again.
+// drop closes c if it is still h's connection (the next use dials again), and forgets c
+// if it was set aside.
 func (h *Host) drop(c *ssh.Client) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -337,6 +358,7 @@ func (h *Host) drop(c *ssh.Client) {
 		_ = c.Close()
 		h.sshClient = nil
 	}
+	h.retired = slices.DeleteFunc(h.retired, func(r *ssh.Client) bool { return r == c })
 }
 
 func (p *Pool) dialSSH(ctx context.Context, ep Endpoint, v hostKeyVerifier) (*ssh.Client, ssh.PublicKey, error) {
@@ -485,6 +507,10 @@ func (h *Host) close() error {
 		errs = append(errs, h.sshClient.Close())
 		h.sshClient = nil
 	}
+	for _, c := range h.retired {
+		_ = c.Close() // silent already: its error says nothing
+	}
+	h.retired = nil
 	return errors.Join(errs...)
 }
 

@@ -89,6 +89,54 @@ func TestAConnectionThatStopsAnsweringIsDroppedWithinTheConnectTimeout(t *testin
 	}
 }
 
+// A connection that has not answered for a while and stays silent when asked (its host
+// powered off in the middle of a run, or replaced by another at the same address) is not
+// waited for the whole connect timeout before the host is dialled again: a live sshd
+// answers a keepalive in milliseconds.
+func TestASilentConnectionIsSetAsideWithoutWaitingTheConnectTimeout(t *testing.T) {
+	t.Parallel()
+	f := newSSHFixture(t)
+	p := f.pool(t, func(o *Options) {
+		o.ReuseUntested = -1 // every use asks first
+		o.KeepaliveInterval = -1
+		o.ConnectTimeout = time.Minute
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	h, err := p.Open(ctx, Target{Host: f.server.host(), HostKey: f.server.hostKeyLine()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.Run(ctx, "true", nil); err != nil { // the server serves the connection
+		t.Fatal(err)
+	}
+	f.server.silent.Add(1)
+	start := time.Now()
+	out, err := h.Run(ctx, "echo again", nil)
+	took := time.Since(start)
+	if err != nil || strings.TrimSpace(out) != "again" {
+		t.Fatalf("a command after the connection went silent = %q, %v; want it run on a new connection", out, err)
+	}
+	if took > reuseCheckTimeout+5*time.Second {
+		t.Fatalf("the command ran %s after the connection went silent; want within the reuse check's %s and a dial, not the connect timeout", took, reuseCheckTimeout)
+	}
+	if n := f.server.accepted.Load(); n != 2 {
+		t.Fatalf("server accepted %d connections; want 2 (the silent one set aside, one new)", n)
+	}
+	h.mu.Lock()
+	retired := len(h.retired)
+	h.mu.Unlock()
+	if retired != 1 {
+		t.Fatalf("%d connections set aside; want the silent one", retired)
+	}
+	if err := p.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if h.retired != nil {
+		t.Fatal("the pool's Close left the silent connection open")
+	}
+}
+
 // A host that vanishes while a command runs there (powered off, its network cut): the
 // background keepalive goes unanswered, so the connection is closed and the command
 // fails within an interval and the connect timeout, though its caller set no deadline.
