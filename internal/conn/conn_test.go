@@ -242,6 +242,45 @@ func TestDockerThroughForwardedSocketReusesOneConnection(t *testing.T) {
 	}
 }
 
+// A host whose connection goes silent (powered off, or its address now another droplet's)
+// with the Docker client's HTTP connections idle on it: the next call is not made on one
+// of those, which would hang, but on a new connection, once the silent one is closed.
+func TestDockerAfterTheConnectionWentSilentUsesANewOne(t *testing.T) {
+	t.Parallel()
+	socket := requireEngine(t)
+	f := newSSHFixture(t)
+	p := f.pool(t, func(o *Options) {
+		o.DockerSocket = socket
+		o.ReuseUntested = -1 // every use asks first
+		o.KeepaliveInterval = -1
+		o.ConnectTimeout = time.Minute
+	})
+	target := Target{Host: f.server.host(), HostKey: f.server.hostKeyLine()}
+	h, err := p.Open(context.Background(), target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	docker, err := h.Docker()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := docker.Ping(context.Background()); err != nil { // leaves an idle connection
+		t.Fatal(err)
+	}
+	f.server.silent.Add(1)
+	if _, err := p.Open(context.Background(), target); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := docker.Ping(ctx); err != nil {
+		t.Fatalf("docker ping after the connection went silent: %v; want it made on a new connection", err)
+	}
+	if n := f.server.accepted.Load(); n != 2 {
+		t.Fatalf("server accepted %d SSH connections; want 2 (the silent one closed, one new)", n)
+	}
+}
+
 func TestReplacedHostAtTheSameAddressIsVerifiedAfresh(t *testing.T) {
 	t.Parallel()
 	signer, key := newTestKey(t)

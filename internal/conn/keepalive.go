@@ -34,7 +34,7 @@ func (h *Host) keepAlive(c *ssh.Client) {
 			return
 		case <-tick.C:
 		}
-		if check(c, h.pool.opts.ConnectTimeout) != answered {
+		if !alive(c, h.pool.opts.ConnectTimeout) {
 			h.drop(c)
 			_ = c.Close()
 			return
@@ -42,32 +42,20 @@ func (h *Host) keepAlive(c *ssh.Client) {
 	}
 }
 
-// reply is what a keepalive request got.
-type reply int
-
-const (
-	answered reply = iota
-	failed         // the connection is closed
-	silence        // no answer within the bound
-)
-
-// check asks the server for a keepalive reply. A peer that vanished without closing the
+// alive asks the server for a keepalive reply. A peer that vanished without closing the
 // connection never answers, so the wait is bounded.
-func check(c *ssh.Client, timeout time.Duration) reply {
-	result := make(chan error, 1)
+func alive(c *ssh.Client, timeout time.Duration) bool {
+	answered := make(chan error, 1)
 	go func() {
 		_, _, err := c.SendRequest("keepalive@openssh.com", true, nil)
-		result <- err
+		answered <- err
 	}()
 	timer := time.NewTimer(timeout)
 	defer timer.Stop()
 	select {
-	case err := <-result:
-		if err != nil {
-			return failed
-		}
-		return answered
+	case err := <-answered:
+		return err == nil
 	case <-timer.C:
-		return silence
+		return false
 	}
 }

@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -139,9 +138,6 @@ type Host struct {
 	// provenAt is when sshClient last answered: its handshake, a keepalive, a channel
 	// (see Options.ReuseUntested).
 	provenAt time.Time
-	// retired are earlier connections that stopped answering but were not closed then
-	// (sshChecked); their keepalives close them, or the pool's Close.
-	retired []*ssh.Client
 }
 
 // DefaultReuseUntested: a refresh or an apply opens dozens of channels on a node within a
@@ -150,11 +146,12 @@ type Host struct {
 const DefaultReuseUntested = time.Second
 
 // reuseCheckTimeout bounds the keepalive round trip before a connection that has not
-// answered for ReuseUntested is reused: a live sshd answers in milliseconds. One that stays
-// silent is not waited for the whole connect timeout (30 s by default): the host is dialled
-// again at once, and the silent connection set aside. A droplet replaced at the same
-// address, or one powered off in the middle of a run, costs this, not the connect timeout.
-const reuseCheckTimeout = 3 * time.Second
+// answered for ReuseUntested is reused. A live sshd answers in milliseconds; one silent
+// for this long is taken for dead (powered off, or its address now another droplet's),
+// closed with every channel on it (idle HTTP connections of the host's Docker and Consul
+// clients among them, which would otherwise hang the next call), and the host dialled
+// again. Until 2026-12-05 that wait was the whole connect timeout, 30 s by default.
+const reuseCheckTimeout = 5 * time.Second
 
 // Open returns the pooled Host for a target, connecting (and verifying the host key)
 // if there is no live connection yet.
@@ -248,22 +245,13 @@ func (h *Host) sshChecked(ctx context.Context, v hostKeyVerifier) (c *ssh.Client
 			if time.Since(h.provenAt) < h.pool.opts.ReuseUntested {
 				return h.sshClient, false, nil
 			}
-			switch check(h.sshClient, min(reuseCheckTimeout, h.pool.opts.ConnectTimeout)) {
-			case answered:
+			if alive(h.sshClient, min(reuseCheckTimeout, h.pool.opts.ConnectTimeout)) {
 				h.provenAt = time.Now()
 				return h.sshClient, true, nil
-			case silence:
-				// Most likely dead (powered off, or its address now another host's), but a
-				// host that is only slow would lose every channel in flight on it if it were
-				// closed here: it is set aside, for its keepalive to close if it is dead.
-				h.retired = append(h.retired, h.sshClient)
-				h.sshClient = nil
 			}
 		}
-		if h.sshClient != nil {
-			_ = h.sshClient.Close()
-			h.sshClient = nil
-		}
+		_ = h.sshClient.Close()
+		h.sshClient = nil
 	}
 	client, key, err := h.pool.dialSSH(ctx, h.endpoint, v)
 	if err != nil {
@@ -349,8 +337,7 @@ func connectionLost(err error) bool {
 	return Transient(err) && !errors.As(err, &refused)
 }
 
-// drop closes c if it is still h's connection (the next use dials again), and forgets c
-// if it was set aside.
+// drop closes c if it is still h's connection: the next use dials again.
 func (h *Host) drop(c *ssh.Client) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -358,7 +345,6 @@ func (h *Host) drop(c *ssh.Client) {
 		_ = c.Close()
 		h.sshClient = nil
 	}
-	h.retired = slices.DeleteFunc(h.retired, func(r *ssh.Client) bool { return r == c })
 }
 
 func (p *Pool) dialSSH(ctx context.Context, ep Endpoint, v hostKeyVerifier) (*ssh.Client, ssh.PublicKey, error) {
@@ -507,10 +493,6 @@ func (h *Host) close() error {
 		errs = append(errs, h.sshClient.Close())
 		h.sshClient = nil
 	}
-	for _, c := range h.retired {
-		_ = c.Close() // silent already: its error says nothing
-	}
-	h.retired = nil
 	return errors.Join(errs...)
 }
 

@@ -218,8 +218,10 @@ func (s *testSSHServer) serve(c net.Conn, cfg *ssh.ServerConfig) {
 			defer ch.Close()
 			defer target.Close()
 			done := make(chan struct{}, 2)
-			go func() { _, _ = io.Copy(ch, target); done <- struct{}{} }()
-			go func() { _, _ = io.Copy(target, ch); done <- struct{}{} }()
+			// Once the host has vanished, a forwarded connection carries nothing more either
+			// way, as a powered-off host's would not.
+			go func() { _, _ = io.Copy(frozen{ch, vanished}, target); done <- struct{}{} }()
+			go func() { _, _ = io.Copy(frozen{target, vanished}, ch); done <- struct{}{} }()
 			<-done
 		}()
 	}
@@ -259,4 +261,18 @@ func (s *testSSHServer) serveSession(c net.Conn, ch ssh.Channel, reqs <-chan *ss
 		_, _ = ch.SendRequest("exit-status", false, ssh.Marshal(struct{ Status uint32 }{status}))
 		return
 	}
+}
+
+// frozen writes to w until vanished, then swallows everything: the other end hears
+// nothing more and is not told so.
+type frozen struct {
+	w        io.Writer
+	vanished func() bool
+}
+
+func (f frozen) Write(p []byte) (int, error) {
+	if f.vanished() {
+		return len(p), nil
+	}
+	return f.w.Write(p)
 }
