@@ -219,7 +219,7 @@ func (s *testSSHServer) serve(c net.Conn, cfg *ssh.ServerConfig) {
 			defer target.Close()
 			done := make(chan struct{}, 2)
 			// Once the host has vanished, a forwarded connection carries nothing more either
-			// way, as a powered-off host's would not.
+			// way, as a powered-off host's would.
 			go func() { _, _ = io.Copy(frozen{ch, vanished}, target); done <- struct{}{} }()
 			go func() { _, _ = io.Copy(frozen{target, vanished}, ch); done <- struct{}{} }()
 			<-done
