@@ -8,6 +8,7 @@ package provider
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -1365,9 +1366,15 @@ func (fx *microserviceFixture) containersOf(ctx context.Context, version string)
 			fx.t.Fatal(err)
 		}
 		for _, c := range list {
-			out = append(out, nodeContainer{docker: docker, id: c.ID})
+			out = append(out, nodeContainer{docker: docker, id: c.ID, created: c.Created})
 		}
 	}
+	// Oldest first: fx.targets is a map, so the order was random, and a test that fails
+	// "one instance" wants one that every earlier read saw passing, not a task the swarm
+	// started a moment ago in place of one on a node that went away. (A data source's
+	// ledger gives an instance never seen passing a grace period; a CI mimic's selfHealing
+	// run on 2026-12-05 most likely failed that way: one ledger moved, the other did not.)
+	slices.SortStableFunc(out, func(a, b nodeContainer) int { return cmp.Compare(a.created, b.created) })
 	return out
 }
 

@@ -327,8 +327,9 @@ func setProxyFault(t *testing.T, node string, fail func(r bluegreen.Route, call 
 
 // nodeContainer is a container and the engine of the node it runs on.
 type nodeContainer struct {
-	docker *client.Client
-	id     string
+	docker  *client.Client
+	id      string
+	created int64 // Unix seconds
 }
 
 func TestMicroserviceInputIsValidatedAtPlanTime(t *testing.T) {
