@@ -1,6 +1,7 @@
 package consultest
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"net"
@@ -13,6 +14,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/microswarm/terraform-provider-microswarm/internal/wait"
 )
 
 // Binary finds a consul binary for tests that run a real agent: $MICROSWARM_CONSUL_BIN,
@@ -155,30 +158,28 @@ func (a *DevAgent) hasExited() bool {
 // waitForLeader polls the status endpoint, which needs no ACL token, until the agent
 // names a leader, its process ends, or the time is up.
 func (a *DevAgent) waitForLeader(within time.Duration) error {
+	ctx, cancel := context.WithTimeout(context.Background(), within)
+	defer cancel()
 	client := &http.Client{Timeout: 2 * time.Second}
 	url := "http://" + a.Address() + "/v1/status/leader"
-	deadline := time.Now().Add(within)
-	last := "no answer yet"
-	for {
-		if a.hasExited() {
-			return fmt.Errorf("the agent exited (%v); last status: %s", a.cmd.ProcessState, last)
-		}
-		if resp, err := client.Get(url); err != nil {
-			last = err.Error()
-		} else {
+	return wait.Until(ctx, wait.Options{What: "the dev agent's leader", Interval: 100 * time.Millisecond, MaxInterval: 100 * time.Millisecond},
+		func(ctx context.Context) (bool, string, error) {
+			if a.hasExited() {
+				return false, "", fmt.Errorf("the agent exited (%v)", a.cmd.ProcessState)
+			}
+			req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+			if err != nil {
+				return false, "", err
+			}
+			resp, err := client.Do(req)
+			if err != nil {
+				return false, "", wait.Retryable(err)
+			}
 			body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<10))
 			_ = resp.Body.Close()
 			leader := strings.Trim(strings.TrimSpace(string(body)), `"`)
-			if resp.StatusCode == http.StatusOK && leader != "" {
-				return nil
-			}
-			last = fmt.Sprintf("HTTP %d %q", resp.StatusCode, body)
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("no leader within %s; last status: %s", within, last)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+			return resp.StatusCode == http.StatusOK && leader != "", fmt.Sprintf("HTTP %d %q", resp.StatusCode, body), nil
+		})
 }
 
 // tailBuffer keeps the last max bytes written to it, for a process's output.
