@@ -10,6 +10,8 @@
 #   hand        bench/peer/handrun.sh: the API with curl, then docker over SSH node by node
 # After each create the same check runs, untimed, through the first node: a Consul leader with
 # every server a voter, and every node a ready swarm member. The order turns each round.
+# Each create's CPU is counted by bench/cpulib.sh: the round's line gives the CPU seconds
+# the whole machine spent on it, and .demo/peer-WHO-ROUND.cpu where they went.
 #   bench/peer.sh [rounds]      default 3; NODES=N for another size
 # The peer needs the official provider's binary (not in the Go module proxy). Its public
 # source vendors every dependency, so it builds offline: DO_PROVIDER_SRC=<a checkout of
@@ -33,6 +35,8 @@ if [ ! -x "$DO_DIR/terraform-provider-digitalocean" ]; then
   (cd "$DO_PROVIDER_SRC" && GOFLAGS=-mod=vendor go build -o "$DO_DIR/terraform-provider-digitalocean" .)
 fi
 
+# shellcheck source=bench/cpulib.sh
+source bench/cpulib.sh
 now() { date +%s.%N; }
 secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", b - a }'; }
 median() { sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
@@ -70,9 +74,11 @@ vars=(-var active=blue -var "nodes=$nodes")
 infra=(-target=microswarm_swarm_cluster.swarm -target=microswarm_consul_server.consul -target=microswarm_consul_agent.agent)
 
 # run WHAT CMD...: runs CMD with its output in $log, prints its seconds; fails loudly.
+# With CPU_OUT=FILE, bench/cpulib.sh's report of the machine's CPU over CMD goes to FILE.
 run() {
   local what=$1 t0 t1
   shift
+  [ -z "${CPU_OUT:-}" ] || cpu_begin
   t0=$(now)
   if ! "$@" >"$log" 2>&1; then
     tail -30 "$log" >&2
@@ -80,6 +86,7 @@ run() {
     exit 1
   fi
   t1=$(now)
+  [ -z "${CPU_OUT:-}" ] || cpu_end "$what (terraform, its providers, ssh, curl)" >"$CPU_OUT"
   secs "$t0" "$t1"
 }
 
@@ -110,19 +117,20 @@ hand_down() { bench/peer/handrun.sh down; }
 peer_tf init -input=false >/dev/null 2>&1 || true # dev_overrides: init only records the lock file, if anything
 run "destroying the demo" ours_down >/dev/null
 bench/peer/handrun.sh key
-declare -A up down
+declare -A up down cpu
 order=(ours peer hand)
 for round in $(seq 1 "$rounds"); do
   line="round $round ($nodes nodes):"
   for who in "${order[@]}"; do
-    u=$(run "$who create" "${who}_up")
+    u=$(CPU_OUT=".demo/peer-$who-$round.cpu" run "$who create" "${who}_up")
+    c=$(cpu_total ".demo/peer-$who-$round.cpu")
     case $who in
       ours) check demo "-http-addr=https://127.0.0.1:8500 -ca-file=/consul/tls/ca.pem -client-cert=/consul/tls/cert.pem -client-key=/consul/tls/key.pem -token=$(cat .demo/consul/management.token)" ;;
       *) check "$who" ;;
     esac
     d=$(run "$who destroy" "${who}_down")
-    up[$who]+=" $u" down[$who]+=" $d"
-    line+=" $who ${u} s (destroy ${d} s);"
+    up[$who]+=" $u" down[$who]+=" $d" cpu[$who]+=" $c"
+    line+=" $who ${u} s (${c} CPU-s; destroy ${d} s);"
   done
   echo "$line"
   order=("${order[@]:1}" "${order[0]}")
@@ -131,7 +139,7 @@ bench/peer/handrun.sh unkey
 # shellcheck disable=SC2086
 {
   ou=$(m ${up[ours]}) pu=$(m ${up[peer]}) hu=$(m ${up[hand]})
-  echo "median over $rounds rounds ($nodes nodes): microswarm $ou s (destroy $(m ${down[ours]}) s); peer $pu s (destroy $(m ${down[peer]}) s); hand-run $hu s (destroy $(m ${down[hand]}) s)"
+  echo "median over $rounds rounds ($nodes nodes): microswarm $ou s ($(m ${cpu[ours]}) CPU-s; destroy $(m ${down[ours]}) s); peer $pu s ($(m ${cpu[peer]}) CPU-s; destroy $(m ${down[peer]}) s); hand-run $hu s ($(m ${cpu[hand]}) CPU-s; destroy $(m ${down[hand]}) s)"
   awk -v o="$ou" -v p="$pu" -v h="$hu" 'BEGIN { printf "microswarm is %.2fx faster than the peer, %.2fx than the hand-run baseline\n", p / o, h / o }'
 }
 tools/demo.sh down >/dev/null 2>&1

@@ -18,6 +18,10 @@
 #   bench/perf.sh [rounds]    default 3; one line per round, then the medians
 #   NODES=12 bench/perf.sh    the demo's configuration at 12 nodes (3 Consul servers and 9
 #                             agents, 3 swarm managers and 9 workers, a proxy on every node)
+# Each create and the plan run under bench/cpu.sh: the CPU seconds the whole machine spent
+# on each, and the floor that puts under its wall time on this machine's cores (the round's
+# line gives them; .demo/perf-infra-N.cpu, perf-create-N.cpu and perf-plan-N.cpu say where
+# the CPU went).
 # Brings the demo up first (compiling the provider) and takes it down at the end. Each
 # round's outputs stay in .demo/perf-destroy-N.log, .demo/perf-infra-N.log and
 # .demo/perf-create-N.log (per resource: "after Ns").
@@ -53,11 +57,12 @@ sample_rss() {
 }
 
 # timed NAME ARGS: runs tools/demo.sh tf ARGS, prints terraform's own seconds; fails
-# loudly.
+# loudly. With CPU_OUT=FILE, under bench/cpu.sh, its report in FILE.
 timed() {
-  local name=$1
+  local name=$1 profile=()
   shift
-  if ! MICROSWARM_TF_TIME="$tf_time" tools/demo.sh tf "$@" >"$log" 2>&1; then
+  [ -n "${CPU_OUT:-}" ] && profile=(bench/cpu.sh)
+  if ! MICROSWARM_TF_TIME="$tf_time" "${profile[@]}" tools/demo.sh tf "$@" >"$log" 2>&1; then
     tail -30 "$log" >&2
     echo "$name: terraform $* failed" >&2
     exit 1
@@ -68,7 +73,11 @@ timed() {
 echo "bringing the demo up (make demo)" >&2
 tools/demo.sh up >/dev/null 2>&1
 timed "the first apply at $nodes nodes" apply -auto-approve "${vars[@]}" >/dev/null
-destroys=() infras=() creates=() plans=() switches=() rsss=()
+destroys=() infras=() creates=() plans=() switches=() rsss=() infracpus=() createcpus=() plancpus=()
+# shellcheck source=bench/cpulib.sh
+source bench/cpulib.sh
+# floor CPU-S: the CPU seconds over the cores.
+floor() { awk -v c="$1" -v n="$(getconf _NPROCESSORS_ONLN)" 'BEGIN { printf "%.1f", c / n }'; }
 for round in $(seq 1 "$rounds"); do
   echo 0 >"$rss_file"
   sample_rss &
@@ -76,12 +85,12 @@ for round in $(seq 1 "$rounds"); do
   d=$(timed destroy destroy -auto-approve "${vars[@]}")
   grep -q 'Destroy complete' "$log" || { cat "$log" >&2; exit 1; }
   cp "$log" ".demo/perf-destroy-$round.log"
-  i=$(timed infra apply -auto-approve "${vars[@]}" "${infra[@]}")
+  i=$(CPU_OUT=.demo/perf-infra-$round.cpu timed infra apply -auto-approve "${vars[@]}" "${infra[@]}")
   cp "$log" ".demo/perf-infra-$round.log"
   timed "destroy of the infrastructure" destroy -auto-approve "${vars[@]}" >/dev/null
-  c=$(timed "full stack" apply -auto-approve "${vars[@]}")
+  c=$(CPU_OUT=.demo/perf-create-$round.cpu timed "full stack" apply -auto-approve "${vars[@]}")
   cp "$log" ".demo/perf-create-$round.log" # terraform's own time per resource ("after Ns")
-  p=$(timed plan plan "${vars[@]}")
+  p=$(CPU_OUT=.demo/perf-plan-$round.cpu timed plan plan "${vars[@]}")
   # No resource to change. An output may move: consul_leader, when the servers elected
   # another leader since the apply (reported, not a failure).
   if grep -q '^Plan: ' "$log"; then
@@ -96,10 +105,11 @@ for round in $(seq 1 "$rounds"); do
   wait "$sampler" 2>/dev/null || true
   sampler=""
   rss=$(awk '{ printf "%.0f", $1 / 1024 }' "$rss_file")
-  destroys+=("$d") infras+=("$i") creates+=("$c") plans+=("$p") switches+=("$s1" "$s2") rsss+=("$rss")
-  echo "round $round ($nodes nodes): destroy ${d} s; infra ${i} s; full stack ${c} s; no-change plan ${p} s; switch to green ${s1} s, to blue ${s2} s; provider peak RSS ${rss} MB"
+  ic=$(cpu_total ".demo/perf-infra-$round.cpu") cc=$(cpu_total ".demo/perf-create-$round.cpu") pc=$(cpu_total ".demo/perf-plan-$round.cpu")
+  destroys+=("$d") infras+=("$i") creates+=("$c") plans+=("$p") switches+=("$s1" "$s2") rsss+=("$rss") infracpus+=("$ic") createcpus+=("$cc") plancpus+=("$pc")
+  echo "round $round ($nodes nodes): destroy ${d} s; infra ${i} s (${ic} CPU-s, floor $(floor "$ic") s); full stack ${c} s (${cc} CPU-s, floor $(floor "$cc") s); no-change plan ${p} s (${pc} CPU-s); switch to green ${s1} s, to blue ${s2} s; provider peak RSS ${rss} MB"
 done
 echo "blue" >.demo/active
 m() { printf '%s\n' "$@" | median; }
-echo "median over $rounds rounds ($nodes nodes): destroy $(m "${destroys[@]}") s; infra $(m "${infras[@]}") s; full stack $(m "${creates[@]}") s; no-change plan $(m "${plans[@]}") s; switch $(m "${switches[@]}") s; provider peak RSS $(m "${rsss[@]}") MB"
+echo "median over $rounds rounds ($nodes nodes): destroy $(m "${destroys[@]}") s; infra $(m "${infras[@]}") s ($(m "${infracpus[@]}") CPU-s); full stack $(m "${creates[@]}") s ($(m "${createcpus[@]}") CPU-s); no-change plan $(m "${plans[@]}") s ($(m "${plancpus[@]}") CPU-s); switch $(m "${switches[@]}") s; provider peak RSS $(m "${rsss[@]}") MB"
 tools/demo.sh down >/dev/null 2>&1
