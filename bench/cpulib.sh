@@ -9,12 +9,14 @@
 # report's last line says that floor.
 # Reads cgroup v1's cpuacct (the node containers and the containers inside them each have
 # one, side by side under docker/), /proc/stat and bash's `times`; each counts what exited
-# during the span.
-CPU_CG=/sys/fs/cgroup/cpuacct/docker
+# during the span. Without cgroup v1 the report keeps the machine's total, the shell's
+# children and the floor, and says it could not split the rest.
+CPU_CG=${CPU_CG:-/sys/fs/cgroup/cpuacct/docker}
 
 # cpu_usage: "ID NANOSECONDS" for every container's cgroup, in one process (a loaded machine
 # forks slowly); a cgroup gone since the listing is left out.
 cpu_usage() {
+  [ -d "$CPU_CG" ] || return 0
   find "$CPU_CG" -mindepth 2 -name cpuacct.usage -exec awk 'BEGIN {
     for (i = 1; i < ARGC; i++) if ((getline v < ARGV[i]) > 0) { n = split(ARGV[i], p, "/"); print p[n - 1], v; close(ARGV[i]) }
   }' {} +
@@ -30,7 +32,6 @@ cpu_children() {
 
 # cpu_begin: starts a span; the caller's shell must be the one that runs what is measured.
 cpu_begin() {
-  [ -d "$CPU_CG" ] || { echo "no $CPU_CG: the CPU report reads cgroup v1's cpuacct" >&2; return 2; }
   CPU_DIR=$(mktemp -d)
   # The machine's count is taken just inside the span's edges, for the floor; the cgroups'
   # reads lie just outside them, so the rest may come out a little short, even below 0.
@@ -56,7 +57,7 @@ cpu_end() {
   done
   awk -v t0="$(cat "$CPU_DIR/t0")" -v t1="$t1" \
     -v busy="$(($(cat "$CPU_DIR/busy1") - $(cat "$CPU_DIR/busy0")))" -v hz="$(getconf CLK_TCK)" \
-    -v cores="$(getconf _NPROCESSORS_ONLN)" -v own="$own" -v label="$label" '
+    -v cores="$(getconf _NPROCESSORS_ONLN)" -v own="$own" -v label="$label" -v cg="$([ -d "$CPU_CG" ] && echo 1)" '
     FILENAME == ARGV[1] { kind[$1] = $2; name[$1] = $3; next }
     FILENAME == ARGV[2] { before[$1] = $2; next }
     {
@@ -75,11 +76,13 @@ cpu_end() {
       printf "0\t0\twall %.1f s; the machine busy %.1f CPU-s of %.1f (%d cores, %.0f%%)\n", w, total, w * cores, cores, 100 * total / (w * cores)
       if (label != "") printf "1\t%f\t  %6.1f CPU-s  %s\n", own, own, label
       for (g in cpu) printf "1\t%f\t  %6.1f CPU-s  %s\n", cpu[g], cpu[g], g
-      printf "2\t0\t  %6.1f CPU-s  the rest (the local cloud, the host engine, the kernel, other processes)\n", total - counted - own
+      if (cg) printf "2\t0\t  %6.1f CPU-s  the rest (the local cloud, the host engine, the kernel, other processes)\n", total - counted - own
+      else printf "2\t0\t  %6.1f CPU-s  the rest, not split: no cgroup v1 cpuacct here\n", total - own
       if (label != "") printf "3\t0\tfloor at %d cores: %.1f s (the CPU seconds over the cores)\n", cores, total / cores
     }' "$names" "$CPU_DIR/a" "$CPU_DIR/b" | sort -t "$(printf '\t')" -k1,1n -k2,2gr | cut -f3-
   rm -rf "$CPU_DIR"
 }
 
-# cpu_total FILE: the machine's CPU seconds in a report.
+# cpu_total FILE: the machine's CPU seconds in a report; cpu_floor FILE: its floor.
 cpu_total() { awk '/the machine busy/ { for (i = 1; i <= NF; i++) if ($i == "busy") print $(i + 1) }' "$1"; }
+cpu_floor() { awk '/^floor at [0-9]+ cores: / { print $5 }' "$1"; }

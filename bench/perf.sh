@@ -18,9 +18,9 @@
 #   bench/perf.sh [rounds]    default 3; one line per round, then the medians
 #   NODES=12 bench/perf.sh    the demo's configuration at 12 nodes (3 Consul servers and 9
 #                             agents, 3 swarm managers and 9 workers, a proxy on every node)
-# Each create and the plan run under bench/cpu.sh: the CPU seconds the whole machine spent
-# on each, and the floor that puts under its wall time on this machine's cores (the round's
-# line gives them; .demo/perf-infra-N.cpu, perf-create-N.cpu and perf-plan-N.cpu say where
+# Each create's and the plan's CPU is counted by bench/cpulib.sh, as bench/cpu.sh does: the
+# CPU seconds the whole machine spent on each, and the floor that puts under its wall time
+# on this machine's cores (the round's line gives them; .demo/perf-infra-N.cpu, perf-create-N.cpu and perf-plan-N.cpu say where
 # the CPU went).
 # Brings the demo up first (compiling the provider) and takes it down at the end. Each
 # round's outputs stay in .demo/perf-destroy-N.log, .demo/perf-infra-N.log and
@@ -31,6 +31,8 @@ rounds=${1:-3}
 nodes=${NODES:-3}
 vars=(-var active=blue -var "nodes=$nodes")
 infra=(-target=microswarm_swarm_cluster.swarm -target=microswarm_consul_server.consul -target=microswarm_consul_agent.agent)
+# shellcheck source=bench/cpulib.sh
+source bench/cpulib.sh
 median() { sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 log=$(mktemp)
 rss_file=$(mktemp)
@@ -57,16 +59,18 @@ sample_rss() {
 }
 
 # timed NAME ARGS: runs tools/demo.sh tf ARGS, prints terraform's own seconds; fails
-# loudly. With CPU_OUT=FILE, under bench/cpu.sh, its report in FILE.
+# loudly. With CPU_OUT=FILE, bench/cpulib.sh's report of the machine's CPU over it goes
+# to FILE.
 timed() {
-  local name=$1 profile=()
+  local name=$1
   shift
-  [ -n "${CPU_OUT:-}" ] && profile=(bench/cpu.sh)
-  if ! MICROSWARM_TF_TIME="$tf_time" "${profile[@]}" tools/demo.sh tf "$@" >"$log" 2>&1; then
+  [ -z "${CPU_OUT:-}" ] || cpu_begin
+  if ! MICROSWARM_TF_TIME="$tf_time" tools/demo.sh tf "$@" >"$log" 2>&1; then
     tail -30 "$log" >&2
     echo "$name: terraform $* failed" >&2
     exit 1
   fi
+  [ -z "${CPU_OUT:-}" ] || cpu_end "terraform and the provider" >"$CPU_OUT"
   awk '{ printf "%.1f", $1 }' "$tf_time"
 }
 
@@ -74,10 +78,6 @@ echo "bringing the demo up (make demo)" >&2
 tools/demo.sh up >/dev/null 2>&1
 timed "the first apply at $nodes nodes" apply -auto-approve "${vars[@]}" >/dev/null
 destroys=() infras=() creates=() plans=() switches=() rsss=() infracpus=() createcpus=() plancpus=()
-# shellcheck source=bench/cpulib.sh
-source bench/cpulib.sh
-# floor CPU-S: the CPU seconds over the cores.
-floor() { awk -v c="$1" -v n="$(getconf _NPROCESSORS_ONLN)" 'BEGIN { printf "%.1f", c / n }'; }
 for round in $(seq 1 "$rounds"); do
   echo 0 >"$rss_file"
   sample_rss &
@@ -107,7 +107,7 @@ for round in $(seq 1 "$rounds"); do
   rss=$(awk '{ printf "%.0f", $1 / 1024 }' "$rss_file")
   ic=$(cpu_total ".demo/perf-infra-$round.cpu") cc=$(cpu_total ".demo/perf-create-$round.cpu") pc=$(cpu_total ".demo/perf-plan-$round.cpu")
   destroys+=("$d") infras+=("$i") creates+=("$c") plans+=("$p") switches+=("$s1" "$s2") rsss+=("$rss") infracpus+=("$ic") createcpus+=("$cc") plancpus+=("$pc")
-  echo "round $round ($nodes nodes): destroy ${d} s; infra ${i} s (${ic} CPU-s, floor $(floor "$ic") s); full stack ${c} s (${cc} CPU-s, floor $(floor "$cc") s); no-change plan ${p} s (${pc} CPU-s); switch to green ${s1} s, to blue ${s2} s; provider peak RSS ${rss} MB"
+  echo "round $round ($nodes nodes): destroy ${d} s; infra ${i} s (${ic} CPU-s, floor $(cpu_floor ".demo/perf-infra-$round.cpu") s); full stack ${c} s (${cc} CPU-s, floor $(cpu_floor ".demo/perf-create-$round.cpu") s); no-change plan ${p} s (${pc} CPU-s); switch to green ${s1} s, to blue ${s2} s; provider peak RSS ${rss} MB"
 done
 echo "blue" >.demo/active
 m() { printf '%s\n' "$@" | median; }
